@@ -1,0 +1,202 @@
+use std::io;
+use std::time::Duration;
+
+use crate::memory::MemoryListener;
+use crate::tcp::TcpAcceptor;
+#[cfg(unix)]
+use crate::unix::UnixAcceptor;
+use crate::{Acceptor, Connection, Connector, Endpoint, TransportError, memory, tcp};
+
+/// Connects to a built-in endpoint, failing with [`TransportError::Timeout`] if that takes
+/// longer than `timeout`.
+///
+/// TCP resolves the host, tries each address it resolves to and sets `TCP_NODELAY`. A memory
+/// endpoint nobody listens on fails at once with [`io::ErrorKind::ConnectionRefused`]; one whose
+/// listener has [a full backlog](listen) waits, up to `timeout`.
+pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connection, TransportError> {
+    let attempt = async {
+        match endpoint {
+            Endpoint::Tcp { host, port } => tcp::connect(host, *port).await,
+            #[cfg(unix)]
+            Endpoint::Unix(path) => crate::unix::connect(path).await,
+            #[cfg(not(unix))]
+            Endpoint::Unix(_) => Err(unix_unsupported()),
+            Endpoint::Memory(name) => memory::connect(name).await,
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(TransportError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        }),
+        Err(_elapsed) => Err(TransportError::Timeout {
+            endpoint: endpoint.to_string(),
+            after: timeout,
+        }),
+    }
+}
+
+/// Listens on a built-in endpoint.
+///
+/// - TCP binds the first address the host resolves to; port 0 picks a free port, which
+///   [`Listener::local_endpoint`] reports. Accepted connections get `TCP_NODELAY`.
+/// - Unix binds the socket path. An existing socket file is probed by connecting to it: if that
+///   is refused, the file was left by a process that is gone and is replaced; otherwise this
+///   fails with [`io::ErrorKind::AddrInUse`] (and the live listener sees the probe as a
+///   connection closed without data). A file that is not a socket is never removed. The socket
+///   file is removed when the listener is dropped.
+/// - Memory registers the name for this process, failing with [`io::ErrorKind::AddrInUse`] if it
+///   is taken. Up to 128 connections queue until accepted. Dropping the listener frees the name.
+pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
+    let inner = match endpoint {
+        Endpoint::Tcp { host, port } => TcpAcceptor::bind(host, *port).await.map(Inner::Tcp),
+        #[cfg(unix)]
+        Endpoint::Unix(path) => UnixAcceptor::bind(path).await.map(Inner::Unix),
+        #[cfg(not(unix))]
+        Endpoint::Unix(_) => Err(unix_unsupported()),
+        Endpoint::Memory(name) => MemoryListener::bind(name).map(Inner::Memory),
+    };
+    match inner {
+        Ok(inner) => Ok(Listener { inner }),
+        Err(source) => Err(TransportError::Bind {
+            endpoint: endpoint.to_string(),
+            source,
+        }),
+    }
+}
+
+#[cfg(not(unix))]
+fn unix_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "unix sockets are not supported on this platform",
+    )
+}
+
+/// A [`Connector`] for a built-in endpoint, with a connect timeout; see [`connect`].
+#[derive(Debug, Clone)]
+pub struct EndpointConnector {
+    endpoint: Endpoint,
+    timeout: Duration,
+}
+
+impl EndpointConnector {
+    /// Connects to `endpoint`, giving up after `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        EndpointConnector { endpoint, timeout }
+    }
+
+    /// The endpoint it connects to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// How long a connect may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for EndpointConnector {
+    async fn connect(&self) -> Result<Connection, TransportError> {
+        connect(&self.endpoint, self.timeout).await
+    }
+
+    fn describe(&self) -> String {
+        self.endpoint.to_string()
+    }
+}
+
+/// Listens on a built-in endpoint; made by [`listen`].
+#[derive(Debug)]
+pub struct Listener {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Tcp(TcpAcceptor),
+    #[cfg(unix)]
+    Unix(UnixAcceptor),
+    Memory(MemoryListener),
+}
+
+impl Listener {
+    /// Waits for the next connection. An error is often transient (see
+    /// [`TransportError::Accept`]).
+    pub async fn accept(&mut self) -> Result<Connection, TransportError> {
+        let accepted: io::Result<Connection> = match &mut self.inner {
+            Inner::Tcp(acceptor) => acceptor.accept().await,
+            #[cfg(unix)]
+            Inner::Unix(acceptor) => acceptor.accept().await,
+            Inner::Memory(listener) => listener.accept().await,
+        };
+        accepted.map_err(TransportError::Accept)
+    }
+
+    /// Where it listens; for TCP this is the address actually bound, with the real port when
+    /// port 0 was asked for.
+    pub fn local_endpoint(&self) -> Endpoint {
+        match &self.inner {
+            Inner::Tcp(acceptor) => acceptor.local_endpoint().clone(),
+            #[cfg(unix)]
+            Inner::Unix(acceptor) => Endpoint::Unix(acceptor.path().to_owned()),
+            Inner::Memory(listener) => Endpoint::Memory(listener.name().to_owned()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Acceptor for Listener {
+    async fn accept(&mut self) -> Result<Connection, TransportError> {
+        Listener::accept(self).await
+    }
+
+    fn local_endpoint(&self) -> Endpoint {
+        Listener::local_endpoint(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PeerAddr;
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_connect_times_out_while_the_backlog_is_full() {
+        let endpoint = Endpoint::memory("builtin-unit-timeout");
+        let _listener = listen(&endpoint).await.unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..memory::BACKLOG {
+            queued.push(connect(&endpoint, Duration::from_secs(1)).await.unwrap());
+        }
+        let err = connect(&endpoint, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TransportError::Timeout { endpoint, after }
+                if endpoint == "mem://builtin-unit-timeout" && *after == Duration::from_secs(1)),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_connector_and_listener_through_the_traits() {
+        let endpoint = Endpoint::memory("builtin-unit-traits");
+        let mut acceptor: Box<dyn Acceptor> = Box::new(listen(&endpoint).await.unwrap());
+        assert_eq!(acceptor.local_endpoint(), endpoint);
+
+        let connector = EndpointConnector::new(endpoint.clone(), Duration::from_secs(5));
+        assert_eq!(connector.endpoint(), &endpoint);
+        assert_eq!(connector.timeout(), Duration::from_secs(5));
+        let connector: std::sync::Arc<dyn Connector> = std::sync::Arc::new(connector);
+        assert_eq!(connector.describe(), "mem://builtin-unit-traits");
+
+        let client = connector.connect().await.unwrap();
+        let server = acceptor.accept().await.unwrap();
+        assert_eq!(client.peer(), server.peer());
+        assert!(matches!(client.peer(), PeerAddr::Memory(_)));
+    }
+}

@@ -1,0 +1,349 @@
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::TransportError;
+
+/// Where to connect or listen: `tcp://host:port`, `unix:///abs/path` or `mem://name`.
+///
+/// Parsed with [`FromStr`]; [`Display`](fmt::Display) writes the same form back, so an endpoint
+/// survives a round trip through text (an IPv6 host is written in brackets, `tcp://[::1]:80`).
+///
+/// ```
+/// use rpc_transport::Endpoint;
+///
+/// let endpoint: Endpoint = "tcp://[::1]:8080".parse()?;
+/// assert_eq!(endpoint, Endpoint::Tcp { host: "::1".into(), port: 8080 });
+/// assert_eq!(endpoint.to_string(), "tcp://[::1]:8080");
+///
+/// let err = "http://x".parse::<Endpoint>().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, unix:///path or mem://name"#,
+/// );
+/// # Ok::<(), rpc_transport::TransportError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// A TCP socket. The host is a name (`localhost`), an IPv4 address or an IPv6 address
+    /// (stored without brackets).
+    Tcp {
+        /// Host name or address, resolved when connecting or listening.
+        host: String,
+        /// Port; 0 when listening asks the system for a free one.
+        port: u16,
+    },
+    /// A Unix domain socket at an absolute path.
+    Unix(PathBuf),
+    /// An in-process pipe registered under a name; see [`listen`](crate::listen).
+    Memory(String),
+}
+
+impl Endpoint {
+    /// The TCP endpoint of a socket address.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Endpoint::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+
+    /// The Unix socket endpoint at `path`, which should be absolute.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Endpoint::Unix(path.into())
+    }
+
+    /// The in-process endpoint named `name`.
+    pub fn memory(name: impl Into<String>) -> Self {
+        Endpoint::Memory(name.into())
+    }
+
+    /// The scheme: `"tcp"`, `"unix"` or `"mem"`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Endpoint::Tcp { .. } => "tcp",
+            Endpoint::Unix(_) => "unix",
+            Endpoint::Memory(_) => "mem",
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = TransportError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let Some((scheme, rest)) = input.split_once("://") else {
+            return Err(TransportError::invalid(input, "missing scheme"));
+        };
+        match scheme {
+            "tcp" => parse_tcp(input, rest),
+            "unix" => parse_unix(input, rest),
+            "mem" => parse_memory(input, rest),
+            other => Err(TransportError::invalid(
+                input,
+                format!("unknown scheme {other:?}"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+            Endpoint::Memory(name) => write!(f, "mem://{name}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::tcp(addr)
+    }
+}
+
+fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+    let invalid = |reason: String| TransportError::invalid(input, reason);
+    if rest.is_empty() {
+        return Err(invalid("missing host and port".into()));
+    }
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return Err(invalid("unclosed '[' around the IPv6 host".into()));
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(invalid(format!("invalid IPv6 address {host:?}")));
+        }
+        let port = match after.strip_prefix(':') {
+            Some(port) => port,
+            None if after.is_empty() => return Err(invalid("missing port".into())),
+            None => return Err(invalid(format!("expected ':' after ']', found {after:?}"))),
+        };
+        (host, port)
+    } else {
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(invalid("missing port".into()));
+        };
+        if host.contains(':') {
+            return Err(invalid(
+                "an IPv6 host must be in brackets, as in tcp://[::1]:80".into(),
+            ));
+        }
+        if host.is_empty() {
+            return Err(invalid("missing host".into()));
+        }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(invalid(format!("invalid host {host:?}")));
+        }
+        (host, port)
+    };
+    if port.is_empty() {
+        return Err(invalid("missing port".into()));
+    }
+    // `u16::from_str` also takes a leading `+`, which no one means in an address.
+    let port = match port
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| port.parse::<u16>())
+    {
+        Some(Ok(port)) => port,
+        _ => {
+            return Err(invalid(format!(
+                "invalid port {port:?}, expected 0 to 65535"
+            )));
+        }
+    };
+    Ok(Endpoint::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_unix(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+    if rest.is_empty() {
+        return Err(TransportError::invalid(input, "empty unix socket path"));
+    }
+    if !rest.starts_with('/') {
+        return Err(TransportError::invalid(
+            input,
+            format!("unix socket path {rest:?} is not absolute (write unix:///{rest})"),
+        ));
+    }
+    Ok(Endpoint::Unix(PathBuf::from(rest)))
+}
+
+fn parse_memory(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+    if rest.is_empty() {
+        return Err(TransportError::invalid(input, "empty memory endpoint name"));
+    }
+    Ok(Endpoint::Memory(rest.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reason(input: &str) -> String {
+        match input.parse::<Endpoint>() {
+            Err(TransportError::InvalidEndpoint {
+                input: echoed,
+                reason,
+            }) => {
+                assert_eq!(echoed, input);
+                reason
+            }
+            other => panic!("{input:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_three_forms() {
+        let cases = [
+            (
+                "tcp://localhost:80",
+                Endpoint::Tcp {
+                    host: "localhost".into(),
+                    port: 80,
+                },
+            ),
+            (
+                "tcp://127.0.0.1:0",
+                Endpoint::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 0,
+                },
+            ),
+            (
+                "tcp://[::1]:65535",
+                Endpoint::Tcp {
+                    host: "::1".into(),
+                    port: 65535,
+                },
+            ),
+            (
+                "unix:///tmp/app.sock",
+                Endpoint::Unix("/tmp/app.sock".into()),
+            ),
+            ("mem://svc", Endpoint::Memory("svc".into())),
+            ("mem://a://b", Endpoint::Memory("a://b".into())),
+        ];
+        for (text, expected) in cases {
+            let parsed: Endpoint = text.parse().unwrap();
+            assert_eq!(parsed, expected, "{text}");
+            assert_eq!(parsed.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn constructors_and_scheme() {
+        let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+        assert_eq!(Endpoint::tcp(v4).to_string(), "tcp://127.0.0.1:9");
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 9);
+        assert_eq!(Endpoint::from(v6).to_string(), "tcp://[::1]:9");
+        assert_eq!(Endpoint::tcp(v6).scheme(), "tcp");
+        assert_eq!(Endpoint::unix("/s").scheme(), "unix");
+        assert_eq!(Endpoint::memory("m").scheme(), "mem");
+    }
+
+    #[test]
+    fn unknown_or_missing_scheme() {
+        assert_eq!(reason("http://x"), r#"unknown scheme "http""#);
+        assert_eq!(reason("TCP://h:1"), r#"unknown scheme "TCP""#);
+        assert_eq!(reason("127.0.0.1:80"), "missing scheme");
+        assert_eq!(reason(""), "missing scheme");
+        let message = "http://x".parse::<Endpoint>().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, unix:///path or mem://name"#
+        );
+    }
+
+    #[test]
+    fn tcp_errors() {
+        assert_eq!(reason("tcp://"), "missing host and port");
+        assert_eq!(reason("tcp://localhost"), "missing port");
+        assert_eq!(reason("tcp://localhost:"), "missing port");
+        assert_eq!(reason("tcp://:80"), "missing host");
+        assert_eq!(
+            reason("tcp://h:http"),
+            r#"invalid port "http", expected 0 to 65535"#
+        );
+        assert_eq!(
+            reason("tcp://h:65536"),
+            r#"invalid port "65536", expected 0 to 65535"#
+        );
+        assert_eq!(
+            reason("tcp://h:+80"),
+            r#"invalid port "+80", expected 0 to 65535"#
+        );
+        assert_eq!(
+            reason("tcp://h:80/path"),
+            r#"invalid port "80/path", expected 0 to 65535"#
+        );
+        assert_eq!(
+            reason("tcp://::1:80"),
+            "an IPv6 host must be in brackets, as in tcp://[::1]:80"
+        );
+        assert_eq!(reason("tcp://[::1]"), "missing port");
+        assert_eq!(reason("tcp://[::1"), "unclosed '[' around the IPv6 host");
+        assert_eq!(
+            reason("tcp://[::1]80"),
+            r#"expected ':' after ']', found "80""#
+        );
+        assert_eq!(reason("tcp://[nope]:80"), r#"invalid IPv6 address "nope""#);
+        assert_eq!(reason("tcp://a b:80"), r#"invalid host "a b""#);
+        assert_eq!(reason("tcp://user@h:80"), r#"invalid host "user@h""#);
+    }
+
+    #[test]
+    fn unix_and_memory_errors() {
+        assert_eq!(reason("unix://"), "empty unix socket path");
+        assert_eq!(
+            reason("unix://tmp/s"),
+            r#"unix socket path "tmp/s" is not absolute (write unix:///tmp/s)"#
+        );
+        assert_eq!(reason("mem://"), "empty memory endpoint name");
+    }
+
+    fn host_name() -> impl Strategy<Value = String> {
+        "[a-z0-9]([a-z0-9_-]{0,20}[a-z0-9])?(\\.[a-z0-9-]{1,10}){0,3}"
+    }
+
+    fn endpoint() -> impl Strategy<Value = Endpoint> {
+        prop_oneof![
+            any::<SocketAddr>().prop_map(Endpoint::tcp),
+            (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Tcp { host, port }),
+            "(/[^/\0]{1,12}){1,4}".prop_map(Endpoint::unix),
+            ".{1,40}".prop_map(Endpoint::memory),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn display_round_trips_through_from_str(endpoint in endpoint()) {
+            let text = endpoint.to_string();
+            let parsed = text.parse::<Endpoint>().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parsed, endpoint);
+        }
+
+        #[test]
+        fn parsing_any_text_never_panics(text in ".{0,60}") {
+            if let Ok(endpoint) = text.parse::<Endpoint>() {
+                prop_assert_eq!(endpoint.to_string().parse::<Endpoint>().ok(), Some(endpoint));
+            }
+        }
+    }
+}

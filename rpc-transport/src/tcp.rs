@@ -1,0 +1,85 @@
+use std::io;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{Connection, Endpoint};
+
+/// Resolves `host` and tries each address in turn, returning the last failure if none connects.
+pub(crate) async fn connect(host: &str, port: u16) -> io::Result<Connection> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Frames are written whole; Nagle's algorithm would only delay small calls.
+                stream.set_nodelay(true)?;
+                return Ok(Connection::tcp(stream, addr));
+            }
+            Err(error) => {
+                tracing::debug!(%addr, %error, "tcp connect attempt failed");
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} resolved to no addresses"),
+        )
+    }))
+}
+
+/// A bound TCP listener and the address it actually bound (the real port when asked for 0).
+#[derive(Debug)]
+pub(crate) struct TcpAcceptor {
+    listener: TcpListener,
+    local: Endpoint,
+}
+
+impl TcpAcceptor {
+    pub(crate) async fn bind(host: &str, port: u16) -> io::Result<Self> {
+        let listener = TcpListener::bind((host, port)).await?;
+        let local = Endpoint::tcp(listener.local_addr()?);
+        Ok(TcpAcceptor { listener, local })
+    }
+
+    pub(crate) async fn accept(&mut self) -> io::Result<Connection> {
+        let (stream, peer) = self.listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection::tcp(stream, peer))
+    }
+
+    pub(crate) fn local_endpoint(&self) -> &Endpoint {
+        &self.local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::PeerAddr;
+
+    #[tokio::test]
+    async fn port_zero_reports_the_bound_port_and_both_sides_connect() {
+        let mut acceptor = TcpAcceptor::bind("127.0.0.1", 0).await.unwrap();
+        let Endpoint::Tcp { host, port } = acceptor.local_endpoint().clone() else {
+            panic!("tcp listener reported {:?}", acceptor.local_endpoint());
+        };
+        assert_eq!(host, "127.0.0.1");
+        assert_ne!(port, 0);
+
+        let (client, server) = tokio::join!(connect("localhost", port), acceptor.accept());
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        let PeerAddr::Tcp(server_addr) = client.peer() else {
+            panic!("{:?}", client.peer())
+        };
+        assert_eq!(server_addr.port(), port);
+        assert!(matches!(server.peer(), PeerAddr::Tcp(addr) if addr.ip().is_loopback()));
+
+        client.write_all(b"hi").await.unwrap();
+        let mut buf = [0; 2];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hi");
+    }
+}
