@@ -24,6 +24,7 @@ pub const HEADER_LEN: usize = 18;
 /// | 7     | `StreamItem`  | server → client  | one item of a server stream              |
 /// | 8     | `StreamEnd`   | server → client  | empty (status ok) or error body          |
 /// | 9     | `GoAway`      | server → client  | optional UTF-8 reason                    |
+/// | 10    | `StreamCredit`| client → server  | u32: more stream items the client accepts|
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {
@@ -45,11 +46,13 @@ pub enum FrameKind {
     StreamEnd = 8,
     /// The server is draining: send no new calls on this connection.
     GoAway = 9,
+    /// The client has room for more items of a server stream (flow control).
+    StreamCredit = 10,
 }
 
 impl FrameKind {
     /// Every kind, in wire order.
-    pub const ALL: [FrameKind; 9] = [
+    pub const ALL: [FrameKind; 10] = [
         FrameKind::Request,
         FrameKind::Response,
         FrameKind::OneWay,
@@ -59,6 +62,7 @@ impl FrameKind {
         FrameKind::StreamItem,
         FrameKind::StreamEnd,
         FrameKind::GoAway,
+        FrameKind::StreamCredit,
     ];
 
     /// Parses the kind byte.
@@ -73,6 +77,7 @@ impl FrameKind {
             7 => FrameKind::StreamItem,
             8 => FrameKind::StreamEnd,
             9 => FrameKind::GoAway,
+            10 => FrameKind::StreamCredit,
             _ => return None,
         })
     }
@@ -95,6 +100,7 @@ impl fmt::Display for FrameKind {
             FrameKind::StreamItem => "stream item",
             FrameKind::StreamEnd => "stream end",
             FrameKind::GoAway => "go-away",
+            FrameKind::StreamCredit => "stream credit",
         })
     }
 }
@@ -260,7 +266,7 @@ mod tests {
             Err(FrameError::UnsupportedVersion(9))
         ));
 
-        for kind in [0u8, 10, 255] {
+        for kind in [0u8, 11, 255] {
             let mut bad = good;
             bad[3] = kind;
             assert!(matches!(Header::parse(&bad), Err(FrameError::UnknownKind(k)) if k == kind));

@@ -72,3 +72,83 @@ pub use status::Status;
 
 // Re-exported so plugged-in serializers and generated code name the same versions.
 pub use erased_serde;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use tokio_util::codec::Encoder;
+
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The hex dumps of section 11 of docs/PROTOCOL.md.
+    #[test]
+    fn worked_example_matches_the_protocol_page() {
+        let mut metadata = Metadata::new();
+        metadata.insert("trace-id", "abc").unwrap();
+        let head = RequestHead {
+            service: "greeter".into(),
+            version: String::new(),
+            method: "hello".into(),
+            deadline: Some(Duration::from_secs(1)),
+            metadata,
+        };
+        let mut body = BytesMut::new();
+        head.put(&mut body).unwrap();
+        Format::MessagePack.encode(&("world",), &mut body).unwrap();
+        let request = Frame::new(FrameKind::Request, 7)
+            .with_serializer(SerializerId::MESSAGE_PACK)
+            .with_body(body.freeze());
+        let mut wire = BytesMut::new();
+        FrameCodec::new().encode(&request, &mut wire).unwrap();
+        assert_eq!(
+            hex(&wire),
+            "da b0 01 01 01 00 00 00 00 00 00 00 00 07 00 00 00 29 07 67 72 65 65 74 65 72 00 \
+             05 68 65 6c 6c 6f 00 00 03 e8 01 08 74 72 61 63 65 2d 69 64 00 03 61 62 63 91 a5 \
+             77 6f 72 6c 64"
+        );
+
+        let response = Frame::new(FrameKind::Response, 7)
+            .with_serializer(SerializerId::MESSAGE_PACK)
+            .with_body(Format::MessagePack.to_bytes("hello, world").unwrap());
+        let mut wire = BytesMut::new();
+        FrameCodec::new().encode(&response, &mut wire).unwrap();
+        assert_eq!(
+            hex(&wire),
+            "da b0 01 02 01 00 00 00 00 00 00 00 00 07 00 00 00 0d ac 68 65 6c 6c 6f 2c 20 77 \
+             6f 72 6c 64"
+        );
+
+        let mut body = BytesMut::new();
+        ErrorBody::new(r#"service "greeter" has no method "hullo""#).put(&mut body);
+        let error = Frame::new(FrameKind::Response, 8)
+            .with_serializer(SerializerId::MESSAGE_PACK)
+            .with_status(Status::METHOD_NOT_FOUND)
+            .with_body(body.freeze());
+        let mut wire = BytesMut::new();
+        FrameCodec::new().encode(&error, &mut wire).unwrap();
+        assert_eq!(
+            &wire[..20],
+            &[
+                0xda, 0xb0, 1, 2, 1, 3, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0x29, 0, 0x27
+            ]
+        );
+        assert_eq!(&wire[20..], br#"service "greeter" has no method "hullo""#);
+    }
+
+    #[test]
+    fn unit_arguments_are_what_the_protocol_page_says() {
+        assert_eq!(&Format::MessagePack.to_bytes(&()).unwrap()[..], &[0xc0]);
+        assert_eq!(&Format::Json.to_bytes(&()).unwrap()[..], b"null");
+        assert!(Format::Postcard.to_bytes(&()).unwrap().is_empty());
+    }
+}
