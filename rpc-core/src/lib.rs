@@ -1,1 +1,84 @@
-//! rpc-core
+//! Client and server of the framework: multiplexed calls keyed by request id, deadlines,
+//! cancellation, server streaming with flow control, two-way heartbeats, automatic reconnect,
+//! graceful shutdown and filters.
+//!
+//! Most users depend on this crate alone: it re-exports the wire types of `rpc-codec`, the
+//! transports of `rpc-transport` and the [`service`] attribute of `rpc-macros`.
+//!
+//! - [`Client`] connects to one endpoint and multiplexes any number of concurrent calls over one
+//!   connection: a request-id counter, a map of pending calls, a reader task that completes them
+//!   and a writer task that coalesces queued frames into few writes. It reconnects by itself.
+//! - [`Server`] listens on any number of endpoints and routes each call to a [`Service`] by
+//!   name and version, answering in the format the call used.
+//! - [`service`] turns a trait of `async fn`s into a typed client and a server adapter.
+//!
+//! ```
+//! use rpc_core::{Client, Endpoint, RpcError, Server};
+//!
+//! #[rpc_core::service]
+//! trait Greeter {
+//!     async fn hello(&self, name: String) -> String;
+//! }
+//!
+//! struct Polite;
+//!
+//! impl Greeter for Polite {
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("hello, {name}")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoint: Endpoint = "mem://greeter-doc".parse()?;
+//! let server = Server::builder()
+//!     .service(GreeterServer::new(Polite))
+//!     .listen(endpoint.clone())
+//!     .start()
+//!     .await?;
+//!
+//! let client = GreeterClient::new(Client::builder().connect(&endpoint).await?);
+//! assert_eq!(client.hello("world".into()).await?, "hello, world");
+//! server.shutdown(std::time::Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod blocking;
+mod caller;
+mod client;
+mod context;
+mod error;
+mod filter;
+mod frame_buf;
+mod heartbeat;
+mod server;
+mod service;
+mod writer;
+
+pub use backoff::Backoff;
+pub use blocking::BlockingClient;
+#[doc(hidden)]
+pub use caller::__private;
+pub use caller::{CallOptions, Caller, MethodTarget, RawStream, Response, RpcStream};
+pub use client::{Client, ClientBuilder, ClientConfig, ConnectionState};
+pub use context::CallContext;
+pub use error::{RpcError, ServerError};
+pub use filter::{ClientFilter, ServerFilter, TraceCalls};
+pub use rpc_codec::{
+    DEFAULT_MAX_BODY_LEN, Format, Formats, Metadata, MetadataError, SerializeError, Serializer,
+    SerializerId, Status,
+};
+pub use rpc_macros::service;
+pub use rpc_transport::{
+    Acceptor, AsyncStream, Connection, Connector, Endpoint, EndpointConnector, PeerAddr,
+    TransportError,
+};
+pub use serde;
+pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle};
+pub use service::{BoxFuture, MethodInfo, MethodKind, Reply, ServerCall, ServerStream, Service};
+
+/// The wire format crate, for users who need its lower-level types.
+pub use rpc_codec as codec;
+/// The transport crate, for users who plug in their own byte streams.
+pub use rpc_transport as transport;

@@ -1,0 +1,302 @@
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use rpc_codec::{ErrorBody, Format, Metadata, MetadataError, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::RpcError;
+
+/// Per-call settings: a deadline overriding the client's default, and metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// How long the call may take; `None` uses the client's default timeout.
+    pub timeout: Option<Duration>,
+    /// Key/value pairs sent with the call.
+    pub metadata: Metadata,
+    /// A key that picks the same instance for the same value, for a consistent-hash balancer.
+    pub hash_key: Option<u64>,
+}
+
+impl CallOptions {
+    /// Default options: the client's timeout, no metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a metadata entry.
+    pub fn metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MetadataError> {
+        self.metadata.insert(key, value)?;
+        Ok(self)
+    }
+
+    /// Sets the consistent-hash key.
+    pub fn hash_key(mut self, key: u64) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+}
+
+/// The method a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MethodTarget<'a> {
+    /// The service's name.
+    pub service: &'a str,
+    /// The service's version; empty for none.
+    pub version: &'a str,
+    /// The method's name.
+    pub method: &'a str,
+    /// Whether the method may safely run twice (a balancer may then retry it elsewhere).
+    pub idempotent: bool,
+}
+
+/// Something calls can be made through: a [`Client`](crate::Client) on one connection, or a
+/// discovery-aware client that balances over many. Generated service clients are generic over
+/// it.
+pub trait Caller: Clone + Send + Sync + 'static {
+    /// Makes a call and waits for its response.
+    fn call_unary<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> impl Future<Output = Result<Response, RpcError>> + Send;
+
+    /// Sends a one-way call; completes once the request is queued for writing.
+    fn call_one_way<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
+
+    /// Starts a server-streaming call.
+    fn call_stream<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> impl Future<Output = Result<RawStream, RpcError>> + Send;
+}
+
+/// A response frame not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub(crate) format: Format,
+    pub(crate) status: Status,
+    pub(crate) body: Bytes,
+}
+
+impl Response {
+    /// The status the server sent.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Decodes the result; an application error keeps the server's message.
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, RpcError> {
+        self.decode_with(|body| Ok(body.message))
+    }
+
+    /// Decodes the result; an application error is decoded as `E`.
+    pub fn decode_result<T: DeserializeOwned, E: DeserializeOwned>(self) -> Result<T, RpcError<E>> {
+        let format = self.format.clone();
+        self.decode_with(move |body| {
+            format.decode::<E>(&body.detail).map_err(|e| {
+                RpcError::Protocol(format!(
+                    "application error {:?} did not decode: {e}",
+                    body.message
+                ))
+            })
+        })
+    }
+
+    fn decode_with<T: DeserializeOwned, E>(
+        self,
+        app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
+    ) -> Result<T, RpcError<E>> {
+        if self.status.is_ok() {
+            return self.format.decode(&self.body).map_err(RpcError::Serialize);
+        }
+        Err(error_from_body(self.status, &self.body, app))
+    }
+}
+
+pub(crate) fn error_from_body<E>(
+    status: Status,
+    body: &Bytes,
+    app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
+) -> RpcError<E> {
+    match ErrorBody::parse(body) {
+        Ok(body) => RpcError::from_status(status, body, app),
+        Err(e) => RpcError::Protocol(format!("error body of status {status}: {e}")),
+    }
+}
+
+/// The items of a server-streaming call, still encoded. [`RpcStream`] decodes them.
+pub struct RawStream {
+    pub(crate) format: Format,
+    pub(crate) inner: Pin<Box<dyn Stream<Item = Result<Bytes, RpcError>> + Send>>,
+}
+
+impl RawStream {
+    /// Wraps any stream of encoded items (for callers other than [`Client`](crate::Client)).
+    pub fn new(
+        format: Format,
+        inner: impl Stream<Item = Result<Bytes, RpcError>> + Send + 'static,
+    ) -> Self {
+        RawStream {
+            format,
+            inner: Box::pin(inner),
+        }
+    }
+
+    /// The format the items are encoded in.
+    pub fn format(&self) -> &Format {
+        &self.format
+    }
+}
+
+impl Stream for RawStream {
+    type Item = Result<Bytes, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for RawStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawStream")
+            .field("format", &self.format.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The items of a server-streaming call. Ends after the last item (`None`), or with one `Err`
+/// when the server ended the stream with an error or the connection broke.
+///
+/// Dropping it before the end tells the server to stop producing.
+pub struct RpcStream<T> {
+    raw: RawStream,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> RpcStream<T> {
+    /// Decodes the items of a raw stream.
+    pub fn new(raw: RawStream) -> Self {
+        RpcStream {
+            raw,
+            _item: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Stream for RpcStream<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.raw).poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(
+                self.raw.format.decode(&bytes).map_err(RpcError::Serialize),
+            )),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RpcStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcStream").field("raw", &self.raw).finish()
+    }
+}
+
+/// Helpers called by `#[service]`-generated code. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+
+    pub use crate::service::BoxFuture;
+
+    use super::*;
+
+    pub async fn unary<C, A, T>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<T, RpcError>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+        T: DeserializeOwned,
+    {
+        caller.call_unary(target, options, args).await?.decode()
+    }
+
+    pub async fn unary_result<C, A, T, E>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<T, RpcError<E>>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        match caller.call_unary(target, options, args).await {
+            Ok(response) => response.decode_result(),
+            Err(e) => Err(e.cast()),
+        }
+    }
+
+    pub async fn one_way<C, A>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<(), RpcError>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+    {
+        caller.call_one_way(target, options, args).await
+    }
+
+    pub async fn server_stream<C, A, T>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<RpcStream<T>, RpcError>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+        T: DeserializeOwned,
+    {
+        Ok(RpcStream::new(
+            caller.call_stream(target, options, args).await?,
+        ))
+    }
+}

@@ -1,0 +1,331 @@
+//! One client connection: the pending-call map, the reader task and the stream plumbing.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::DashMap;
+use futures::{Stream, StreamExt};
+use rpc_codec::{Frame, FrameCodec, FrameKind, Status};
+use rpc_transport::BoxRead;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::caller::error_from_body;
+use crate::error::RpcError;
+use crate::frame_buf::empty_frame;
+use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::writer::{Outgoing, OutgoingTx};
+
+/// How many items of one stream the server may send before the client grants more.
+pub(crate) const STREAM_WINDOW: u32 = 32;
+
+const OPEN: u8 = 0;
+const DRAINING: u8 = 1;
+const CLOSED: u8 = 2;
+
+pub(crate) enum Pending {
+    Unary(oneshot::Sender<Frame>),
+    Stream(mpsc::Sender<StreamEvent>),
+}
+
+pub(crate) enum StreamEvent {
+    Item(Bytes),
+    End(Status, Bytes),
+}
+
+/// A connection's shared state: what calls need to send on it and to be completed from it.
+pub(crate) struct Conn {
+    pub(crate) tx: OutgoingTx,
+    pub(crate) pending: DashMap<u64, Pending>,
+    /// Calls waiting on this connection; the writer's coalescing hint.
+    pub(crate) outstanding: Arc<AtomicUsize>,
+    status: AtomicU8,
+    close_reason: OnceLock<String>,
+}
+
+impl Conn {
+    pub(crate) fn new(tx: OutgoingTx) -> Self {
+        Conn {
+            tx,
+            pending: DashMap::new(),
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            status: AtomicU8::new(OPEN),
+            close_reason: OnceLock::new(),
+        }
+    }
+
+    /// Whether new calls may be sent on this connection.
+    pub(crate) fn is_open(&self) -> bool {
+        self.status.load(Ordering::Acquire) == OPEN
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.status.load(Ordering::SeqCst) == CLOSED
+    }
+
+    pub(crate) fn set_draining(&self) {
+        let _ = self
+            .status
+            .compare_exchange(OPEN, DRAINING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub(crate) fn lost(&self) -> RpcError {
+        RpcError::ConnectionLost(
+            self.close_reason
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "connection closed".to_owned()),
+        )
+    }
+
+    /// Registers a pending call; fails if the connection has already closed (checked after the
+    /// insert, so that either this sees the close or the close sees the entry).
+    pub(crate) fn register(&self, id: u64, pending: Pending) -> Result<(), RpcError> {
+        self.pending.insert(id, pending);
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        if self.is_closed() {
+            self.forget(id);
+            return Err(self.lost());
+        }
+        Ok(())
+    }
+
+    /// Removes a pending call; true if it was still there.
+    pub(crate) fn forget(&self, id: u64) -> bool {
+        let removed = self.pending.remove(&id).is_some();
+        if removed {
+            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    pub(crate) fn send(&self, frame: Bytes) -> Result<(), RpcError> {
+        self.tx
+            .send(Outgoing::frame(frame))
+            .map_err(|_| self.lost())
+    }
+
+    /// Gives up on a call: forgets it and, if it was still pending, tells the server.
+    pub(crate) fn cancel(&self, id: u64) {
+        if self.forget(id) {
+            let _ = self
+                .tx
+                .send(Outgoing::frame(empty_frame(FrameKind::Cancel, id)));
+        }
+    }
+
+    /// Marks the connection closed and fails every pending call.
+    pub(crate) fn close_now(&self, reason: String) {
+        self.close(reason);
+    }
+
+    fn close(&self, reason: String) {
+        let _ = self.close_reason.set(reason);
+        self.status.store(CLOSED, Ordering::SeqCst);
+        // Dropping the senders wakes every waiting call with "connection lost".
+        self.pending.clear();
+        self.outstanding.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Settings the reader needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderConfig {
+    pub(crate) heartbeat_interval: std::time::Duration,
+    pub(crate) idle_timeout: std::time::Duration,
+    pub(crate) max_body_len: usize,
+}
+
+/// Why the reader stopped.
+#[derive(Debug)]
+pub(crate) enum ReaderExit {
+    /// The connection ended; the string says how.
+    Closed(String),
+}
+
+/// Reads frames until the connection ends, completing calls; then fails what is left.
+/// `on_go_away` runs when the server announces it is draining.
+pub(crate) async fn run_reader(
+    conn: Arc<Conn>,
+    io: BoxRead,
+    config: ReaderConfig,
+    on_go_away: impl Fn(),
+) -> ReaderExit {
+    let mut frames = FramedRead::with_capacity(
+        io,
+        FrameCodec::with_max_body_len(config.max_body_len),
+        64 * 1024,
+    );
+    let mut heartbeat = Heartbeat::new(
+        config.heartbeat_interval,
+        config.idle_timeout,
+        Instant::now(),
+    );
+    let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
+    tokio::pin!(sleep);
+    let reason = loop {
+        tokio::select! {
+            biased;
+            frame = frames.next() => match frame {
+                Some(Ok(frame)) => {
+                    heartbeat.on_read(Instant::now());
+                    if let Err(reason) = dispatch(&conn, frame, &on_go_away) {
+                        break reason;
+                    }
+                }
+                Some(Err(e)) => break format!("bad frame from server: {e}"),
+                None => break "server closed the connection".to_owned(),
+            },
+            () = &mut sleep => {
+                match heartbeat.poll(Instant::now()) {
+                    HeartbeatAction::Wait => {}
+                    HeartbeatAction::Ping => {
+                        let _ = conn.tx.send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
+                    }
+                    HeartbeatAction::Dead => {
+                        break format!(
+                            "no frame from server for {:?}",
+                            config.idle_timeout
+                        );
+                    }
+                }
+                sleep.as_mut().reset(heartbeat.next_wakeup());
+            }
+        }
+    };
+    conn.close(reason.clone());
+    ReaderExit::Closed(reason)
+}
+
+fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), String> {
+    match frame.kind {
+        FrameKind::Response => {
+            if let Some((_, pending)) = conn.pending.remove(&frame.request_id) {
+                conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+                match pending {
+                    Pending::Unary(tx) => {
+                        let _ = tx.send(frame);
+                    }
+                    // A stream that fails before its first item is answered with a response.
+                    Pending::Stream(tx) => {
+                        let _ = tx.try_send(StreamEvent::End(frame.status, frame.body));
+                    }
+                }
+            }
+            // Otherwise the caller gave up (deadline, cancel) before the answer came.
+        }
+        FrameKind::StreamItem => {
+            let overflow = match conn.pending.get(&frame.request_id).as_deref() {
+                Some(Pending::Stream(tx)) => {
+                    tx.try_send(StreamEvent::Item(frame.body)).is_err() && !tx.is_closed()
+                }
+                Some(Pending::Unary(_)) => {
+                    return Err(format!("stream item for unary call {}", frame.request_id));
+                }
+                None => false,
+            };
+            if overflow {
+                return Err(format!(
+                    "server sent more than its credit on stream {}",
+                    frame.request_id
+                ));
+            }
+        }
+        FrameKind::StreamEnd => {
+            if let Some((_, pending)) = conn.pending.remove(&frame.request_id) {
+                conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+                if let Pending::Stream(tx) = pending {
+                    let _ = tx.try_send(StreamEvent::End(frame.status, frame.body));
+                }
+            }
+        }
+        FrameKind::Ping => {
+            let _ = conn.tx.send(Outgoing::frame(empty_frame(
+                FrameKind::Pong,
+                frame.request_id,
+            )));
+        }
+        FrameKind::Pong => {}
+        FrameKind::GoAway => {
+            conn.set_draining();
+            on_go_away();
+        }
+        FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel | FrameKind::StreamCredit => {
+            return Err(format!("server sent a {} frame", frame.kind));
+        }
+    }
+    Ok(())
+}
+
+/// The client's end of a server stream: yields item bodies, grants credit as they are consumed,
+/// and cancels the stream on the server when dropped early.
+pub(crate) struct ClientStream {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) id: u64,
+    pub(crate) rx: mpsc::Receiver<StreamEvent>,
+    pub(crate) consumed: u32,
+    pub(crate) done: bool,
+}
+
+impl ClientStream {
+    fn grant(&mut self) {
+        self.consumed += 1;
+        if self.consumed >= STREAM_WINDOW / 2 {
+            let mut body = BytesMut::with_capacity(4);
+            body.put_u32(self.consumed);
+            let mut fb = crate::frame_buf::FrameBuf::with_capacity(4);
+            fb.body().extend_from_slice(&body);
+            if let Ok(frame) = fb.finish(
+                FrameKind::StreamCredit,
+                rpc_codec::SerializerId::NONE,
+                Status::OK,
+                self.id,
+                usize::MAX,
+            ) {
+                let _ = self.conn.tx.send(Outgoing::frame(frame));
+            }
+            self.consumed = 0;
+        }
+    }
+}
+
+impl Stream for ClientStream {
+    type Item = Result<Bytes, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(StreamEvent::Item(body))) => {
+                self.grant();
+                Poll::Ready(Some(Ok(body)))
+            }
+            Poll::Ready(Some(StreamEvent::End(status, body))) => {
+                self.done = true;
+                if status.is_ok() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(error_from_body(status, &body, |b| Ok(b.message)))))
+                }
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(self.conn.lost())))
+            }
+        }
+    }
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.cancel(self.id);
+        }
+    }
+}

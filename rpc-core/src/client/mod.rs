@@ -1,0 +1,704 @@
+//! The client: one connection at a time to one endpoint, multiplexing every call over it, and
+//! reconnecting by itself.
+
+mod conn;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format, FrameKind, Status, put_request_head};
+use rpc_transport::{Connector, Endpoint, EndpointConnector, TransportError};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub(crate) use self::conn::STREAM_WINDOW;
+use self::conn::{ClientStream, Conn, Pending, ReaderConfig, ReaderExit, run_reader};
+use crate::backoff::Backoff;
+use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
+use crate::error::RpcError;
+use crate::filter::{ClientFilter, ClientFilters};
+use crate::frame_buf::FrameBuf;
+use crate::writer::run_writer;
+
+/// Client settings. Every field's default is in its description.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The format arguments and results are encoded in. Default: MessagePack.
+    pub format: Format,
+    /// The deadline of a call that sets none. Default: 10 s.
+    pub timeout: Duration,
+    /// How long one connection attempt may take. Default: 3 s.
+    pub connect_timeout: Duration,
+    /// After this long without reading anything, the client pings the server. Default: 10 s.
+    pub heartbeat_interval: Duration,
+    /// After this long without reading anything, the connection is declared dead, its calls fail
+    /// with "connection lost" and the client reconnects. Default: 3 × `heartbeat_interval`.
+    pub idle_timeout: Duration,
+    /// The largest frame body sent or accepted. Default: 8 MiB.
+    pub max_frame_len: usize,
+    /// Delays between reconnect attempts. Default: [`Backoff::default`] (100 ms doubling to 5 s,
+    /// full jitter, no attempt limit).
+    pub reconnect: Backoff,
+    /// Interceptors that see every call, in order. Default: none.
+    pub filters: Vec<Arc<dyn ClientFilter>>,
+    /// Whether calls made while the connection is down wait for the reconnect (up to their
+    /// deadline). When false, a call fails at once with "could not connect" once a reconnect
+    /// attempt has failed — what a balancer wants, so it can try another instance.
+    /// Default: true.
+    pub wait_for_reconnect: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            format: Format::MessagePack,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_len: DEFAULT_MAX_BODY_LEN,
+            reconnect: Backoff::default(),
+            filters: Vec::new(),
+            wait_for_reconnect: true,
+        }
+    }
+}
+
+/// Where a client's connection stands. Watch it with [`Client::watch_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// The first connection attempt is under way.
+    Connecting,
+    /// A connection is up and takes calls.
+    Connected,
+    /// The connection was lost (or the server is draining) and the client is reconnecting.
+    Reconnecting {
+        /// Failed attempts since the connection was lost.
+        attempt: u32,
+        /// Why the last attempt failed, or why the connection ended.
+        reason: String,
+    },
+    /// The attempt limit was reached; calls fail at once.
+    Failed {
+        /// The last connection error.
+        reason: String,
+    },
+    /// [`Client::close`] was called or every handle was dropped.
+    Closed,
+}
+
+/// A client of one server endpoint. Cheap to clone; every clone shares one connection, over
+/// which any number of calls run at once.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rpc_core::RpcError> {
+/// use rpc_core::{CallOptions, Client, MethodTarget};
+///
+/// let client = Client::connect("tcp://127.0.0.1:7000").await?;
+/// let target = MethodTarget { service: "echo", version: "", method: "echo", idempotent: true };
+/// let reply: String = client.call(&target, &("hi",)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    _handle: Arc<DropGuard>,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+}
+
+struct Shared {
+    config: ClientConfig,
+    filters: ClientFilters,
+    target: String,
+    next_id: AtomicU64,
+    current: ArcSwapOption<Conn>,
+    state: watch::Sender<ConnectionState>,
+    shutdown: CancellationToken,
+}
+
+/// Stops the supervisor when the last `Client` handle goes away.
+struct DropGuard(CancellationToken);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+enum ConnEvent {
+    Closed { number: u64, reason: String },
+    GoAway { number: u64 },
+}
+
+impl ClientBuilder {
+    /// A builder with the default [`ClientConfig`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts from a whole configuration.
+    pub fn config(&mut self, config: ClientConfig) -> &mut Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the format ([`ClientConfig::format`]).
+    pub fn format(&mut self, format: Format) -> &mut Self {
+        self.config.format = format;
+        self
+    }
+
+    /// Sets the default call timeout ([`ClientConfig::timeout`]).
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Sets the connect timeout ([`ClientConfig::connect_timeout`]).
+    pub fn connect_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the heartbeat interval and the idle timeout to three times it.
+    pub fn heartbeat_interval(&mut self, interval: Duration) -> &mut Self {
+        self.config.heartbeat_interval = interval;
+        self.config.idle_timeout = interval * 3;
+        self
+    }
+
+    /// Sets the idle timeout ([`ClientConfig::idle_timeout`]).
+    pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the maximum frame body ([`ClientConfig::max_frame_len`]).
+    pub fn max_frame_len(&mut self, len: usize) -> &mut Self {
+        self.config.max_frame_len = len.min(u32::MAX as usize);
+        self
+    }
+
+    /// Sets the reconnect backoff ([`ClientConfig::reconnect`]).
+    pub fn reconnect(&mut self, backoff: Backoff) -> &mut Self {
+        self.config.reconnect = backoff;
+        self
+    }
+
+    /// Sets whether calls wait for a reconnect ([`ClientConfig::wait_for_reconnect`]).
+    pub fn wait_for_reconnect(&mut self, wait: bool) -> &mut Self {
+        self.config.wait_for_reconnect = wait;
+        self
+    }
+
+    /// Adds a filter ([`ClientConfig::filters`]).
+    pub fn filter(&mut self, filter: impl ClientFilter) -> &mut Self {
+        self.config.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// Connects to `endpoint`, failing if the first attempt fails; later losses reconnect.
+    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Client, RpcError> {
+        let connector = EndpointConnector::new(endpoint.clone(), self.config.connect_timeout);
+        self.connect_with(connector).await
+    }
+
+    /// Connects through a user [`Connector`] (TLS, say), failing if the first attempt fails.
+    pub async fn connect_with(&self, connector: impl Connector) -> Result<Client, RpcError> {
+        let (tx, rx) = oneshot::channel();
+        let client = self.start(Arc::new(connector), Some(tx));
+        match rx.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RpcError::Connect {
+                endpoint: client.shared.target.clone(),
+                reason: "client stopped".to_owned(),
+            }),
+        }
+    }
+
+    /// A client that connects in the background and keeps retrying; calls wait for the
+    /// connection up to their deadline. Needs a Tokio runtime.
+    pub fn connect_lazy(&self, endpoint: &Endpoint) -> Client {
+        let connector = EndpointConnector::new(endpoint.clone(), self.config.connect_timeout);
+        self.start(Arc::new(connector), None)
+    }
+
+    /// As [`ClientBuilder::connect_lazy`], through a user [`Connector`].
+    pub fn connect_lazy_with(&self, connector: impl Connector) -> Client {
+        self.start(Arc::new(connector), None)
+    }
+
+    fn start(
+        &self,
+        connector: Arc<dyn Connector>,
+        first: Option<oneshot::Sender<Result<(), RpcError>>>,
+    ) -> Client {
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            filters: ClientFilters::new(self.config.filters.clone()),
+            config: self.config.clone(),
+            target: connector.describe(),
+            next_id: AtomicU64::new(1),
+            current: ArcSwapOption::empty(),
+            state: watch::Sender::new(ConnectionState::Connecting),
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(supervise(shared.clone(), connector, first));
+        Client {
+            shared,
+            _handle: Arc::new(DropGuard(shutdown)),
+        }
+    }
+}
+
+impl Client {
+    /// A builder for a client with non-default settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Connects with default settings to an endpoint such as `tcp://127.0.0.1:7000`.
+    pub async fn connect(endpoint: &str) -> Result<Client, RpcError> {
+        let endpoint: Endpoint =
+            endpoint
+                .parse()
+                .map_err(|e: TransportError| RpcError::Connect {
+                    endpoint: endpoint.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        ClientBuilder::new().connect(&endpoint).await
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the connection's state.
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
+    }
+
+    /// The format calls are encoded in.
+    pub fn format(&self) -> &Format {
+        &self.shared.config.format
+    }
+
+    /// Whether calls can be expected to go through: connected, or still trying a first
+    /// connection (or a first reconnect) whose outcome is not known yet. False once an attempt
+    /// has failed, until a connection is made.
+    pub fn is_reachable(&self) -> bool {
+        match &*self.shared.state.borrow() {
+            ConnectionState::Connected | ConnectionState::Connecting => true,
+            ConnectionState::Reconnecting { attempt, .. } => *attempt == 0,
+            ConnectionState::Failed { .. } | ConnectionState::Closed => false,
+        }
+    }
+
+    /// What the client connects to.
+    pub fn target(&self) -> &str {
+        &self.shared.target
+    }
+
+    /// Stops reconnecting and closes the connection; pending calls fail with "connection lost".
+    pub fn close(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Calls a method and decodes its result: the untyped form of what generated clients do.
+    pub async fn call<A, T>(&self, target: &MethodTarget<'_>, args: &A) -> Result<T, RpcError>
+    where
+        A: Serialize + Sync + ?Sized,
+        T: serde::de::DeserializeOwned,
+    {
+        self.call_unary(target, &CallOptions::default(), args)
+            .await?
+            .decode()
+    }
+
+    /// A connection that takes new calls, waiting for one up to `deadline`.
+    async fn connection(&self, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
+        if let Some(conn) = self.shared.current.load_full() {
+            if conn.is_open() {
+                return Ok(conn);
+            }
+        }
+        let mut state = self.shared.state.subscribe();
+        loop {
+            if let Some(conn) = self.shared.current.load_full() {
+                if conn.is_open() {
+                    return Ok(conn);
+                }
+            }
+            let reason = match &*state.borrow_and_update() {
+                ConnectionState::Failed { reason } => Some(reason.clone()),
+                ConnectionState::Closed => Some("client closed".to_owned()),
+                ConnectionState::Reconnecting { attempt, reason }
+                    if *attempt > 0 && !self.shared.config.wait_for_reconnect =>
+                {
+                    Some(reason.clone())
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return Err(self.connect_error(reason));
+            }
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return Err(self.connect_error("client closed".to_owned()));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let reason = match &*state.borrow() {
+                        ConnectionState::Reconnecting { reason, .. } => reason.clone(),
+                        _ => "no connection before the deadline".to_owned(),
+                    };
+                    return Err(self.connect_error(reason));
+                }
+            }
+        }
+    }
+
+    fn connect_error(&self, reason: String) -> RpcError {
+        RpcError::Connect {
+            endpoint: self.shared.target.clone(),
+            reason,
+        }
+    }
+
+    fn encode<A: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        id: u64,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        deadline: Option<Instant>,
+        args: &A,
+    ) -> Result<bytes::Bytes, RpcError> {
+        let config = &self.shared.config;
+        let mut buf = FrameBuf::with_capacity(128);
+        let budget = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        put_request_head(
+            buf.body(),
+            target.service,
+            target.version,
+            target.method,
+            budget,
+            &options.metadata,
+        )
+        .map_err(|e| RpcError::BadRequest(e.to_string()))?;
+        config.format.encode(args, buf.body())?;
+        buf.finish(
+            kind,
+            config.format.id(),
+            Status::OK,
+            id,
+            config.max_frame_len,
+        )
+        .map_err(|len| {
+            RpcError::BadRequest(format!(
+                "request of {len} bytes exceeds the maximum frame body of {} bytes",
+                config.max_frame_len
+            ))
+        })
+    }
+
+    fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Caller for Client {
+    async fn call_unary<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<Response, RpcError> {
+        let filters = &self.shared.filters;
+        if filters.is_empty() {
+            return self.unary(target, options, args).await;
+        }
+        let mut options = options.clone();
+        filters.before(target, &mut options)?;
+        let start = Instant::now();
+        let result = self.unary(target, &options, args).await;
+        let outcome = result.as_ref().map(|r| r.status);
+        filters.after(target, outcome, start.elapsed());
+        result
+    }
+
+    async fn call_one_way<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<(), RpcError> {
+        let mut options = options.clone();
+        self.shared.filters.before(target, &mut options)?;
+        let deadline = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
+        let conn = self.connection(deadline).await?;
+        let frame = self.encode(
+            FrameKind::OneWay,
+            self.next_id(),
+            target,
+            &options,
+            None,
+            args,
+        )?;
+        conn.send(frame)
+    }
+
+    async fn call_stream<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<RawStream, RpcError> {
+        let mut options = options.clone();
+        self.shared.filters.before(target, &mut options)?;
+        // A stream lives as long as its reader wants it: only an explicit timeout bounds it.
+        let wait = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let conn = self.connection(wait).await?;
+        let id = self.next_id();
+        let frame = self.encode(FrameKind::Request, id, target, &options, deadline, args)?;
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 1);
+        conn.register(id, Pending::Stream(tx))?;
+        let stream = ClientStream {
+            conn: conn.clone(),
+            id,
+            rx,
+            consumed: 0,
+            done: false,
+        };
+        conn.send(frame)?;
+        Ok(RawStream::new(self.shared.config.format.clone(), stream))
+    }
+}
+
+impl Client {
+    async fn unary<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<Response, RpcError> {
+        let deadline = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
+        let mut retried = false;
+        loop {
+            let conn = self.connection(deadline).await?;
+            let id = self.next_id();
+            let frame = self.encode(
+                FrameKind::Request,
+                id,
+                target,
+                options,
+                Some(deadline),
+                args,
+            )?;
+            let (tx, rx) = oneshot::channel();
+            conn.register(id, Pending::Unary(tx))?;
+            let mut guard = CancelOnDrop {
+                conn: &conn,
+                id,
+                armed: true,
+            };
+            conn.send(frame)?;
+            let frame = match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) => return Err(RpcError::DeadlineExceeded),
+                Ok(Err(_)) => {
+                    guard.armed = false;
+                    return Err(conn.lost());
+                }
+                Ok(Ok(frame)) => {
+                    guard.armed = false;
+                    frame
+                }
+            };
+            // A draining server refuses calls it has not started; they are safe to send again on
+            // the connection that replaces it.
+            if frame.status == Status::UNAVAILABLE && !conn.is_open() && !retried {
+                retried = true;
+                debug!(id, "server draining; retrying on a new connection");
+                continue;
+            }
+            return Ok(Response {
+                format: self.shared.config.format.clone(),
+                status: frame.status,
+                body: frame.body,
+            });
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.shared.target)
+            .field("format", &self.shared.config.format.name())
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+/// Cancels a call whose future is dropped before its answer arrived.
+struct CancelOnDrop<'a> {
+    conn: &'a Conn,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.cancel(self.id);
+        }
+    }
+}
+
+/// Keeps one connection up: connects, watches it, and reconnects with backoff when it is lost
+/// or the server announces it is draining.
+async fn supervise(
+    shared: Arc<Shared>,
+    connector: Arc<dyn Connector>,
+    mut first: Option<oneshot::Sender<Result<(), RpcError>>>,
+) {
+    let config = shared.config.clone();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let mut attempt = 0u32;
+    let mut number = 0u64;
+    loop {
+        let attempt_result = tokio::select! {
+            r = tokio::time::timeout(config.connect_timeout, connector.connect()) => r,
+            () = shared.shutdown.cancelled() => break,
+        };
+        let error = match attempt_result {
+            Ok(Ok(connection)) => {
+                attempt = 0;
+                number += 1;
+                let peer = connection.peer().clone();
+                let conn = start_connection(&shared, connection, number, events_tx.clone());
+                shared.current.store(Some(conn.clone()));
+                shared.state.send_replace(ConnectionState::Connected);
+                info!(target = %shared.target, %peer, connection = number, "connected");
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                let reason = loop {
+                    let event = tokio::select! {
+                        e = events_rx.recv() => e,
+                        () = shared.shutdown.cancelled() => None,
+                    };
+                    match event {
+                        Some(ConnEvent::Closed { number: n, reason }) if n == number => {
+                            break reason;
+                        }
+                        Some(ConnEvent::GoAway { number: n }) if n == number => {
+                            break "server is draining".to_owned();
+                        }
+                        Some(_) => continue,
+                        None => {
+                            shared.current.store(None);
+                            conn.set_draining();
+                            // Dropping the last sender lets the writer finish and close.
+                            drop(conn);
+                            shared.state.send_replace(ConnectionState::Closed);
+                            return;
+                        }
+                    }
+                };
+                shared.current.store(None);
+                warn!(target = %shared.target, connection = number, %reason, "connection ended; reconnecting");
+                shared
+                    .state
+                    .send_replace(ConnectionState::Reconnecting { attempt: 0, reason });
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("connect timed out after {:?}", config.connect_timeout),
+        };
+        attempt += 1;
+        if let Some(tx) = first.take() {
+            let _ = tx.send(Err(RpcError::Connect {
+                endpoint: shared.target.clone(),
+                reason: error,
+            }));
+            break;
+        }
+        let Some(delay) = config.reconnect.delay(attempt, fastrand::f64()) else {
+            warn!(target = %shared.target, attempt, %error, "giving up reconnecting");
+            shared
+                .state
+                .send_replace(ConnectionState::Failed { reason: error });
+            return;
+        };
+        debug!(target = %shared.target, attempt, %error, ?delay, "connect failed; retrying");
+        shared.state.send_replace(ConnectionState::Reconnecting {
+            attempt,
+            reason: error,
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.shutdown.cancelled() => break,
+        }
+    }
+    shared.current.store(None);
+    shared.state.send_replace(ConnectionState::Closed);
+}
+
+fn start_connection(
+    shared: &Arc<Shared>,
+    connection: rpc_transport::Connection,
+    number: u64,
+    events: mpsc::UnboundedSender<ConnEvent>,
+) -> Arc<Conn> {
+    let config = &shared.config;
+    let (read, write) = connection.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn::new(tx));
+    let outstanding = conn.outstanding.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run_writer(rx, write, outstanding).await {
+            debug!(connection = number, "writer stopped: {e}");
+        }
+    });
+    let reader_config = ReaderConfig {
+        heartbeat_interval: config.heartbeat_interval,
+        idle_timeout: config.idle_timeout,
+        max_body_len: config.max_frame_len,
+    };
+    let reader_conn = conn.clone();
+    let shutdown = shared.shutdown.clone();
+    tokio::spawn(async move {
+        let go_away_events = events.clone();
+        let reader = run_reader(reader_conn.clone(), read, reader_config, move || {
+            let _ = go_away_events.send(ConnEvent::GoAway { number });
+        });
+        let ReaderExit::Closed(reason) = tokio::select! {
+            exit = reader => exit,
+            () = shutdown.cancelled() => {
+                let reason = "client closed".to_owned();
+                reader_conn.close_now(reason.clone());
+                ReaderExit::Closed(reason)
+            }
+        };
+        let _ = events.send(ConnEvent::Closed { number, reason });
+    });
+    conn
+}

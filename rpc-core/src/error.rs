@@ -1,0 +1,270 @@
+use std::fmt;
+
+use bytes::Bytes;
+use rpc_codec::{ErrorBody, Format, SerializeError, Status};
+use serde::Serialize;
+
+/// Why a call failed, as seen by the caller.
+///
+/// `E` is the method's application error type when it returns `Result<T, E>`; for methods that
+/// return a plain `T` it is `String` and [`RpcError::Application`] holds the server's message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError<E = String> {
+    /// No connection could be made to the server.
+    #[error("could not connect to {endpoint}: {reason}")]
+    Connect {
+        /// Where the client tried to connect.
+        endpoint: String,
+        /// The last connection error.
+        reason: String,
+    },
+    /// The connection the call was on broke before the answer arrived.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The call's deadline passed before the answer arrived.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// The call was cancelled.
+    #[error("call cancelled")]
+    Cancelled,
+    /// The server does not serve the service (name and version).
+    #[error("service not found: {0}")]
+    ServiceNotFound(String),
+    /// The service has no such method.
+    #[error("method not found: {0}")]
+    MethodNotFound(String),
+    /// The server could not decode the request.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The server refused the call because a concurrency limit was reached.
+    #[error("server busy: {0}")]
+    ServerBusy(String),
+    /// The server is draining and did not start the call.
+    #[error("server unavailable: {0}")]
+    Unavailable(String),
+    /// A filter refused the call.
+    #[error("call rejected: {0}")]
+    Rejected(String),
+    /// The method returned an error.
+    #[error("application error: {0:?}")]
+    Application(E),
+    /// The server failed while handling the call.
+    #[error("internal server error: {0}")]
+    Internal(String),
+    /// The arguments could not be encoded or the result decoded on this side.
+    #[error(transparent)]
+    Serialize(#[from] SerializeError),
+    /// The peer sent something that does not follow the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl<E> RpcError<E> {
+    /// Maps the application error type.
+    pub fn map_application<F>(self, f: impl FnOnce(E) -> F) -> RpcError<F> {
+        match self {
+            RpcError::Application(e) => RpcError::Application(f(e)),
+            other => other.cast(),
+        }
+    }
+
+    /// The status code this error travelled as, when it came from the server.
+    pub fn status(&self) -> Option<Status> {
+        Some(match self {
+            RpcError::DeadlineExceeded => Status::DEADLINE_EXCEEDED,
+            RpcError::Cancelled => Status::CANCELLED,
+            RpcError::ServiceNotFound(_) => Status::SERVICE_NOT_FOUND,
+            RpcError::MethodNotFound(_) => Status::METHOD_NOT_FOUND,
+            RpcError::BadRequest(_) => Status::BAD_REQUEST,
+            RpcError::ServerBusy(_) => Status::SERVER_BUSY,
+            RpcError::Unavailable(_) => Status::UNAVAILABLE,
+            RpcError::Rejected(_) => Status::REJECTED,
+            RpcError::Application(_) => Status::APPLICATION_ERROR,
+            RpcError::Internal(_) => Status::INTERNAL_ERROR,
+            _ => return None,
+        })
+    }
+
+    /// Whether the call certainly did not reach a handler, so sending it again elsewhere cannot
+    /// run it twice: no connection was made, or the server refused it before starting it.
+    pub fn not_started(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Connect { .. } | RpcError::ServerBusy(_) | RpcError::Unavailable(_)
+        )
+    }
+
+    /// Whether the error is about the connection rather than the call: another instance may
+    /// succeed.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Connect { .. } | RpcError::ConnectionLost(_) | RpcError::Unavailable(_)
+        )
+    }
+
+    /// Converts an error that carries no application value into any application type.
+    ///
+    /// # Panics
+    ///
+    /// Never for errors built by this crate's transport paths; an `Application` variant is turned
+    /// into `Internal` rather than panicking.
+    pub(crate) fn cast<F>(self) -> RpcError<F> {
+        match self {
+            RpcError::Connect { endpoint, reason } => RpcError::Connect { endpoint, reason },
+            RpcError::ConnectionLost(m) => RpcError::ConnectionLost(m),
+            RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
+            RpcError::Cancelled => RpcError::Cancelled,
+            RpcError::ServiceNotFound(m) => RpcError::ServiceNotFound(m),
+            RpcError::MethodNotFound(m) => RpcError::MethodNotFound(m),
+            RpcError::BadRequest(m) => RpcError::BadRequest(m),
+            RpcError::ServerBusy(m) => RpcError::ServerBusy(m),
+            RpcError::Unavailable(m) => RpcError::Unavailable(m),
+            RpcError::Rejected(m) => RpcError::Rejected(m),
+            RpcError::Application(_) => {
+                RpcError::Internal("application error of an unexpected type".to_owned())
+            }
+            RpcError::Internal(m) => RpcError::Internal(m),
+            RpcError::Serialize(e) => RpcError::Serialize(e),
+            RpcError::Protocol(m) => RpcError::Protocol(m),
+        }
+    }
+
+    /// Builds the error for a non-ok status and its error body; `app` turns an application
+    /// error body into `E`.
+    pub(crate) fn from_status(
+        status: Status,
+        body: ErrorBody,
+        app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
+    ) -> RpcError<E> {
+        let m = body.message.clone();
+        match status {
+            Status::BAD_REQUEST => RpcError::BadRequest(m),
+            Status::SERVICE_NOT_FOUND => RpcError::ServiceNotFound(m),
+            Status::METHOD_NOT_FOUND => RpcError::MethodNotFound(m),
+            Status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
+            Status::CANCELLED => RpcError::Cancelled,
+            Status::SERVER_BUSY => RpcError::ServerBusy(m),
+            Status::UNAVAILABLE => RpcError::Unavailable(m),
+            Status::REJECTED => RpcError::Rejected(m),
+            Status::APPLICATION_ERROR => match app(body) {
+                Ok(e) => RpcError::Application(e),
+                Err(e) => e,
+            },
+            Status::INTERNAL_ERROR => RpcError::Internal(m),
+            Status::UNSUPPORTED_SERIALIZER => RpcError::BadRequest(m),
+            Status::PROTOCOL_ERROR => RpcError::Protocol(m),
+            other => RpcError::Protocol(format!("unknown status {}: {m}", other.as_u8())),
+        }
+    }
+}
+
+/// A failure on the server side, sent to the caller as a status and an error body.
+///
+/// Handlers normally return their own error types (which become
+/// [`Status::APPLICATION_ERROR`]); this type is for the framework and for filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// The status sent to the caller; never [`Status::OK`].
+    pub status: Status,
+    /// A description for people.
+    pub message: String,
+    /// The serialized application error, or empty.
+    pub detail: Bytes,
+}
+
+impl ServerError {
+    /// An error with a status and a message.
+    pub fn new(status: Status, message: impl Into<String>) -> Self {
+        debug_assert!(!status.is_ok(), "a server error needs a non-ok status");
+        ServerError {
+            status,
+            message: message.into(),
+            detail: Bytes::new(),
+        }
+    }
+
+    /// An application error: `error` serialized in `format` as the detail, its `Debug` form as
+    /// the message.
+    pub fn application<E: Serialize + fmt::Debug>(format: &Format, error: &E) -> Self {
+        match format.to_bytes(error) {
+            Ok(detail) => ServerError {
+                status: Status::APPLICATION_ERROR,
+                message: format!("{error:?}"),
+                detail,
+            },
+            Err(e) => ServerError::new(
+                Status::INTERNAL_ERROR,
+                format!("application error could not be encoded: {e}"),
+            ),
+        }
+    }
+
+    /// The error body sent on the wire.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            message: self.message.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_both_ways() {
+        for status in [
+            Status::BAD_REQUEST,
+            Status::SERVICE_NOT_FOUND,
+            Status::METHOD_NOT_FOUND,
+            Status::DEADLINE_EXCEEDED,
+            Status::CANCELLED,
+            Status::SERVER_BUSY,
+            Status::UNAVAILABLE,
+            Status::REJECTED,
+            Status::INTERNAL_ERROR,
+        ] {
+            let e: RpcError = RpcError::from_status(status, ErrorBody::new("m"), |b| Ok(b.message));
+            assert_eq!(e.status(), Some(status), "{e}");
+        }
+        let e: RpcError<u32> =
+            RpcError::from_status(Status::APPLICATION_ERROR, ErrorBody::new("x"), |_| Ok(7));
+        assert_eq!(e, RpcError::Application(7));
+        let e: RpcError =
+            RpcError::from_status(Status::from_u8(99), ErrorBody::new("?"), |b| Ok(b.message));
+        assert!(matches!(e, RpcError::Protocol(_)));
+    }
+
+    #[test]
+    fn classification_for_failover() {
+        let connect: RpcError = RpcError::Connect {
+            endpoint: "tcp://127.0.0.1:1".into(),
+            reason: "refused".into(),
+        };
+        assert!(connect.not_started() && connect.is_connection_error());
+        let lost: RpcError = RpcError::ConnectionLost("reset".into());
+        assert!(!lost.not_started() && lost.is_connection_error());
+        let app: RpcError = RpcError::Application("x".into());
+        assert!(!app.not_started() && !app.is_connection_error());
+        assert_eq!(app.map_application(|s| s.len()), RpcError::Application(1));
+    }
+
+    #[test]
+    fn application_errors_carry_their_value() {
+        let e = ServerError::application(&Format::Json, &vec!["no", "way"]);
+        assert_eq!(e.status, Status::APPLICATION_ERROR);
+        assert_eq!(&e.detail[..], br#"["no","way"]"#);
+        assert_eq!(e.message, r#"["no", "way"]"#);
+    }
+}

@@ -1,0 +1,363 @@
+//! The server: accepts connections on any number of endpoints and routes calls to services.
+
+mod conn;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rpc_codec::{DEFAULT_MAX_BODY_LEN, Formats};
+use rpc_transport::{Acceptor, Endpoint, TransportError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub(crate) use self::conn::ConnShared;
+use crate::filter::{ServerFilter, ServerFilters};
+use crate::service::Service;
+
+/// Server settings. Every field's default is in its description.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Calls one connection may have running at once; beyond it calls are answered
+    /// "server busy". Responses still queued for writing count. Default: 1,024.
+    pub max_concurrent_per_connection: usize,
+    /// Calls the whole server may have running at once. Default: 65,536.
+    pub max_concurrent: usize,
+    /// The largest frame body accepted or sent; a connection that announces a larger one is
+    /// closed. Default: 8 MiB.
+    pub max_frame_len: usize,
+    /// After this long without reading anything from a connection, the server pings it.
+    /// Default: 10 s.
+    pub heartbeat_interval: Duration,
+    /// After this long without reading anything, the server closes the connection.
+    /// Default: 3 × `heartbeat_interval`.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_concurrent_per_connection: 1024,
+            max_concurrent: 65_536,
+            max_frame_len: DEFAULT_MAX_BODY_LEN,
+            heartbeat_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds and starts a server.
+///
+/// ```no_run
+/// # async fn demo(svc: impl rpc_core::Service) -> Result<(), Box<dyn std::error::Error>> {
+/// use rpc_core::Server;
+///
+/// let server = Server::builder()
+///     .service(svc)
+///     .listen("tcp://127.0.0.1:7000".parse()?)
+///     .start()
+///     .await?;
+/// println!("listening on {:?}", server.local_endpoints());
+/// server.shutdown(std::time::Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+pub struct ServerBuilder {
+    config: ServerConfig,
+    services: Vec<Arc<dyn Service>>,
+    endpoints: Vec<Endpoint>,
+    acceptors: Vec<Box<dyn Acceptor>>,
+    formats: Formats,
+    filters: Vec<Arc<dyn ServerFilter>>,
+}
+
+/// The entry point: [`Server::builder`].
+#[derive(Debug)]
+pub struct Server(());
+
+impl Server {
+    /// A builder with the default [`ServerConfig`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: ServerConfig::default(),
+            services: Vec::new(),
+            endpoints: Vec::new(),
+            acceptors: Vec::new(),
+            formats: Formats::new(),
+            filters: Vec::new(),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a service. Several services (and several versions of one) share the server.
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Adds a service that is already shared.
+    pub fn service_arc(mut self, service: Arc<dyn Service>) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Listens on a built-in endpoint (TCP, Unix, memory).
+    pub fn listen(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Accepts connections from a user [`Acceptor`] (TLS, say).
+    pub fn acceptor(mut self, acceptor: impl Acceptor) -> Self {
+        self.acceptors.push(Box::new(acceptor));
+        self
+    }
+
+    /// Accepts a user format beside the built-in ones.
+    pub fn format(mut self, format: rpc_codec::Format) -> Result<Self, rpc_codec::SerializeError> {
+        self.formats.register(format)?;
+        Ok(self)
+    }
+
+    /// Adds a filter; filters run in the order they were added, before the handler.
+    pub fn filter(mut self, filter: impl ServerFilter) -> Self {
+        self.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// Sets the per-connection concurrency limit.
+    pub fn max_concurrent_per_connection(mut self, limit: usize) -> Self {
+        self.config.max_concurrent_per_connection = limit.max(1);
+        self
+    }
+
+    /// Sets the server-wide concurrency limit.
+    pub fn max_concurrent(mut self, limit: usize) -> Self {
+        self.config.max_concurrent = limit.max(1);
+        self
+    }
+
+    /// Sets the maximum frame body.
+    pub fn max_frame_len(mut self, len: usize) -> Self {
+        self.config.max_frame_len = len.min(u32::MAX as usize);
+        self
+    }
+
+    /// Sets the heartbeat interval and the idle timeout to three times it.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self.config.idle_timeout = interval * 3;
+        self
+    }
+
+    /// Sets the idle timeout.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Binds every endpoint and starts accepting. Fails if any endpoint cannot be bound.
+    pub async fn start(self) -> Result<ServerHandle, TransportError> {
+        let mut acceptors = self.acceptors;
+        for endpoint in &self.endpoints {
+            acceptors.push(Box::new(rpc_transport::listen(endpoint).await?));
+        }
+        let mut routes: HashMap<String, HashMap<String, Arc<dyn Service>>> = HashMap::new();
+        for service in self.services {
+            routes
+                .entry(service.name().to_owned())
+                .or_default()
+                .insert(service.version().to_owned(), service);
+        }
+        let shared = Arc::new(ServerShared {
+            config: self.config,
+            routes,
+            formats: self.formats,
+            filters: ServerFilters::new(self.filters),
+            in_flight: AtomicUsize::new(0),
+            connections: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            stop_accepting: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        });
+        let local_endpoints = acceptors.iter().map(|a| a.local_endpoint()).collect();
+        let mut accept_tasks = JoinSet::new();
+        for acceptor in acceptors {
+            info!(endpoint = %acceptor.local_endpoint(), "listening");
+            accept_tasks.spawn(accept_loop(shared.clone(), acceptor));
+        }
+        Ok(ServerHandle {
+            shared,
+            local_endpoints,
+            accept_tasks: Mutex::new(accept_tasks),
+        })
+    }
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field(
+                "services",
+                &self.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct ServerShared {
+    pub(crate) config: ServerConfig,
+    pub(crate) routes: HashMap<String, HashMap<String, Arc<dyn Service>>>,
+    pub(crate) formats: Formats,
+    pub(crate) filters: ServerFilters,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) connections: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    next_conn: AtomicU64,
+    stop_accepting: CancellationToken,
+    /// Cancelled when the server closes every connection.
+    pub(crate) closed: CancellationToken,
+}
+
+impl ServerShared {
+    pub(crate) fn route(&self, service: &str, version: &str) -> Option<&Arc<dyn Service>> {
+        self.routes.get(service)?.get(version)
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`] or
+/// [`ServerHandle::abort`].
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+    local_endpoints: Vec<Endpoint>,
+    accept_tasks: Mutex<JoinSet<()>>,
+}
+
+impl ServerHandle {
+    /// Where the server listens; TCP endpoints bound to port 0 show the real port.
+    pub fn local_endpoints(&self) -> &[Endpoint] {
+        &self.local_endpoints
+    }
+
+    /// The first endpoint the server listens on.
+    pub fn local_endpoint(&self) -> Option<&Endpoint> {
+        self.local_endpoints.first()
+    }
+
+    /// The services served, as (name, version) pairs.
+    pub fn services(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out: Vec<_> = self
+            .shared
+            .routes
+            .values()
+            .flat_map(|versions| versions.values().map(|s| (s.name(), s.version())))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared
+            .connections
+            .lock()
+            .map(|c| c.len())
+            .unwrap_or_default()
+    }
+
+    /// How many calls are running (or have answers waiting to be written).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Graceful shutdown: stops accepting, tells every client it is draining (go-away), lets
+    /// calls in flight finish for up to `grace`, then closes every connection.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop_accepting();
+        let conns: Vec<_> = self.connections();
+        info!(connections = conns.len(), ?grace, "draining");
+        for conn in &conns {
+            conn.go_away();
+        }
+        let drained = async {
+            for conn in &conns {
+                conn.drained().await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            warn!("grace period over; closing connections with calls in flight");
+        }
+        self.shared.closed.cancel();
+        for conn in &conns {
+            conn.closed().await;
+        }
+        info!("server stopped");
+    }
+
+    /// Stops at once: closes every connection, failing calls in flight.
+    pub async fn abort(&self) {
+        self.stop_accepting();
+        self.shared.closed.cancel();
+        for conn in self.connections() {
+            conn.closed().await;
+        }
+    }
+
+    fn stop_accepting(&self) {
+        self.shared.stop_accepting.cancel();
+        if let Ok(mut tasks) = self.accept_tasks.lock() {
+            // Dropping the listeners frees their addresses for a restart.
+            tasks.abort_all();
+        }
+    }
+
+    fn connections(&self) -> Vec<Arc<ConnShared>> {
+        self.shared
+            .connections
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_endpoints", &self.local_endpoints)
+            .field("connections", &self.connection_count())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+async fn accept_loop(shared: Arc<ServerShared>, mut acceptor: Box<dyn Acceptor>) {
+    loop {
+        let accepted = tokio::select! {
+            a = acceptor.accept() => a,
+            () = shared.stop_accepting.cancelled() => return,
+        };
+        match accepted {
+            Ok(connection) => {
+                let number = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %connection.peer(), connection = number, "accepted");
+                tokio::spawn(conn::serve_connection(shared.clone(), connection, number));
+            }
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
+use rpc_codec::{Format, FrameKind, RequestHeadRef, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::context::CallContext;
+use crate::error::ServerError;
+use crate::frame_buf::FrameBuf;
+use crate::server::ConnShared;
+
+/// A boxed, sendable future, as returned by [`Service::call`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a method answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MethodKind {
+    /// One request, one response.
+    Unary,
+    /// One request, no response.
+    OneWay,
+    /// One request, a stream of items ended by a stream-end frame.
+    ServerStream,
+}
+
+/// A method of a service, for routing, introspection and failover decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MethodInfo {
+    /// The method's name on the wire.
+    pub name: &'static str,
+    /// How it answers.
+    pub kind: MethodKind,
+    /// Whether running it twice has the same effect as once, so a client may retry it on
+    /// another instance after a connection error.
+    pub idempotent: bool,
+}
+
+/// A service the server can route calls to. `#[service]` implements it for every service trait
+/// (the generated `…Server` type); it can also be implemented by hand.
+pub trait Service: Send + Sync + 'static {
+    /// The service's name on the wire.
+    fn name(&self) -> &'static str;
+
+    /// The service's version; empty for none.
+    fn version(&self) -> &'static str {
+        ""
+    }
+
+    /// The service's methods.
+    fn methods(&self) -> &'static [MethodInfo];
+
+    /// Starts a call of `method`, or returns `None` when there is no such method.
+    fn call(&self, method: &str, call: ServerCall) -> Option<BoxFuture<'static, Reply>>;
+}
+
+impl<S: Service + ?Sized> Service for Arc<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn version(&self) -> &'static str {
+        (**self).version()
+    }
+    fn methods(&self) -> &'static [MethodInfo] {
+        (**self).methods()
+    }
+    fn call(&self, method: &str, call: ServerCall) -> Option<BoxFuture<'static, Reply>> {
+        (**self).call(method, call)
+    }
+}
+
+/// One incoming call, handed to [`Service::call`]: the arguments still encoded, and what is
+/// needed to answer in the caller's format.
+pub struct ServerCall {
+    pub(crate) request_id: u64,
+    pub(crate) kind: FrameKind,
+    pub(crate) format: Format,
+    /// The whole request body: preamble, then arguments from `args_offset`.
+    pub(crate) body: Bytes,
+    pub(crate) args_offset: usize,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) conn: Arc<ConnShared>,
+}
+
+impl ServerCall {
+    /// Decodes the arguments (a tuple of the method's arguments in order).
+    ///
+    /// Arguments that do not decode are the caller's fault: the error is a
+    /// [`Status::BAD_REQUEST`] to answer with.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, ServerError> {
+        self.format
+            .decode(&self.body[self.args_offset..])
+            .map_err(|e| ServerError::new(Status::BAD_REQUEST, format!("arguments: {e}")))
+    }
+
+    /// What is known about the call: names, deadline, metadata, peer.
+    pub fn context(&self) -> CallContext {
+        // The preamble was parsed when the frame arrived; parsing the same bytes again cannot
+        // fail, but should it, an empty context is still a valid answer.
+        let (service, method, metadata) = match RequestHeadRef::parse(&self.body) {
+            Ok((head, _)) => (
+                head.service.to_owned(),
+                head.method.to_owned(),
+                head.metadata(),
+            ),
+            Err(_) => Default::default(),
+        };
+        CallContext {
+            request_id: self.request_id,
+            service,
+            method,
+            deadline: self.deadline,
+            metadata,
+            peer: self.conn.peer.clone(),
+        }
+    }
+
+    /// The format the caller used; the answer is sent in it.
+    pub fn format(&self) -> &Format {
+        &self.format
+    }
+
+    /// Whether the caller expects no answer.
+    pub fn is_one_way(&self) -> bool {
+        self.kind == FrameKind::OneWay
+    }
+
+    /// Answers with `value`.
+    pub fn reply<T: Serialize + ?Sized>(&self, value: &T) -> Reply {
+        if self.is_one_way() {
+            return Reply(ReplyInner::Nothing);
+        }
+        let mut buf = FrameBuf::with_capacity(64);
+        if let Err(e) = self.format.encode(value, buf.body()) {
+            return self.reply_error(ServerError::new(
+                Status::INTERNAL_ERROR,
+                format!("result could not be encoded: {e}"),
+            ));
+        }
+        match buf.finish(
+            FrameKind::Response,
+            self.format.id(),
+            Status::OK,
+            self.request_id,
+            self.conn.max_body_len,
+        ) {
+            Ok(frame) => Reply(ReplyInner::Frame(frame)),
+            Err(len) => self.reply_error(ServerError::new(
+                Status::INTERNAL_ERROR,
+                format!(
+                    "result of {len} bytes exceeds the maximum frame body of {} bytes",
+                    self.conn.max_body_len
+                ),
+            )),
+        }
+    }
+
+    /// Answers with the value, or with the application error (serialized as the error detail).
+    pub fn reply_result<T, E>(&self, result: &Result<T, E>) -> Reply
+    where
+        T: Serialize,
+        E: Serialize + fmt::Debug,
+    {
+        match result {
+            Ok(value) => self.reply(value),
+            Err(e) => self.reply_error(ServerError::application(&self.format, e)),
+        }
+    }
+
+    /// Answers with an error.
+    pub fn reply_error(&self, error: ServerError) -> Reply {
+        Reply(ReplyInner::Error(error))
+    }
+
+    /// Answers with a stream of items.
+    pub fn reply_stream<T: Serialize + Send + 'static>(self, stream: ServerStream<T>) -> Reply {
+        if self.is_one_way() {
+            return Reply(ReplyInner::Nothing);
+        }
+        let format = self.format.clone();
+        let request_id = self.request_id;
+        let max = self.conn.max_body_len;
+        let items = stream
+            .inner
+            .map(move |item| {
+                let value = item?;
+                let mut buf = FrameBuf::with_capacity(64);
+                format.encode(&value, buf.body()).map_err(|e| {
+                    ServerError::new(
+                        Status::INTERNAL_ERROR,
+                        format!("stream item could not be encoded: {e}"),
+                    )
+                })?;
+                buf.finish(
+                    FrameKind::StreamItem,
+                    format.id(),
+                    Status::OK,
+                    request_id,
+                    max,
+                )
+                .map_err(|len| {
+                    ServerError::new(
+                        Status::INTERNAL_ERROR,
+                        format!("stream item of {len} bytes exceeds the maximum frame body"),
+                    )
+                })
+            })
+            .boxed();
+        Reply(ReplyInner::Stream(items))
+    }
+}
+
+impl fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("request_id", &self.request_id)
+            .field("kind", &self.kind)
+            .field("format", &self.format.name())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handler's answer, built by the `reply*` methods of [`ServerCall`].
+pub struct Reply(pub(crate) ReplyInner);
+
+pub(crate) enum ReplyInner {
+    /// A complete, encoded response frame.
+    Frame(Bytes),
+    /// An error to encode with the call's request id.
+    Error(ServerError),
+    /// Encoded stream-item frames; an error ends the stream with that status.
+    Stream(BoxStream<'static, Result<Bytes, ServerError>>),
+    /// Nothing to send (one-way calls).
+    Nothing,
+}
+
+impl Reply {
+    /// The status the answer carries (ok for values, streams and one-way calls).
+    pub fn status(&self) -> Status {
+        match &self.0 {
+            // Byte 5 of an encoded frame is its status.
+            ReplyInner::Frame(frame) => Status::from_u8(frame.get(5).copied().unwrap_or(0)),
+            ReplyInner::Error(e) => e.status,
+            ReplyInner::Stream(_) | ReplyInner::Nothing => Status::OK,
+        }
+    }
+
+    /// An error answer.
+    pub fn error(error: ServerError) -> Reply {
+        Reply(ReplyInner::Error(error))
+    }
+}
+
+impl From<ServerError> for Reply {
+    fn from(error: ServerError) -> Self {
+        Reply::error(error)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ReplyInner::Frame(b) => write!(f, "Reply::Frame({} bytes)", b.len()),
+            ReplyInner::Error(e) => write!(f, "Reply::Error({e})"),
+            ReplyInner::Stream(_) => f.write_str("Reply::Stream"),
+            ReplyInner::Nothing => f.write_str("Reply::Nothing"),
+        }
+    }
+}
+
+/// The items a server-streaming method returns.
+///
+/// Items are sent as they are produced, with bounded buffering: when the caller reads slowly the
+/// stream is polled slowly. An `Err` item ends the stream with that error.
+pub struct ServerStream<T> {
+    inner: BoxStream<'static, Result<T, ServerError>>,
+}
+
+impl<T: Send + 'static> ServerStream<T> {
+    /// Streams the items of `stream`.
+    pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Self {
+        ServerStream {
+            inner: stream.map(Ok).boxed(),
+        }
+    }
+
+    /// Streams the items of `stream` until the first error, which ends the stream with it.
+    pub fn try_new(stream: impl Stream<Item = Result<T, ServerError>> + Send + 'static) -> Self {
+        ServerStream {
+            inner: stream.boxed(),
+        }
+    }
+
+    /// Streams the items of an iterator.
+    pub fn iter(iter: impl IntoIterator<Item = T, IntoIter: Send + 'static>) -> Self {
+        Self::new(futures::stream::iter(iter))
+    }
+
+    /// A stream that ends at once with `error`.
+    pub fn error(error: ServerError) -> Self {
+        Self::try_new(futures::stream::once(async move { Err(error) }))
+    }
+}
+
+impl<T> fmt::Debug for ServerStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerStream")
+    }
+}

@@ -1,0 +1,199 @@
+//! The coalescing writer shared by clients and servers: one task per connection drains
+//! everything queued into as few writes as possible.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rpc_transport::BoxWrite;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Frames at least this long are written from their own buffer (vectored) instead of being
+/// copied into the batch buffer.
+const LARGE_FRAME: usize = 16 * 1024;
+/// A batch stops growing at this many bytes.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// At most this many buffers go into one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Something to release once a frame has been written (for example an in-flight slot, so that
+/// queued responses count against the server's limits until they reach the socket).
+pub(crate) type WriteToken = Box<dyn Send + Sync>;
+
+/// One frame to write.
+pub(crate) struct Outgoing {
+    pub(crate) frame: Bytes,
+    pub(crate) token: Option<WriteToken>,
+}
+
+impl Outgoing {
+    pub(crate) fn frame(frame: Bytes) -> Self {
+        Outgoing { frame, token: None }
+    }
+}
+
+pub(crate) type OutgoingTx = mpsc::UnboundedSender<Outgoing>;
+pub(crate) type OutgoingRx = mpsc::UnboundedReceiver<Outgoing>;
+
+/// Writes queued frames until every sender is gone (then shuts the stream down) or a write fails.
+///
+/// `outstanding` is how many frames the other side of this connection's logic is about to
+/// queue (calls in flight on a client, requests being handled on a server). When it exceeds the
+/// frames in hand, the writer yields once before draining: the task that woke it usually runs
+/// right after it otherwise, and would find only one frame.
+pub(crate) async fn run_writer(
+    mut rx: OutgoingRx,
+    mut io: BoxWrite,
+    outstanding: Arc<AtomicUsize>,
+) -> io::Result<()> {
+    let mut batch = Batch::default();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let mut yielded = false;
+        loop {
+            while batch.bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(out) => batch.push(out),
+                    Err(_) => break,
+                }
+            }
+            let more_coming = outstanding.load(Ordering::Relaxed) > batch.frames;
+            if yielded || batch.bytes >= MAX_BATCH_BYTES || !more_coming {
+                break;
+            }
+            yielded = true;
+            tokio::task::yield_now().await;
+        }
+        batch.seal();
+        write_segments(&mut io, &mut batch.segments).await?;
+        io.flush().await?;
+        batch.reset();
+    }
+    io.shutdown().await
+}
+
+/// The frames of one write: small ones copied together, large ones kept as their own buffers.
+#[derive(Default)]
+struct Batch {
+    small: BytesMut,
+    segments: Vec<Bytes>,
+    tokens: Vec<WriteToken>,
+    frames: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, out: Outgoing) {
+        self.frames += 1;
+        self.bytes += out.frame.len();
+        if out.frame.len() >= LARGE_FRAME {
+            if !self.small.is_empty() {
+                self.segments.push(self.small.split().freeze());
+            }
+            self.segments.push(out.frame);
+        } else {
+            if self.small.capacity() - self.small.len() < out.frame.len() {
+                self.small.reserve(out.frame.len().max(64 * 1024));
+            }
+            self.small.extend_from_slice(&out.frame);
+        }
+        if let Some(token) = out.token {
+            self.tokens.push(token);
+        }
+    }
+
+    fn seal(&mut self) {
+        if !self.small.is_empty() {
+            self.segments.push(self.small.split().freeze());
+        }
+    }
+
+    fn reset(&mut self) {
+        self.segments.clear();
+        self.tokens.clear();
+        self.frames = 0;
+        self.bytes = 0;
+    }
+}
+
+async fn write_segments(io: &mut BoxWrite, segments: &mut Vec<Bytes>) -> io::Result<()> {
+    if segments.len() == 1 || !io.is_write_vectored() {
+        for seg in segments.drain(..) {
+            io.write_all(&seg).await?;
+        }
+        return Ok(());
+    }
+    let mut start = 0;
+    while start < segments.len() {
+        let slices: Vec<IoSlice<'_>> = segments[start..]
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|s| IoSlice::new(s))
+            .collect();
+        let mut written = io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let seg = &mut segments[start];
+            let take = written.min(seg.len());
+            seg.advance(take);
+            written -= take;
+            if seg.is_empty() {
+                start += 1;
+            }
+        }
+    }
+    segments.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use rpc_codec::{FrameCodec, FrameKind};
+    use tokio::io::AsyncReadExt;
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+    use crate::frame_buf::FrameBuf;
+
+    fn frame(id: u64, len: usize) -> Bytes {
+        let mut fb = FrameBuf::with_capacity(len);
+        fb.body().resize(18 + len, (id % 251) as u8);
+        fb.finish(
+            FrameKind::Response,
+            rpc_codec::SerializerId::NONE,
+            rpc_codec::Status::OK,
+            id,
+            usize::MAX >> 1,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_and_large_frames_arrive_whole_and_in_order() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(run_writer(rx, Box::new(a), Arc::new(AtomicUsize::new(0))));
+        let sizes = [10usize, 40_000, 3, 3, 100_000, 0, 17_000, 5];
+        for (i, len) in sizes.iter().enumerate() {
+            tx.send(Outgoing::frame(frame(i as u64, *len))).unwrap();
+        }
+        drop(tx);
+        let mut wire = Vec::new();
+        b.read_to_end(&mut wire).await.unwrap();
+        writer.await.unwrap().unwrap();
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut codec = FrameCodec::new();
+        for (i, len) in sizes.iter().enumerate() {
+            let f = codec.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(f.request_id, i as u64);
+            assert_eq!(f.body.len(), *len);
+            assert!(f.body.iter().all(|&x| x == (i % 251) as u8));
+        }
+        assert!(buf.is_empty());
+    }
+}

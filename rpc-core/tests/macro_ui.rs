@@ -1,0 +1,12 @@
+//! Compile-time behaviour of `#[service]`: what it accepts (`ui/pass`, compiled and run) and
+//! the errors it reports (`ui/fail`, compared with the `.stderr` snapshots beside them).
+//!
+//! Regenerate the snapshots with `TRYBUILD=overwrite`, then read each one: it should point at
+//! the offending tokens with a message saying what to do.
+
+#[test]
+fn ui() {
+    let cases = trybuild::TestCases::new();
+    cases.pass("tests/ui/pass/*.rs");
+    cases.compile_fail("tests/ui/fail/*.rs");
+}

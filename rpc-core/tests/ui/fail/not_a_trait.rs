@@ -1,0 +1,4 @@
+#[rpc_core::service]
+struct Svc;
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[rpc_core::service]
+trait Svc {
+    fn hello(&self, name: String) -> String;
+}
+
+fn main() {}

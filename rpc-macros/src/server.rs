@@ -1,0 +1,184 @@
+//! The server adapter: `FooServer<T>`, an `rpc_core::Service` that decodes each call's
+//! arguments, calls the implementation and encodes its answer.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ReturnType;
+use syn::spanned::Spanned;
+
+use crate::parse::{Method, Output, ServiceDef};
+
+pub(crate) fn expand(def: &ServiceDef) -> TokenStream {
+    let vis = &def.item.vis;
+    let trait_ident = &def.item.ident;
+    let server = format_ident!("{}Server", trait_ident);
+    let (name, version) = (&def.name, &def.version);
+
+    let struct_doc = format!(
+        "Serves an implementation of [`{trait_ident}`] as the `{name}` service: give it to \
+         `rpc_core::ServerBuilder::service`."
+    );
+    let infos = def.methods().map(method_info);
+    let arms: Vec<_> = def.methods().map(|m| arm(trait_ident, m)).collect();
+    // Without methods, `method` and `call` would be unused.
+    let dispatch = if arms.is_empty() {
+        quote! {
+            let _ = (method, call);
+            ::core::option::Option::None
+        }
+    } else {
+        quote! {
+            match method {
+                #(#arms)*
+                _ => ::core::option::Option::None,
+            }
+        }
+    };
+
+    quote! {
+        #[doc = #struct_doc]
+        #[allow(dead_code)]
+        #vis struct #server<T> {
+            inner: ::std::sync::Arc<T>,
+        }
+
+        #[allow(dead_code)]
+        impl<T: #trait_ident> #server<T> {
+            /// Serves `service`.
+            #vis fn new(service: T) -> Self {
+                Self::from_arc(::std::sync::Arc::new(service))
+            }
+
+            /// Serves a shared `service`.
+            #vis fn from_arc(service: ::std::sync::Arc<T>) -> Self {
+                Self { inner: service }
+            }
+        }
+
+        impl<T> ::core::clone::Clone for #server<T> {
+            fn clone(&self) -> Self {
+                Self { inner: ::std::sync::Arc::clone(&self.inner) }
+            }
+        }
+
+        impl<T> ::core::fmt::Debug for #server<T> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(::core::stringify!(#server))
+                    .field("service", &#name)
+                    .field("version", &#version)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<T: #trait_ident> ::rpc_core::Service for #server<T> {
+            fn name(&self) -> &'static str {
+                #name
+            }
+
+            fn version(&self) -> &'static str {
+                #version
+            }
+
+            fn methods(&self) -> &'static [::rpc_core::MethodInfo] {
+                const METHODS: &[::rpc_core::MethodInfo] = &[#(#infos),*];
+                METHODS
+            }
+
+            #[allow(deprecated)]
+            fn call(
+                &self,
+                method: &str,
+                call: ::rpc_core::ServerCall,
+            ) -> ::core::option::Option<
+                ::rpc_core::BoxFuture<'static, ::rpc_core::Reply>,
+            > {
+                #dispatch
+            }
+        }
+    }
+}
+
+fn method_info(m: &Method) -> TokenStream {
+    let name = &m.wire_name;
+    let idempotent = m.idempotent;
+    let kind = if m.one_way {
+        quote!(OneWay)
+    } else if matches!(m.output, Output::Stream(_)) {
+        quote!(ServerStream)
+    } else {
+        quote!(Unary)
+    };
+    quote! {
+        ::rpc_core::MethodInfo {
+            name: #name,
+            kind: ::rpc_core::MethodKind::#kind,
+            idempotent: #idempotent,
+        }
+    }
+}
+
+/// The match arm that starts a call of `m`.
+fn arm(trait_ident: &syn::Ident, m: &Method) -> TokenStream {
+    let wire_name = &m.wire_name;
+    let ident = &m.sig.ident;
+    // Generated names, so that the user's argument names cannot shadow `call` or `inner`.
+    let names: Vec<_> = (0..m.args.len())
+        .map(|i| format_ident!("arg{}", i))
+        .collect();
+    let types = m.args.iter().map(|(_, ty)| ty);
+    // A type that does not decode is reported at the first argument's type (a span cannot
+    // cover the whole list on stable).
+    let args_span = m
+        .args
+        .first()
+        .map_or_else(Span::call_site, |(_, ty)| ty.span());
+    let decode = if m.args.is_empty() {
+        quote! {
+            if let ::core::result::Result::Err(e) = call.args::<()>() {
+                return call.reply_error(e);
+            }
+        }
+    } else {
+        quote_spanned! {args_span=>
+            let (#(#names,)*) = match call.args::<(#(#types,)*)>() {
+                ::core::result::Result::Ok(args) => args,
+                ::core::result::Result::Err(e) => return call.reply_error(e),
+            };
+        }
+    };
+    let context = m.context.then(|| quote!(call.context(),));
+    let invoke = quote! {
+        <T as #trait_ident>::#ident(&*inner, #context #(#names),*).await
+    };
+    let output_span = match &m.sig.output {
+        ReturnType::Default => m.sig.ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let answer = match &m.output {
+        Output::Unit => quote! {
+            #invoke;
+            call.reply(&())
+        },
+        Output::Value(_) => quote_spanned! {output_span=>
+            let out = #invoke;
+            call.reply(&out)
+        },
+        Output::Result { .. } => quote_spanned! {output_span=>
+            let out = #invoke;
+            call.reply_result(&out)
+        },
+        Output::Stream(_) => quote_spanned! {output_span=>
+            let out = #invoke;
+            call.reply_stream(out)
+        },
+    };
+    quote! {
+        #wire_name => {
+            let inner = ::std::sync::Arc::clone(&self.inner);
+            ::core::option::Option::Some(::std::boxed::Box::pin(async move {
+                #decode
+                #answer
+            }))
+        }
+    }
+}
