@@ -1,0 +1,51 @@
+//! Serves the hello service until Ctrl-C, then shuts down gracefully.
+
+use std::time::Duration;
+
+use clap::Parser;
+use examples::hello::{GreeterServer, HelloService};
+use rpc_core::{Endpoint, Server, TraceCalls};
+
+/// Serves the `hello.Greeter` service (hello, add, countdown) on one or more endpoints.
+///
+/// Clients pick their serializer (MessagePack, postcard, JSON) per connection; the server
+/// answers each call in the serializer it arrived in. On Ctrl-C the server stops accepting, tells
+/// its clients it is draining, finishes the calls in flight and exits.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
+    #[arg(long, default_value = "tcp://127.0.0.1:7000")]
+    listen: Vec<Endpoint>,
+    /// A name shown in greetings, to tell instances apart.
+    #[arg(long, default_value = "hello-server")]
+    name: String,
+    /// How long calls in flight may take to finish at shutdown, in seconds.
+    #[arg(long, default_value_t = 5)]
+    grace: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    examples::init_logging();
+    let args = Args::parse();
+    let mut builder = Server::builder()
+        .service(GreeterServer::new(HelloService {
+            name: args.name.clone(),
+        }))
+        .filter(TraceCalls);
+    for endpoint in &args.listen {
+        builder = builder.listen(endpoint.clone());
+    }
+    let server = builder.start().await?;
+    for endpoint in server.local_endpoints() {
+        println!(
+            "hello-server {:?} serving hello.Greeter on {endpoint}",
+            args.name
+        );
+    }
+    tokio::signal::ctrl_c().await?;
+    println!("shutting down");
+    server.shutdown(Duration::from_secs(args.grace)).await;
+    Ok(())
+}
