@@ -1,0 +1,153 @@
+//! The conformance suite against the embedded registry, on paused time.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rpc_registry::{Instance, MemoryConfig, MemoryRegistry, Registry, ServiceKey, WatchEvent};
+use support::conformance;
+
+const TTL: Duration = Duration::from_secs(10);
+
+#[tokio::test(start_paused = true)]
+async fn register_discover_deregister() {
+    conformance::register_discover_deregister(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_sees_a_snapshot_then_changes_in_order() {
+    conformance::watch_sees_a_snapshot_then_changes_in_order(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_resumes_from_a_revision() {
+    conformance::watch_resumes_from_a_revision(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_removes_instances_and_notifies_watchers() {
+    let registry = MemoryRegistry::new();
+    let start = tokio::time::Instant::now();
+    conformance::expiry_removes_instances_and_notifies_watchers(&registry, TTL).await;
+    // Expired at the TTL, not before, and not much after.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= TTL && elapsed < TTL + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_extends_a_lease() {
+    conformance::keep_alive_extends_a_lease(&MemoryRegistry::new(), TTL).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_removes_every_instance_of_the_lease() {
+    conformance::revoke_removes_every_instance_of_the_lease(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_requests_are_errors() {
+    conformance::bad_requests_are_errors(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn resuming_from_beyond_the_history_gets_a_snapshot() {
+    let registry = MemoryRegistry::with_config({
+        let mut c = MemoryConfig::default();
+        c.history = 4;
+        c
+    });
+    let key = ServiceKey::new("history");
+    let lease = registry.grant(TTL * 100).await.unwrap();
+    let first = registry
+        .register(Instance::new(key.clone(), "tcp://127.0.0.1:1"), lease.id)
+        .await
+        .unwrap();
+    for port in 2..10 {
+        registry
+            .register(
+                Instance::new(key.clone(), format!("tcp://127.0.0.1:{port}")),
+                lease.id,
+            )
+            .await
+            .unwrap();
+    }
+    let mut watch = registry.watch(&key, Some(first)).await.unwrap();
+    let Some(Ok(WatchEvent::Snapshot(s))) = watch.next().await else {
+        panic!("expected a snapshot")
+    };
+    assert_eq!(s.instances.len(), 9);
+    assert_eq!(s.revision, registry.revision());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watcher_that_falls_behind_gets_a_snapshot_and_loses_nothing() {
+    let registry = MemoryRegistry::with_config({
+        let mut c = MemoryConfig::default();
+        c.watch_buffer = 8;
+        c
+    });
+    let key = ServiceKey::new("lagging");
+    let lease = registry.grant(TTL * 100).await.unwrap();
+    let mut watch = registry.watch(&key, None).await.unwrap();
+    assert!(matches!(
+        watch.next().await,
+        Some(Ok(WatchEvent::Snapshot(_)))
+    ));
+    for port in 0..100 {
+        registry
+            .register(
+                Instance::new(key.clone(), format!("tcp://127.0.0.1:{port}")),
+                lease.id,
+            )
+            .await
+            .unwrap();
+    }
+    // The watcher missed most of the changes: it must end up with all 100 instances.
+    let mut known = std::collections::BTreeSet::new();
+    while known.len() < 100 {
+        match watch.next().await.unwrap().unwrap() {
+            WatchEvent::Snapshot(s) => {
+                known = s.instances.into_iter().map(|i| i.id).collect();
+            }
+            WatchEvent::Change { change, .. } => {
+                known.insert(change.instance().id.clone());
+            }
+        }
+    }
+    assert_eq!(known.len(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_thousand_instances() {
+    let registry = MemoryRegistry::new();
+    let lease = registry.grant(TTL).await.unwrap();
+    for s in 0..100 {
+        let key = ServiceKey::new(format!("svc-{s}"));
+        for i in 0..1000 {
+            registry
+                .register(
+                    Instance::new(key.clone(), format!("tcp://10.0.{s}.{i}:7000")),
+                    lease.id,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(registry.instance_count(), 100_000);
+    assert_eq!(
+        registry
+            .discover(&ServiceKey::new("svc-42"))
+            .await
+            .unwrap()
+            .instances
+            .len(),
+        1000
+    );
+    // One lease expiry removes all of them.
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    assert_eq!(registry.instance_count(), 0);
+}

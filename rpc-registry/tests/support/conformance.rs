@@ -1,0 +1,259 @@
+//! The conformance suite every `Registry` implementation passes. Each function takes the
+//! registry under test and a TTL short enough to wait out (with paused time for the memory and
+//! RPC-served registries, for real with etcd).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rpc_registry::{
+    Change, Instance, Registry, RegistryError, ServiceKey, WatchEvent, WatchStream,
+};
+
+/// A key no other test of the same process uses.
+pub fn unique_key(name: &str) -> ServiceKey {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    ServiceKey::new(format!(
+        "conformance.{name}.{}",
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+    .with_version("1.0")
+    .with_group("test")
+}
+
+pub async fn next(stream: &mut WatchStream) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("a watch event in time")
+        .expect("the watch is still open")
+        .expect("a watch event, not an error")
+}
+
+fn ids(instances: &[Instance]) -> Vec<&str> {
+    instances.iter().map(|i| i.id.as_str()).collect()
+}
+
+pub async fn register_discover_deregister(registry: &dyn Registry) {
+    let key = unique_key("basic");
+    let other = unique_key("other");
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    let a = Instance::new(key.clone(), "tcp://127.0.0.1:7001").with_metadata("zone", "a");
+    let b = Instance::new(key.clone(), "tcp://127.0.0.1:7002").with_weight(5);
+    let r1 = registry.register(a.clone(), lease.id).await.unwrap();
+    let r2 = registry.register(b.clone(), lease.id).await.unwrap();
+    assert!(r2 > r1, "revisions grow: {r1} then {r2}");
+    let snapshot = registry.discover(&key).await.unwrap();
+    assert_eq!(snapshot.instances, vec![a.clone(), b.clone()]);
+    assert!(snapshot.revision >= r2);
+    assert!(
+        registry
+            .discover(&other)
+            .await
+            .unwrap()
+            .instances
+            .is_empty()
+    );
+    // Another version or group of the same service is another key.
+    let mut v2 = key.clone();
+    v2.version = "2.0".into();
+    assert!(registry.discover(&v2).await.unwrap().instances.is_empty());
+
+    let r3 = registry.deregister(&key, &a.id).await.unwrap();
+    assert!(r3 > r2);
+    assert_eq!(
+        ids(&registry.discover(&key).await.unwrap().instances),
+        vec![b.id.as_str()]
+    );
+    registry.revoke(lease.id).await.unwrap();
+    assert!(registry.discover(&key).await.unwrap().instances.is_empty());
+}
+
+pub async fn watch_sees_a_snapshot_then_changes_in_order(registry: &dyn Registry) {
+    let key = unique_key("watch");
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    let a = Instance::new(key.clone(), "tcp://127.0.0.1:7101");
+    registry.register(a.clone(), lease.id).await.unwrap();
+    let mut watch = registry.watch(&key, None).await.unwrap();
+    let WatchEvent::Snapshot(snapshot) = next(&mut watch).await else {
+        panic!("a watch starts with a snapshot");
+    };
+    assert_eq!(snapshot.instances, vec![a.clone()]);
+
+    let b = Instance::new(key.clone(), "tcp://127.0.0.1:7102");
+    let rb = registry.register(b.clone(), lease.id).await.unwrap();
+    let a2 = a.clone().with_weight(7);
+    let ra2 = registry.register(a2.clone(), lease.id).await.unwrap();
+    let rd = registry.deregister(&key, &b.id).await.unwrap();
+
+    let events = [
+        next(&mut watch).await,
+        next(&mut watch).await,
+        next(&mut watch).await,
+    ];
+    assert_eq!(
+        events,
+        [
+            WatchEvent::Change {
+                revision: rb,
+                change: Change::Insert(b.clone())
+            },
+            WatchEvent::Change {
+                revision: ra2,
+                change: Change::Update(a2.clone())
+            },
+            WatchEvent::Change {
+                revision: rd,
+                change: Change::Remove(b.clone())
+            },
+        ]
+    );
+    // Changes to other keys are not seen.
+    let other = unique_key("watch-other");
+    registry
+        .register(Instance::new(other, "tcp://127.0.0.1:7103"), lease.id)
+        .await
+        .unwrap();
+    let c = Instance::new(key.clone(), "tcp://127.0.0.1:7104");
+    let rc = registry.register(c.clone(), lease.id).await.unwrap();
+    assert_eq!(
+        next(&mut watch).await,
+        WatchEvent::Change {
+            revision: rc,
+            change: Change::Insert(c)
+        }
+    );
+    registry.revoke(lease.id).await.unwrap();
+}
+
+pub async fn watch_resumes_from_a_revision(registry: &dyn Registry) {
+    let key = unique_key("resume");
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    let a = Instance::new(key.clone(), "tcp://127.0.0.1:7201");
+    let ra = registry.register(a.clone(), lease.id).await.unwrap();
+    // Changes made while nobody watched.
+    let b = Instance::new(key.clone(), "tcp://127.0.0.1:7202");
+    let rb = registry.register(b.clone(), lease.id).await.unwrap();
+    let rd = registry.deregister(&key, &a.id).await.unwrap();
+
+    let mut watch = registry.watch(&key, Some(ra)).await.unwrap();
+    assert_eq!(
+        next(&mut watch).await,
+        WatchEvent::Change {
+            revision: rb,
+            change: Change::Insert(b.clone())
+        }
+    );
+    assert_eq!(
+        next(&mut watch).await,
+        WatchEvent::Change {
+            revision: rd,
+            change: Change::Remove(a.clone())
+        }
+    );
+    // And then live changes.
+    let c = Instance::new(key.clone(), "tcp://127.0.0.1:7203");
+    let rc = registry.register(c.clone(), lease.id).await.unwrap();
+    assert_eq!(
+        next(&mut watch).await,
+        WatchEvent::Change {
+            revision: rc,
+            change: Change::Insert(c)
+        }
+    );
+    registry.revoke(lease.id).await.unwrap();
+}
+
+/// `ttl` is the lease TTL to test with; the caller's clock must let it pass (paused time, or
+/// real time for a short TTL).
+pub async fn expiry_removes_instances_and_notifies_watchers(
+    registry: &dyn Registry,
+    ttl: Duration,
+) {
+    let key = unique_key("expiry");
+    let kept = registry.grant(Duration::from_secs(600)).await.unwrap();
+    let short = registry.grant(ttl).await.unwrap();
+    let stays = Instance::new(key.clone(), "tcp://127.0.0.1:7301");
+    let goes = Instance::new(key.clone(), "tcp://127.0.0.1:7302");
+    registry.register(stays.clone(), kept.id).await.unwrap();
+    registry.register(goes.clone(), short.id).await.unwrap();
+    let mut watch = registry.watch(&key, None).await.unwrap();
+    let WatchEvent::Snapshot(s) = next(&mut watch).await else {
+        panic!("snapshot first")
+    };
+    assert_eq!(s.instances.len(), 2);
+
+    // Nobody keeps `short` alive: its instance is removed and the watcher told.
+    let WatchEvent::Change { change, .. } = next(&mut watch).await else {
+        panic!("a change after the snapshot")
+    };
+    assert_eq!(change, Change::Remove(goes));
+    assert_eq!(
+        registry.discover(&key).await.unwrap().instances,
+        vec![stays]
+    );
+    assert_eq!(
+        registry.keep_alive(short.id).await.unwrap_err(),
+        RegistryError::LeaseNotFound(short.id)
+    );
+    registry.revoke(kept.id).await.unwrap();
+}
+
+pub async fn keep_alive_extends_a_lease(registry: &dyn Registry, ttl: Duration) {
+    let key = unique_key("keepalive");
+    let lease = registry.grant(ttl).await.unwrap();
+    let a = Instance::new(key.clone(), "tcp://127.0.0.1:7401");
+    registry.register(a.clone(), lease.id).await.unwrap();
+    // Renew at a third of the TTL for three TTLs.
+    for _ in 0..9 {
+        tokio::time::sleep(ttl / 3).await;
+        registry.keep_alive(lease.id).await.unwrap();
+    }
+    assert_eq!(registry.discover(&key).await.unwrap().instances, vec![a]);
+    registry.revoke(lease.id).await.unwrap();
+}
+
+pub async fn revoke_removes_every_instance_of_the_lease(registry: &dyn Registry) {
+    let key = unique_key("revoke");
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    for port in 7501..7504 {
+        registry
+            .register(
+                Instance::new(key.clone(), format!("tcp://127.0.0.1:{port}")),
+                lease.id,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(registry.discover(&key).await.unwrap().instances.len(), 3);
+    registry.revoke(lease.id).await.unwrap();
+    assert!(registry.discover(&key).await.unwrap().instances.is_empty());
+    assert_eq!(
+        registry.revoke(lease.id).await.unwrap_err(),
+        RegistryError::LeaseNotFound(lease.id)
+    );
+}
+
+pub async fn bad_requests_are_errors(registry: &dyn Registry) {
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    let unknown = rpc_registry::LeaseId(lease.id.0.wrapping_add(1_000_000));
+    let key = unique_key("bad");
+    assert_eq!(
+        registry
+            .register(Instance::new(key.clone(), "tcp://127.0.0.1:7601"), unknown)
+            .await
+            .unwrap_err(),
+        RegistryError::LeaseNotFound(unknown)
+    );
+    assert_eq!(
+        registry.keep_alive(unknown).await.unwrap_err(),
+        RegistryError::LeaseNotFound(unknown)
+    );
+    let nameless = Instance::new(ServiceKey::new(""), "tcp://127.0.0.1:7602");
+    assert!(matches!(
+        registry.register(nameless, lease.id).await.unwrap_err(),
+        RegistryError::Invalid(_)
+    ));
+    registry.revoke(lease.id).await.unwrap();
+}
