@@ -1,7 +1,9 @@
 //! Services shared by the example programs.
 //!
 //! - [`hello`]: the smallest service, served by `hello-server` and called by `hello-client`.
+//! - [`chat`]: the chat signaling service, its client, and the pieces of the demo.
 
+pub mod chat;
 pub mod hello;
 
 /// Logs to stderr, at `info` unless `RUST_LOG` says otherwise.

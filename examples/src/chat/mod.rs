@@ -1,0 +1,4 @@
+//! The chat signaling service built on the registry: a server, a client library, and the
+//! interfaces between them.
+
+pub mod api;
