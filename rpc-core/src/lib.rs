@@ -52,6 +52,7 @@ mod error;
 mod filter;
 mod frame_buf;
 mod heartbeat;
+mod id_hash;
 mod server;
 mod service;
 mod writer;

@@ -18,9 +18,9 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// Something to release once a frame has been written (for example an in-flight slot, so that
-/// queued responses count against the server's limits until they reach the socket).
-pub(crate) type WriteToken = Box<dyn Send + Sync>;
+/// Released once a frame has been written: a server call's in-flight slot, so that queued
+/// responses count against the server's limits until they reach the socket.
+pub(crate) type WriteToken = crate::server::Slot;
 
 /// One frame to write.
 pub(crate) struct Outgoing {

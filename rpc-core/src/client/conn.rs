@@ -18,6 +18,7 @@ use crate::caller::error_from_body;
 use crate::error::RpcError;
 use crate::frame_buf::empty_frame;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::id_hash::IdHash;
 use crate::writer::{Outgoing, OutgoingTx};
 
 /// How many items of one stream the server may send before the client grants more.
@@ -40,7 +41,7 @@ pub(crate) enum StreamEvent {
 /// A connection's shared state: what calls need to send on it and to be completed from it.
 pub(crate) struct Conn {
     pub(crate) tx: OutgoingTx,
-    pub(crate) pending: DashMap<u64, Pending>,
+    pub(crate) pending: DashMap<u64, Pending, IdHash>,
     /// Calls waiting on this connection; the writer's coalescing hint.
     pub(crate) outstanding: Arc<AtomicUsize>,
     status: AtomicU8,
@@ -51,7 +52,7 @@ impl Conn {
     pub(crate) fn new(tx: OutgoingTx) -> Self {
         Conn {
             tx,
-            pending: DashMap::new(),
+            pending: DashMap::default(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             status: AtomicU8::new(OPEN),
             close_reason: OnceLock::new(),

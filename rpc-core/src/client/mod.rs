@@ -337,6 +337,12 @@ impl Client {
                 return Ok(conn);
             }
         }
+        // Boxed: the waiting state is large and rarely needed; keeping it out of every call's
+        // future keeps those small (futures are moved as they are built).
+        Box::pin(self.wait_for_connection(deadline)).await
+    }
+
+    async fn wait_for_connection(&self, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
         let mut state = self.shared.state.subscribe();
         loop {
             if let Some(conn) = self.shared.current.load_full() {

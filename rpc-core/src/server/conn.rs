@@ -25,6 +25,7 @@ use crate::client::STREAM_WINDOW;
 use crate::error::ServerError;
 use crate::frame_buf::{FrameBuf, empty_frame};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::id_hash::IdHash;
 use crate::service::{Reply, ReplyInner, ServerCall};
 use crate::writer::{Outgoing, OutgoingTx, run_writer};
 
@@ -45,9 +46,9 @@ pub(crate) struct ConnShared {
     idle: Notify,
     done: CancellationToken,
     /// Cancel handles of calls running outside the read loop (dropping one cancels the call).
-    calls: DashMap<u64, oneshot::Sender<()>>,
+    calls: DashMap<u64, oneshot::Sender<()>, IdHash>,
     /// Credit of running server streams.
-    credits: DashMap<u64, Arc<Semaphore>>,
+    credits: DashMap<u64, Arc<Semaphore>, IdHash>,
 }
 
 impl ConnShared {
@@ -78,7 +79,7 @@ impl ConnShared {
 }
 
 /// One call's place in the concurrency limits; released when its answer has been written.
-struct Slot {
+pub(crate) struct Slot {
     server: Arc<ServerShared>,
     conn: Arc<ConnShared>,
 }
@@ -130,8 +131,8 @@ pub(crate) async fn serve_connection(
         go_away: Notify::new(),
         idle: Notify::new(),
         done: CancellationToken::new(),
-        calls: DashMap::new(),
-        credits: DashMap::new(),
+        calls: DashMap::default(),
+        credits: DashMap::default(),
     });
     if let Ok(mut conns) = server.connections.lock() {
         conns.insert(number, conn.clone());
@@ -406,7 +407,7 @@ impl Job {
     fn send(self, frame: Bytes) {
         let _ = self.tx.send(Outgoing {
             frame,
-            token: Some(Box::new(self.slot)),
+            token: Some(self.slot),
         });
     }
 

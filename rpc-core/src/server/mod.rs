@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub(crate) use self::conn::ConnShared;
+pub(crate) use self::conn::{ConnShared, Slot};
 use crate::filter::{ServerFilter, ServerFilters};
 use crate::service::Service;
 
@@ -179,9 +179,18 @@ impl ServerBuilder {
                 .or_default()
                 .insert(service.version().to_owned(), service);
         }
+        let route_list = routes
+            .iter()
+            .flat_map(|(name, versions)| {
+                versions
+                    .iter()
+                    .map(move |(version, s)| (name.clone(), version.clone(), s.clone()))
+            })
+            .collect();
         let shared = Arc::new(ServerShared {
             config: self.config,
             routes,
+            route_list,
             formats: self.formats,
             filters: ServerFilters::new(self.filters),
             in_flight: AtomicUsize::new(0),
@@ -220,6 +229,7 @@ impl fmt::Debug for ServerBuilder {
 pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
     pub(crate) routes: HashMap<String, HashMap<String, Arc<dyn Service>>>,
+    route_list: Vec<(String, String, Arc<dyn Service>)>,
     pub(crate) formats: Formats,
     pub(crate) filters: ServerFilters,
     pub(crate) in_flight: AtomicUsize,
@@ -232,7 +242,11 @@ pub(crate) struct ServerShared {
 
 impl ServerShared {
     pub(crate) fn route(&self, service: &str, version: &str) -> Option<&Arc<dyn Service>> {
-        self.routes.get(service)?.get(version)
+        // A server has a handful of services: comparing names beats hashing them.
+        self.route_list
+            .iter()
+            .find(|(n, v, _)| n == service && v == version)
+            .map(|(_, _, s)| s)
     }
 }
 
