@@ -83,3 +83,8 @@ pub use service::{BoxFuture, MethodInfo, MethodKind, Reply, ServerCall, ServerSt
 pub use rpc_codec as codec;
 /// The transport crate, for users who plug in their own byte streams.
 pub use rpc_transport as transport;
+
+/// The README's code compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
