@@ -34,8 +34,45 @@ impl Outgoing {
     }
 }
 
-pub(crate) type OutgoingTx = mpsc::UnboundedSender<Outgoing>;
-pub(crate) type OutgoingRx = mpsc::UnboundedReceiver<Outgoing>;
+/// What travels to the writer: one frame, or a burst of frames produced together (a server's
+/// answers to everything one read brought in), which costs one channel operation and one wake-up.
+pub(crate) enum WriterMsg {
+    One(Outgoing),
+    Many(Vec<Outgoing>),
+}
+
+/// The writer is gone (the connection is closing).
+#[derive(Debug)]
+pub(crate) struct WriterGone;
+
+/// The sending side of a writer's queue.
+#[derive(Clone)]
+pub(crate) struct OutgoingTx(mpsc::UnboundedSender<WriterMsg>);
+
+pub(crate) type OutgoingRx = mpsc::UnboundedReceiver<WriterMsg>;
+
+impl OutgoingTx {
+    pub(crate) fn send(&self, out: Outgoing) -> Result<(), WriterGone> {
+        self.0.send(WriterMsg::One(out)).map_err(|_| WriterGone)
+    }
+
+    pub(crate) fn send_many(&self, mut outs: Vec<Outgoing>) -> Result<(), WriterGone> {
+        match outs.len() {
+            0 => Ok(()),
+            1 => match outs.pop() {
+                Some(out) => self.send(out),
+                None => Ok(()),
+            },
+            _ => self.0.send(WriterMsg::Many(outs)).map_err(|_| WriterGone),
+        }
+    }
+}
+
+/// A writer's queue.
+pub(crate) fn channel() -> (OutgoingTx, OutgoingRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (OutgoingTx(tx), rx)
+}
 
 /// Writes queued frames until every sender is gone (then shuts the stream down) or a write fails.
 ///
@@ -50,12 +87,12 @@ pub(crate) async fn run_writer(
 ) -> io::Result<()> {
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
+        batch.push_msg(first);
         let mut yielded = false;
         loop {
             while batch.bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(out) => batch.push(out),
+                    Ok(msg) => batch.push_msg(msg),
                     Err(_) => break,
                 }
             }
@@ -85,6 +122,13 @@ struct Batch {
 }
 
 impl Batch {
+    fn push_msg(&mut self, msg: WriterMsg) {
+        match msg {
+            WriterMsg::One(out) => self.push(out),
+            WriterMsg::Many(outs) => outs.into_iter().for_each(|out| self.push(out)),
+        }
+    }
+
     fn push(&mut self, out: Outgoing) {
         self.frames += 1;
         self.bytes += out.frame.len();
@@ -176,12 +220,18 @@ mod tests {
     #[tokio::test]
     async fn small_and_large_frames_arrive_whole_and_in_order() {
         let (a, mut b) = tokio::io::duplex(1 << 16);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = channel();
         let writer = tokio::spawn(run_writer(rx, Box::new(a), Arc::new(AtomicUsize::new(0))));
         let sizes = [10usize, 40_000, 3, 3, 100_000, 0, 17_000, 5];
-        for (i, len) in sizes.iter().enumerate() {
+        for (i, len) in sizes.iter().enumerate().take(4) {
             tx.send(Outgoing::frame(frame(i as u64, *len))).unwrap();
         }
+        let rest = sizes.iter().enumerate().skip(4);
+        tx.send_many(
+            rest.map(|(i, len)| Outgoing::frame(frame(i as u64, *len)))
+                .collect(),
+        )
+        .unwrap();
         drop(tx);
         let mut wire = Vec::new();
         b.read_to_end(&mut wire).await.unwrap();

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use rpc_codec::{Frame, FrameCodec, FrameKind, Status};
 use rpc_transport::BoxRead;
 use tokio::sync::{mpsc, oneshot};
@@ -171,16 +171,34 @@ pub(crate) async fn run_reader(
     let reason = loop {
         tokio::select! {
             biased;
-            frame = frames.next() => match frame {
-                Some(Ok(frame)) => {
-                    heartbeat.on_read(Instant::now());
-                    if let Err(reason) = dispatch(&conn, frame, &on_go_away) {
-                        break reason;
+            frame = frames.next() => {
+                // One clock read per burst of frames, not per frame.
+                heartbeat.on_read(Instant::now());
+                let mut next = Some(frame);
+                let mut ended = None;
+                while let Some(frame) = next.take() {
+                    match frame {
+                        Some(Ok(frame)) => {
+                            if let Err(reason) = dispatch(&conn, frame, &on_go_away) {
+                                ended = Some(reason);
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            ended = Some(format!("bad frame from server: {e}"));
+                            break;
+                        }
+                        None => {
+                            ended = Some("server closed the connection".to_owned());
+                            break;
+                        }
                     }
+                    next = frames.next().now_or_never();
                 }
-                Some(Err(e)) => break format!("bad frame from server: {e}"),
-                None => break "server closed the connection".to_owned(),
-            },
+                if let Some(reason) = ended {
+                    break reason;
+                }
+            }
             () = &mut sleep => {
                 match heartbeat.poll(Instant::now()) {
                     HeartbeatAction::Wait => {}

@@ -393,12 +393,11 @@ impl Client {
         id: u64,
         target: &MethodTarget<'_>,
         options: &CallOptions,
-        deadline: Option<Instant>,
+        budget: Option<Duration>,
         args: &A,
     ) -> Result<bytes::Bytes, RpcError> {
         let config = &self.shared.config;
         let mut buf = FrameBuf::with_capacity(128);
-        let budget = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         put_request_head(
             buf.body(),
             target.service,
@@ -483,7 +482,8 @@ impl Caller for Client {
         let deadline = options.timeout.map(|t| Instant::now() + t);
         let conn = self.connection(wait).await?;
         let id = self.next_id();
-        let frame = self.encode(FrameKind::Request, id, target, &options, deadline, args)?;
+        let budget = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let frame = self.encode(FrameKind::Request, id, target, &options, budget, args)?;
         let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 1);
         conn.register(id, Pending::Stream(tx))?;
         let stream = ClientStream {
@@ -505,19 +505,20 @@ impl Client {
         options: &CallOptions,
         args: &A,
     ) -> Result<Response, RpcError> {
-        let deadline = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
+        let timeout = options.timeout.unwrap_or(self.shared.config.timeout);
+        let start = Instant::now();
+        let deadline = start + timeout;
         let mut retried = false;
         loop {
             let conn = self.connection(deadline).await?;
             let id = self.next_id();
-            let frame = self.encode(
-                FrameKind::Request,
-                id,
-                target,
-                options,
-                Some(deadline),
-                args,
-            )?;
+            // The first attempt's budget is the whole timeout: no second clock read.
+            let budget = if retried {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                timeout
+            };
+            let frame = self.encode(FrameKind::Request, id, target, options, Some(budget), args)?;
             let (tx, rx) = oneshot::channel();
             conn.register(id, Pending::Unary(tx))?;
             let mut guard = CancelOnDrop {
@@ -676,7 +677,7 @@ fn start_connection(
 ) -> Arc<Conn> {
     let config = &shared.config;
     let (read, write) = connection.into_split();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crate::writer::channel();
     let conn = Arc::new(Conn::new(tx));
     let outstanding = conn.outstanding.clone();
     tokio::spawn(async move {

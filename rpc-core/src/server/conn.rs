@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use futures::{FutureExt, StreamExt};
 use rpc_codec::{ErrorBody, Frame, FrameCodec, FrameKind, RequestHeadRef, SerializerId, Status};
 use rpc_transport::{BoxRead, Connection, PeerAddr};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -121,7 +121,7 @@ pub(crate) async fn serve_connection(
 ) {
     let peer = Arc::new(connection.peer().clone());
     let (read, write) = connection.into_split();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crate::writer::channel();
     let conn = Arc::new(ConnShared {
         number,
         peer,
@@ -192,21 +192,29 @@ async fn read_loop(
                     let _ = tx.send(Outgoing::frame(frame));
                 }
             }
-            frame = frames.next() => match frame {
-                Some(Ok(frame)) => {
-                    heartbeat.on_read(Instant::now());
-                    if let Err(reason) = handle_frame(server, conn, &tx, frame) {
-                        warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
+            frame = frames.next() => {
+                // Everything one read brought in is handled before the answers go to the writer
+                // in one message: one channel operation and one wake-up per burst, not per call.
+                heartbeat.on_read(Instant::now());
+                let mut answers = Vec::new();
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    let outcome = match frame {
+                        Some(Ok(frame)) => handle_frame(server, conn, &tx, frame, &mut answers),
+                        Some(Err(e)) => Err(format!("malformed frame: {e}")),
+                        None => Err("client closed the connection".to_owned()),
+                    };
+                    if let Err(reason) = outcome {
+                        let _ = tx.send_many(answers);
+                        if reason != "client closed the connection" {
+                            warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
+                        }
                         return reason;
                     }
+                    next = frames.next().now_or_never();
                 }
-                Some(Err(e)) => {
-                    let reason = format!("malformed frame: {e}");
-                    warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
-                    return reason;
-                }
-                None => return "client closed the connection".to_owned(),
-            },
+                let _ = tx.send_many(answers);
+            }
             () = &mut sleep => {
                 match heartbeat.poll(Instant::now()) {
                     HeartbeatAction::Wait => {}
@@ -225,15 +233,17 @@ async fn read_loop(
     }
 }
 
+/// Handles one frame; answers ready at once go to `answers`.
 fn handle_frame(
     server: &Arc<ServerShared>,
     conn: &Arc<ConnShared>,
     tx: &OutgoingTx,
     frame: Frame,
+    answers: &mut Vec<Outgoing>,
 ) -> Result<(), String> {
     match frame.kind {
         FrameKind::Request | FrameKind::OneWay => {
-            handle_request(server, conn, tx, frame);
+            handle_request(server, conn, tx, frame, answers);
             Ok(())
         }
         FrameKind::Cancel => {
@@ -271,16 +281,18 @@ fn handle_request(
     conn: &Arc<ConnShared>,
     tx: &OutgoingTx,
     frame: Frame,
+    answers: &mut Vec<Outgoing>,
 ) {
     let id = frame.request_id;
     let one_way = frame.kind == FrameKind::OneWay;
-    let respond = |status: Status, message: String| {
+    let serializer = frame.serializer;
+    let mut respond = |status: Status, message: String| {
         if one_way {
             debug!(id, %status, %message, "one-way call failed");
         } else {
-            let _ = tx.send(Outgoing::frame(error_frame(
+            answers.push(Outgoing::frame(error_frame(
                 id,
-                frame.serializer,
+                serializer,
                 &ServerError::new(status, message),
             )));
         }
@@ -346,7 +358,11 @@ fn handle_request(
     // spawned.
     let mut future = AssertUnwindSafe(future).catch_unwind();
     match poll_once(&mut future) {
-        Poll::Ready(outcome) => job.finish(outcome),
+        Poll::Ready(outcome) => {
+            if let Some(answer) = job.finish(outcome) {
+                answers.push(answer);
+            }
+        }
         Poll::Pending => {
             let (cancel_tx, cancel_rx) = oneshot::channel();
             conn.calls.insert(id, cancel_tx);
@@ -361,7 +377,12 @@ fn handle_request(
                 };
                 job.conn.calls.remove(&job.id);
                 match outcome {
-                    Some(outcome) => job.finish(outcome),
+                    Some(outcome) => {
+                        let tx = job.tx.clone();
+                        if let Some(answer) = job.finish(outcome) {
+                            let _ = tx.send(answer);
+                        }
+                    }
                     None => debug!(id = job.id, "call cancelled"),
                 }
             });
@@ -380,7 +401,8 @@ struct Job {
 }
 
 impl Job {
-    fn finish(self, outcome: std::thread::Result<Reply>) {
+    /// The answer to write, if there is one now (streams are pumped by a task of their own).
+    fn finish(self, outcome: std::thread::Result<Reply>) -> Option<Outgoing> {
         let reply = match outcome {
             Ok(reply) => reply,
             Err(_) => {
@@ -389,26 +411,28 @@ impl Job {
             }
         };
         if self.one_way {
-            return;
+            return None;
         }
         match reply.0 {
-            ReplyInner::Frame(frame) => self.send(frame),
+            ReplyInner::Frame(frame) => Some(self.answer(frame)),
             ReplyInner::Error(e) => {
                 let frame = error_frame(self.id, self.serializer, &e);
-                self.send(frame);
+                Some(self.answer(frame))
             }
-            ReplyInner::Nothing => {}
+            ReplyInner::Nothing => None,
             ReplyInner::Stream(items) => {
                 tokio::spawn(self.pump(items));
+                None
             }
         }
     }
 
-    fn send(self, frame: Bytes) {
-        let _ = self.tx.send(Outgoing {
+    /// The answer, holding the call's slot until it is written.
+    fn answer(self, frame: Bytes) -> Outgoing {
+        Outgoing {
             frame,
             token: Some(self.slot),
-        });
+        }
     }
 
     /// Sends a stream's items as the client grants credit, then its end.
@@ -448,7 +472,8 @@ impl Job {
             Some(Ok(())) => empty_frame(FrameKind::StreamEnd, self.id),
             Some(Err(e)) => end_frame(FrameKind::StreamEnd, self.id, self.serializer, &e),
         };
-        self.send(frame);
+        let tx = self.tx.clone();
+        let _ = tx.send(self.answer(frame));
     }
 }
 
