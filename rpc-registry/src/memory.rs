@@ -21,7 +21,7 @@ pub struct MemoryConfig {
     /// resuming from further back gets a snapshot. Default: 65,536.
     pub history: usize,
     /// How many changes one watcher may fall behind before it is sent a fresh snapshot instead.
-    /// Default: 4,096.
+    /// Default: 1,024.
     pub watch_buffer: usize,
 }
 
@@ -29,7 +29,7 @@ impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
             history: 65_536,
-            watch_buffer: 4096,
+            watch_buffer: 1024,
         }
     }
 }
@@ -83,7 +83,8 @@ struct LeaseState {
 #[derive(Debug)]
 struct ServiceState {
     instances: BTreeMap<String, (Instance, LeaseId)>,
-    watchers: broadcast::Sender<(u64, Change)>,
+    /// Created on the first watch: a broadcast channel allocates its whole buffer up front.
+    watchers: Option<broadcast::Sender<Arc<(u64, Change)>>>,
 }
 
 impl MemoryRegistry {
@@ -157,24 +158,27 @@ impl State {
         }
         if let Some(service) = self.services.get(key) {
             // No receivers is not an error: nobody is watching.
-            let _ = service.watchers.send((revision, change));
+            if let Some(watchers) = &service.watchers {
+                let _ = watchers.send(Arc::new((revision, change)));
+            }
         }
         revision
     }
 
-    fn service(&mut self, key: &ServiceKey, buffer: usize) -> &mut ServiceState {
+    fn service(&mut self, key: &ServiceKey) -> &mut ServiceState {
         self.services
             .entry(key.clone())
             .or_insert_with(|| ServiceState {
                 instances: BTreeMap::new(),
-                watchers: broadcast::channel(buffer.max(1)).0,
+                watchers: None,
             })
     }
 
     /// Drops a key's state once it has neither instances nor watchers.
     fn tidy(&mut self, key: &ServiceKey) {
         if let Some(s) = self.services.get(key) {
-            if s.instances.is_empty() && s.watchers.receiver_count() == 0 {
+            let watched = s.watchers.as_ref().is_some_and(|w| w.receiver_count() > 0);
+            if s.instances.is_empty() && !watched {
                 self.services.remove(key);
             }
         }
@@ -281,7 +285,7 @@ impl Registry for MemoryRegistry {
         let key = instance.key.clone();
         let id = instance.id.clone();
         let previous = state
-            .service(&key, config.watch_buffer)
+            .service(&key)
             .instances
             .insert(id.clone(), (instance.clone(), lease));
         let unchanged = matches!(&previous, Some((old, _)) if *old == instance);
@@ -326,7 +330,11 @@ impl Registry for MemoryRegistry {
         let config = &self.inner.config;
         let mut state = self.inner.lock();
         // Subscribing and reading the state under one lock: no change falls between them.
-        let receiver = state.service(key, config.watch_buffer).watchers.subscribe();
+        let receiver = state
+            .service(key)
+            .watchers
+            .get_or_insert_with(|| broadcast::channel(config.watch_buffer.max(1)).0)
+            .subscribe();
         let oldest = state.history.front().map(|(r, _, _)| *r);
         let can_replay = match after {
             Some(rev) if rev == state.revision => true,
@@ -358,7 +366,8 @@ impl Registry for MemoryRegistry {
             |(mut receiver, inner, key, mut seen)| async move {
                 loop {
                     match receiver.recv().await {
-                        Ok((revision, change)) => {
+                        Ok(event) => {
+                            let (revision, change) = (event.0, event.1.clone());
                             if revision <= seen {
                                 continue;
                             }
