@@ -637,7 +637,7 @@ async fn supervise(
                     .send_replace(ConnectionState::Reconnecting { attempt: 0, reason });
                 continue;
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => connect_reason(&e),
             Err(_) => format!("connect timed out after {:?}", config.connect_timeout),
         };
         attempt += 1;
@@ -708,4 +708,20 @@ fn start_connection(
         let _ = events.send(ConnEvent::Closed { number, reason });
     });
     conn
+}
+
+/// Why a connection attempt failed, for "could not connect to {endpoint}: {reason}": the
+/// underlying causes (say, "Connection refused"), without repeating the endpoint.
+fn connect_reason(e: &TransportError) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
