@@ -2,3 +2,6 @@
 //! interfaces between them.
 
 pub mod api;
+pub mod client;
+pub mod server;
+pub mod store;

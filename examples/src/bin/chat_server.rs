@@ -1,0 +1,99 @@
+//! Serves the chat signaling service until Ctrl-C or SIGTERM, then shuts down gracefully.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use examples::chat::server::{ChatServer, ChatServerConfig};
+use rpc_core::Endpoint;
+use rpc_registry::{Registry, RemoteRegistry};
+
+/// Serves `chat.Signal`: users register a UUID, a display name and the endpoint of their own
+/// chat peer; the server records the address it saw them come from, keeps them online while
+/// they heartbeat, lets them look each other up, relays messages (storing them for users who are
+/// offline until they acknowledge them) and runs rooms.
+///
+/// Messages awaiting delivery, the secrets user ids are bound to and the rooms' last posts are
+/// kept in one database file (`chat.redb`) in the data directory, so they survive a restart or
+/// a crash. On Ctrl-C or SIGTERM the server stops accepting, finishes the calls in flight and
+/// exits.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
+    #[arg(long, default_value = ChatServerConfig::DEFAULT_LISTEN)]
+    listen: Vec<Endpoint>,
+    /// The directory of the database file (chat.redb); created if missing.
+    #[arg(long, default_value = "chat-data")]
+    data_dir: PathBuf,
+    /// Where presence is kept: `embedded` (an in-process registry), or the endpoint of a
+    /// registry server (e.g. tcp://127.0.0.1:7100, see `registry-server`) to share presence
+    /// with other chat servers.
+    #[arg(long, default_value = "embedded")]
+    registry: String,
+    /// Seconds without a heartbeat after which a user is dropped and everyone sees them leave.
+    /// Clients are told to heartbeat every third of it.
+    #[arg(long, default_value_t = 10)]
+    presence_ttl_secs: u64,
+    /// How many posts each room keeps for `history`.
+    #[arg(long, default_value_t = ChatServerConfig::DEFAULT_ROOM_HISTORY)]
+    room_history: usize,
+    /// How many unacknowledged messages one user's mailbox may hold.
+    #[arg(long, default_value_t = ChatServerConfig::DEFAULT_MAX_PENDING)]
+    max_pending: u64,
+    /// How long calls in flight may take to finish at shutdown, in seconds.
+    #[arg(long, default_value_t = 5)]
+    grace: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    examples::init_logging();
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.presence_ttl_secs > 0,
+        "--presence-ttl-secs must be positive"
+    );
+    let mut config = ChatServerConfig::new(&args.data_dir)
+        .with_presence_ttl(Duration::from_secs(args.presence_ttl_secs));
+    config.listen = args.listen;
+    config.room_history = args.room_history;
+    config.max_pending = args.max_pending;
+    config.registry = match args.registry.as_str() {
+        "embedded" => None,
+        endpoint => {
+            let endpoint: Endpoint = endpoint
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--registry {endpoint:?}: {e}"))?;
+            Some(Arc::new(RemoteRegistry::connect_lazy(&endpoint)) as Arc<dyn Registry>)
+        }
+    };
+    let server = ChatServer::start(config).await?;
+    for endpoint in server.endpoints() {
+        println!("chat-server listening on {endpoint}");
+    }
+    println!("chat-server data in {}", args.data_dir.display());
+    let signal = shutdown_signal().await?;
+    println!("{signal}: shutting down");
+    server.shutdown(Duration::from_secs(args.grace)).await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM; returns which came.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "interrupted").map_err(Into::into),
+            _ = term.recv() => Ok("terminated"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("interrupted")
+    }
+}

@@ -1,0 +1,103 @@
+//! What a chat client needs to know: where the server is, who it is, where it serves its peer.
+
+use std::fmt;
+use std::time::Duration;
+
+use rpc_core::{Backoff, Endpoint, Format};
+use uuid::Uuid;
+
+/// The chat server's default endpoint, `tcp://127.0.0.1:7300`.
+pub const DEFAULT_SERVER: &str = "tcp://127.0.0.1:7300";
+/// Where a client serves its peer by default: a free port of the loopback interface.
+pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:0";
+
+/// Settings of a [`ChatClient`](super::ChatClient). Every field's default is in its description;
+/// [`ChatClientConfig::new`] fills them in.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ChatClientConfig {
+    /// The chat server. Default: [`DEFAULT_SERVER`].
+    pub server: Endpoint,
+    /// The user's id. Default: a new random id (keep it, with the secret, to come back as the
+    /// same user).
+    pub id: Uuid,
+    /// The display name, unique among online users.
+    pub name: String,
+    /// The secret the id is bound to at its first registration. Default: a new random secret.
+    pub secret: String,
+    /// Where this client serves its peer (`chat.Peer`) for direct messages. Default:
+    /// [`DEFAULT_LISTEN`].
+    pub listen: Endpoint,
+    /// The endpoint advertised to others for direct messages. Default: `None`, meaning the
+    /// endpoint the peer is really bound to (with the real port when `listen` asks for port 0).
+    /// Set it when others reach this machine by another address, or to a closed endpoint to
+    /// force others onto the relay.
+    pub advertise: Option<String>,
+    /// How long a direct send may take (connecting included) before the message goes through
+    /// the server instead. Default: 1 s.
+    pub direct_timeout: Duration,
+    /// How long a call to the server may take; also how long a call waits for the client to be
+    /// back online while it reconnects. Default: 5 s.
+    pub call_timeout: Duration,
+    /// The serializer used with the server and with peers. Default: MessagePack.
+    pub format: Format,
+    /// Delays between attempts to register again after the session was lost. Default: 100 ms
+    /// doubling to 2 s, with full jitter, for ever.
+    pub reconnect: Backoff,
+    /// How many recent message ids are remembered to show each message once. Default: 4,096.
+    pub dedup_capacity: usize,
+}
+
+impl ChatClientConfig {
+    /// A configuration for the user `name` on `server`, with a new random id and secret and
+    /// every other field at its default.
+    pub fn new(server: Endpoint, name: impl Into<String>) -> Self {
+        ChatClientConfig {
+            server,
+            id: Uuid::new_v4(),
+            name: name.into(),
+            secret: new_secret(),
+            listen: Endpoint::Tcp {
+                host: "127.0.0.1".to_owned(),
+                port: 0,
+            },
+            advertise: None,
+            direct_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(5),
+            format: Format::MessagePack,
+            reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            dedup_capacity: 4096,
+        }
+    }
+
+    /// Sets the id and the secret, to come back as a user registered before.
+    pub fn identity(mut self, id: Uuid, secret: impl Into<String>) -> Self {
+        self.id = id;
+        self.secret = secret.into();
+        self
+    }
+}
+
+impl fmt::Debug for ChatClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("ChatClientConfig")
+            .field("server", &self.server)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("secret", &"<hidden>")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("direct_timeout", &self.direct_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("format", &self.format.name())
+            .field("reconnect", &self.reconnect)
+            .field("dedup_capacity", &self.dedup_capacity)
+            .finish()
+    }
+}
+
+/// A new random secret: 244 random bits (two v4 UUIDs) as 64 hex digits.
+pub fn new_secret() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}

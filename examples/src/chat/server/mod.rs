@@ -1,0 +1,289 @@
+//! The chat signaling server: registration and presence, lookups, relay with store-and-forward,
+//! and rooms, served as `chat.Signal` (see [`Signal`](crate::chat::api::Signal)).
+//!
+//! - **Presence** lives in a registry ([`rpc_registry::Registry`], embedded by default): each
+//!   session is an instance of `chat.presence` under its own lease, kept alive by the client's
+//!   `heartbeat`. When a client stops, its lease expires, the server's watch on the key sees the
+//!   instance go, the session ends, rooms are told and every `presence` stream sees `Left`.
+//! - **Identity**: the first registration of a user id binds it to the secret given (a salted
+//!   SHA-256 in the store); later registrations must present it. Registering again with the
+//!   right secret replaces the previous session. Names are unique among online users, compared
+//!   case-insensitively.
+//! - **Relay and store-and-forward**: every relayed message is committed to the store
+//!   ([`Store`], one redb file) before it is pushed and before
+//!   `relay` returns, and deleted only when the recipient acknowledges it. A new inbox replays
+//!   what is stored, in order, then live messages. Message ids make relaying idempotent.
+//! - **Rooms**: members get posts and join/leave events in their inbox (not stored, no ack);
+//!   joins are told to every member including the one who joined, leaves to those who stay.
+//!   The last posts of each room are stored.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use examples::chat::server::{ChatServer, ChatServerConfig};
+//!
+//! let mut config = ChatServerConfig::new("chat-data");
+//! config.listen = vec!["tcp://127.0.0.1:0".parse()?];
+//! let server = ChatServer::start(config).await?;
+//! println!("serving on {:?}", server.endpoints());
+//! server.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod inbox;
+mod presence;
+mod rooms;
+mod service;
+mod state;
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rpc_core::{Endpoint, Server, ServerHandle};
+use rpc_registry::{MemoryRegistry, Registry};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::service::ChatService;
+use self::state::{Settings, Shared};
+use crate::chat::api::SignalServer;
+use crate::chat::store::Store;
+
+/// The name of the database file in [`ChatServerConfig::data_dir`].
+pub const DATABASE_FILE: &str = "chat.redb";
+
+/// How long acknowledged message ids are remembered, so that relaying one again does not
+/// deliver it again.
+const REMEMBER_ACKNOWLEDGED: Duration = Duration::from_secs(24 * 3600);
+
+/// How a [`ChatServer`] runs. Every field's default is in its description.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChatServerConfig {
+    /// Where to listen. Default: `tcp://127.0.0.1:7300`.
+    pub listen: Vec<Endpoint>,
+    /// The directory of the database file ([`DATABASE_FILE`]); created if missing. No default
+    /// in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
+    pub data_dir: PathBuf,
+    /// Where presence lives. Default: `None`, an embedded
+    /// [`MemoryRegistry`].
+    pub registry: Option<Arc<dyn Registry>>,
+    /// After this long without a heartbeat a user is dropped (the TTL of presence leases).
+    /// Default: 10 s.
+    pub presence_ttl: Duration,
+    /// How often clients are told to heartbeat. Default: `presence_ttl / 3`.
+    pub heartbeat: Duration,
+    /// How many posts each room keeps. Default: 100.
+    pub room_history: usize,
+    /// How many unacknowledged messages one user's mailbox may hold; relays beyond it fail.
+    /// Default: 10,000.
+    pub max_pending: u64,
+    /// The largest frame accepted or sent. Requests are small (a message is at most
+    /// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES)), but the online list grows with
+    /// the users (about 100 bytes each). Default: 4 MiB.
+    pub max_frame_len: usize,
+}
+
+impl ChatServerConfig {
+    /// The default listening endpoint.
+    pub const DEFAULT_LISTEN: &'static str = "tcp://127.0.0.1:7300";
+    /// The default presence TTL.
+    pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(10);
+    /// The default number of posts a room keeps.
+    pub const DEFAULT_ROOM_HISTORY: usize = 100;
+    /// The default mailbox limit.
+    pub const DEFAULT_MAX_PENDING: u64 = 10_000;
+    /// The default frame limit.
+    pub const DEFAULT_MAX_FRAME_LEN: usize = 4 << 20;
+
+    /// The defaults, with the database in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ChatServerConfig {
+            listen: vec![
+                Self::DEFAULT_LISTEN
+                    .parse()
+                    .expect("the default endpoint is valid"),
+            ],
+            data_dir: data_dir.into(),
+            registry: None,
+            presence_ttl: Self::DEFAULT_PRESENCE_TTL,
+            heartbeat: Self::DEFAULT_PRESENCE_TTL / 3,
+            room_history: Self::DEFAULT_ROOM_HISTORY,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+
+    /// Sets the presence TTL and the heartbeat interval to a third of it.
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self.heartbeat = ttl / 3;
+        self
+    }
+}
+
+impl Default for ChatServerConfig {
+    /// [`ChatServerConfig::new`] with the data in `chat-data` in the current directory.
+    fn default() -> Self {
+        Self::new("chat-data")
+    }
+}
+
+/// A running chat server.
+pub struct ChatServer {
+    handle: ServerHandle,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ChatServer {
+    /// Opens the database, starts watching presence and listens on every endpoint.
+    pub async fn start(config: ChatServerConfig) -> anyhow::Result<ChatServer> {
+        anyhow::ensure!(!config.listen.is_empty(), "no endpoint to listen on");
+        anyhow::ensure!(
+            !config.presence_ttl.is_zero() && !config.heartbeat.is_zero(),
+            "the presence TTL and the heartbeat interval must be positive"
+        );
+        anyhow::ensure!(config.room_history > 0, "rooms must keep at least one post");
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let path = config.data_dir.join(DATABASE_FILE);
+        let store = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Store::open(&path))
+        }
+        .await?
+        .with_context(|| format!("opening {}", path.display()))?;
+        let rooms = match store.rooms().await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                store.close().await;
+                return Err(e).context("reading rooms");
+            }
+        };
+        let registry = config
+            .registry
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
+        let settings = Settings {
+            presence_ttl: config.presence_ttl,
+            heartbeat: config.heartbeat,
+            room_history: config.room_history,
+            max_pending: config.max_pending,
+        };
+        let shared = Arc::new(Shared::new(settings, store, registry.clone(), rooms));
+        let stop = CancellationToken::new();
+        // Watching before serving: no session can expire unseen.
+        let first_watch = match tokio::time::timeout(
+            Duration::from_secs(5),
+            registry.watch(&presence::key(), None),
+        )
+        .await
+        {
+            Ok(Ok(watch)) => Some(watch),
+            Ok(Err(e)) => {
+                warn!("presence watch could not start yet: {e}");
+                None
+            }
+            Err(_) => {
+                warn!("presence watch could not start yet: the registry does not answer");
+                None
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(presence::watch_registry(
+                shared.clone(),
+                first_watch,
+                stop.clone(),
+            )),
+            tokio::spawn(forget_acknowledged(shared.store.clone(), stop.clone())),
+        ];
+        let mut builder = Server::builder()
+            .service(SignalServer::new(ChatService::new(shared.clone())))
+            .max_frame_len(config.max_frame_len);
+        for endpoint in &config.listen {
+            builder = builder.listen(endpoint.clone());
+        }
+        let handle = match builder.start().await {
+            Ok(handle) => handle,
+            Err(e) => {
+                stop.cancel();
+                shared.store.close().await;
+                return Err(e).context("listening");
+            }
+        };
+        info!(
+            endpoints = ?handle.local_endpoints(),
+            database = %path.display(),
+            presence_ttl = ?config.presence_ttl,
+            "chat server started"
+        );
+        Ok(ChatServer {
+            handle,
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the server listens; TCP endpoints bound to port 0 show the real port.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        self.handle.local_endpoints()
+    }
+
+    /// How many users are online (on this server and, through a shared registry, others).
+    pub fn online_count(&self) -> usize {
+        self.shared.presence.list().len()
+    }
+
+    /// Stops accepting, lets calls in flight finish for up to `grace`, ends every session
+    /// (revoking its presence lease) and closes the database, so that it can be opened again.
+    pub async fn shutdown(self, grace: Duration) {
+        let drain = self.handle.shutdown(grace);
+        let mut drain = std::pin::pin!(drain);
+        // The first poll stops accepting and tells every client the server is draining, so no
+        // new call starts. Inboxes and presence streams would run until the grace period is
+        // over: end them (and the sessions) now, then wait for the other calls in flight.
+        if futures::poll!(drain.as_mut()).is_pending() {
+            self.shared.close_all().await;
+            drain.await;
+        }
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.shared.store.close().await;
+        info!("chat server stopped");
+    }
+}
+
+impl fmt::Debug for ChatServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatServer")
+            .field("endpoints", &self.endpoints())
+            .field("store", &self.shared.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Forgets old acknowledged message ids, hourly.
+async fn forget_acknowledged(store: Store, stop: CancellationToken) {
+    let max_age = u64::try_from(REMEMBER_ACKNOWLEDGED.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match store.forget_acknowledged(max_age).await {
+            Ok(0) => {}
+            Ok(n) => info!(forgotten = n, "forgot old acknowledged message ids"),
+            Err(e) => warn!("forgetting acknowledged message ids: {e}"),
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! The chat server's durable state in one embedded [redb] file: the secrets users' ids are bound
+//! to, the messages waiting for their recipient's acknowledgement, and rooms with their last
+//! posts.
+//!
+//! Why redb: it is pure Rust (no C toolchain, unlike SQLite), one file, ACID with a
+//! copy-on-write B-tree whose commits are durable (fsync) by default, so a message whose relay
+//! returned survives a `kill -9` of the server.
+//!
+//! ```text
+//! table           key                               value
+//! users           user id (u128)                    postcard(StoredUser): name, salt, SHA-256
+//! mailboxes       recipient id (u128)               (last sequence number, pending count)
+//! pending         (recipient id, sequence)          postcard(Envelope)
+//! message_ids     (recipient id, message id)        (sequence, or 0 once acknowledged; ms)
+//! rooms           room name                         created at (ms since the epoch)
+//! room_posts      (room name, post number)          postcard(Envelope), the last N per room
+//! ```
+//!
+//! Every write goes through one writer thread that commits whatever is queued in one
+//! transaction (group commit): under load many relays share one fsync, and each caller is
+//! answered only after the commit that holds its write. Reads run on Tokio's blocking pool in
+//! their own read transactions, concurrently with the writer.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::thread;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::chat::api::{Envelope, now_ms};
+
+const USERS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("users");
+const MAILBOXES: TableDefinition<'_, u128, (u64, u64)> = TableDefinition::new("mailboxes");
+const PENDING: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("pending");
+const MESSAGE_IDS: TableDefinition<'_, (u128, u128), (u64, u64)> =
+    TableDefinition::new("message_ids");
+const ROOMS: TableDefinition<'_, &str, u64> = TableDefinition::new("rooms");
+const ROOM_POSTS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("room_posts");
+
+/// The most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// The page cache: redb's default (1 GiB) would let a long-running server's memory grow with
+/// the file.
+const CACHE_BYTES: usize = 64 << 20;
+/// A commit slower than this is logged: the disk is struggling.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (I/O, corruption, a full disk).
+    #[error("database: {0}")]
+    Database(String),
+    /// A record could not be decoded or encoded.
+    #[error("bad record: {0}")]
+    Record(String),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    fn db(e: impl Into<redb::Error>) -> Self {
+        StoreError::Database(e.into().to_string())
+    }
+}
+
+/// The outcome of [`Store::bind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The id was new: it is now bound to the secret.
+    Created,
+    /// The id was bound to this secret (its name is updated).
+    Verified,
+    /// The id is bound to another secret; nothing was changed.
+    WrongSecret,
+}
+
+/// The outcome of [`Store::relay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// Stored under this sequence number of the recipient's mailbox.
+    Stored {
+        /// The message's place in the recipient's mailbox; increases with every message.
+        seq: u64,
+    },
+    /// A message with this id was already relayed to this recipient; nothing was stored.
+    Duplicate {
+        /// Whether the recipient has acknowledged it already.
+        acknowledged: bool,
+    },
+    /// Nobody ever registered the recipient's id.
+    UnknownRecipient,
+    /// The recipient has too many unacknowledged messages.
+    MailboxFull,
+}
+
+/// What a user's mailbox holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The unacknowledged messages with their sequence numbers, in order.
+    pub messages: Vec<(u64, Envelope)>,
+    /// The highest sequence number ever given in this mailbox: every message up to it is either
+    /// in `messages` or acknowledged.
+    pub last_seq: u64,
+}
+
+/// A user's id binding as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUser {
+    /// The display name the user last registered with.
+    pub name: String,
+    salt: [u8; 16],
+    hash: [u8; 32],
+}
+
+impl StoredUser {
+    fn new(name: &str, secret: &str) -> Self {
+        let salt = *Uuid::new_v4().as_bytes();
+        StoredUser {
+            name: name.to_owned(),
+            salt,
+            hash: hash_secret(&salt, secret),
+        }
+    }
+
+    /// Whether `secret` is the one this id is bound to (compared in constant time).
+    pub fn verify(&self, secret: &str) -> bool {
+        let candidate = hash_secret(&self.salt, secret);
+        candidate
+            .iter()
+            .zip(self.hash.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+fn hash_secret(salt: &[u8; 16], secret: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(secret.as_bytes());
+    hasher.finalize().into()
+}
+
+/// The chat server's database. Cheap to clone; all clones share one file and one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` once closed.
+    db: RwLock<Option<Arc<Database>>>,
+    jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`. Blocks while the file is opened, and repaired
+    /// if the last process using it was killed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(StoreError::db)?;
+        let db = Arc::new(db);
+        // Every table exists from the start, so that read transactions can open them.
+        let txn = db.begin_write().map_err(StoreError::db)?;
+        Tables::open(&txn)?;
+        txn.commit().map_err(StoreError::db)?;
+        let (tx, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer = thread::Builder::new()
+            .name("chat-store-writer".into())
+            .spawn(move || run_writer(&writer_db, &rx))
+            .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: RwLock::new(Some(db)),
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Binds `id` to `secret` if it is new, or checks the secret if not; records `name` as the
+    /// user's name either way (unless the secret is wrong).
+    pub async fn bind(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
+        let (id, name, secret) = (id.as_u128(), name.to_owned(), secret.to_owned());
+        self.write(move |t| {
+            let existing = match t.users.get(id).map_err(StoreError::db)? {
+                Some(bytes) => Some(decode::<StoredUser>(bytes.value())?),
+                None => None,
+            };
+            let (user, binding) = match existing {
+                None => (StoredUser::new(&name, &secret), Binding::Created),
+                Some(user) if !user.verify(&secret) => return Ok(Binding::WrongSecret),
+                Some(user) if user.name == name => return Ok(Binding::Verified),
+                Some(user) => (StoredUser { name, ..user }, Binding::Verified),
+            };
+            t.users
+                .insert(id, encode(&user)?.as_slice())
+                .map_err(StoreError::db)?;
+            Ok(binding)
+        })
+        .await
+    }
+
+    /// The stored binding of `id`, if it was ever registered.
+    pub async fn user(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
+        self.read(move |txn| {
+            let users = txn.open_table(USERS).map_err(StoreError::db)?;
+            match users.get(id.as_u128()).map_err(StoreError::db)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Stores `envelope` in the mailbox of `to`, unless a message with the same id is already
+    /// there (or was acknowledged) or the mailbox holds `max_pending` messages.
+    pub async fn relay(
+        &self,
+        to: Uuid,
+        envelope: &Envelope,
+        max_pending: u64,
+    ) -> Result<Relayed, StoreError> {
+        let bytes = encode(envelope)?;
+        let (to, id) = (to.as_u128(), envelope.id.as_u128());
+        self.write(move |t| {
+            if t.users.get(to).map_err(StoreError::db)?.is_none() {
+                return Ok(Relayed::UnknownRecipient);
+            }
+            if let Some(entry) = t.message_ids.get((to, id)).map_err(StoreError::db)? {
+                let (seq, _) = entry.value();
+                return Ok(Relayed::Duplicate {
+                    acknowledged: seq == 0,
+                });
+            }
+            let (last, count) = t.mailbox(to)?;
+            if count >= max_pending {
+                return Ok(Relayed::MailboxFull);
+            }
+            let seq = last + 1;
+            t.pending
+                .insert((to, seq), bytes.as_slice())
+                .map_err(StoreError::db)?;
+            t.message_ids
+                .insert((to, id), (seq, now_ms()))
+                .map_err(StoreError::db)?;
+            t.mailboxes
+                .insert(to, (seq, count + 1))
+                .map_err(StoreError::db)?;
+            Ok(Relayed::Stored { seq })
+        })
+        .await
+    }
+
+    /// Everything waiting in the mailbox of `user`, in order.
+    pub async fn mailbox(&self, user: Uuid) -> Result<Mailbox, StoreError> {
+        let user = user.as_u128();
+        self.read(move |txn| {
+            // One read transaction: `last_seq` and `messages` are of the same moment.
+            let mailboxes = txn.open_table(MAILBOXES).map_err(StoreError::db)?;
+            let last_seq = match mailboxes.get(user).map_err(StoreError::db)? {
+                Some(entry) => entry.value().0,
+                None => 0,
+            };
+            let pending = txn.open_table(PENDING).map_err(StoreError::db)?;
+            let mut messages = Vec::new();
+            for entry in pending
+                .range((user, 0)..=(user, u64::MAX))
+                .map_err(StoreError::db)?
+            {
+                let (key, value) = entry.map_err(StoreError::db)?;
+                messages.push((key.value().1, decode(value.value())?));
+            }
+            Ok(Mailbox { messages, last_seq })
+        })
+        .await
+    }
+
+    /// Deletes the acknowledged messages of `user` by id; returns how many were waiting. Ids
+    /// that are unknown or acknowledged already are ignored.
+    pub async fn ack(&self, user: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
+        let user = user.as_u128();
+        let ids: Vec<u128> = ids.iter().map(|id| id.as_u128()).collect();
+        self.write(move |t| {
+            let mut removed = 0;
+            for &id in &ids {
+                let seq = match t.message_ids.get((user, id)).map_err(StoreError::db)? {
+                    Some(entry) => entry.value().0,
+                    None => continue,
+                };
+                if seq == 0 {
+                    continue;
+                }
+                t.pending.remove((user, seq)).map_err(StoreError::db)?;
+                // The id stays, marked acknowledged, so that relaying it again is recognised.
+                t.message_ids
+                    .insert((user, id), (0, now_ms()))
+                    .map_err(StoreError::db)?;
+                removed += 1;
+            }
+            if removed > 0 {
+                let (last, count) = t.mailbox(user)?;
+                t.mailboxes
+                    .insert(user, (last, count.saturating_sub(removed as u64)))
+                    .map_err(StoreError::db)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Forgets acknowledged message ids older than `max_age_ms`: a message relayed again after
+    /// that is delivered again. Returns how many were forgotten.
+    pub async fn forget_acknowledged(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = now_ms().saturating_sub(max_age_ms);
+        self.write(move |t| {
+            let before = t.message_ids.len().map_err(StoreError::db)?;
+            t.message_ids
+                .retain(|_, (seq, at)| seq != 0 || at >= cutoff)
+                .map_err(StoreError::db)?;
+            Ok(before - t.message_ids.len().map_err(StoreError::db)?)
+        })
+        .await
+    }
+
+    /// Records a room; returns whether it is new.
+    pub async fn create_room(&self, room: &str) -> Result<bool, StoreError> {
+        let room = room.to_owned();
+        self.write(move |t| {
+            if t.rooms
+                .get(room.as_str())
+                .map_err(StoreError::db)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            t.rooms
+                .insert(room.as_str(), now_ms())
+                .map_err(StoreError::db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Every room ever created, by name.
+    pub async fn rooms(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let rooms = txn.open_table(ROOMS).map_err(StoreError::db)?;
+            let mut names = Vec::new();
+            for entry in rooms.iter().map_err(StoreError::db)? {
+                names.push(entry.map_err(StoreError::db)?.0.value().to_owned());
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Adds a post to a room's history, keeping the last `keep`; returns `false` (and stores
+    /// nothing) if a post with the same id is among them.
+    pub async fn post(
+        &self,
+        room: &str,
+        envelope: &Envelope,
+        keep: usize,
+    ) -> Result<bool, StoreError> {
+        let bytes = encode(envelope)?;
+        let (room, id) = (room.to_owned(), envelope.id);
+        self.write(move |t| {
+            let room = room.as_str();
+            let mut last = 0;
+            let mut count = 0usize;
+            for entry in t
+                .room_posts
+                .range((room, 0)..=(room, u64::MAX))
+                .map_err(StoreError::db)?
+            {
+                let (key, value) = entry.map_err(StoreError::db)?;
+                if decode::<Envelope>(value.value())?.id == id {
+                    return Ok(false);
+                }
+                last = key.value().1;
+                count += 1;
+            }
+            t.room_posts
+                .insert((room, last + 1), bytes.as_slice())
+                .map_err(StoreError::db)?;
+            count += 1;
+            while count > keep {
+                let oldest = t
+                    .room_posts
+                    .range((room, 0)..=(room, u64::MAX))
+                    .map_err(StoreError::db)?
+                    .next()
+                    .transpose()
+                    .map_err(StoreError::db)?
+                    .map(|(key, _)| key.value().1);
+                let Some(oldest) = oldest else { break };
+                t.room_posts
+                    .remove((room, oldest))
+                    .map_err(StoreError::db)?;
+                count -= 1;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// A room's kept posts, oldest first.
+    pub async fn history(&self, room: &str) -> Result<Vec<Envelope>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |txn| {
+            let posts = txn.open_table(ROOM_POSTS).map_err(StoreError::db)?;
+            let mut out = Vec::new();
+            let room = room.as_str();
+            for entry in posts
+                .range((room, 0)..=(room, u64::MAX))
+                .map_err(StoreError::db)?
+            {
+                out.push(decode(entry.map_err(StoreError::db)?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Finishes the queued writes and closes the file, so that it can be opened again. Later
+    /// operations fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.close()).await;
+    }
+
+    async fn write<T, F>(&self, apply: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            apply: Some(apply),
+            output: None,
+            reply,
+        });
+        {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = jobs.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self
+            .inner
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            read(&txn)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task: {e}")))?
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        // Dropping the sender ends the writer once it has committed what is queued.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+        let db = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut db) = db {
+            // Reads still running hold the database for a moment; the file is released when
+            // the last of them ends.
+            for _ in 0..200 {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => return drop(db),
+                    Err(shared) => db = shared,
+                }
+                thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let open = self.inner.db.read().map(|db| db.is_some()).unwrap_or(false);
+        f.debug_struct("Store").field("open", &open).finish()
+    }
+}
+
+/// The tables of one write transaction.
+struct Tables<'txn> {
+    users: Table<'txn, u128, &'static [u8]>,
+    mailboxes: Table<'txn, u128, (u64, u64)>,
+    pending: Table<'txn, (u128, u64), &'static [u8]>,
+    message_ids: Table<'txn, (u128, u128), (u64, u64)>,
+    rooms: Table<'txn, &'static str, u64>,
+    room_posts: Table<'txn, (&'static str, u64), &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            users: txn.open_table(USERS).map_err(StoreError::db)?,
+            mailboxes: txn.open_table(MAILBOXES).map_err(StoreError::db)?,
+            pending: txn.open_table(PENDING).map_err(StoreError::db)?,
+            message_ids: txn.open_table(MESSAGE_IDS).map_err(StoreError::db)?,
+            rooms: txn.open_table(ROOMS).map_err(StoreError::db)?,
+            room_posts: txn.open_table(ROOM_POSTS).map_err(StoreError::db)?,
+        })
+    }
+
+    /// (last sequence number, pending count) of a mailbox.
+    fn mailbox(&self, user: u128) -> Result<(u64, u64), StoreError> {
+        Ok(self
+            .mailboxes
+            .get(user)
+            .map_err(StoreError::db)?
+            .map(|entry| entry.value())
+            .unwrap_or((0, 0)))
+    }
+}
+
+/// One queued write: applied inside the batch's transaction, answered after its commit.
+trait Job: Send {
+    fn apply(&mut self, tables: &mut Tables<'_>) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct TypedJob<T, F> {
+    apply: Option<F>,
+    output: Option<T>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send,
+{
+    fn apply(&mut self, tables: &mut Tables<'_>) -> Result<(), StoreError> {
+        if let Some(apply) = self.apply.take() {
+            self.output = Some(apply(tables)?);
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let TypedJob { output, reply, .. } = *self;
+        let result = committed.and_then(|()| {
+            output.ok_or_else(|| StoreError::Database("write was not applied".into()))
+        });
+        // The caller may have given up waiting; the write stands either way.
+        let _ = reply.send(result);
+    }
+}
+
+fn run_writer(db: &Database, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let committed = commit_batch(db, &mut batch);
+        if started.elapsed() > SLOW_COMMIT {
+            tracing::warn!(writes = batch.len(), took = ?started.elapsed(), "slow store commit");
+        }
+        if let Err(e) = &committed {
+            tracing::error!(writes = batch.len(), "store commit failed: {e}");
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+/// Applies every job in one transaction and commits it (durably: redb fsyncs by default). One
+/// failing job fails the batch: a storage error leaves the transaction unusable.
+fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::db)?;
+    {
+        let mut tables = Tables::open(&txn)?;
+        for job in batch.iter_mut() {
+            job.apply(&mut tables)?;
+        }
+    }
+    txn.commit().map_err(StoreError::db)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Record(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Record(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::api::{Destination, Path as MsgPath, Sender};
+
+    fn envelope(to: Uuid, text: &str) -> Envelope {
+        Envelope {
+            id: Uuid::new_v4(),
+            from: Sender {
+                id: Uuid::new_v4(),
+                name: "a".into(),
+            },
+            to: Destination::User(to),
+            text: text.into(),
+            sent_at_ms: 1,
+            path: MsgPath::Stored,
+        }
+    }
+
+    #[tokio::test]
+    async fn relay_is_idempotent_and_ack_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let bob = Uuid::new_v4();
+        assert_eq!(store.bind(bob, "bob", "s").await.unwrap(), Binding::Created);
+        assert_eq!(
+            store.bind(bob, "bob", "x").await.unwrap(),
+            Binding::WrongSecret
+        );
+        let m1 = envelope(bob, "one");
+        let m2 = envelope(bob, "two");
+        assert_eq!(
+            store.relay(bob, &m1, 10).await.unwrap(),
+            Relayed::Stored { seq: 1 }
+        );
+        assert_eq!(
+            store.relay(bob, &m1, 10).await.unwrap(),
+            Relayed::Duplicate {
+                acknowledged: false
+            }
+        );
+        assert_eq!(
+            store.relay(bob, &m2, 10).await.unwrap(),
+            Relayed::Stored { seq: 2 }
+        );
+        let mailbox = store.mailbox(bob).await.unwrap();
+        assert_eq!(mailbox.last_seq, 2);
+        assert_eq!(mailbox.messages, vec![(1, m1.clone()), (2, m2.clone())]);
+        assert_eq!(store.ack(bob, &[m1.id, m1.id]).await.unwrap(), 1);
+        assert_eq!(
+            store.relay(bob, &m1, 10).await.unwrap(),
+            Relayed::Duplicate { acknowledged: true }
+        );
+        assert_eq!(store.mailbox(bob).await.unwrap().messages, vec![(2, m2)]);
+        assert_eq!(
+            store.relay(Uuid::new_v4(), &m1, 10).await.unwrap(),
+            Relayed::UnknownRecipient
+        );
+        store.close().await;
+        assert_eq!(store.mailbox(bob).await, Err(StoreError::Closed));
+    }
+
+    #[tokio::test]
+    async fn mailbox_limit_and_room_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let store = Store::open(&path).unwrap();
+        let bob = Uuid::new_v4();
+        store.bind(bob, "bob", "s").await.unwrap();
+        store.relay(bob, &envelope(bob, "1"), 1).await.unwrap();
+        assert_eq!(
+            store.relay(bob, &envelope(bob, "2"), 1).await.unwrap(),
+            Relayed::MailboxFull
+        );
+        assert!(store.create_room("lobby").await.unwrap());
+        assert!(!store.create_room("lobby").await.unwrap());
+        let posts: Vec<_> = (0..5).map(|i| envelope(bob, &i.to_string())).collect();
+        for post in &posts {
+            assert!(store.post("lobby", post, 3).await.unwrap());
+        }
+        assert!(!store.post("lobby", &posts[4], 3).await.unwrap());
+        store.close().await;
+        // Reopening finds everything.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.history("lobby").await.unwrap(), posts[2..].to_vec());
+        assert_eq!(store.rooms().await.unwrap(), vec!["lobby".to_owned()]);
+        assert_eq!(store.mailbox(bob).await.unwrap().messages.len(), 1);
+        assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
+        store.close().await;
+    }
+}
