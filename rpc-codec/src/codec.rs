@@ -34,6 +34,12 @@ pub enum FrameError {
         /// The configured maximum.
         max: usize,
     },
+    /// The stream ended inside a frame.
+    #[error("stream ended inside a frame ({buffered} bytes of it received)")]
+    Truncated {
+        /// How many bytes of the unfinished frame had arrived (header included).
+        buffered: usize,
+    },
     /// The underlying byte stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -155,6 +161,29 @@ impl Decoder for FrameCodec {
             request_id: header.request_id,
             body,
         }))
+    }
+
+    /// A stream may only end between frames: ending inside one (even right after its header)
+    /// is an error, never a clean close.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        match (self.state, src.is_empty()) {
+            (DecodeState::Head, true) => Ok(None),
+            _ => Err(FrameError::Truncated {
+                buffered: self.buffered_in_frame(src),
+            }),
+        }
+    }
+}
+
+impl FrameCodec {
+    fn buffered_in_frame(&self, src: &BytesMut) -> usize {
+        match self.state {
+            DecodeState::Head => src.len(),
+            DecodeState::Body(_) => HEADER_LEN + src.len(),
+        }
     }
 }
 
@@ -350,6 +379,24 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    #[test]
+    fn a_stream_may_only_end_between_frames() {
+        let wire = encode_all(&[Frame::new(FrameKind::Request, 3).with_body(vec![0u8; 10])]);
+        for cut in 1..wire.len() {
+            let mut codec = FrameCodec::new();
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert_eq!(codec.decode(&mut buf).unwrap(), None, "cut at {cut}");
+            match codec.decode_eof(&mut buf) {
+                Err(FrameError::Truncated { buffered }) => assert_eq!(buffered, cut),
+                other => panic!("cut at {cut}: expected Truncated, got {other:?}"),
+            }
+        }
+        let mut codec = FrameCodec::new();
+        let mut buf = wire.clone();
+        assert!(codec.decode_eof(&mut buf).unwrap().is_some());
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
     }
 
     #[test]
