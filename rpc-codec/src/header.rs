@@ -175,15 +175,15 @@ pub(crate) fn check_prefix(src: &[u8]) -> Result<(), FrameError> {
         let found = u16::from_be_bytes([src[0], src.get(1).copied().unwrap_or(0)]);
         return Err(FrameError::BadMagic { found });
     }
-    if let Some(&version) = src.get(2) {
-        if version != VERSION {
-            return Err(FrameError::UnsupportedVersion(version));
-        }
+    if let Some(&version) = src.get(2)
+        && version != VERSION
+    {
+        return Err(FrameError::UnsupportedVersion(version));
     }
-    if let Some(&kind) = src.get(3) {
-        if FrameKind::from_u8(kind).is_none() {
-            return Err(FrameError::UnknownKind(kind));
-        }
+    if let Some(&kind) = src.get(3)
+        && FrameKind::from_u8(kind).is_none()
+    {
+        return Err(FrameError::UnknownKind(kind));
     }
     Ok(())
 }

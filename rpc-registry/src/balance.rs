@@ -392,10 +392,10 @@ impl Ring {
             if tried.get(member) == Some(&true) {
                 continue;
             }
-            if let Some(index) = self.resolve(member, candidates) {
-                if is_eligible(candidates, index, cx) {
-                    return Some(index);
-                }
+            if let Some(index) = self.resolve(member, candidates)
+                && is_eligible(candidates, index, cx)
+            {
+                return Some(index);
             }
             if tried.is_empty() {
                 tried = vec![false; self.members.len()];

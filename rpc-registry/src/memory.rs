@@ -289,12 +289,11 @@ impl Registry for MemoryRegistry {
             .instances
             .insert(id.clone(), (instance.clone(), lease));
         let unchanged = matches!(&previous, Some((old, _)) if *old == instance);
-        if let Some((_, old_lease)) = &previous {
-            if *old_lease != lease {
-                if let Some(l) = state.leases.get_mut(old_lease) {
-                    l.instances.remove(&(key.clone(), id.clone()));
-                }
-            }
+        if let Some((_, old_lease)) = &previous
+            && *old_lease != lease
+            && let Some(l) = state.leases.get_mut(old_lease)
+        {
+            l.instances.remove(&(key.clone(), id.clone()));
         }
         if let Some(l) = state.leases.get_mut(&lease) {
             l.instances.insert((key.clone(), id.clone()));

@@ -297,10 +297,10 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         let person = &mut people[i];
         person
             .expect("the others joining #lobby", |e| {
-                if let ChatEvent::Room(RoomEvent::Joined { room, user }) = e {
-                    if room == "lobby" {
-                        joined.insert(user.name.clone());
-                    }
+                if let ChatEvent::Room(RoomEvent::Joined { room, user }) = e
+                    && room == "lobby"
+                {
+                    joined.insert(user.name.clone());
                 }
                 later.iter().all(|n| joined.contains(n)).then_some(())
             })
@@ -320,10 +320,10 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         let mut got = Vec::new();
         person
             .expect("the three posts in #lobby", |e| {
-                if let ChatEvent::Message(m) = e {
-                    if m.to == Destination::Room("lobby".into()) {
-                        got.push((m.from.name.clone(), m.text.clone()));
-                    }
+                if let ChatEvent::Message(m) = e
+                    && m.to == Destination::Room("lobby".into())
+                {
+                    got.push((m.from.name.clone(), m.text.clone()));
                 }
                 (got.len() == posts.len()).then_some(())
             })

@@ -548,13 +548,13 @@ fn warn_about_file_limit(clients: usize) {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|n| n.parse::<usize>().ok());
-    if let Some(soft) = soft {
-        if soft < clients + 64 {
-            eprintln!(
-                "warning: the open-file limit is {soft}, too low for {clients} clients; \
+    if let Some(soft) = soft
+        && soft < clients + 64
+    {
+        eprintln!(
+            "warning: the open-file limit is {soft}, too low for {clients} clients; \
                  raise it with `ulimit -n {}`",
-                clients + 256
-            );
-        }
+            clients + 256
+        );
     }
 }

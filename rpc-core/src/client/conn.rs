@@ -198,6 +198,11 @@ pub(crate) async fn run_reader(
                 if let Some(reason) = ended {
                     break reason;
                 }
+                // After a go-away, the connection is closed from this side once its last call is
+                // answered: the server then knows every request it will ever get has arrived.
+                if !conn.is_open() && conn.pending.is_empty() {
+                    break "server is draining; every call on the connection answered".to_owned();
+                }
             }
             () = &mut sleep => {
                 match heartbeat.poll(Instant::now()) {
@@ -272,6 +277,9 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Str
         FrameKind::GoAway => {
             conn.set_draining();
             on_go_away();
+            if conn.pending.is_empty() {
+                return Err("server is draining; no call in flight".to_owned());
+            }
         }
         FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel | FrameKind::StreamCredit => {
             return Err(format!("server sent a {} frame", frame.kind));

@@ -332,10 +332,10 @@ impl Client {
 
     /// A connection that takes new calls, waiting for one up to `deadline`.
     async fn connection(&self, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
-        if let Some(conn) = self.shared.current.load_full() {
-            if conn.is_open() {
-                return Ok(conn);
-            }
+        if let Some(conn) = self.shared.current.load_full()
+            && conn.is_open()
+        {
+            return Ok(conn);
         }
         // Boxed: the waiting state is large and rarely needed; keeping it out of every call's
         // future keeps those small (futures are moved as they are built).
@@ -345,10 +345,10 @@ impl Client {
     async fn wait_for_connection(&self, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
         let mut state = self.shared.state.subscribe();
         loop {
-            if let Some(conn) = self.shared.current.load_full() {
-                if conn.is_open() {
-                    return Ok(conn);
-                }
+            if let Some(conn) = self.shared.current.load_full()
+                && conn.is_open()
+            {
+                return Ok(conn);
             }
             let reason = match &*state.borrow_and_update() {
                 ConnectionState::Failed { reason } => Some(reason.clone()),
@@ -520,7 +520,15 @@ impl Client {
             };
             let frame = self.encode(FrameKind::Request, id, target, options, Some(budget), args)?;
             let (tx, rx) = oneshot::channel();
-            conn.register(id, Pending::Unary(tx))?;
+            if let Err(e) = conn.register(id, Pending::Unary(tx)) {
+                // The connection closed (or finished draining) between picking it and
+                // registering: nothing was sent, so another connection may take the call.
+                if !retried {
+                    retried = true;
+                    continue;
+                }
+                return Err(e);
+            }
             let mut guard = CancelOnDrop {
                 conn: &conn,
                 id,

@@ -29,6 +29,9 @@ use crate::id_hash::IdHash;
 use crate::service::{Reply, ReplyInner, ServerCall};
 use crate::writer::{Outgoing, OutgoingTx, run_writer};
 
+/// Why a connection whose client closed it cleanly ended.
+const CLIENT_CLOSED: &str = "client closed the connection";
+
 /// How long a closing connection's writer may take to flush what is queued.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most stream credit a client may hold outstanding; more is ignored.
@@ -141,6 +144,15 @@ pub(crate) async fn serve_connection(
 
     let reason = read_loop(&server, &conn, read, tx).await;
     debug!(connection = number, peer = %conn.peer, %reason, "connection closing");
+    if reason == CLIENT_CLOSED {
+        // A client that closed its side after sending still gets its answers: calls in flight
+        // finish (each within its own deadline, all within the idle timeout) unless the server
+        // closes first.
+        tokio::select! {
+            _ = tokio::time::timeout(server.config.idle_timeout, conn.drained()) => {}
+            () = server.closed.cancelled() => {}
+        }
+    }
 
     // Stop every call still running; their answers have nowhere to go.
     conn.calls.clear();
@@ -202,11 +214,11 @@ async fn read_loop(
                     let outcome = match frame {
                         Some(Ok(frame)) => handle_frame(server, conn, &tx, frame, &mut answers),
                         Some(Err(e)) => Err(format!("malformed frame: {e}")),
-                        None => Err("client closed the connection".to_owned()),
+                        None => Err(CLIENT_CLOSED.to_owned()),
                     };
                     if let Err(reason) = outcome {
                         let _ = tx.send_many(answers);
-                        if reason != "client closed the connection" {
+                        if reason != CLIENT_CLOSED {
                             warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
                         }
                         return reason;

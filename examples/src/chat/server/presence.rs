@@ -116,10 +116,10 @@ impl Presence {
     /// Someone left; watchers are told.
     pub(crate) fn remove(&self, id: Uuid, local: bool) {
         let mut online = self.lock();
-        if online.get(&id).is_some_and(|e| e.local == local) {
-            if let Some(entry) = online.remove(&id) {
-                let _ = self.events.send(PresenceEvent::Left(entry.info));
-            }
+        if online.get(&id).is_some_and(|e| e.local == local)
+            && let Some(entry) = online.remove(&id)
+        {
+            let _ = self.events.send(PresenceEvent::Left(entry.info));
         }
     }
 

@@ -87,11 +87,9 @@ impl Rooms {
                 }
             }
         };
-        if created {
-            if let Err(e) = shared.store.create_room(&name).await {
-                self.lock().remove(&name);
-                return Err(storage_error(e));
-            }
+        if created && let Err(e) = shared.store.create_room(&name).await {
+            self.lock().remove(&name);
+            return Err(storage_error(e));
         }
         self.join_room(shared, session, &room).await
     }
@@ -139,10 +137,10 @@ impl Rooms {
     pub(crate) async fn rename(&self, session: &Session) {
         let names: Vec<String> = session.rooms().iter().cloned().collect();
         for name in names {
-            if let Ok(room) = self.room(&name) {
-                if let Some(member) = room.members.lock().await.get_mut(&session.info.id) {
-                    *member = session.sender();
-                }
+            if let Ok(room) = self.room(&name)
+                && let Some(member) = room.members.lock().await.get_mut(&session.info.id)
+            {
+                *member = session.sender();
             }
         }
     }
