@@ -123,10 +123,10 @@ async fn measure(
             format!("tcp://10.{}.{}.{}:7000", i >> 16, (i >> 8) & 255, i & 255),
         );
         pending.push(async move { registry.register(instance, lease.id).await });
-        if pending.len() >= args.concurrency {
-            if let Some(r) = pending.next().await {
-                r?;
-            }
+        if pending.len() >= args.concurrency
+            && let Some(r) = pending.next().await
+        {
+            r?;
         }
     }
     while let Some(r) = pending.next().await {

@@ -1,0 +1,11 @@
+//! The peers the framework is compared with in the echo benchmark (`echo-bench`): the same echo
+//! service written the way a user of each would write it.
+//!
+//! - [`tarpc_echo`]: tarpc with its serde transport and bincode, Nagle left on (tarpc's own
+//!   default) or turned off on both ends. tarpc has no server streaming.
+//! - [`tonic_echo`]: tonic (gRPC over HTTP/2) with prost messages generated from
+//!   `proto/echo.proto`, `TCP_NODELAY` on both ends (tonic's default), `bytes` fields as
+//!   [`bytes::Bytes`].
+
+pub mod tarpc_echo;
+pub mod tonic_echo;
