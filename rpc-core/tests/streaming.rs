@@ -9,8 +9,8 @@ use futures::StreamExt;
 use rpc_core::{CallOptions, Caller, Client, Format, RpcStream, Server};
 use support::{Echo, mem_endpoint, target};
 
-/// The client grants credit for 32 items at a time; the server may run at most that far ahead.
-const WINDOW: usize = 32;
+/// The client grants credit for 256 items up front; the server may run at most that far ahead.
+const WINDOW: usize = 256;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_items_arrive_in_order() {

@@ -22,7 +22,7 @@ use crate::id_hash::IdHash;
 use crate::writer::{Outgoing, OutgoingTx};
 
 /// How many items of one stream the server may send before the client grants more.
-pub(crate) const STREAM_WINDOW: u32 = 32;
+pub(crate) const STREAM_WINDOW: u32 = 256;
 
 const OPEN: u8 = 0;
 const DRAINING: u8 = 1;

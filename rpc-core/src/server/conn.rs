@@ -34,6 +34,8 @@ const CLIENT_CLOSED: &str = "client closed the connection";
 
 /// How long a closing connection's writer may take to flush what is queued.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most stream items sent to the writer in one message.
+const STREAM_BATCH: usize = 64;
 /// The most stream credit a client may hold outstanding; more is ignored.
 const MAX_CREDIT: usize = STREAM_WINDOW as usize * 4;
 
@@ -207,12 +209,13 @@ async fn read_loop(
             frame = frames.next() => {
                 // Everything one read brought in is handled before the answers go to the writer
                 // in one message: one channel operation and one wake-up per burst, not per call.
-                heartbeat.on_read(Instant::now());
+                let now = Instant::now();
+                heartbeat.on_read(now);
                 let mut answers = Vec::new();
                 let mut next = Some(frame);
                 while let Some(frame) = next.take() {
                     let outcome = match frame {
-                        Some(Ok(frame)) => handle_frame(server, conn, &tx, frame, &mut answers),
+                        Some(Ok(frame)) => handle_frame(server, conn, &tx, frame, now, &mut answers),
                         Some(Err(e)) => Err(format!("malformed frame: {e}")),
                         None => Err(CLIENT_CLOSED.to_owned()),
                     };
@@ -251,11 +254,12 @@ fn handle_frame(
     conn: &Arc<ConnShared>,
     tx: &OutgoingTx,
     frame: Frame,
+    now: Instant,
     answers: &mut Vec<Outgoing>,
 ) -> Result<(), String> {
     match frame.kind {
         FrameKind::Request | FrameKind::OneWay => {
-            handle_request(server, conn, tx, frame, answers);
+            handle_request(server, conn, tx, frame, now, answers);
             Ok(())
         }
         FrameKind::Cancel => {
@@ -293,6 +297,7 @@ fn handle_request(
     conn: &Arc<ConnShared>,
     tx: &OutgoingTx,
     frame: Frame,
+    now: Instant,
     answers: &mut Vec<Outgoing>,
 ) {
     let id = frame.request_id;
@@ -333,7 +338,7 @@ fn handle_request(
         };
         return respond(Status::SERVICE_NOT_FOUND, message);
     };
-    let now = Instant::now();
+    // Deadlines count from when the burst that carried the request was read.
     let deadline = head.deadline.map(|budget| now + budget);
     let call = ServerCall {
         request_id: id,
@@ -457,19 +462,42 @@ impl Job {
         self.conn.credits.insert(self.id, credit.clone());
         self.conn.calls.insert(self.id, cancel_tx);
         let run = async {
+            // Items are sent in batches: as many as are ready and covered by credit go to the
+            // writer in one message.
+            let mut batch = Vec::new();
             loop {
                 match credit.acquire().await {
                     Ok(permit) => permit.forget(),
                     Err(_) => return None,
                 }
-                match items.next().await {
+                let mut end = match items.next().await {
                     Some(Ok(frame)) => {
-                        if self.tx.send(Outgoing::frame(frame)).is_err() {
-                            return None;
-                        }
+                        batch.push(Outgoing::frame(frame));
+                        None
                     }
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => return Some(Ok(())),
+                    Some(Err(e)) => Some(Err(e)),
+                    None => Some(Ok(())),
+                };
+                while end.is_none() && batch.len() < STREAM_BATCH {
+                    let Ok(permit) = credit.try_acquire() else {
+                        break;
+                    };
+                    match items.next().now_or_never() {
+                        Some(Some(Ok(frame))) => {
+                            permit.forget();
+                            batch.push(Outgoing::frame(frame));
+                        }
+                        Some(Some(Err(e))) => end = Some(Err(e)),
+                        Some(None) => end = Some(Ok(())),
+                        // Not ready: the permit goes back (dropping it returns it).
+                        None => break,
+                    }
+                }
+                if self.tx.send_many(std::mem::take(&mut batch)).is_err() {
+                    return None;
+                }
+                if end.is_some() {
+                    return end;
                 }
             }
         };
