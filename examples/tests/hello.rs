@@ -1,25 +1,11 @@
 //! The hello example programs, run as separate processes on 127.0.0.1.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-/// Kills the child when the test ends, pass or fail.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Killed, free_port};
 
 fn start_server(endpoint: &str) -> Killed {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hello-server"))
