@@ -1,6 +1,6 @@
 //! Helpers shared by the tests that run the example programs as processes.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::process::Child;
 
