@@ -47,13 +47,59 @@ pub(crate) struct WriterGone;
 
 /// The sending side of a writer's queue.
 #[derive(Clone)]
-pub(crate) struct OutgoingTx(mpsc::UnboundedSender<WriterMsg>);
+pub(crate) struct OutgoingTx {
+    tx: mpsc::UnboundedSender<WriterMsg>,
+    backlog: Arc<Backlog>,
+}
 
-pub(crate) type OutgoingRx = mpsc::UnboundedReceiver<WriterMsg>;
+/// The receiving side of a writer's queue.
+pub(crate) struct OutgoingRx {
+    rx: mpsc::UnboundedReceiver<WriterMsg>,
+    backlog: Arc<Backlog>,
+}
+
+/// How many bytes are queued for a writer and not yet written, so that a reader can stop
+/// reading from a peer that does not read its answers.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    bytes: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Backlog {
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Waits until at most `limit` bytes are queued.
+    pub(crate) async fn wait_below(&self, limit: usize) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.bytes() <= limit {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn written(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+}
 
 impl OutgoingTx {
     pub(crate) fn send(&self, out: Outgoing) -> Result<(), WriterGone> {
-        self.0.send(WriterMsg::One(out)).map_err(|_| WriterGone)
+        let len = out.frame.len();
+        self.tx.send(WriterMsg::One(out)).map_err(|_| WriterGone)?;
+        self.backlog.add(len);
+        Ok(())
     }
 
     pub(crate) fn send_many(&self, mut outs: Vec<Outgoing>) -> Result<(), WriterGone> {
@@ -63,15 +109,34 @@ impl OutgoingTx {
                 Some(out) => self.send(out),
                 None => Ok(()),
             },
-            _ => self.0.send(WriterMsg::Many(outs)).map_err(|_| WriterGone),
+            _ => {
+                let len = outs.iter().map(|o| o.frame.len()).sum();
+                self.tx
+                    .send(WriterMsg::Many(outs))
+                    .map_err(|_| WriterGone)?;
+                self.backlog.add(len);
+                Ok(())
+            }
         }
+    }
+
+    /// The bytes queued and not yet written.
+    pub(crate) fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
     }
 }
 
 /// A writer's queue.
 pub(crate) fn channel() -> (OutgoingTx, OutgoingRx) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (OutgoingTx(tx), rx)
+    let backlog = Arc::new(Backlog::default());
+    (
+        OutgoingTx {
+            tx,
+            backlog: backlog.clone(),
+        },
+        OutgoingRx { rx, backlog },
+    )
 }
 
 /// Writes queued frames until every sender is gone (then shuts the stream down) or a write fails.
@@ -81,10 +146,11 @@ pub(crate) fn channel() -> (OutgoingTx, OutgoingRx) {
 /// frames in hand, the writer yields once before draining: the task that woke it usually runs
 /// right after it otherwise, and would find only one frame.
 pub(crate) async fn run_writer(
-    mut rx: OutgoingRx,
+    rx: OutgoingRx,
     mut io: BoxWrite,
     outstanding: Arc<AtomicUsize>,
 ) -> io::Result<()> {
+    let OutgoingRx { mut rx, backlog } = rx;
     let mut batch = Batch::default();
     while let Some(first) = rx.recv().await {
         batch.push_msg(first);
@@ -106,6 +172,7 @@ pub(crate) async fn run_writer(
         batch.seal();
         write_segments(&mut io, &mut batch.segments).await?;
         io.flush().await?;
+        backlog.written(batch.bytes);
         batch.reset();
     }
     io.shutdown().await

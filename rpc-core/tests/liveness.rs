@@ -248,3 +248,68 @@ async fn go_away_under_load_loses_no_call() {
     assert_eq!(done.load(Ordering::SeqCst), 300);
     second.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_cannot_make_the_server_buffer_without_bound() {
+    use bytes::BytesMut;
+    use rpc_core::codec::{Frame, FrameCodec, FrameKind, RequestHead};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+
+    const REQUESTS: u64 = 400_000;
+    let endpoint = mem_endpoint("never-reads");
+    let server = server(&endpoint, Echo::default()).await;
+    // A peer that sends requests as fast as it can and never reads an answer.
+    let conn = rpc_core::transport::connect(&endpoint, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let (_read, mut write) = conn.into_split();
+    let sender = tokio::spawn(async move {
+        let head = RequestHead {
+            service: "no.such.Service".into(),
+            method: "m".into(),
+            ..Default::default()
+        };
+        let mut body = BytesMut::new();
+        head.put(&mut body).unwrap();
+        let body = body.freeze();
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        let mut sent = 0u64;
+        for id in 0..REQUESTS {
+            let frame = Frame::new(FrameKind::Request, id)
+                .with_serializer(rpc_core::SerializerId::MESSAGE_PACK)
+                .with_body(body.clone());
+            codec.encode(frame, &mut wire).unwrap();
+            if wire.len() > 64 * 1024 || id + 1 == REQUESTS {
+                if write.write_all(&wire).await.is_err() {
+                    // The server gave up on the peer (it read nothing for the idle timeout).
+                    return sent;
+                }
+                sent = id + 1;
+                wire.clear();
+            }
+        }
+        sent
+    });
+    // Each request earns an error answer of ~40 bytes: 400,000 of them would be ~16 MB queued
+    // for a peer that reads nothing. The server stops reading it at 4 MiB instead, so the
+    // sender blocks on a full pipe (and is dropped at the idle timeout) before sending them all.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    if sender.is_finished() {
+        let sent = sender.await.unwrap();
+        assert!(
+            sent < REQUESTS,
+            "the server read all {sent} requests of a peer that reads nothing"
+        );
+    }
+
+    // Everyone else is served as usual meanwhile.
+    let client = client(&endpoint).await;
+    let ok: (u64, u64) = client
+        .call(&target("tagged"), &(11u64, 0u64))
+        .await
+        .unwrap();
+    assert_eq!(ok, (11, 22));
+    server.abort().await;
+}

@@ -32,6 +32,9 @@ use crate::writer::{Outgoing, OutgoingTx, run_writer};
 /// Why a connection whose client closed it cleanly ended.
 const CLIENT_CLOSED: &str = "client closed the connection";
 
+/// Unwritten answers on one connection beyond which its requests are no longer read.
+const READ_PAUSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// How long a closing connection's writer may take to flush what is queued.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most stream items sent to the writer in one message.
@@ -194,10 +197,16 @@ async fn read_loop(
     let go_away = conn.go_away.notified();
     tokio::pin!(sleep, closed, go_away);
     let mut go_away_sent = false;
+    let backlog = tx.backlog().clone();
     loop {
+        // A peer that does not read its answers is not read from either: once its unwritten
+        // answers pass the limit, its requests wait in the socket (TCP pushes back on it) until
+        // the answers drain. Nothing it sends can make the server buffer without bound.
+        let paused = backlog.bytes() > READ_PAUSE_BYTES;
         tokio::select! {
             biased;
             () = &mut closed => return "server closed".to_owned(),
+            () = backlog.wait_below(READ_PAUSE_BYTES / 2), if paused => {}
             () = &mut go_away, if !go_away_sent => {
                 go_away_sent = true;
                 let mut fb = FrameBuf::with_capacity(16);
@@ -206,7 +215,7 @@ async fn read_loop(
                     let _ = tx.send(Outgoing::frame(frame));
                 }
             }
-            frame = frames.next() => {
+            frame = frames.next(), if !paused => {
                 // Everything one read brought in is handled before the answers go to the writer
                 // in one message: one channel operation and one wake-up per burst, not per call.
                 let now = Instant::now();
