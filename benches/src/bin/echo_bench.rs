@@ -19,6 +19,12 @@
 //! cargo run --release -p benches --bin echo-bench -- --rounds 5 --seconds 2 --svg docs/echo-bench.svg
 //! ```
 
+/// With `--features mimalloc`, every system runs on mimalloc: glibc's allocator makes threads
+/// contend on its arenas when memory allocated on one worker is freed on another.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
