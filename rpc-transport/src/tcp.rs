@@ -8,7 +8,10 @@ use crate::{Connection, Endpoint};
 pub(crate) async fn connect(host: &str, port: u16) -> io::Result<Connection> {
     let mut last_error = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
+        match TcpStream::connect(addr)
+            .await
+            .and_then(refuse_self_connection)
+        {
             Ok(stream) => {
                 // Frames are written whole; Nagle's algorithm would only delay small calls.
                 stream.set_nodelay(true)?;
@@ -26,6 +29,26 @@ pub(crate) async fn connect(host: &str, port: u16) -> io::Result<Connection> {
             format!("{host} resolved to no addresses"),
         )
     }))
+}
+
+/// Fails a connection that reached itself.
+///
+/// Connecting to a port of this host that nobody listens on, from a source port the kernel
+/// happened to pick equal to it, completes a TCP simultaneous open with itself: the connect
+/// "succeeds", every frame written comes back, and the port stays taken for the server that
+/// should own it. It happens to reconnecting clients whose server port lies in the ephemeral
+/// range. Such a connection is dropped (freeing the port) and reported as refused.
+fn refuse_self_connection(stream: TcpStream) -> io::Result<TcpStream> {
+    let local = stream.local_addr()?;
+    if local == stream.peer_addr()? {
+        // Reset rather than close: a closed connection would hold the port in TIME_WAIT.
+        stream.set_zero_linger()?;
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("connected to itself at {local}: nothing listens there"),
+        ));
+    }
+    Ok(stream)
 }
 
 /// A bound TCP listener and the address it actually bound (the real port when asked for 0).
@@ -59,6 +82,33 @@ mod tests {
 
     use super::*;
     use crate::PeerAddr;
+
+    #[tokio::test]
+    async fn a_connection_to_itself_is_refused_and_frees_its_port() {
+        // Bind a port, then connect to that same port from it: the TCP simultaneous open that a
+        // reconnecting client meets when the kernel picks the server's port as its source port.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        assert_eq!(stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+
+        let error = refuse_self_connection(stream).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(error.to_string().contains("connected to itself"), "{error}");
+        // The port is free again for the server that should own it.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        drop(listener);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            refuse_self_connection(stream).is_ok(),
+            "an ordinary connection passes"
+        );
+    }
 
     #[tokio::test]
     async fn port_zero_reports_the_bound_port_and_both_sides_connect() {
