@@ -97,9 +97,7 @@ impl Backlog {
 impl OutgoingTx {
     pub(crate) fn send(&self, out: Outgoing) -> Result<(), WriterGone> {
         let len = out.frame.len();
-        self.tx.send(WriterMsg::One(out)).map_err(|_| WriterGone)?;
-        self.backlog.add(len);
-        Ok(())
+        self.queue(len, WriterMsg::One(out))
     }
 
     pub(crate) fn send_many(&self, mut outs: Vec<Outgoing>) -> Result<(), WriterGone> {
@@ -111,13 +109,19 @@ impl OutgoingTx {
             },
             _ => {
                 let len = outs.iter().map(|o| o.frame.len()).sum();
-                self.tx
-                    .send(WriterMsg::Many(outs))
-                    .map_err(|_| WriterGone)?;
-                self.backlog.add(len);
-                Ok(())
+                self.queue(len, WriterMsg::Many(outs))
             }
         }
+    }
+
+    /// Counts the bytes before they are queued: the writer may take and write them before
+    /// `send` returns, and subtracting first would wrap the count below zero.
+    fn queue(&self, len: usize, msg: WriterMsg) -> Result<(), WriterGone> {
+        self.backlog.add(len);
+        self.tx.send(msg).map_err(|_| {
+            self.backlog.written(len);
+            WriterGone
+        })
     }
 
     /// The bytes queued and not yet written.
@@ -312,5 +316,39 @@ mod tests {
             assert!(f.body.iter().all(|&x| x == (i % 251) as u8));
         }
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_backlog_never_counts_below_zero_while_the_writer_races_the_sender() {
+        // The writer side takes each message and subtracts its bytes as soon as it can, from
+        // another thread, spinning so that it often runs between the sender's channel send and
+        // whatever the sender does next. Counting after the send let it subtract first, and the
+        // count wrapped to nearly `usize::MAX` (which pauses the connection's reader for good).
+        let (tx, rx) = channel();
+        let OutgoingRx { mut rx, backlog } = rx;
+        const FRAMES: usize = 1_000_000;
+        let drain = std::thread::spawn(move || {
+            let mut seen = 0;
+            let mut highest = 0;
+            while seen < FRAMES {
+                match rx.try_recv() {
+                    Ok(WriterMsg::One(out)) => {
+                        backlog.written(out.frame.len());
+                        highest = highest.max(backlog.bytes());
+                        seen += 1;
+                    }
+                    Ok(WriterMsg::Many(_)) => unreachable!("only single frames are sent"),
+                    Err(_) => std::hint::spin_loop(),
+                }
+            }
+            (highest, backlog.bytes())
+        });
+        let frame = Bytes::from_static(&[0; 18]);
+        for _ in 0..FRAMES {
+            tx.send(Outgoing::frame(frame.clone())).unwrap();
+        }
+        let (highest, left) = drain.join().unwrap();
+        assert!(highest <= FRAMES * 18, "backlog wrapped: {highest}");
+        assert_eq!(left, 0);
     }
 }
