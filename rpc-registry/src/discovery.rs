@@ -79,7 +79,26 @@ struct Shared {
 struct Node {
     instance: Instance,
     client: Client,
-    in_flight: AtomicUsize,
+    /// Attempts under way on this instance; shared with the node that replaces this one when
+    /// the instance's record changes, so attempts that end later are still counted off.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one attempt on an instance while it lives: dropped when the attempt ends, however it
+/// ends (answered, failed, or its caller gave up and dropped the call).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -216,9 +235,9 @@ impl Discovery {
             }
             let mut options = options.clone();
             options.timeout = Some(remaining);
-            node.in_flight.fetch_add(1, Ordering::Relaxed);
+            let counted = InFlight::start(&node.in_flight);
             let result = attempt(node.clone(), options).await;
-            node.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(counted);
             let error = match result {
                 // A server that refused the call before starting it answers with a status.
                 Ok((_, Some(status)))
@@ -385,13 +404,13 @@ fn publish(shared: &Shared, known: &BTreeMap<String, Instance>) {
             Some(n) => Arc::new(Node {
                 instance: instance.clone(),
                 client: n.client.clone(),
-                in_flight: AtomicUsize::new(n.in_flight.load(Ordering::Relaxed)),
+                in_flight: n.in_flight.clone(),
             }),
             None => match instance.endpoint.parse::<Endpoint>() {
                 Ok(endpoint) => Arc::new(Node {
                     instance: instance.clone(),
                     client: shared.client_builder.connect_lazy(&endpoint),
-                    in_flight: AtomicUsize::new(0),
+                    in_flight: Arc::new(AtomicUsize::new(0)),
                 }),
                 Err(e) => {
                     warn!(instance = %instance.id, error = %e, "skipping an instance with a bad endpoint");

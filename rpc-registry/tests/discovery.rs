@@ -257,3 +257,38 @@ async fn registered_servers_withdraw_on_graceful_shutdown() {
             .is_empty()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_given_up_by_their_callers_are_counted_off_for_least_in_flight() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let _a = start(registry.clone(), "a", 100).await;
+    let mut config = DiscoveryConfig::default();
+    config.strategy = Strategy::LeastInFlight;
+    let discovery = Discovery::with_config(registry.clone(), key(), config);
+    assert!(discovery.wait_for(1, Duration::from_secs(5)).await);
+    let client = WhoClient::new(discovery.clone());
+
+    // Five calls on "a" whose callers give up: their futures are dropped mid-call.
+    for _ in 0..5 {
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(10), client.slow_who(10_000)).await;
+        assert!(gave_up.is_err());
+    }
+
+    let _b = start(registry.clone(), "b", 100).await;
+    assert!(discovery.wait_for(2, Duration::from_secs(5)).await);
+    // Six calls at once: with nothing in flight anywhere they split evenly. Had the dropped
+    // calls stayed counted on "a", at most one would go there.
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.slow_who(100).await.unwrap() })
+        })
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for call in calls {
+        *counts.entry(call.await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.get("a"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&3), "{counts:?}");
+}
