@@ -13,6 +13,7 @@ use rpc_transport::BoxRead;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use crate::caller::error_from_body;
 use crate::error::RpcError;
@@ -46,6 +47,9 @@ pub(crate) struct Conn {
     pub(crate) outstanding: Arc<AtomicUsize>,
     status: AtomicU8,
     close_reason: OnceLock<String>,
+    /// Cancelled when the connection closes, from whichever side noticed first (the reader, the
+    /// writer, or the client closing).
+    closed: CancellationToken,
 }
 
 impl Conn {
@@ -56,6 +60,7 @@ impl Conn {
             outstanding: Arc::new(AtomicUsize::new(0)),
             status: AtomicU8::new(OPEN),
             close_reason: OnceLock::new(),
+            closed: CancellationToken::new(),
         }
     }
 
@@ -119,17 +124,20 @@ impl Conn {
         }
     }
 
-    /// Marks the connection closed and fails every pending call.
-    pub(crate) fn close_now(&self, reason: String) {
-        self.close(reason);
-    }
-
-    fn close(&self, reason: String) {
+    /// Marks the connection closed, fails every pending call and stops its reader. The first
+    /// reason given is the one calls report.
+    pub(crate) fn close(&self, reason: String) {
         let _ = self.close_reason.set(reason);
         self.status.store(CLOSED, Ordering::SeqCst);
         // Dropping the senders wakes every waiting call with "connection lost".
         self.pending.clear();
         self.outstanding.store(0, Ordering::Relaxed);
+        self.closed.cancel();
+    }
+
+    /// Why the connection closed, once it has.
+    pub(crate) fn close_reason(&self) -> Option<&str> {
+        self.close_reason.get().map(String::as_str)
     }
 }
 
@@ -168,9 +176,13 @@ pub(crate) async fn run_reader(
     );
     let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
     tokio::pin!(sleep);
+    let closed = conn.closed.clone();
     let reason = loop {
         tokio::select! {
             biased;
+            () = closed.cancelled() => {
+                break conn.close_reason().unwrap_or("connection closed").to_owned();
+            }
             frame = frames.next() => {
                 // One clock read per burst of frames, not per frame.
                 heartbeat.on_read(Instant::now());

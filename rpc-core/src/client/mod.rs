@@ -688,9 +688,17 @@ fn start_connection(
     let (tx, rx) = crate::writer::channel();
     let conn = Arc::new(Conn::new(tx));
     let outstanding = conn.outstanding.clone();
+    // Weak: the connection holds the writer's queue, which must close once every call and
+    // the client are done with the connection.
+    let writer_conn = Arc::downgrade(&conn);
     tokio::spawn(async move {
         if let Err(e) = run_writer(rx, write, outstanding).await {
+            // A connection that cannot be written to is lost: its calls fail now, not at their
+            // deadlines, and its reader stops, which makes the client reconnect.
             debug!(connection = number, "writer stopped: {e}");
+            if let Some(conn) = writer_conn.upgrade() {
+                conn.close(format!("write failed: {e}"));
+            }
         }
     });
     let reader_config = ReaderConfig {
@@ -709,7 +717,7 @@ fn start_connection(
             exit = reader => exit,
             () = shutdown.cancelled() => {
                 let reason = "client closed".to_owned();
-                reader_conn.close_now(reason.clone());
+                reader_conn.close(reason.clone());
                 ReaderExit::Closed(reason)
             }
         };
