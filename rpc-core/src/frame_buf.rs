@@ -51,12 +51,21 @@ impl FrameBuf {
     }
 }
 
-/// A frame with no body.
+/// A frame with no body and no serializer.
 pub(crate) fn empty_frame(kind: FrameKind, request_id: u64) -> Bytes {
+    empty_frame_with(kind, SerializerId::NONE, request_id)
+}
+
+/// A frame with no body that answers a call, so it carries the call's serializer.
+pub(crate) fn empty_frame_with(
+    kind: FrameKind,
+    serializer: SerializerId,
+    request_id: u64,
+) -> Bytes {
     Bytes::copy_from_slice(
         &Header {
             kind,
-            serializer: SerializerId::NONE,
+            serializer,
             status: Status::OK,
             request_id,
             body_len: 0,

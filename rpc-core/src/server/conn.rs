@@ -1,36 +1,36 @@
 //! One server connection: the read loop that routes requests, the in-place/spawned handler
 //! runs, stream pumps with credit-based flow control, and teardown.
+//!
+//! Every call that outlives the read step of its request is in the connection's
+//! [`CallTable`] until its handler and its stream have ended; Cancel and StreamCredit frames go
+//! through the table, whatever the order in which they arrive.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use futures::{FutureExt, StreamExt};
 use rpc_codec::{ErrorBody, Frame, FrameCodec, FrameKind, RequestHeadRef, SerializerId, Status};
 use rpc_transport::{BoxRead, Connection, PeerAddr};
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::ServerShared;
-use crate::client::STREAM_WINDOW;
+use super::calls::{CallKey, CallTable, OpenError};
+use super::control::CallSignal;
 use crate::error::ServerError;
-use crate::frame_buf::{FrameBuf, empty_frame};
+use crate::frame_buf::{FrameBuf, empty_frame, empty_frame_with};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
-use crate::id_hash::IdHash;
 use crate::service::{Reply, ReplyInner, ServerCall};
 use crate::writer::{Outgoing, OutgoingTx, run_writer};
-
-/// Why a connection whose client closed it cleanly ended.
-const CLIENT_CLOSED: &str = "client closed the connection";
 
 /// Unwritten answers on one connection beyond which its requests are no longer read.
 const READ_PAUSE_BYTES: usize = 4 * 1024 * 1024;
@@ -39,8 +39,6 @@ const READ_PAUSE_BYTES: usize = 4 * 1024 * 1024;
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most stream items sent to the writer in one message.
 const STREAM_BATCH: usize = 64;
-/// The most stream credit a client may hold outstanding; more is ignored.
-const MAX_CREDIT: usize = STREAM_WINDOW as usize * 4;
 
 /// What calls and the server handle share about one connection.
 pub(crate) struct ConnShared {
@@ -51,12 +49,9 @@ pub(crate) struct ConnShared {
     in_flight: Arc<AtomicUsize>,
     draining: AtomicBool,
     go_away: Notify,
-    idle: Notify,
     done: CancellationToken,
-    /// Cancel handles of calls running outside the read loop (dropping one cancels the call).
-    calls: DashMap<u64, oneshot::Sender<()>, IdHash>,
-    /// Credit of running server streams.
-    credits: DashMap<u64, Arc<Semaphore>, IdHash>,
+    /// Calls (not one-way) running beyond the read step of their request.
+    calls: Mutex<CallTable<Arc<CallSignal>>>,
 }
 
 impl ConnShared {
@@ -67,22 +62,16 @@ impl ConnShared {
         }
     }
 
-    /// Waits until no call is in flight.
-    pub(crate) async fn drained(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
     /// Waits until the connection is closed.
     pub(crate) async fn closed(&self) {
         self.done.cancelled().await;
+    }
+
+    fn calls(&self) -> MutexGuard<'_, CallTable<Arc<CallSignal>>> {
+        // The table's methods do not panic; a poisoned lock still holds a consistent table.
+        self.calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -101,9 +90,7 @@ impl Slot {
         }
         if server.in_flight.fetch_add(1, Ordering::AcqRel) >= limits.max_concurrent {
             server.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                conn.idle.notify_waiters();
-            }
+            conn.in_flight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         Some(Slot {
@@ -116,9 +103,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.server.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.conn.idle.notify_waiters();
-        }
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -137,31 +122,37 @@ pub(crate) async fn serve_connection(
         in_flight: Arc::new(AtomicUsize::new(0)),
         draining: AtomicBool::new(false),
         go_away: Notify::new(),
-        idle: Notify::new(),
         done: CancellationToken::new(),
-        calls: DashMap::default(),
-        credits: DashMap::default(),
+        calls: Mutex::new(CallTable::new()),
     });
     if let Ok(mut conns) = server.connections.lock() {
         conns.insert(number, conn.clone());
     }
-    let mut writer = tokio::spawn(run_writer(rx, write, conn.in_flight.clone()));
-
-    let reason = read_loop(&server, &conn, read, tx).await;
-    debug!(connection = number, peer = %conn.peer, %reason, "connection closing");
-    if reason == CLIENT_CLOSED {
-        // A client that closed its side after sending still gets its answers: calls in flight
-        // finish (each within its own deadline, all within the idle timeout) unless the server
-        // closes first.
-        tokio::select! {
-            _ = tokio::time::timeout(server.config.idle_timeout, conn.drained()) => {}
-            () = server.closed.cancelled() => {}
+    let (write_failed_tx, write_failed) = oneshot::channel();
+    let in_flight = conn.in_flight.clone();
+    let mut writer = tokio::spawn(async move {
+        if let Err(e) = run_writer(rx, write, in_flight).await {
+            let _ = write_failed_tx.send(e);
         }
+    });
+
+    let reason = read_loop(&server, &conn, read, tx, write_failed).await;
+    match &reason {
+        Closed::ByClient => {
+            debug!(connection = number, peer = %conn.peer, "client closed the connection")
+        }
+        reason => debug!(connection = number, peer = %conn.peer, %reason, "connection closing"),
     }
 
-    // Stop every call still running; their answers have nowhere to go.
-    conn.calls.clear();
-    conn.credits.clear();
+    // Stop every call still running: the client is gone, or the connection is being closed.
+    // One-way calls answer nothing and run on.
+    let cancelled = conn.calls().close();
+    if cancelled > 0 {
+        debug!(
+            connection = number,
+            cancelled, "calls stopped with their connection"
+        );
+    }
     // The writer ends once every sender (held by the read loop and by running calls) is gone.
     if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)
         .await
@@ -175,12 +166,40 @@ pub(crate) async fn serve_connection(
     conn.done.cancel();
 }
 
+/// Why a connection's read loop ended.
+#[derive(Debug)]
+enum Closed {
+    /// The client closed its side (EOF between frames).
+    ByClient,
+    /// The server is closing every connection.
+    ByServer,
+    /// Nothing was read for the idle timeout.
+    Idle(Duration),
+    /// The client sent something that breaks the protocol.
+    Protocol(String),
+    /// Writing to the connection failed.
+    WriteFailed(std::io::Error),
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::ByClient => f.write_str("client closed the connection"),
+            Closed::ByServer => f.write_str("server closed"),
+            Closed::Idle(after) => write!(f, "nothing read for {after:?}"),
+            Closed::Protocol(reason) => write!(f, "protocol violation: {reason}"),
+            Closed::WriteFailed(e) => write!(f, "write failed: {e}"),
+        }
+    }
+}
+
 async fn read_loop(
     server: &Arc<ServerShared>,
     conn: &Arc<ConnShared>,
     read: BoxRead,
     tx: OutgoingTx,
-) -> String {
+    mut write_failed: oneshot::Receiver<std::io::Error>,
+) -> Closed {
     let config = &server.config;
     let mut frames = FramedRead::with_capacity(
         read,
@@ -197,6 +216,7 @@ async fn read_loop(
     let go_away = conn.go_away.notified();
     tokio::pin!(sleep, closed, go_away);
     let mut go_away_sent = false;
+    let mut writer_alive = true;
     let backlog = tx.backlog().clone();
     loop {
         // A peer that does not read its answers is not read from either: once its unwritten
@@ -205,7 +225,16 @@ async fn read_loop(
         let paused = backlog.bytes() > READ_PAUSE_BYTES;
         tokio::select! {
             biased;
-            () = &mut closed => return "server closed".to_owned(),
+            () = &mut closed => return Closed::ByServer,
+            failed = &mut write_failed, if writer_alive => match failed {
+                Ok(e) => {
+                    warn!(connection = conn.number, peer = %conn.peer, error = %e, "write failed; closing connection");
+                    return Closed::WriteFailed(e);
+                }
+                // The writer ended without failing: every sender is gone, which cannot happen
+                // while this loop holds one.
+                Err(_) => writer_alive = false,
+            },
             () = backlog.wait_below(READ_PAUSE_BYTES / 2), if paused => {}
             () = &mut go_away, if !go_away_sent => {
                 go_away_sent = true;
@@ -225,12 +254,12 @@ async fn read_loop(
                 while let Some(frame) = next.take() {
                     let outcome = match frame {
                         Some(Ok(frame)) => handle_frame(server, conn, &tx, frame, now, &mut answers),
-                        Some(Err(e)) => Err(format!("malformed frame: {e}")),
-                        None => Err(CLIENT_CLOSED.to_owned()),
+                        Some(Err(e)) => Err(Closed::Protocol(format!("malformed frame: {e}"))),
+                        None => Err(Closed::ByClient),
                     };
                     if let Err(reason) = outcome {
                         let _ = tx.send_many(answers);
-                        if reason != CLIENT_CLOSED {
+                        if !matches!(reason, Closed::ByClient) {
                             warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
                         }
                         return reason;
@@ -246,7 +275,7 @@ async fn read_loop(
                         let _ = tx.send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
                     }
                     HeartbeatAction::Dead => {
-                        let reason = format!("nothing read for {:?}", config.idle_timeout);
+                        let reason = Closed::Idle(config.idle_timeout);
                         warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
                         return reason;
                     }
@@ -265,26 +294,22 @@ fn handle_frame(
     frame: Frame,
     now: Instant,
     answers: &mut Vec<Outgoing>,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
     match frame.kind {
         FrameKind::Request | FrameKind::OneWay => {
-            handle_request(server, conn, tx, frame, now, answers);
-            Ok(())
+            handle_request(server, conn, tx, frame, now, answers)
         }
         FrameKind::Cancel => {
-            // Dropping the sender wakes the call's task, which drops the handler's future.
-            conn.calls.remove(&frame.request_id);
+            // A call that already ended is not an error: its answer and the Cancel crossed.
+            conn.calls().cancel(frame.request_id);
             Ok(())
         }
         FrameKind::StreamCredit => {
-            let body: [u8; 4] = frame.body[..]
-                .try_into()
-                .map_err(|_| format!("stream credit body of {} bytes", frame.body.len()))?;
-            let credit = u32::from_be_bytes(body) as usize;
-            if let Some(sem) = conn.credits.get(&frame.request_id) {
-                let room = MAX_CREDIT.saturating_sub(sem.available_permits());
-                sem.add_permits(credit.min(room));
-            }
+            let body: [u8; 4] = frame.body[..].try_into().map_err(|_| {
+                Closed::Protocol(format!("stream credit body of {} bytes", frame.body.len()))
+            })?;
+            conn.calls()
+                .credit(frame.request_id, u32::from_be_bytes(body));
             Ok(())
         }
         FrameKind::Ping => {
@@ -296,7 +321,10 @@ fn handle_frame(
         }
         FrameKind::Pong => Ok(()),
         FrameKind::Response | FrameKind::StreamItem | FrameKind::StreamEnd | FrameKind::GoAway => {
-            Err(format!("client sent a {} frame", frame.kind))
+            Err(Closed::Protocol(format!(
+                "client sent a {} frame",
+                frame.kind
+            )))
         }
     }
 }
@@ -308,9 +336,16 @@ fn handle_request(
     frame: Frame,
     now: Instant,
     answers: &mut Vec<Outgoing>,
-) {
+) -> Result<(), Closed> {
     let id = frame.request_id;
     let one_way = frame.kind == FrameKind::OneWay;
+    // A request id names one open call. One-way calls are never answered or cancelled, so
+    // their ids name nothing and may repeat.
+    if !one_way && conn.calls().is_open(id) {
+        return Err(Closed::Protocol(format!(
+            "request id {id} is already in use by an open call"
+        )));
+    }
     let serializer = frame.serializer;
     let mut respond = |status: Status, message: String| {
         if one_way {
@@ -325,19 +360,25 @@ fn handle_request(
     };
     let Some(slot) = Slot::acquire(server, conn) else {
         respond(Status::SERVER_BUSY, "too many calls in flight".to_owned());
-        return;
+        return Ok(());
     };
     if conn.draining.load(Ordering::Acquire) {
         respond(Status::UNAVAILABLE, "server is draining".to_owned());
-        return;
+        return Ok(());
     }
     let format = match server.formats.get(frame.serializer) {
         Ok(format) => format,
-        Err(e) => return respond(Status::UNSUPPORTED_SERIALIZER, e.to_string()),
+        Err(e) => {
+            respond(Status::UNSUPPORTED_SERIALIZER, e.to_string());
+            return Ok(());
+        }
     };
     let (head, args_offset) = match RequestHeadRef::parse(&frame.body) {
         Ok(parsed) => parsed,
-        Err(e) => return respond(Status::BAD_REQUEST, format!("request preamble: {e}")),
+        Err(e) => {
+            respond(Status::BAD_REQUEST, format!("request preamble: {e}"));
+            return Ok(());
+        }
     };
     let Some(service) = server.route(head.service, head.version) else {
         let message = if head.version.is_empty() {
@@ -345,7 +386,8 @@ fn handle_request(
         } else {
             format!("no service {:?} version {:?}", head.service, head.version)
         };
-        return respond(Status::SERVICE_NOT_FOUND, message);
+        respond(Status::SERVICE_NOT_FOUND, message);
+        return Ok(());
     };
     // Deadlines count from when the burst that carried the request was read.
     let deadline = head.deadline.map(|budget| now + budget);
@@ -360,96 +402,123 @@ fn handle_request(
     };
     let ctx = (!server.filters.is_empty()).then(|| call.context());
     let Some(mut future) = service.call(head.method, call) else {
-        return respond(
+        respond(
             Status::METHOD_NOT_FOUND,
             format!("service {:?} has no method {:?}", head.service, head.method),
         );
+        return Ok(());
     };
     if let Some(ctx) = &ctx {
         future = match server.filters.apply(ctx, future) {
             Ok(f) => f,
-            Err(e) => return respond(e.status, e.message),
+            Err(e) => {
+                respond(e.status, e.message);
+                return Ok(());
+            }
         };
     }
-    let ser = frame.serializer;
+    // Poll once in place: cheap handlers answer without a task; only those still pending, and
+    // streams, get one.
+    let mut future = AssertUnwindSafe(future).catch_unwind();
+    let ready = match poll_once(&mut future) {
+        Poll::Ready(outcome) => Some(outcome),
+        Poll::Pending => None,
+    };
+    if one_way {
+        if ready.is_none() {
+            tokio::spawn(run_one_way(future, deadline, server.closed.clone(), slot));
+        }
+        return Ok(());
+    }
     let job = Job {
-        conn: conn.clone(),
         tx: tx.clone(),
         id,
-        serializer: ser,
-        one_way,
+        serializer,
         slot,
     };
-    // Poll once in place: cheap handlers answer without a task; only those still pending are
-    // spawned.
-    let mut future = AssertUnwindSafe(future).catch_unwind();
-    match poll_once(&mut future) {
-        Poll::Ready(outcome) => {
-            if let Some(answer) = job.finish(outcome) {
-                answers.push(answer);
+    let reply = match ready {
+        Some(outcome) => match job.reply(outcome) {
+            ReplyInner::Stream(items) => Start::Stream(items),
+            inner => {
+                if let Some(frame) = job.answer_frame(inner) {
+                    answers.push(job.answer(frame));
+                }
+                return Ok(());
+            }
+        },
+        None => Start::Handler(future),
+    };
+    // The call outlives this read step: from here on it is in the table, so a Cancel or a
+    // StreamCredit read right after this request reaches it.
+    let signal = CallSignal::new();
+    let key = match conn.calls().open(id, signal.clone()) {
+        Ok(key) => key,
+        // Checked above, and nothing else opens calls on this connection meanwhile.
+        Err(OpenError::Duplicate) => {
+            return Err(Closed::Protocol(format!(
+                "request id {id} is already in use by an open call"
+            )));
+        }
+        Err(OpenError::Closed) => return Ok(()),
+    };
+    tokio::spawn(job.run(conn.clone(), key, signal, reply, deadline));
+    Ok(())
+}
+
+/// Runs a one-way call that did not finish in place: nobody waits for it, so only its own
+/// deadline (if the caller gave one) and the server closing stop it.
+async fn run_one_way<F>(future: F, deadline: Option<Instant>, closed: CancellationToken, slot: Slot)
+where
+    F: Future<Output = std::thread::Result<Reply>>,
+{
+    tokio::select! {
+        outcome = future => {
+            if outcome.is_err() {
+                warn!("one-way handler panicked");
             }
         }
-        Poll::Pending => {
-            let (cancel_tx, cancel_rx) = oneshot::channel();
-            conn.calls.insert(id, cancel_tx);
-            tokio::spawn(async move {
-                let outcome = tokio::select! {
-                    outcome = future => Some(outcome),
-                    _ = cancel_rx => None,
-                    () = sleep_until_opt(deadline) => Some(Ok(Reply::error(ServerError::new(
-                        Status::DEADLINE_EXCEEDED,
-                        "deadline passed while the handler ran",
-                    )))),
-                };
-                job.conn.calls.remove(&job.id);
-                match outcome {
-                    Some(outcome) => {
-                        let tx = job.tx.clone();
-                        if let Some(answer) = job.finish(outcome) {
-                            let _ = tx.send(answer);
-                        }
-                    }
-                    None => debug!(id = job.id, "call cancelled"),
-                }
-            });
-        }
+        () = sleep_until_opt(deadline) => debug!("one-way call stopped at its deadline"),
+        () = closed.cancelled() => {}
     }
+    drop(slot);
 }
+
+/// Where a spawned call starts.
+enum Start<F> {
+    /// Its handler is still running.
+    Handler(F),
+    /// Its handler returned a stream.
+    Stream(ItemStream),
+}
+
+type ItemStream = futures::stream::BoxStream<'static, Result<Bytes, ServerError>>;
 
 /// What is needed to deliver one call's answer.
 struct Job {
-    conn: Arc<ConnShared>,
     tx: OutgoingTx,
     id: u64,
     serializer: SerializerId,
-    one_way: bool,
     slot: Slot,
 }
 
 impl Job {
-    /// The answer to write, if there is one now (streams are pumped by a task of their own).
-    fn finish(self, outcome: std::thread::Result<Reply>) -> Option<Outgoing> {
-        let reply = match outcome {
-            Ok(reply) => reply,
+    /// The handler's reply; a panic becomes an internal error.
+    fn reply(&self, outcome: std::thread::Result<Reply>) -> ReplyInner {
+        match outcome {
+            Ok(reply) => reply.0,
             Err(_) => {
                 warn!(id = self.id, "handler panicked");
-                Reply::error(ServerError::new(Status::INTERNAL_ERROR, "handler panicked"))
+                ReplyInner::Error(ServerError::new(Status::INTERNAL_ERROR, "handler panicked"))
             }
-        };
-        if self.one_way {
-            return None;
         }
-        match reply.0 {
-            ReplyInner::Frame(frame) => Some(self.answer(frame)),
-            ReplyInner::Error(e) => {
-                let frame = error_frame(self.id, self.serializer, &e);
-                Some(self.answer(frame))
-            }
-            ReplyInner::Nothing => None,
-            ReplyInner::Stream(items) => {
-                tokio::spawn(self.pump(items));
-                None
-            }
+    }
+
+    /// The frame answering a reply that is not a stream, if there is one.
+    fn answer_frame(&self, reply: ReplyInner) -> Option<Bytes> {
+        match reply {
+            ReplyInner::Frame(frame) => Some(frame),
+            ReplyInner::Error(e) => Some(error_frame(self.id, self.serializer, &e)),
+            ReplyInner::Nothing | ReplyInner::Stream(_) => None,
         }
     }
 
@@ -461,68 +530,124 @@ impl Job {
         }
     }
 
-    /// Sends a stream's items as the client grants credit, then its end.
-    async fn pump(
+    /// Runs a call from `start` until it answers, is cancelled or passes its deadline, which
+    /// bounds the whole call: the handler and every item of its stream.
+    async fn run<F>(
         self,
-        mut items: futures::stream::BoxStream<'static, Result<Bytes, ServerError>>,
-    ) {
-        let credit = Arc::new(Semaphore::new(STREAM_WINDOW as usize));
-        let (cancel_tx, cancel_rx) = oneshot::channel();
-        self.conn.credits.insert(self.id, credit.clone());
-        self.conn.calls.insert(self.id, cancel_tx);
-        let run = async {
-            // Items are sent in batches: as many as are ready and covered by credit go to the
-            // writer in one message.
-            let mut batch = Vec::new();
-            loop {
-                match credit.acquire().await {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => return None,
-                }
-                let mut end = match items.next().await {
-                    Some(Ok(frame)) => {
-                        batch.push(Outgoing::frame(frame));
-                        None
-                    }
-                    Some(Err(e)) => Some(Err(e)),
-                    None => Some(Ok(())),
+        conn: Arc<ConnShared>,
+        key: CallKey,
+        signal: Arc<CallSignal>,
+        start: Start<F>,
+        deadline: Option<Instant>,
+    ) where
+        F: Future<Output = std::thread::Result<Reply>>,
+    {
+        let streaming = AtomicBool::new(false);
+        let work = async {
+            let items = match start {
+                Start::Handler(future) => match self.reply(future.await) {
+                    ReplyInner::Stream(items) => items,
+                    inner => return self.answer_frame(inner),
+                },
+                Start::Stream(items) => items,
+            };
+            streaming.store(true, Ordering::Relaxed);
+            self.pump(&signal, items).await
+        };
+        enum Outcome {
+            Done(Option<Bytes>),
+            Cancelled,
+            DeadlinePassed,
+        }
+        let outcome = tokio::select! {
+            biased;
+            () = signal.cancelled() => Outcome::Cancelled,
+            end = work => Outcome::Done(end),
+            () = sleep_until_opt(deadline) => Outcome::DeadlinePassed,
+        };
+        // Out of the table before the last frame is queued: once the client has read it, it may
+        // reuse the id.
+        conn.calls().end(key);
+        let frame = match outcome {
+            Outcome::Done(frame) => frame,
+            Outcome::Cancelled => {
+                debug!(id = self.id, "call cancelled");
+                None
+            }
+            Outcome::DeadlinePassed => {
+                let kind = if streaming.load(Ordering::Relaxed) {
+                    FrameKind::StreamEnd
+                } else {
+                    FrameKind::Response
                 };
-                while end.is_none() && batch.len() < STREAM_BATCH {
-                    let Ok(permit) = credit.try_acquire() else {
-                        break;
-                    };
-                    match items.next().now_or_never() {
-                        Some(Some(Ok(frame))) => {
-                            permit.forget();
-                            batch.push(Outgoing::frame(frame));
-                        }
-                        Some(Some(Err(e))) => end = Some(Err(e)),
-                        Some(None) => end = Some(Ok(())),
-                        // Not ready: the permit goes back (dropping it returns it).
-                        None => break,
-                    }
-                }
-                if self.tx.send_many(std::mem::take(&mut batch)).is_err() {
-                    return None;
-                }
-                if end.is_some() {
-                    return end;
-                }
+                let error = ServerError::new(
+                    Status::DEADLINE_EXCEEDED,
+                    "the call's deadline passed before it ended",
+                );
+                Some(end_frame(kind, self.id, self.serializer, &error))
             }
         };
-        let end = tokio::select! {
-            end = run => end,
-            _ = cancel_rx => None,
-        };
-        self.conn.credits.remove(&self.id);
-        self.conn.calls.remove(&self.id);
-        let frame = match end {
-            None => return debug!(id = self.id, "stream cancelled"),
-            Some(Ok(())) => empty_frame(FrameKind::StreamEnd, self.id),
-            Some(Err(e)) => end_frame(FrameKind::StreamEnd, self.id, self.serializer, &e),
-        };
-        let tx = self.tx.clone();
-        let _ = tx.send(self.answer(frame));
+        if let Some(frame) = frame {
+            let tx = self.tx.clone();
+            let _ = tx.send(self.answer(frame));
+        }
+    }
+
+    /// Sends a stream's items as the client grants credit; returns its end frame, or nothing if
+    /// the connection is gone or the call was cancelled.
+    async fn pump(&self, signal: &CallSignal, mut items: ItemStream) -> Option<Bytes> {
+        // Items are sent in batches: as many as are ready and covered by credit go to the writer
+        // in one message.
+        let mut batch = Vec::new();
+        loop {
+            if !signal.acquire().await {
+                return None;
+            }
+            let mut end = match items.next().await {
+                Some(Ok(frame)) => {
+                    batch.push(Outgoing::frame(frame));
+                    None
+                }
+                Some(Err(e)) => Some(Err(e)),
+                None => Some(Ok(())),
+            };
+            while end.is_none() && batch.len() < STREAM_BATCH {
+                let Some(permit) = signal.try_acquire() else {
+                    break;
+                };
+                match items.next().now_or_never() {
+                    Some(Some(Ok(frame))) => {
+                        permit.forget();
+                        batch.push(Outgoing::frame(frame));
+                    }
+                    Some(Some(Err(e))) => end = Some(Err(e)),
+                    Some(None) => end = Some(Ok(())),
+                    // Not ready: the permit goes back (dropping it returns it).
+                    None => break,
+                }
+            }
+            if self.tx.send_many(std::mem::take(&mut batch)).is_err() {
+                return None;
+            }
+            match end {
+                None => {}
+                Some(Ok(())) => {
+                    return Some(empty_frame_with(
+                        FrameKind::StreamEnd,
+                        self.serializer,
+                        self.id,
+                    ));
+                }
+                Some(Err(e)) => {
+                    return Some(end_frame(
+                        FrameKind::StreamEnd,
+                        self.id,
+                        self.serializer,
+                        &e,
+                    ));
+                }
+            }
+        }
     }
 }
 

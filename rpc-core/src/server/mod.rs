@@ -1,6 +1,8 @@
 //! The server: accepts connections on any number of endpoints and routes calls to services.
 
+mod calls;
 mod conn;
+mod control;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use rpc_codec::{DEFAULT_MAX_BODY_LEN, Formats};
 use rpc_transport::{Acceptor, Endpoint, TransportError};
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -200,10 +202,10 @@ impl ServerBuilder {
             closed: CancellationToken::new(),
         });
         let local_endpoints = acceptors.iter().map(|a| a.local_endpoint()).collect();
-        let mut accept_tasks = JoinSet::new();
+        let mut accept_tasks = Vec::with_capacity(acceptors.len());
         for acceptor in acceptors {
             info!(endpoint = %acceptor.local_endpoint(), "listening");
-            accept_tasks.spawn(accept_loop(shared.clone(), acceptor));
+            accept_tasks.push(tokio::spawn(accept_loop(shared.clone(), acceptor)));
         }
         Ok(ServerHandle {
             shared,
@@ -250,12 +252,15 @@ impl ServerShared {
     }
 }
 
-/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`] or
-/// [`ServerHandle::abort`].
+/// A running server.
+///
+/// Dropping the handle does not stop the server: it keeps accepting and serving, as a spawned
+/// task does when its `JoinHandle` is dropped, until the runtime shuts down. Stop it with
+/// [`ServerHandle::shutdown`] (graceful) or [`ServerHandle::abort`].
 pub struct ServerHandle {
     shared: Arc<ServerShared>,
     local_endpoints: Vec<Endpoint>,
-    accept_tasks: Mutex<JoinSet<()>>,
+    accept_tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ServerHandle {
@@ -303,7 +308,7 @@ impl ServerHandle {
     /// arrive after the go-away are answered "unavailable" and retried elsewhere). Connections
     /// still open when `grace` runs out are closed anyway.
     pub async fn shutdown(&self, grace: Duration) {
-        self.stop_accepting();
+        self.stop_accepting().await;
         let conns: Vec<_> = self.connections();
         info!(connections = conns.len(), ?grace, "draining");
         for conn in &conns {
@@ -326,18 +331,23 @@ impl ServerHandle {
 
     /// Stops at once: closes every connection, failing calls in flight.
     pub async fn abort(&self) {
-        self.stop_accepting();
+        self.stop_accepting().await;
         self.shared.closed.cancel();
         for conn in self.connections() {
             conn.closed().await;
         }
     }
 
-    fn stop_accepting(&self) {
+    /// Stops every accept loop and waits until they have dropped their listeners, so that the
+    /// addresses are free for a restart when this returns.
+    async fn stop_accepting(&self) {
         self.shared.stop_accepting.cancel();
-        if let Ok(mut tasks) = self.accept_tasks.lock() {
-            // Dropping the listeners frees their addresses for a restart.
-            tasks.abort_all();
+        let tasks = match self.accept_tasks.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for task in tasks {
+            let _ = task.await;
         }
     }
 
