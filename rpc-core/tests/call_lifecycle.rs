@@ -191,8 +191,26 @@ fn frame(kind: FrameKind, serializer: SerializerId, id: u64, body: &[u8]) -> Byt
 }
 
 fn request(kind: FrameKind, id: u64, method: &str, args: &impl serde::Serialize) -> Bytes {
+    request_with_deadline(kind, id, method, None, args)
+}
+
+fn request_with_deadline(
+    kind: FrameKind,
+    id: u64,
+    method: &str,
+    deadline: Option<Duration>,
+    args: &impl serde::Serialize,
+) -> Bytes {
     let mut body = BytesMut::new();
-    put_request_head(&mut body, "test.Life", "", method, None, &Metadata::new()).unwrap();
+    put_request_head(
+        &mut body,
+        "test.Life",
+        "",
+        method,
+        deadline,
+        &Metadata::new(),
+    )
+    .unwrap();
     Format::MessagePack.encode(args, &mut body).unwrap();
     frame(kind, SerializerId::MESSAGE_PACK, id, &body)
 }
@@ -285,6 +303,36 @@ async fn credit_granted_while_a_slow_handler_runs_is_kept_for_its_stream() {
         items += 1;
     }
     assert_eq!(items, 356);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_server_ends_a_stream_at_its_deadline() {
+    let (server, seen, endpoint) = start("server-stream-deadline").await;
+    let mut raw = Raw::connect(&endpoint).await;
+    // One item every 2 ms stays within the initial credit for the 300 ms the call may last.
+    raw.send(&[request_with_deadline(
+        FrameKind::Request,
+        1,
+        "ticks",
+        Some(Duration::from_millis(300)),
+        &(0u64, 2u64),
+    )])
+    .await;
+    let mut items = 0;
+    let end = loop {
+        let frame = raw.next(A_WHILE).await.expect("the stream ends");
+        match frame.kind {
+            FrameKind::StreamItem => items += 1,
+            _ => break frame,
+        }
+    };
+    assert_eq!(end.kind, FrameKind::StreamEnd);
+    assert_eq!(end.status, Status::DEADLINE_EXCEEDED);
+    assert_eq!(end.request_id, 1);
+    assert!((140..=151).contains(&items), "{items} items");
+    assert_eq!(seen.producers_dropped.load(Ordering::SeqCst), 1);
+    assert!(raw.next(A_WHILE).await.is_none(), "nothing after the end");
+    assert_eq!(server.in_flight(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -564,4 +612,62 @@ async fn a_server_whose_writes_fail_closes_the_connection() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(seen.sleeps_dropped.load(Ordering::SeqCst), 1);
     assert_eq!(server.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_ends_a_stream_at_its_deadline_even_if_the_server_does_not() {
+    // A server that answers a stream request with items and never ends it.
+    let mut listener = transport::listen(&endpoint("endless-server"))
+        .await
+        .unwrap();
+    let endpoint = listener.local_endpoint();
+    let server = tokio::spawn(async move {
+        let connection = listener.accept().await.unwrap();
+        let (read, mut write) = connection.into_split();
+        let mut frames = FramedRead::new(read, FrameCodec::new());
+        let request = frames.next().await.unwrap().unwrap();
+        let item = {
+            let mut body = BytesMut::new();
+            Format::MessagePack.encode(&1u64, &mut body).unwrap();
+            frame(
+                FrameKind::StreamItem,
+                SerializerId::MESSAGE_PACK,
+                request.request_id,
+                &body,
+            )
+        };
+        let mut sent = 0;
+        loop {
+            tokio::select! {
+                next = frames.next() => match next {
+                    Some(Ok(f)) if f.kind == FrameKind::Cancel => return (sent, true),
+                    Some(Ok(_)) => {}
+                    _ => return (sent, false),
+                },
+                () = tokio::time::sleep(Duration::from_millis(10)) => {
+                    write.write_all(&item).await.unwrap();
+                    sent += 1;
+                }
+            }
+        }
+    });
+    let client = LifeClient::new(Client::builder().connect(&endpoint).await.unwrap());
+    let mut stream = client
+        .with_options(CallOptions::new().timeout(Duration::from_millis(200)))
+        .ticks(0, 0)
+        .await
+        .unwrap();
+    let mut items = 0;
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(_)) => items += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended cleanly"),
+        }
+    };
+    assert!(matches!(err, RpcError::DeadlineExceeded), "{err}");
+    assert!(stream.next().await.is_none());
+    let (sent, cancelled) = server.await.unwrap();
+    assert!(cancelled, "the client tells the server");
+    assert!(items <= sent && items >= 15, "{items} of {sent}");
 }

@@ -1,5 +1,6 @@
 //! One client connection: the pending-call map, the reader task and the stream plumbing.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -301,16 +302,35 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Str
 }
 
 /// The client's end of a server stream: yields item bodies, grants credit as they are consumed,
-/// and cancels the stream on the server when dropped early.
+/// and cancels the stream on the server when dropped early or when its deadline passes.
 pub(crate) struct ClientStream {
-    pub(crate) conn: Arc<Conn>,
-    pub(crate) id: u64,
-    pub(crate) rx: mpsc::Receiver<StreamEvent>,
-    pub(crate) consumed: u32,
-    pub(crate) done: bool,
+    conn: Arc<Conn>,
+    id: u64,
+    rx: mpsc::Receiver<StreamEvent>,
+    consumed: u32,
+    done: bool,
+    /// The call's deadline, if it has one. The server ends the stream then too; this side does
+    /// not count on it.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ClientStream {
+    pub(crate) fn new(
+        conn: Arc<Conn>,
+        id: u64,
+        rx: mpsc::Receiver<StreamEvent>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ClientStream {
+            conn,
+            id,
+            rx,
+            consumed: 0,
+            done: false,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        }
+    }
+
     fn grant(&mut self) {
         self.consumed += 1;
         if self.consumed >= STREAM_WINDOW / 2 {
@@ -340,7 +360,18 @@ impl Stream for ClientStream {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let passed = match &mut self.deadline {
+                    Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if !passed {
+                    return Poll::Pending;
+                }
+                self.done = true;
+                self.conn.cancel(self.id);
+                Poll::Ready(Some(Err(RpcError::DeadlineExceeded)))
+            }
             Poll::Ready(Some(StreamEvent::Item(body))) => {
                 self.grant();
                 Poll::Ready(Some(Ok(body)))

@@ -486,13 +486,7 @@ impl Caller for Client {
         let frame = self.encode(FrameKind::Request, id, target, &options, budget, args)?;
         let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 1);
         conn.register(id, Pending::Stream(tx))?;
-        let stream = ClientStream {
-            conn: conn.clone(),
-            id,
-            rx,
-            consumed: 0,
-            done: false,
-        };
+        let stream = ClientStream::new(conn.clone(), id, rx, deadline);
         conn.send(frame)?;
         Ok(RawStream::new(self.shared.config.format.clone(), stream))
     }
