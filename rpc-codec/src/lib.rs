@@ -18,6 +18,8 @@
 //! - [`Format`] serializes payloads: MessagePack, postcard, JSON, or a user [`Serializer`];
 //!   [`Formats`] finds one by the [`SerializerId`] in a header.
 //! - [`Status`] is the outcome of a call.
+//! - [`StreamCredit`] and [`GoAway`] are the bodies of those control frames;
+//!   [`STREAM_WINDOW`] and [`MAX_STREAM_CREDIT`] are the stream flow-control constants.
 //!
 //! The full byte-level description is `docs/PROTOCOL.md` in the repository.
 //!
@@ -53,6 +55,7 @@
 //! ```
 
 mod codec;
+mod control;
 mod frame;
 mod header;
 mod metadata;
@@ -61,6 +64,7 @@ mod serializer;
 mod status;
 
 pub use codec::{DEFAULT_MAX_BODY_LEN, FrameCodec, FrameError};
+pub use control::{ControlError, GoAway, MAX_STREAM_CREDIT, STREAM_WINDOW, StreamCredit};
 pub use frame::Frame;
 pub use header::{FrameKind, HEADER_LEN, Header, MAGIC, VERSION};
 pub use metadata::{Metadata, MetadataError};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
-use rpc_codec::{Format, FrameKind, RequestHeadRef, Status};
+use rpc_codec::{Format, FrameKind, Header, RequestHeadRef, Status};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -245,8 +245,7 @@ impl Reply {
     /// The status the answer carries (ok for values, streams and one-way calls).
     pub fn status(&self) -> Status {
         match &self.0 {
-            // Byte 5 of an encoded frame is its status.
-            ReplyInner::Frame(frame) => Status::from_u8(frame.get(5).copied().unwrap_or(0)),
+            ReplyInner::Frame(frame) => Header::status_of(frame).unwrap_or(Status::OK),
             ReplyInner::Error(e) => e.status,
             ReplyInner::Stream(_) | ReplyInner::Nothing => Status::OK,
         }

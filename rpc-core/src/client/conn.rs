@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures::{FutureExt, Stream, StreamExt};
-use rpc_codec::{Frame, FrameCodec, FrameKind, Status};
+use rpc_codec::{Frame, FrameCodec, FrameKind, STREAM_WINDOW, Status, StreamCredit};
 use rpc_transport::BoxRead;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -22,9 +22,6 @@ use crate::frame_buf::empty_frame;
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::id_hash::IdHash;
 use crate::writer::{Outgoing, OutgoingTx};
-
-/// How many items of one stream the server may send before the client grants more.
-pub(crate) const STREAM_WINDOW: u32 = 256;
 
 const OPEN: u8 = 0;
 const DRAINING: u8 = 1;
@@ -334,10 +331,8 @@ impl ClientStream {
     fn grant(&mut self) {
         self.consumed += 1;
         if self.consumed >= STREAM_WINDOW / 2 {
-            let mut body = BytesMut::with_capacity(4);
-            body.put_u32(self.consumed);
-            let mut fb = crate::frame_buf::FrameBuf::with_capacity(4);
-            fb.body().extend_from_slice(&body);
+            let mut fb = crate::frame_buf::FrameBuf::with_capacity(StreamCredit::LEN);
+            StreamCredit(self.consumed).put(fb.body());
             if let Ok(frame) = fb.finish(
                 FrameKind::StreamCredit,
                 rpc_codec::SerializerId::NONE,

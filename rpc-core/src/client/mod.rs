@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format, FrameKind, Status, put_request_head};
+use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format, FrameKind, STREAM_WINDOW, Status, put_request_head};
 use rpc_transport::{Connector, Endpoint, EndpointConnector, TransportError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub(crate) use self::conn::STREAM_WINDOW;
 use self::conn::{ClientStream, Conn, Pending, ReaderConfig, ReaderExit, run_reader};
 use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use rpc_codec::{ErrorBody, Frame, FrameCodec, FrameKind, RequestHeadRef, SerializerId, Status};
+use rpc_codec::{
+    ErrorBody, Frame, FrameCodec, FrameKind, GoAway, RequestHeadRef, SerializerId, Status,
+    StreamCredit,
+};
 use rpc_transport::{BoxRead, Connection, PeerAddr};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -238,8 +241,8 @@ async fn read_loop(
             () = backlog.wait_below(READ_PAUSE_BYTES / 2), if paused => {}
             () = &mut go_away, if !go_away_sent => {
                 go_away_sent = true;
-                let mut fb = FrameBuf::with_capacity(16);
-                fb.body().extend_from_slice(b"server is draining");
+                let mut fb = FrameBuf::with_capacity(32);
+                GoAway { reason: "server is draining".to_owned() }.put(fb.body());
                 if let Ok(frame) = fb.finish(FrameKind::GoAway, SerializerId::NONE, Status::OK, 0, usize::MAX) {
                     let _ = tx.send(Outgoing::frame(frame));
                 }
@@ -305,11 +308,9 @@ fn handle_frame(
             Ok(())
         }
         FrameKind::StreamCredit => {
-            let body: [u8; 4] = frame.body[..].try_into().map_err(|_| {
-                Closed::Protocol(format!("stream credit body of {} bytes", frame.body.len()))
-            })?;
-            conn.calls()
-                .credit(frame.request_id, u32::from_be_bytes(body));
+            let StreamCredit(credit) =
+                StreamCredit::parse(&frame.body).map_err(|e| Closed::Protocol(e.to_string()))?;
+            conn.calls().credit(frame.request_id, credit);
             Ok(())
         }
         FrameKind::Ping => {

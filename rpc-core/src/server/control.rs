@@ -11,10 +11,9 @@ use futures::task::AtomicWaker;
 use tokio::sync::Semaphore;
 
 use super::calls::CallControl;
-use crate::client::STREAM_WINDOW;
+use rpc_codec::{MAX_STREAM_CREDIT, STREAM_WINDOW};
 
-/// The most stream credit a client may hold outstanding; a grant beyond it is clamped.
-pub(crate) const MAX_CREDIT: usize = STREAM_WINDOW as usize * 4;
+const MAX_CREDIT: usize = MAX_STREAM_CREDIT as usize;
 
 /// One call's cancel flag and stream credit, shared by the table and the call's task.
 #[derive(Debug)]
