@@ -105,6 +105,20 @@ fn credit(id: u64, items: u32) -> Vec<u8> {
     frame(STREAM_CREDIT, NO_SERIALIZER, id, &items.to_be_bytes())
 }
 
+fn unhex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// The message and detail of an error body (section 5).
+fn error_body(body: &[u8]) -> (String, Vec<u8>) {
+    assert!(body.len() >= 2, "an error body has a length: {body:?}");
+    let len = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let message = String::from_utf8(body[2..2 + len].to_vec()).expect("the message is UTF-8");
+    (message, body[2 + len..].to_vec())
+}
+
 /// A client that writes and reads frames by hand.
 struct Raw {
     io: BufReader<TcpStream>,
@@ -584,4 +598,66 @@ async fn reusing_the_id_of_an_open_call_closes_the_connection() {
         .await;
     raw.expect_closed().await;
     bystander.expect_open().await;
+}
+
+// Section 5: methods that return `Result<T, E>`.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_methods_answer_the_bare_value_or_an_application_error() {
+    let (server, _) = serve().await;
+    let mut raw = Raw::connect(&server).await;
+    // The page's bytes, MessagePack.
+    let preamble = "0d 68 65 6c 6c 6f 2e 47 72 65 65 74 65 72 01 31 03 61 64 64 00 00 00 00 00";
+    raw.send(&unhex(&format!(
+        "da b0 01 01 01 00 00 00 00 00 00 00 00 01 00 00 00 1c {preamble} 92 02 28"
+    )))
+    .await;
+    assert_eq!(
+        raw.frame().await.wire,
+        unhex("da b0 01 02 01 00 00 00 00 00 00 00 00 01 00 00 00 01 2a")
+    );
+    raw.send(&unhex(&format!(
+        "da b0 01 01 01 00 00 00 00 00 00 00 00 02 00 00 00 24 {preamble} \
+         92 cf 7f ff ff ff ff ff ff ff 01"
+    )))
+    .await;
+    assert_eq!(
+        raw.frame().await.wire,
+        unhex(
+            "da b0 01 02 01 07 00 00 00 00 00 00 00 02 00 00 00 13 \
+             00 08 4f 76 65 72 66 6c 6f 77 a8 4f 76 65 72 66 6c 6f 77"
+        )
+    );
+
+    // The same in JSON and postcard.
+    let add = ("hello.Greeter", "1", "add");
+    for (serializer, ok_args, ok_body, err_args, err_detail) in [
+        (
+            JSON,
+            &b"[2,40]"[..],
+            &b"42"[..],
+            &b"[9223372036854775807,1]"[..],
+            &b"\"Overflow\""[..],
+        ),
+        (
+            POSTCARD,
+            &[0x04, 0x50][..],
+            &[0x54][..],
+            &unhex("fe ff ff ff ff ff ff ff ff 01 02")[..],
+            &[0x00][..],
+        ),
+    ] {
+        raw.send(&request(REQUEST, serializer, 3, add, ok_args))
+            .await;
+        let ok = raw.frame().await;
+        assert_eq!((ok.status, &ok.body[..]), (OK, ok_body));
+        raw.send(&request(REQUEST, serializer, 4, add, err_args))
+            .await;
+        let failed = raw.frame().await;
+        assert_eq!(failed.status, APPLICATION_ERROR);
+        assert_eq!(
+            error_body(&failed.body),
+            ("Overflow".to_owned(), err_detail.to_vec())
+        );
+    }
 }
