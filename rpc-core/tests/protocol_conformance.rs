@@ -44,6 +44,7 @@ const JSON: u8 = 3;
 // Status codes (section 6).
 const OK: u8 = 0;
 const METHOD_NOT_FOUND: u8 = 3;
+const SERVER_BUSY: u8 = 6;
 const APPLICATION_ERROR: u8 = 7;
 const INTERNAL_ERROR: u8 = 8;
 const UNSUPPORTED_SERIALIZER: u8 = 9;
@@ -191,6 +192,17 @@ impl Raw {
             let frame = self.frame().await;
             if frame.id == id {
                 return frame;
+            }
+        }
+    }
+
+    /// Reads frames until each of the streams `ids` has sent an item.
+    async fn started(&mut self, ids: &[u64]) {
+        let mut waiting = ids.to_vec();
+        while !waiting.is_empty() {
+            let frame = self.frame().await;
+            if frame.kind == STREAM_ITEM {
+                waiting.retain(|&id| id != frame.id);
             }
         }
     }
@@ -660,4 +672,168 @@ async fn result_methods_answer_the_bare_value_or_an_application_error() {
             ("Overflow".to_owned(), err_detail.to_vec())
         );
     }
+}
+
+// Section 8: limits.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_connection_limit_are_busy_and_open_streams_count() {
+    let echo = Echo::default();
+    let server = builder(&echo, &Gate::new())
+        .max_concurrent_per_connection(2)
+        .start()
+        .await
+        .unwrap();
+    let mut raw = Raw::connect(&server).await;
+    // Two streams the client does not read past their first items.
+    raw.send(&echo_request(1, "ticks", &())).await;
+    raw.send(&echo_request(2, "ticks", &())).await;
+    raw.started(&[1, 2]).await;
+
+    // A third call, unary or streaming, is answered SERVER_BUSY with a Response.
+    raw.send(&echo_request(3, "echo", &(ByteBuf::from(vec![1u8]),)))
+        .await;
+    let busy = raw.frame_for(3).await;
+    assert_eq!(
+        (busy.kind, busy.status, busy.serializer),
+        (RESPONSE, SERVER_BUSY, MSGPACK)
+    );
+    let (message, detail) = error_body(&busy.body);
+    assert!(!message.is_empty() && detail.is_empty(), "{message:?}");
+    raw.send(&echo_request(4, "count", &(5u64,))).await;
+    let busy = raw.frame_for(4).await;
+    assert_eq!((busy.kind, busy.status), (RESPONSE, SERVER_BUSY));
+
+    // Once one stream is cancelled, its place is free again.
+    raw.send(&frame(CANCEL, NO_SERIALIZER, 1, &[])).await;
+    tokio::time::timeout(PATIENCE, echo.probe.wait_producer_dropped())
+        .await
+        .expect("the cancelled stream's producer is dropped");
+    // The place is released as the stream's task ends, just after its producer is dropped.
+    let retry = async {
+        for id in 5.. {
+            raw.send(&echo_request(id, "echo", &(ByteBuf::from(vec![1u8]),)))
+                .await;
+            let answer = raw.frame_for(id).await;
+            if answer.status == OK {
+                return;
+            }
+            assert_eq!(answer.status, SERVER_BUSY);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, retry)
+        .await
+        .expect("a call succeeds once a stream is cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_limit_spans_connections() {
+    let echo = Echo::default();
+    let server = builder(&echo, &Gate::new())
+        .max_concurrent(2)
+        .start()
+        .await
+        .unwrap();
+    let mut first = Raw::connect(&server).await;
+    let mut second = Raw::connect(&server).await;
+    for raw in [&mut first, &mut second] {
+        raw.send(&echo_request(1, "ticks", &())).await;
+        raw.started(&[1]).await;
+    }
+    let mut third = Raw::connect(&server).await;
+    third
+        .send(&echo_request(1, "echo", &(ByteBuf::from(vec![1u8]),)))
+        .await;
+    let busy = third.frame_for(1).await;
+    assert_eq!((busy.kind, busy.status), (RESPONSE, SERVER_BUSY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_one_way_call_counts_toward_the_limit() {
+    let echo = Echo::default();
+    let server = builder(&echo, &Gate::new())
+        .max_concurrent_per_connection(1)
+        .start()
+        .await
+        .unwrap();
+    let mut raw = Raw::connect(&server).await;
+    let args = Format::MessagePack.to_bytes(&(60_000u64,)).unwrap();
+    raw.send(&request(ONE_WAY, MSGPACK, 1, (ECHO, "", "sleep"), &args))
+        .await;
+    raw.send(&echo_request(2, "echo", &(ByteBuf::from(vec![1u8]),)))
+        .await;
+    let busy = raw.frame_for(2).await;
+    assert_eq!((busy.kind, busy.status), (RESPONSE, SERVER_BUSY));
+}
+
+// Section 8: stream flow control.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_starts_with_256_items_of_credit_and_each_grant_adds_its_count() {
+    let (server, _) = serve().await;
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&echo_request(1, "ticks", &())).await;
+    raw.items(1, 256).await;
+    assert_eq!(raw.barrier().await, vec![], "nothing beyond the first 256");
+    raw.send(&credit(1, 10)).await;
+    raw.items(1, 10).await;
+    assert_eq!(raw.barrier().await, vec![], "nothing beyond the 10 granted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_beyond_1024_unused_items_is_dropped() {
+    let (server, _) = serve().await;
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&echo_request(1, "ticks", &())).await;
+    raw.items(1, 256).await;
+    assert_eq!(raw.barrier().await, vec![]);
+    // Every credit is used: a grant of u32::MAX is worth 1,024 items.
+    raw.send(&credit(1, u32::MAX)).await;
+    raw.items(1, 1024).await;
+    assert_eq!(raw.barrier().await, vec![], "nothing beyond 1,024");
+    // What was dropped is not remembered; a new grant counts again.
+    raw.send(&credit(1, 3)).await;
+    raw.items(1, 3).await;
+    assert_eq!(raw.barrier().await, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_initial_credit_counts_toward_the_ceiling_and_an_item_in_production_is_used() {
+    let gate = Gate::new();
+    let server = builder(&Echo::default(), &gate).start().await.unwrap();
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&request(
+        REQUEST,
+        MSGPACK,
+        1,
+        ("test.Streams", "", "gated"),
+        &[0xc0],
+    ))
+    .await;
+    // The first item is in production: 255 of the initial 256 are unused.
+    tokio::time::timeout(PATIENCE, gate.polled.acquire())
+        .await
+        .expect("the stream starts")
+        .unwrap()
+        .forget();
+    raw.send(&credit(1, u32::MAX)).await;
+    // Once the Pong is back, the server has applied the grant (it reads frames in order).
+    assert_eq!(raw.barrier().await, vec![]);
+    gate.open.add_permits(1);
+    // The item in production, then 1,024: the grant topped the unused 255 up to 1,024.
+    raw.items(1, 1 + 1024).await;
+    assert_eq!(raw.barrier().await, vec![], "nothing beyond 1,025");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_end_after_the_last_credit_waits_for_a_grant() {
+    let (server, _) = serve().await;
+    let mut raw = Raw::connect(&server).await;
+    raw.send(&echo_request(1, "count", &(256u64,))).await;
+    raw.items(1, 256).await;
+    assert_eq!(raw.barrier().await, vec![], "no StreamEnd without credit");
+    raw.send(&credit(1, 1)).await;
+    let end = raw.frame().await;
+    assert_eq!((end.kind, end.id, end.status), (STREAM_END, 1, OK));
 }
