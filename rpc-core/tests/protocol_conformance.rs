@@ -837,3 +837,31 @@ async fn a_stream_end_after_the_last_credit_waits_for_a_grant() {
     let end = raw.frame().await;
     assert_eq!((end.kind, end.id, end.status), (STREAM_END, 1, OK));
 }
+
+// Section 8: Cancel and StreamCredit right behind their Request.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_in_the_same_write_as_its_request_stops_a_unary_call() {
+    let (server, echo) = serve().await;
+    let mut raw = Raw::connect(&server).await;
+    let mut write = echo_request(1, "sleep", &(60_000u64,));
+    write.extend(frame(CANCEL, NO_SERIALIZER, 1, &[]));
+    raw.send(&write).await;
+    tokio::time::timeout(PATIENCE, echo.probe.wait_dropped(1))
+        .await
+        .expect("the handler is dropped");
+    assert_eq!(raw.barrier().await, vec![], "no answer to a cancelled call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "credit that arrives before the stream has started is dropped"]
+async fn credit_in_the_same_write_as_its_request_applies_to_the_stream() {
+    let (server, _) = serve().await;
+    let mut raw = Raw::connect(&server).await;
+    let mut write = echo_request(1, "ticks", &());
+    write.extend(credit(1, u32::MAX));
+    raw.send(&write).await;
+    // All 256 initial items are unused when the grant arrives: it tops them up to 1,024.
+    raw.items(1, 1024).await;
+    assert_eq!(raw.barrier().await, vec![], "nothing beyond 1,024");
+}
