@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::{
-    Client, Endpoint, Format, MethodTarget, RpcError, Server, ServerBuilder, ServerError,
-    ServerHandle, ServerStream, Status,
+    Client, Endpoint, Format, MethodTarget, RpcError, Server, ServerBuilder, ServerConfig,
+    ServerError, ServerHandle, ServerStream, Status,
 };
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -675,6 +675,15 @@ async fn result_methods_answer_the_bare_value_or_an_application_error() {
 }
 
 // Section 8: limits.
+
+#[test]
+fn the_default_limits_are_the_pages() {
+    let config = ServerConfig::default();
+    assert_eq!(
+        (config.max_concurrent_per_connection, config.max_concurrent),
+        (1024, 65_536)
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_connection_limit_are_busy_and_open_streams_count() {
