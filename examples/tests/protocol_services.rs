@@ -1,0 +1,251 @@
+//! Section 12 of `docs/PROTOCOL.md` ("Services of the example programs") against the services
+//! themselves: every service's name, version and methods (name, kind, idempotence) are read from
+//! the page and compared with what the service declares, and the page's JSON examples with what
+//! the types serialize to.
+
+use std::sync::Arc;
+
+use examples::chat::api::{
+    ChatError, Delivery, Destination, Envelope, InboxItem, Path, Peer, PeerError, PeerServer,
+    PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer, UserInfo,
+};
+use examples::hello::{GreeterServer, HelloService};
+use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
+use rpc_registry::{
+    Change, Instance, MemoryRegistry, RegistryApiServer, RegistryService, ServiceKey, WatchEvent,
+};
+use uuid::Uuid;
+
+const PAGE: &str = include_str!("../../docs/PROTOCOL.md");
+
+/// A method as the page lists it.
+#[derive(Debug, PartialEq)]
+struct Listed {
+    name: String,
+    kind: String,
+    idempotent: String,
+}
+
+/// A service as the page lists it: the heading's name and version, the table's methods.
+#[derive(Debug, PartialEq)]
+struct ListedService {
+    name: String,
+    version: String,
+    methods: Vec<Listed>,
+}
+
+fn strip(cell: &str) -> String {
+    cell.trim().trim_matches('`').to_owned()
+}
+
+/// The services of section 12, in page order.
+fn listed_services() -> Vec<ListedService> {
+    let section = PAGE
+        .split("\n## ")
+        .find(|s| s.starts_with("12. "))
+        .expect("the page has a section 12");
+    section
+        .split("\n### ")
+        .skip(1)
+        .map(|sub| {
+            // "12.1 `hello.Greeter`, version `1`"
+            let heading = sub.lines().next().unwrap_or_default();
+            let quoted: Vec<&str> = heading.split('`').skip(1).step_by(2).collect();
+            let [name, version] = quoted[..] else {
+                panic!("heading {heading:?} names a service and a version");
+            };
+            let methods = sub
+                .lines()
+                .skip_while(|l| !l.starts_with('|'))
+                .take_while(|l| l.starts_with('|'))
+                .skip(2)
+                .map(|row| {
+                    let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+                    let [name, _args, _result, kind, idempotent] = cells[..] else {
+                        panic!("row {row:?} has five cells");
+                    };
+                    Listed {
+                        name: strip(name),
+                        kind: strip(kind),
+                        idempotent: strip(idempotent),
+                    }
+                })
+                .collect();
+            ListedService {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                methods,
+            }
+        })
+        .collect()
+}
+
+fn as_listed(service: &dyn Service) -> ListedService {
+    ListedService {
+        name: service.name().to_owned(),
+        version: service.version().to_owned(),
+        methods: service
+            .methods()
+            .iter()
+            .map(|m| Listed {
+                name: m.name.to_owned(),
+                kind: match m.kind {
+                    MethodKind::Unary => "unary",
+                    MethodKind::OneWay => "one-way",
+                    MethodKind::ServerStream => "stream",
+                    _ => "unknown to this test",
+                }
+                .to_owned(),
+                idempotent: if m.idempotent { "yes" } else { "no" }.to_owned(),
+            })
+            .collect(),
+    }
+}
+
+/// Stands in for the chat server's implementation, whose type is private: only the method list
+/// of the generated `SignalServer` is read.
+struct SignalMethods;
+
+const UNCALLED: &str = "only the method list is read";
+
+impl Signal for SignalMethods {
+    async fn register(&self, _: CallContext, _: RegisterRequest) -> Result<Session, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn heartbeat(&self, _: String) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn leave(&self, _: String) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn lookup(&self, _: String, _: String) -> Result<UserInfo, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn online(&self, _: String) -> Result<Vec<UserInfo>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn presence(&self, _: String) -> ServerStream<PresenceEvent> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn relay(
+        &self,
+        _: String,
+        _: Uuid,
+        _: Uuid,
+        _: String,
+        _: u64,
+    ) -> Result<Delivery, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn inbox(&self, _: String) -> ServerStream<InboxItem> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn ack(&self, _: String, _: Vec<Uuid>) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn create_room(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn leave_room(&self, _: String, _: String) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn rooms(&self, _: String) -> Result<Vec<RoomInfo>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn post(
+        &self,
+        _: String,
+        _: String,
+        _: Uuid,
+        _: String,
+        _: u64,
+    ) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn history(&self, _: String, _: String) -> Result<Vec<Envelope>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+}
+
+/// Stands in for the chat client's peer service, whose type is private.
+struct PeerMethods;
+
+impl Peer for PeerMethods {
+    async fn deliver(&self, _: Envelope) -> Result<(), PeerError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn whoami(&self) -> Uuid {
+        unreachable!("{UNCALLED}")
+    }
+}
+
+// The memory registry behind the registry service runs a task: a runtime is needed.
+#[tokio::test]
+async fn the_page_lists_every_example_service_with_its_methods() {
+    let hello = GreeterServer::new(HelloService {
+        name: "hello-server".to_owned(),
+    });
+    let registry = RegistryApiServer::new(RegistryService::new(Arc::new(MemoryRegistry::new())));
+    let served: Vec<ListedService> = [
+        &hello as &dyn Service,
+        &registry,
+        &SignalServer::new(SignalMethods),
+        &PeerServer::new(PeerMethods),
+    ]
+    .into_iter()
+    .map(as_listed)
+    .collect();
+    assert_eq!(listed_services(), served);
+}
+
+/// The JSON line after the paragraph that introduces it.
+fn json_example(intro: &str) -> &'static str {
+    PAGE.lines()
+        .skip_while(|l| !l.starts_with(intro))
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("the page has a JSON example after {intro:?}"))
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    String::from_utf8(Format::Json.to_bytes(value).unwrap().to_vec()).unwrap()
+}
+
+#[test]
+fn the_pages_json_examples_are_what_the_types_serialize_to() {
+    let key = ServiceKey::new("hello.Greeter").with_version("1");
+    let removed = WatchEvent::Change {
+        revision: 5,
+        change: Change::Remove(Instance::new(key, "tcp://127.0.0.1:7000")),
+    };
+    assert_eq!(json_example("A `WatchEvent` in JSON:"), json(&removed));
+
+    let message = InboxItem::Message(Envelope {
+        id: Uuid::from_u128(1),
+        from: Sender {
+            id: Uuid::from_u128(2),
+            name: "ann".to_owned(),
+        },
+        to: Destination::User(Uuid::from_u128(3)),
+        text: "hi".to_owned(),
+        sent_at_ms: 1_700_000_000_000,
+        path: Path::Relayed,
+    });
+    assert_eq!(json_example("An `InboxItem` in JSON:"), json(&message));
+}
+
+#[test]
+fn defaulted_fields_of_the_registry_types_may_be_left_out() {
+    let key: ServiceKey = Format::Json
+        .decode(br#"{"service":"hello.Greeter"}"#)
+        .unwrap();
+    assert_eq!(key, ServiceKey::new("hello.Greeter"));
+    let instance: Instance = Format::Json
+        .decode(
+            br#"{"key":{"service":"s"},"id":"a","endpoint":"tcp://h:1","weight":100,"healthy":true}"#,
+        )
+        .unwrap();
+    assert!(instance.metadata.is_empty());
+}
