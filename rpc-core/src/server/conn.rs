@@ -596,16 +596,19 @@ impl Job {
 
     /// Sends a stream's items as the client grants credit; returns its end frame, or nothing if
     /// the connection is gone or the call was cancelled.
+    ///
+    /// An item is asked of the stream before its credit is taken, so the end of a stream never
+    /// waits for credit; at most one item produced beyond the credit waits for it.
     async fn pump(&self, signal: &CallSignal, mut items: ItemStream) -> Option<Bytes> {
         // Items are sent in batches: as many as are ready and covered by credit go to the writer
         // in one message.
         let mut batch = Vec::new();
         loop {
-            if !signal.acquire().await {
-                return None;
-            }
             let mut end = match items.next().await {
                 Some(Ok(frame)) => {
+                    if !signal.acquire().await {
+                        return None;
+                    }
                     batch.push(Outgoing::frame(frame));
                     None
                 }
