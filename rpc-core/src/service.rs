@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use rpc_codec::{Format, FrameKind, Header, RequestHeadRef, Status};
+use rpc_transport::PeerAddr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -13,7 +14,6 @@ use tokio::time::Instant;
 use crate::context::CallContext;
 use crate::error::ServerError;
 use crate::frame_buf::FrameBuf;
-use crate::server::ConnShared;
 
 /// A boxed, sendable future, as returned by [`Service::call`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -85,7 +85,10 @@ pub struct ServerCall {
     pub(crate) body: Bytes,
     pub(crate) args_offset: usize,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) conn: Arc<ConnShared>,
+    /// Who called, for the call's context.
+    pub(crate) peer: Arc<PeerAddr>,
+    /// The largest body an answer may have.
+    pub(crate) max_body_len: usize,
 }
 
 impl ServerCall {
@@ -117,7 +120,7 @@ impl ServerCall {
             method,
             deadline: self.deadline,
             metadata,
-            peer: self.conn.peer.clone(),
+            peer: self.peer.clone(),
         }
     }
 
@@ -148,14 +151,14 @@ impl ServerCall {
             self.format.id(),
             Status::OK,
             self.request_id,
-            self.conn.max_body_len,
+            self.max_body_len,
         ) {
             Ok(frame) => Reply(ReplyInner::Frame(frame)),
             Err(len) => self.reply_error(ServerError::new(
                 Status::INTERNAL_ERROR,
                 format!(
                     "result of {len} bytes exceeds the maximum frame body of {} bytes",
-                    self.conn.max_body_len
+                    self.max_body_len
                 ),
             )),
         }
@@ -185,7 +188,7 @@ impl ServerCall {
         }
         let format = self.format.clone();
         let request_id = self.request_id;
-        let max = self.conn.max_body_len;
+        let max = self.max_body_len;
         let items = stream
             .inner
             .map(move |item| {

@@ -18,17 +18,15 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// Released once a frame has been written: a server call's in-flight slot, so that queued
-/// responses count against the server's limits until they reach the socket.
-pub(crate) type WriteToken = crate::server::Slot;
-
-/// One frame to write.
-pub(crate) struct Outgoing {
+/// One frame to write, and what to release once it is written: `T` is the writer's token, a
+/// server call's place in the concurrency limits, so that queued answers count against the
+/// limits until they reach the socket (a client has none: `()`).
+pub(crate) struct Outgoing<T = ()> {
     pub(crate) frame: Bytes,
-    pub(crate) token: Option<WriteToken>,
+    pub(crate) token: Option<T>,
 }
 
-impl Outgoing {
+impl<T> Outgoing<T> {
     pub(crate) fn frame(frame: Bytes) -> Self {
         Outgoing { frame, token: None }
     }
@@ -36,9 +34,9 @@ impl Outgoing {
 
 /// What travels to the writer: one frame, or a burst of frames produced together (a server's
 /// answers to everything one read brought in), which costs one channel operation and one wake-up.
-pub(crate) enum WriterMsg {
-    One(Outgoing),
-    Many(Vec<Outgoing>),
+pub(crate) enum WriterMsg<T> {
+    One(Outgoing<T>),
+    Many(Vec<Outgoing<T>>),
 }
 
 /// The writer is gone (the connection is closing).
@@ -46,15 +44,23 @@ pub(crate) enum WriterMsg {
 pub(crate) struct WriterGone;
 
 /// The sending side of a writer's queue.
-#[derive(Clone)]
-pub(crate) struct OutgoingTx {
-    tx: mpsc::UnboundedSender<WriterMsg>,
+pub(crate) struct OutgoingTx<T = ()> {
+    tx: mpsc::UnboundedSender<WriterMsg<T>>,
     backlog: Arc<Backlog>,
 }
 
+impl<T> Clone for OutgoingTx<T> {
+    fn clone(&self) -> Self {
+        OutgoingTx {
+            tx: self.tx.clone(),
+            backlog: self.backlog.clone(),
+        }
+    }
+}
+
 /// The receiving side of a writer's queue.
-pub(crate) struct OutgoingRx {
-    rx: mpsc::UnboundedReceiver<WriterMsg>,
+pub(crate) struct OutgoingRx<T = ()> {
+    rx: mpsc::UnboundedReceiver<WriterMsg<T>>,
     backlog: Arc<Backlog>,
 }
 
@@ -94,13 +100,13 @@ impl Backlog {
     }
 }
 
-impl OutgoingTx {
-    pub(crate) fn send(&self, out: Outgoing) -> Result<(), WriterGone> {
+impl<T> OutgoingTx<T> {
+    pub(crate) fn send(&self, out: Outgoing<T>) -> Result<(), WriterGone> {
         let len = out.frame.len();
         self.queue(len, WriterMsg::One(out))
     }
 
-    pub(crate) fn send_many(&self, mut outs: Vec<Outgoing>) -> Result<(), WriterGone> {
+    pub(crate) fn send_many(&self, mut outs: Vec<Outgoing<T>>) -> Result<(), WriterGone> {
         match outs.len() {
             0 => Ok(()),
             1 => match outs.pop() {
@@ -116,7 +122,7 @@ impl OutgoingTx {
 
     /// Counts the bytes before they are queued: the writer may take and write them before
     /// `send` returns, and subtracting first would wrap the count below zero.
-    fn queue(&self, len: usize, msg: WriterMsg) -> Result<(), WriterGone> {
+    fn queue(&self, len: usize, msg: WriterMsg<T>) -> Result<(), WriterGone> {
         self.backlog.add(len);
         self.tx.send(msg).map_err(|_| {
             self.backlog.written(len);
@@ -131,7 +137,7 @@ impl OutgoingTx {
 }
 
 /// A writer's queue.
-pub(crate) fn channel() -> (OutgoingTx, OutgoingRx) {
+pub(crate) fn channel<T>() -> (OutgoingTx<T>, OutgoingRx<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
     (
@@ -149,8 +155,8 @@ pub(crate) fn channel() -> (OutgoingTx, OutgoingRx) {
 /// queue (calls in flight on a client, requests being handled on a server). When it exceeds the
 /// frames in hand, the writer yields once before draining: the task that woke it usually runs
 /// right after it otherwise, and would find only one frame.
-pub(crate) async fn run_writer(
-    rx: OutgoingRx,
+pub(crate) async fn run_writer<T: Send>(
+    rx: OutgoingRx<T>,
     mut io: BoxWrite,
     outstanding: Arc<AtomicUsize>,
 ) -> io::Result<()> {
@@ -183,24 +189,35 @@ pub(crate) async fn run_writer(
 }
 
 /// The frames of one write: small ones copied together, large ones kept as their own buffers.
-#[derive(Default)]
-struct Batch {
+struct Batch<T> {
     small: BytesMut,
     segments: Vec<Bytes>,
-    tokens: Vec<WriteToken>,
+    tokens: Vec<T>,
     frames: usize,
     bytes: usize,
 }
 
-impl Batch {
-    fn push_msg(&mut self, msg: WriterMsg) {
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch {
+            small: BytesMut::new(),
+            segments: Vec::new(),
+            tokens: Vec::new(),
+            frames: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Batch<T> {
+    fn push_msg(&mut self, msg: WriterMsg<T>) {
         match msg {
             WriterMsg::One(out) => self.push(out),
             WriterMsg::Many(outs) => outs.into_iter().for_each(|out| self.push(out)),
         }
     }
 
-    fn push(&mut self, out: Outgoing) {
+    fn push(&mut self, out: Outgoing<T>) {
         self.frames += 1;
         self.bytes += out.frame.len();
         if out.frame.len() >= LARGE_FRAME {
@@ -291,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn small_and_large_frames_arrive_whole_and_in_order() {
         let (a, mut b) = tokio::io::duplex(1 << 16);
-        let (tx, rx) = channel();
+        let (tx, rx) = channel::<()>();
         let writer = tokio::spawn(run_writer(rx, Box::new(a), Arc::new(AtomicUsize::new(0))));
         let sizes = [10usize, 40_000, 3, 3, 100_000, 0, 17_000, 5];
         for (i, len) in sizes.iter().enumerate().take(4) {
@@ -324,7 +341,7 @@ mod tests {
         // another thread, spinning so that it often runs between the sender's channel send and
         // whatever the sender does next. Counting after the send let it subtract first, and the
         // count wrapped to nearly `usize::MAX` (which pauses the connection's reader for good).
-        let (tx, rx) = channel();
+        let (tx, rx) = channel::<()>();
         let OutgoingRx { mut rx, backlog } = rx;
         const FRAMES: usize = 1_000_000;
         let drain = std::thread::spawn(move || {

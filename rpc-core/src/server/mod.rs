@@ -1,8 +1,12 @@
 //! The server: accepts connections on any number of endpoints and routes calls to services.
 
+mod call;
 mod calls;
+mod config;
 mod conn;
 mod control;
+mod limits;
+mod state;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,47 +14,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_codec::{DEFAULT_MAX_BODY_LEN, Formats};
+use rpc_codec::Formats;
 use rpc_transport::{Acceptor, Endpoint, TransportError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub(crate) use self::conn::{ConnShared, Slot};
+pub use self::config::ServerConfig;
+use self::state::{ConnShared, ServerShared};
 use crate::filter::{ServerFilter, ServerFilters};
 use crate::service::Service;
-
-/// Server settings. Every field's default is in its description.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Calls one connection may have running at once; beyond it calls are answered
-    /// "server busy". Responses still queued for writing count. Default: 1,024.
-    pub max_concurrent_per_connection: usize,
-    /// Calls the whole server may have running at once. Default: 65,536.
-    pub max_concurrent: usize,
-    /// The largest frame body accepted or sent; a connection that announces a larger one is
-    /// closed. Default: 8 MiB.
-    pub max_frame_len: usize,
-    /// After this long without reading anything from a connection, the server pings it.
-    /// Default: 10 s.
-    pub heartbeat_interval: Duration,
-    /// After this long without reading anything, the server closes the connection.
-    /// Default: 3 × `heartbeat_interval`.
-    pub idle_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_concurrent_per_connection: 1024,
-            max_concurrent: 65_536,
-            max_frame_len: DEFAULT_MAX_BODY_LEN,
-            heartbeat_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Builds and starts a server.
 ///
@@ -174,28 +147,31 @@ impl ServerBuilder {
         for endpoint in &self.endpoints {
             acceptors.push(Box::new(rpc_transport::listen(endpoint).await?));
         }
-        let mut routes: HashMap<String, HashMap<String, Arc<dyn Service>>> = HashMap::new();
+        // A server has a handful of services: a list searched by comparing names beats hashing
+        // them. A service added again under the same name and version replaces the earlier one.
+        let mut routes: Vec<Arc<dyn Service>> = Vec::with_capacity(self.services.len());
         for service in self.services {
-            routes
-                .entry(service.name().to_owned())
-                .or_default()
-                .insert(service.version().to_owned(), service);
+            match routes
+                .iter_mut()
+                .find(|s| s.name() == service.name() && s.version() == service.version())
+            {
+                Some(earlier) => {
+                    warn!(
+                        service = service.name(),
+                        version = service.version(),
+                        "service added twice; the last one serves"
+                    );
+                    *earlier = service;
+                }
+                None => routes.push(service),
+            }
         }
-        let route_list = routes
-            .iter()
-            .flat_map(|(name, versions)| {
-                versions
-                    .iter()
-                    .map(move |(version, s)| (name.clone(), version.clone(), s.clone()))
-            })
-            .collect();
         let shared = Arc::new(ServerShared {
             config: self.config,
             routes,
-            route_list,
             formats: self.formats,
             filters: ServerFilters::new(self.filters),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             connections: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             stop_accepting: CancellationToken::new(),
@@ -228,30 +204,6 @@ impl fmt::Debug for ServerBuilder {
     }
 }
 
-pub(crate) struct ServerShared {
-    pub(crate) config: ServerConfig,
-    pub(crate) routes: HashMap<String, HashMap<String, Arc<dyn Service>>>,
-    route_list: Vec<(String, String, Arc<dyn Service>)>,
-    pub(crate) formats: Formats,
-    pub(crate) filters: ServerFilters,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) connections: Mutex<HashMap<u64, Arc<ConnShared>>>,
-    next_conn: AtomicU64,
-    stop_accepting: CancellationToken,
-    /// Cancelled when the server closes every connection.
-    pub(crate) closed: CancellationToken,
-}
-
-impl ServerShared {
-    pub(crate) fn route(&self, service: &str, version: &str) -> Option<&Arc<dyn Service>> {
-        // A server has a handful of services: comparing names beats hashing them.
-        self.route_list
-            .iter()
-            .find(|(n, v, _)| n == service && v == version)
-            .map(|(_, _, s)| s)
-    }
-}
-
 /// A running server.
 ///
 /// Dropping the handle does not stop the server: it keeps accepting and serving, as a spawned
@@ -279,8 +231,8 @@ impl ServerHandle {
         let mut out: Vec<_> = self
             .shared
             .routes
-            .values()
-            .flat_map(|versions| versions.values().map(|s| (s.name(), s.version())))
+            .iter()
+            .map(|s| (s.name(), s.version()))
             .collect();
         out.sort_unstable();
         out
