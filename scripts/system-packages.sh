@@ -3,6 +3,7 @@
 # (`--all-features`) need and that are missing:
 #
 #   gcc, libc6-dev     the linker, and the C compiler of mimalloc's sources
+#   procps             `kill`, with which the example programs' tests signal the servers
 #   protobuf-compiler  `protoc`, for the etcd client's generated code and the tonic echo peer
 #   libprotobuf-dev    the protos `protoc` imports from /usr/include (google/protobuf/*.proto);
 #                      the etcd client's protos import descriptor.proto
@@ -12,11 +13,13 @@
 #
 #   g++                the C++ compiler of libFuzzer's sources
 #
-# A plain `cargo build` or `cargo test` (default features) needs only the first line.
+# A plain `cargo build` or `cargo test` (default features) needs only the first two lines.
 set -euo pipefail
 
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# `type -P`, since `command -v` finds the shell's builtin `kill`.
+type -P kill >/dev/null 2>&1 || missing+=(procps)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
