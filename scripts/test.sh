@@ -1,20 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, the etcd backend's tests against a real etcd included.
+# Runs the whole test suite with every feature: the etcd backend's tests against a real etcd and
+# the tonic echo peer included.
 #
 # The etcd tests start their own etcd on free loopback ports; they need the `etcd` binary, and the
-# etcd client needs `protoc` to build. On Debian or Ubuntu this installs both when missing.
+# etcd client and the tonic peer need `protoc` and its standard protos to build. On Debian or
+# Ubuntu, `system-packages.sh` installs what is missing with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} (needed by the etcd backend and its tests)"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+./scripts/system-packages.sh
 
 exec cargo test --workspace --all-features --locked "$@"

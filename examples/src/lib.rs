@@ -2,9 +2,13 @@
 //!
 //! - [`hello`]: the smallest service, served by `hello-server` and called by `hello-client`.
 //! - [`chat`]: the chat signaling service, its client, and the pieces of the demo.
+//! - [`shutdown_signal`]: what every server program waits on before it drains and stops.
 
 pub mod chat;
 pub mod hello;
+mod shutdown;
+
+pub use shutdown::{StopSignal, shutdown_signal};
 
 /// Logs to stderr, at `info` unless `RUST_LOG` says otherwise.
 pub fn init_logging() {

@@ -15,8 +15,11 @@
 //! medians with [min–max] and each system's ratio to ours (the framework with postcard), and
 //! with `--svg PATH` draws the calls/s (MB/s, items/s) of (b)–(e) as an SVG bar chart.
 //!
+//! The tonic peer is built only with `--features tonic` (its generated code needs `protoc`);
+//! without it the tonic rows are left out:
+//!
 //! ```text
-//! cargo run --release -p benches --bin echo-bench -- --rounds 5 --seconds 2 --svg docs/echo-bench.svg
+//! cargo run --release -p benches --features tonic --bin echo-bench -- --rounds 5 --seconds 2 --svg docs/echo-bench.svg
 //! ```
 
 /// With `--features mimalloc`, every system runs on mimalloc: glibc's allocator makes threads
@@ -34,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use benches::echo::{EchoClient, EchoImpl, EchoServer};
 use benches::peers::tarpc_echo::{self, TarpcClient};
+#[cfg(feature = "tonic")]
 use benches::peers::tonic_echo::{self, TonicClient};
 use benches::raw::{self, RawClient};
 use bytes::Bytes;
@@ -59,7 +63,8 @@ struct Args {
     /// Calls in each latency measurement.
     #[arg(long, default_value_t = 20_000)]
     latency_calls: usize,
-    /// Systems to run (default: all): raw, msgpack, postcard, json, tarpc, tarpc-nodelay, tonic.
+    /// Systems to run (default: all): raw, msgpack, postcard, json, tarpc, tarpc-nodelay, tonic
+    /// (tonic only in a build with `--features tonic`).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Workloads to run (default: all): a, b, c, d, e.
@@ -86,6 +91,7 @@ enum Kind {
     /// tarpc (serde transport, bincode), with or without `TCP_NODELAY`.
     Tarpc { nodelay: bool },
     /// tonic (gRPC, prost).
+    #[cfg(feature = "tonic")]
     Tonic,
 }
 
@@ -111,6 +117,7 @@ impl System {
             Kind::Tarpc { nodelay } => {
                 EchoConn::Tarpc(TarpcClient::connect(self.addr, *nodelay).await?)
             }
+            #[cfg(feature = "tonic")]
             Kind::Tonic => EchoConn::Tonic(TonicClient::connect(self.addr).await?),
         })
     }
@@ -125,6 +132,7 @@ enum EchoConn {
     Raw(RawClient),
     Ours(EchoClient<Client>),
     Tarpc(TarpcClient),
+    #[cfg(feature = "tonic")]
     Tonic(TonicClient),
 }
 
@@ -134,6 +142,7 @@ impl EchoConn {
             EchoConn::Raw(c) => c.echo(payload).await.context("raw echo")?,
             EchoConn::Ours(c) => c.echo(payload).await?,
             EchoConn::Tarpc(c) => c.echo(payload).await?,
+            #[cfg(feature = "tonic")]
             EchoConn::Tonic(c) => c.echo(payload).await?,
         })
     }
@@ -149,6 +158,7 @@ impl EchoConn {
                 let items = c.stream(payload, u64::MAX).await?;
                 Some(Box::pin(items.map(|item| Ok(item?))))
             }
+            #[cfg(feature = "tonic")]
             EchoConn::Tonic(c) => {
                 let items = c.stream(payload, u64::MAX).await?;
                 Some(Box::pin(items.map(|item| Ok(item?))))
@@ -359,19 +369,18 @@ fn main() -> anyhow::Result<()> {
 
 /// Starts every server and returns the systems `args` selects.
 async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::ServerHandle)> {
-    async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        Ok((listener, addr))
-    }
+    let selected = |name: &str| args.systems.is_empty() || args.systems.iter().any(|n| n == name);
     let (raw_listener, raw_addr) = listener().await?;
     raw::serve(raw_listener);
     let (tarpc_listener, tarpc_addr) = listener().await?;
     tarpc_echo::serve(tarpc_listener, false);
     let (tarpc_nodelay_listener, tarpc_nodelay_addr) = listener().await?;
     tarpc_echo::serve(tarpc_nodelay_listener, true);
-    let (tonic_listener, tonic_addr) = listener().await?;
-    tonic_echo::serve(tonic_listener);
+    let tonic = if selected("tonic") {
+        start_tonic().await?
+    } else {
+        None
+    };
     let server = Server::builder()
         .service(EchoServer::new(EchoImpl))
         .listen("tcp://127.0.0.1:0".parse()?)
@@ -393,19 +402,45 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
             tarpc_nodelay_addr,
             Kind::Tarpc { nodelay: true },
         ),
-        system("tonic", tonic_addr, Kind::Tonic),
     ];
     for name in &args.systems {
         anyhow::ensure!(
-            all.iter().any(|s| s.name == name),
+            name == "tonic" || all.iter().any(|s| s.name == name),
             "unknown system {name:?}"
         );
     }
-    let systems = all
+    let systems: Vec<System> = all
         .into_iter()
-        .filter(|s| args.systems.is_empty() || args.systems.iter().any(|n| n == s.name))
+        .filter(|s| selected(s.name))
+        .chain(tonic)
         .collect();
+    anyhow::ensure!(!systems.is_empty(), "no system to run");
     Ok((systems, server))
+}
+
+async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Starts the tonic peer.
+#[cfg(feature = "tonic")]
+async fn start_tonic() -> anyhow::Result<Option<System>> {
+    let (listener, addr) = listener().await?;
+    tonic_echo::serve(listener);
+    Ok(Some(System {
+        name: "tonic",
+        addr,
+        kind: Kind::Tonic,
+    }))
+}
+
+/// The tonic peer is not in this build: says so, and the tonic rows are left out.
+#[cfg(not(feature = "tonic"))]
+async fn start_tonic() -> anyhow::Result<Option<System>> {
+    eprintln!("tonic peer not built: rebuild with --features tonic");
+    Ok(None)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

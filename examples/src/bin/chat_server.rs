@@ -51,6 +51,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     examples::init_logging();
     let args = Args::parse();
+    let stop = examples::shutdown_signal()?;
     anyhow::ensure!(
         args.presence_ttl_secs > 0,
         "--presence-ttl-secs must be positive"
@@ -74,26 +75,12 @@ async fn main() -> anyhow::Result<()> {
         println!("chat-server listening on {endpoint}");
     }
     println!("chat-server data in {}", args.data_dir.display());
-    let signal = shutdown_signal().await?;
-    println!("{signal}: shutting down");
+    let signal = stop.await;
+    println!(
+        "{signal}: draining, calls in flight have {} s to finish",
+        args.grace
+    );
     server.shutdown(Duration::from_secs(args.grace)).await;
+    println!("chat-server stopped");
     Ok(())
-}
-
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM; returns which came.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map(|()| "interrupted").map_err(Into::into),
-            _ = term.recv() => Ok("terminated"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok("interrupted")
-    }
 }

@@ -1,4 +1,4 @@
-//! Serves the hello service until Ctrl-C, then shuts down gracefully.
+//! Serves the hello service until Ctrl-C or SIGTERM, then shuts down gracefully.
 
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use rpc_core::{Endpoint, Server, TraceCalls};
 /// Serves the `hello.Greeter` service (hello, add, countdown) on one or more endpoints.
 ///
 /// Clients pick their serializer (MessagePack, postcard, JSON) per connection; the server
-/// answers each call in the serializer it arrived in. On Ctrl-C the server stops accepting, tells
-/// its clients it is draining, finishes the calls in flight and exits.
+/// answers each call in the serializer it arrived in. On Ctrl-C or SIGTERM the server stops
+/// accepting, tells its clients it is draining, finishes the calls in flight and exits.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -29,6 +29,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     examples::init_logging();
     let args = Args::parse();
+    let stop = examples::shutdown_signal()?;
     let mut builder = Server::builder()
         .service(GreeterServer::new(HelloService {
             name: args.name.clone(),
@@ -44,8 +45,12 @@ async fn main() -> anyhow::Result<()> {
             args.name
         );
     }
-    tokio::signal::ctrl_c().await?;
-    println!("shutting down");
+    let signal = stop.await;
+    println!(
+        "{signal}: draining, calls in flight have {} s to finish",
+        args.grace
+    );
     server.shutdown(Duration::from_secs(args.grace)).await;
+    println!("hello-server stopped");
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Serves a registry over RPC, backed by the embedded store or by etcd.
+//! Serves a registry over RPC, backed by the embedded store or by etcd, until Ctrl-C or SIGTERM,
+//! then shuts down gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,9 @@ use rpc_registry::{MemoryRegistry, Registry, RegistryApiServer, RegistryService}
 /// Lease TTLs: clients ask for a TTL when they register; the server clamps it to
 /// [--min-ttl-secs, --max-ttl-secs]. An instance whose lease is not renewed within its TTL is
 /// removed and watchers are told.
+///
+/// On Ctrl-C or SIGTERM the server stops accepting, tells its clients it is draining, finishes
+/// the calls in flight and exits.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -58,6 +62,7 @@ enum Backend {
 async fn main() -> anyhow::Result<()> {
     examples::init_logging();
     let args = Args::parse();
+    let stop = examples::shutdown_signal()?;
     let registry: Arc<dyn Registry> = match args.backend {
         Backend::Memory => Arc::new(MemoryRegistry::new()),
         Backend::Etcd => etcd(&args).await?,
@@ -79,9 +84,13 @@ async fn main() -> anyhow::Result<()> {
             args.backend
         );
     }
-    shutdown_signal().await?;
-    println!("shutting down");
+    let signal = stop.await;
+    println!(
+        "{signal}: draining, calls in flight have {} s to finish",
+        args.grace
+    );
     server.shutdown(Duration::from_secs(args.grace)).await;
+    println!("registry-server stopped");
     Ok(())
 }
 
@@ -97,12 +106,4 @@ async fn etcd(_: &Args) -> anyhow::Result<Arc<dyn Registry>> {
     anyhow::bail!(
         "this build has no etcd backend; build with: cargo run -p examples --features etcd --bin registry-server -- --backend etcd"
     )
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }
