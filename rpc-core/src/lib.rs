@@ -53,6 +53,7 @@ mod filter;
 mod frame_buf;
 mod heartbeat;
 mod id_hash;
+mod reader;
 mod server;
 mod service;
 mod writer;

@@ -8,19 +8,18 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures::{FutureExt, Stream, StreamExt};
-use rpc_codec::{Frame, FrameCodec, FrameKind, STREAM_WINDOW, Status, StreamCredit};
+use futures::Stream;
+use rpc_codec::{Frame, FrameKind, STREAM_WINDOW, Status, StreamCredit};
 use rpc_transport::BoxRead;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::caller::error_from_body;
 use crate::error::RpcError;
 use crate::frame_buf::empty_frame;
-use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::id_hash::IdHash;
+use crate::reader::{Disconnect, ReadHandler, ReaderConfig, read_frames};
 use crate::writer::{Outgoing, OutgoingTx};
 
 const OPEN: u8 = 0;
@@ -139,103 +138,60 @@ impl Conn {
     }
 }
 
-/// Settings the reader needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ReaderConfig {
-    pub(crate) heartbeat_interval: std::time::Duration,
-    pub(crate) idle_timeout: std::time::Duration,
-    pub(crate) max_body_len: usize,
-}
-
-/// Why the reader stopped.
-#[derive(Debug)]
-pub(crate) enum ReaderExit {
-    /// The connection ended; the string says how.
-    Closed(String),
-}
-
-/// Reads frames until the connection ends, completing calls; then fails what is left.
+/// Reads frames until the connection ends, completing calls; then fails what is left and says
+/// why the connection ended (the first reason found, by the reader or the writer).
 /// `on_go_away` runs when the server announces it is draining.
 pub(crate) async fn run_reader(
     conn: Arc<Conn>,
     io: BoxRead,
     config: ReaderConfig,
     on_go_away: impl Fn(),
-) -> ReaderExit {
-    let mut frames = FramedRead::with_capacity(
-        io,
-        FrameCodec::with_max_body_len(config.max_body_len),
-        64 * 1024,
-    );
-    let mut heartbeat = Heartbeat::new(
-        config.heartbeat_interval,
-        config.idle_timeout,
-        Instant::now(),
-    );
-    let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
-    tokio::pin!(sleep);
+) -> String {
     let closed = conn.closed.clone();
-    let reason = loop {
-        tokio::select! {
-            biased;
-            () = closed.cancelled() => {
-                break conn.close_reason().unwrap_or("connection closed").to_owned();
-            }
-            frame = frames.next() => {
-                // One clock read per burst of frames, not per frame.
-                heartbeat.on_read(Instant::now());
-                let mut next = Some(frame);
-                let mut ended = None;
-                while let Some(frame) = next.take() {
-                    match frame {
-                        Some(Ok(frame)) => {
-                            if let Err(reason) = dispatch(&conn, frame, &on_go_away) {
-                                ended = Some(reason);
-                                break;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            ended = Some(format!("bad frame from server: {e}"));
-                            break;
-                        }
-                        None => {
-                            ended = Some("server closed the connection".to_owned());
-                            break;
-                        }
-                    }
-                    next = frames.next().now_or_never();
-                }
-                if let Some(reason) = ended {
-                    break reason;
-                }
-                // After a go-away, the connection is closed from this side once its last call is
-                // answered: the server then knows every request it will ever get has arrived.
-                if !conn.is_open() && conn.pending.is_empty() {
-                    break "server is draining; every call on the connection answered".to_owned();
-                }
-            }
-            () = &mut sleep => {
-                match heartbeat.poll(Instant::now()) {
-                    HeartbeatAction::Wait => {}
-                    HeartbeatAction::Ping => {
-                        let _ = conn.tx.send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
-                    }
-                    HeartbeatAction::Dead => {
-                        break format!(
-                            "no frame from server for {:?}",
-                            config.idle_timeout
-                        );
-                    }
-                }
-                sleep.as_mut().reset(heartbeat.next_wakeup());
-            }
-        }
+    let stop = async {
+        closed.cancelled().await;
+        Disconnect::Local("the connection was closed")
     };
-    conn.close(reason.clone());
-    ReaderExit::Closed(reason)
+    let mut handler = Answers {
+        conn: &conn,
+        on_go_away,
+    };
+    let reason = read_frames(io, config, &mut handler, None, stop).await;
+    conn.close(reason.to_string());
+    conn.close_reason()
+        .unwrap_or("connection closed")
+        .to_owned()
 }
 
-fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), String> {
+/// The client's side of reading: answers complete the pending calls.
+struct Answers<'a, F> {
+    conn: &'a Conn,
+    on_go_away: F,
+}
+
+impl<F: Fn()> ReadHandler for Answers<'_, F> {
+    fn frame(&mut self, frame: Frame, _now: Instant) -> Result<(), Disconnect> {
+        dispatch(self.conn, frame, &self.on_go_away)
+    }
+
+    fn burst_done(&mut self) -> Result<(), Disconnect> {
+        // After a go-away, the connection is closed from this side once its last call is
+        // answered: the server then knows every request it will ever get has arrived.
+        if !self.conn.is_open() && self.conn.pending.is_empty() {
+            return Err(Disconnect::Drained);
+        }
+        Ok(())
+    }
+
+    fn ping(&mut self) {
+        let _ = self
+            .conn
+            .tx
+            .send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
+    }
+}
+
+fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Disconnect> {
     match frame.kind {
         FrameKind::Response => {
             if let Some((_, pending)) = conn.pending.remove(&frame.request_id) {
@@ -258,15 +214,18 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Str
                     tx.try_send(StreamEvent::Item(frame.body)).is_err() && !tx.is_closed()
                 }
                 Some(Pending::Unary(_)) => {
-                    return Err(format!("stream item for unary call {}", frame.request_id));
+                    return Err(Disconnect::Protocol(format!(
+                        "stream item for unary call {}",
+                        frame.request_id
+                    )));
                 }
                 None => false,
             };
             if overflow {
-                return Err(format!(
+                return Err(Disconnect::Protocol(format!(
                     "server sent more than its credit on stream {}",
                     frame.request_id
-                ));
+                )));
             }
         }
         FrameKind::StreamEnd => {
@@ -288,11 +247,14 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Str
             conn.set_draining();
             on_go_away();
             if conn.pending.is_empty() {
-                return Err("server is draining; no call in flight".to_owned());
+                return Err(Disconnect::Drained);
             }
         }
         FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel | FrameKind::StreamCredit => {
-            return Err(format!("server sent a {} frame", frame.kind));
+            return Err(Disconnect::Protocol(format!(
+                "server sent a {} frame",
+                frame.kind
+            )));
         }
     }
     Ok(())

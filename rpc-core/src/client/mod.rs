@@ -17,12 +17,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::conn::{ClientStream, Conn, Pending, ReaderConfig, ReaderExit, run_reader};
+use self::conn::{ClientStream, Conn, Pending, run_reader};
 use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
 use crate::error::RpcError;
 use crate::filter::{ClientFilter, ClientFilters};
 use crate::frame_buf::FrameBuf;
+use crate::reader::ReaderConfig;
 use crate::writer::run_writer;
 
 /// Client settings. Every field's default is in its description.
@@ -706,12 +707,12 @@ fn start_connection(
         let reader = run_reader(reader_conn.clone(), read, reader_config, move || {
             let _ = go_away_events.send(ConnEvent::GoAway { number });
         });
-        let ReaderExit::Closed(reason) = tokio::select! {
-            exit = reader => exit,
+        let reason = tokio::select! {
+            reason = reader => reason,
             () = shutdown.cancelled() => {
                 let reason = "client closed".to_owned();
                 reader_conn.close(reason.clone());
-                ReaderExit::Closed(reason)
+                reason
             }
         };
         let _ = events.send(ConnEvent::Closed { number, reason });

@@ -13,14 +13,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use rpc_codec::{
-    Frame, FrameCodec, FrameKind, GoAway, RequestHeadRef, SerializerId, Status, StreamCredit,
-};
-use rpc_transport::{BoxRead, Connection};
+use futures::FutureExt;
+use rpc_codec::{Frame, FrameKind, RequestHeadRef, Status, StreamCredit};
+use rpc_transport::Connection;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use super::call::{Job, Start, error_frame, run_one_way};
@@ -29,8 +26,8 @@ use super::control::CallSignal;
 use super::limits::Slot;
 use super::state::{ConnShared, ServerShared};
 use crate::error::ServerError;
-use crate::frame_buf::{FrameBuf, empty_frame};
-use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::frame_buf::empty_frame;
+use crate::reader::{Disconnect, ReadHandler, ReadPause, ReaderConfig, read_frames};
 use crate::service::{ReplyInner, ServerCall};
 use crate::writer::{Outgoing, OutgoingTx, run_writer};
 
@@ -45,14 +42,15 @@ pub(crate) async fn serve_connection(
     connection: Connection,
     number: u64,
 ) {
-    let connection_peer = connection.peer().clone();
+    let peer = connection.peer().clone();
     let (read, write) = connection.into_split();
     let (tx, rx) = crate::writer::channel();
     let conn = Arc::new(ConnShared::new(
         number,
-        connection_peer,
+        peer,
         server.config.max_frame_len,
         server.connection_limits(),
+        tx.clone(),
     ));
     if let Ok(mut conns) = server.connections.lock() {
         conns.insert(number, conn.clone());
@@ -65,24 +63,40 @@ pub(crate) async fn serve_connection(
         }
     });
 
-    let reason = read_loop(&server, &conn, read, tx, write_failed).await;
-    match &reason {
-        Closed::ByClient => {
-            debug!(connection = number, peer = %conn.peer, "client closed the connection")
+    let config = ReaderConfig {
+        heartbeat_interval: server.config.heartbeat_interval,
+        idle_timeout: server.config.idle_timeout,
+        max_body_len: server.config.max_frame_len,
+    };
+    let pause = ReadPause {
+        backlog: tx.backlog(),
+        limit: READ_PAUSE_BYTES,
+    };
+    let stop = async {
+        tokio::select! {
+            () = server.closed.cancelled() => Disconnect::Local("the server closed"),
+            Ok(e) = write_failed => Disconnect::WriteFailed(e),
         }
-        reason => debug!(connection = number, peer = %conn.peer, %reason, "connection closing"),
+    };
+    let mut handler = Requests {
+        server: &server,
+        conn: &conn,
+        tx: tx.clone(),
+        answers: Vec::new(),
+    };
+    let reason = read_frames(read, config, &mut handler, Some(pause), stop).await;
+    drop(handler);
+    drop(tx);
+    if reason.is_orderly() {
+        debug!(connection = number, peer = %conn.peer, %reason, "connection closed");
+    } else {
+        warn!(connection = number, peer = %conn.peer, %reason, "closing connection");
     }
 
     // Stop every call still running: the client is gone, or the connection is being closed.
     // One-way calls answer nothing and run on.
-    let cancelled = conn.calls().close();
-    if cancelled > 0 {
-        debug!(
-            connection = number,
-            cancelled, "calls stopped with their connection"
-        );
-    }
-    // The writer ends once every sender (held by the read loop and by running calls) is gone.
+    conn.close();
+    // The writer ends once every sender (held by running calls) is gone.
     if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)
         .await
         .is_err()
@@ -95,123 +109,37 @@ pub(crate) async fn serve_connection(
     conn.done.cancel();
 }
 
-/// Why a connection's read loop ended.
-#[derive(Debug)]
-enum Closed {
-    /// The client closed its side (EOF between frames).
-    ByClient,
-    /// The server is closing every connection.
-    ByServer,
-    /// Nothing was read for the idle timeout.
-    Idle(Duration),
-    /// The client sent something that breaks the protocol.
-    Protocol(String),
-    /// Writing to the connection failed.
-    WriteFailed(std::io::Error),
-}
-
-impl std::fmt::Display for Closed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Closed::ByClient => f.write_str("client closed the connection"),
-            Closed::ByServer => f.write_str("server closed"),
-            Closed::Idle(after) => write!(f, "nothing read for {after:?}"),
-            Closed::Protocol(reason) => write!(f, "protocol violation: {reason}"),
-            Closed::WriteFailed(e) => write!(f, "write failed: {e}"),
-        }
-    }
-}
-
-async fn read_loop(
-    server: &Arc<ServerShared>,
-    conn: &Arc<ConnShared>,
-    read: BoxRead,
+/// The server's side of reading: requests start calls, control frames reach them through the
+/// call table, and the answers ready at the end of a burst go to the writer together.
+struct Requests<'a> {
+    server: &'a Arc<ServerShared>,
+    conn: &'a Arc<ConnShared>,
     tx: OutgoingTx<Slot>,
-    mut write_failed: oneshot::Receiver<std::io::Error>,
-) -> Closed {
-    let config = &server.config;
-    let mut frames = FramedRead::with_capacity(
-        read,
-        FrameCodec::with_max_body_len(config.max_frame_len),
-        64 * 1024,
-    );
-    let mut heartbeat = Heartbeat::new(
-        config.heartbeat_interval,
-        config.idle_timeout,
-        Instant::now(),
-    );
-    let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
-    let closed = server.closed.cancelled();
-    let go_away = conn.go_away.notified();
-    tokio::pin!(sleep, closed, go_away);
-    let mut go_away_sent = false;
-    let mut writer_alive = true;
-    let backlog = tx.backlog().clone();
-    loop {
-        // A peer that does not read its answers is not read from either: once its unwritten
-        // answers pass the limit, its requests wait in the socket (TCP pushes back on it) until
-        // the answers drain. Nothing it sends can make the server buffer without bound.
-        let paused = backlog.bytes() > READ_PAUSE_BYTES;
-        tokio::select! {
-            biased;
-            () = &mut closed => return Closed::ByServer,
-            failed = &mut write_failed, if writer_alive => match failed {
-                Ok(e) => {
-                    warn!(connection = conn.number, peer = %conn.peer, error = %e, "write failed; closing connection");
-                    return Closed::WriteFailed(e);
-                }
-                // The writer ended without failing: every sender is gone, which cannot happen
-                // while this loop holds one.
-                Err(_) => writer_alive = false,
-            },
-            () = backlog.wait_below(READ_PAUSE_BYTES / 2), if paused => {}
-            () = &mut go_away, if !go_away_sent => {
-                go_away_sent = true;
-                let mut fb = FrameBuf::with_capacity(32);
-                GoAway { reason: "server is draining".to_owned() }.put(fb.body());
-                if let Ok(frame) = fb.finish(FrameKind::GoAway, SerializerId::NONE, Status::OK, 0, usize::MAX) {
-                    let _ = tx.send(Outgoing::frame(frame));
-                }
-            }
-            frame = frames.next(), if !paused => {
-                // Everything one read brought in is handled before the answers go to the writer
-                // in one message: one channel operation and one wake-up per burst, not per call.
-                let now = Instant::now();
-                heartbeat.on_read(now);
-                let mut answers = Vec::new();
-                let mut next = Some(frame);
-                while let Some(frame) = next.take() {
-                    let outcome = match frame {
-                        Some(Ok(frame)) => handle_frame(server, conn, &tx, frame, now, &mut answers),
-                        Some(Err(e)) => Err(Closed::Protocol(format!("malformed frame: {e}"))),
-                        None => Err(Closed::ByClient),
-                    };
-                    if let Err(reason) = outcome {
-                        let _ = tx.send_many(answers);
-                        if !matches!(reason, Closed::ByClient) {
-                            warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
-                        }
-                        return reason;
-                    }
-                    next = frames.next().now_or_never();
-                }
-                let _ = tx.send_many(answers);
-            }
-            () = &mut sleep => {
-                match heartbeat.poll(Instant::now()) {
-                    HeartbeatAction::Wait => {}
-                    HeartbeatAction::Ping => {
-                        let _ = tx.send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
-                    }
-                    HeartbeatAction::Dead => {
-                        let reason = Closed::Idle(config.idle_timeout);
-                        warn!(connection = conn.number, peer = %conn.peer, %reason, "closing connection");
-                        return reason;
-                    }
-                }
-                sleep.as_mut().reset(heartbeat.next_wakeup());
-            }
-        }
+    answers: Vec<Outgoing<Slot>>,
+}
+
+impl ReadHandler for Requests<'_> {
+    fn frame(&mut self, frame: Frame, now: Instant) -> Result<(), Disconnect> {
+        handle_frame(
+            self.server,
+            self.conn,
+            &self.tx,
+            frame,
+            now,
+            &mut self.answers,
+        )
+    }
+
+    fn burst_done(&mut self) -> Result<(), Disconnect> {
+        // One channel operation and one wake-up of the writer per burst, not per call.
+        let _ = self.tx.send_many(std::mem::take(&mut self.answers));
+        Ok(())
+    }
+
+    fn ping(&mut self) {
+        let _ = self
+            .tx
+            .send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
     }
 }
 
@@ -223,7 +151,7 @@ fn handle_frame(
     frame: Frame,
     now: Instant,
     answers: &mut Vec<Outgoing<Slot>>,
-) -> Result<(), Closed> {
+) -> Result<(), Disconnect> {
     match frame.kind {
         FrameKind::Request | FrameKind::OneWay => {
             handle_request(server, conn, tx, frame, now, answers)
@@ -234,8 +162,8 @@ fn handle_frame(
             Ok(())
         }
         FrameKind::StreamCredit => {
-            let StreamCredit(credit) =
-                StreamCredit::parse(&frame.body).map_err(|e| Closed::Protocol(e.to_string()))?;
+            let StreamCredit(credit) = StreamCredit::parse(&frame.body)
+                .map_err(|e| Disconnect::Protocol(e.to_string()))?;
             conn.calls().credit(frame.request_id, credit);
             Ok(())
         }
@@ -248,7 +176,7 @@ fn handle_frame(
         }
         FrameKind::Pong => Ok(()),
         FrameKind::Response | FrameKind::StreamItem | FrameKind::StreamEnd | FrameKind::GoAway => {
-            Err(Closed::Protocol(format!(
+            Err(Disconnect::Protocol(format!(
                 "client sent a {} frame",
                 frame.kind
             )))
@@ -263,13 +191,13 @@ fn handle_request(
     frame: Frame,
     now: Instant,
     answers: &mut Vec<Outgoing<Slot>>,
-) -> Result<(), Closed> {
+) -> Result<(), Disconnect> {
     let id = frame.request_id;
     let one_way = frame.kind == FrameKind::OneWay;
     // A request id names one open call. One-way calls are never answered or cancelled, so
     // their ids name nothing and may repeat.
     if !one_way && conn.calls().is_open(id) {
-        return Err(Closed::Protocol(format!(
+        return Err(Disconnect::Protocol(format!(
             "request id {id} is already in use by an open call"
         )));
     }
@@ -383,7 +311,7 @@ fn handle_request(
         Ok(key) => key,
         // Checked above, and nothing else opens calls on this connection meanwhile.
         Err(OpenError::Duplicate) => {
-            return Err(Closed::Protocol(format!(
+            return Err(Disconnect::Protocol(format!(
                 "request id {id} is already in use by an open call"
             )));
         }

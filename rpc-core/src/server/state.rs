@@ -5,17 +5,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rpc_codec::Formats;
+use rpc_codec::{Formats, FrameKind, GoAway, SerializerId, Status};
 use rpc_transport::PeerAddr;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::calls::CallTable;
 use super::config::ServerConfig;
 use super::control::CallSignal;
-use super::limits::Limits;
+use super::limits::{Limits, Slot};
 use crate::filter::ServerFilters;
+use crate::frame_buf::FrameBuf;
 use crate::service::Service;
+use crate::writer::{Outgoing, OutgoingTx};
 
 /// What every connection and the server handle share.
 pub(crate) struct ServerShared {
@@ -57,21 +58,29 @@ pub(crate) struct ConnShared {
     /// Calls running or with answers queued.
     pub(crate) limits: Limits,
     pub(crate) draining: AtomicBool,
-    pub(crate) go_away: Notify,
+    /// The writer's queue, for the GoAway frame; emptied when the connection closes, so that
+    /// the writer can finish.
+    go_away_tx: Mutex<Option<OutgoingTx<Slot>>>,
     pub(crate) done: CancellationToken,
     /// Calls (not one-way) running beyond the read step of their request.
     calls: Mutex<CallTable<Arc<CallSignal>>>,
 }
 
 impl ConnShared {
-    pub(crate) fn new(number: u64, peer: PeerAddr, max_body_len: usize, limits: Limits) -> Self {
+    pub(crate) fn new(
+        number: u64,
+        peer: PeerAddr,
+        max_body_len: usize,
+        limits: Limits,
+        tx: OutgoingTx<Slot>,
+    ) -> Self {
         ConnShared {
             number,
             peer: Arc::new(peer),
             max_body_len,
             limits,
             draining: AtomicBool::new(false),
-            go_away: Notify::new(),
+            go_away_tx: Mutex::new(Some(tx)),
             done: CancellationToken::new(),
             calls: Mutex::new(CallTable::new()),
         }
@@ -79,8 +88,42 @@ impl ConnShared {
 
     /// Starts draining: new calls are refused with "unavailable" and the client is told.
     pub(crate) fn go_away(&self) {
-        if !self.draining.swap(true, Ordering::AcqRel) {
-            self.go_away.notify_one();
+        if self.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tx = self.go_away_tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = tx.as_ref() {
+            let mut fb = FrameBuf::with_capacity(32);
+            GoAway {
+                reason: "server is draining".to_owned(),
+            }
+            .put(fb.body());
+            if let Ok(frame) = fb.finish(
+                FrameKind::GoAway,
+                SerializerId::NONE,
+                Status::OK,
+                0,
+                usize::MAX,
+            ) {
+                let _ = tx.send(Outgoing::frame(frame));
+            }
+        }
+    }
+
+    /// The connection is closing: every call still open is cancelled, none opens any more,
+    /// and nothing more is queued from here.
+    pub(crate) fn close(&self) {
+        self.go_away_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let cancelled = self.calls().close();
+        if cancelled > 0 {
+            tracing::debug!(
+                connection = self.number,
+                cancelled,
+                "calls stopped with their connection"
+            );
         }
     }
 

@@ -1,0 +1,176 @@
+//! The frame-reading loop both sides of a connection run: decode frames, handle everything one
+//! read brought in as one burst, keep the heartbeat, and pause while the peer does not read its
+//! answers. What a frame means is the side's business ([`ReadHandler`]).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use rpc_codec::{Frame, FrameCodec, FrameError};
+use rpc_transport::BoxRead;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::writer::Backlog;
+
+/// What the reading loop needs to know.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderConfig {
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_body_len: usize,
+}
+
+/// Stop reading while more than `limit` bytes of answers wait to be written to a peer that does
+/// not read them; read again once they are down to half.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadPause<'a> {
+    pub(crate) backlog: &'a Backlog,
+    pub(crate) limit: usize,
+}
+
+/// What one side does with what it reads.
+pub(crate) trait ReadHandler {
+    /// Handles one frame; an error ends the connection.
+    fn frame(&mut self, frame: Frame, now: Instant) -> Result<(), Disconnect>;
+    /// Every frame that one read brought in has been handled (or reading paused in its middle).
+    fn burst_done(&mut self) -> Result<(), Disconnect>;
+    /// Nothing was read for the heartbeat interval: send a ping.
+    fn ping(&mut self);
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum Disconnect {
+    /// The peer closed the connection between frames.
+    PeerClosed,
+    /// Nothing was read for the idle timeout.
+    Idle(Duration),
+    /// The peer sent bytes that are not frames.
+    Malformed(FrameError),
+    /// The peer sent frames that break the protocol.
+    Protocol(String),
+    /// Reading from the connection failed.
+    ReadFailed(io::Error),
+    /// Writing to the connection failed.
+    WriteFailed(io::Error),
+    /// A draining server's connection has no call left (client side).
+    Drained,
+    /// This side closed it.
+    Local(&'static str),
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disconnect::PeerClosed => f.write_str("the peer closed the connection"),
+            Disconnect::Idle(after) => write!(f, "nothing read for {after:?}"),
+            Disconnect::Malformed(e) => write!(f, "malformed frame: {e}"),
+            Disconnect::Protocol(reason) => write!(f, "protocol violation: {reason}"),
+            Disconnect::ReadFailed(e) | Disconnect::WriteFailed(e)
+                if e.kind() == io::ErrorKind::ConnectionReset =>
+            {
+                f.write_str("connection reset by the peer")
+            }
+            Disconnect::ReadFailed(e) => write!(f, "read failed: {e}"),
+            Disconnect::WriteFailed(e) => write!(f, "write failed: {e}"),
+            Disconnect::Drained => {
+                f.write_str("the server is draining and every call on the connection is answered")
+            }
+            Disconnect::Local(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Disconnect {
+    /// Whether the connection ended in an ordinary way, not worth a warning.
+    pub(crate) fn is_orderly(&self) -> bool {
+        match self {
+            Disconnect::PeerClosed | Disconnect::Drained | Disconnect::Local(_) => true,
+            Disconnect::ReadFailed(e) | Disconnect::WriteFailed(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            Disconnect::Idle(_) | Disconnect::Malformed(_) | Disconnect::Protocol(_) => false,
+        }
+    }
+}
+
+/// Reads frames until the connection ends (for a reason the handler, the heartbeat or `stop`
+/// gives) and says why.
+pub(crate) async fn read_frames(
+    io: BoxRead,
+    config: ReaderConfig,
+    handler: &mut impl ReadHandler,
+    pause: Option<ReadPause<'_>>,
+    stop: impl Future<Output = Disconnect>,
+) -> Disconnect {
+    let mut frames = FramedRead::with_capacity(
+        io,
+        FrameCodec::with_max_body_len(config.max_body_len),
+        64 * 1024,
+    );
+    let mut heartbeat = Heartbeat::new(
+        config.heartbeat_interval,
+        config.idle_timeout,
+        Instant::now(),
+    );
+    let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
+    tokio::pin!(sleep, stop);
+    let over = |p: &ReadPause<'_>| p.backlog.bytes() > p.limit;
+    loop {
+        // A peer that does not read its answers is not read from either: its requests wait in
+        // the socket (TCP pushes back on it) until its answers drain.
+        let paused = pause.as_ref().is_some_and(over);
+        tokio::select! {
+            biased;
+            reason = &mut stop => return reason,
+            () = wait_below_half(pause), if paused => {}
+            frame = frames.next(), if !paused => {
+                // One clock read per burst, not per frame. Everything one read brought in is
+                // handled before the handler is told the burst is done (the server then sends
+                // its answers in one message to its writer), unless the pause limit is passed
+                // in its middle: the rest waits, decoded later from the buffer.
+                let now = Instant::now();
+                heartbeat.on_read(now);
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    let handled = match frame {
+                        Some(Ok(frame)) => handler.frame(frame, now),
+                        Some(Err(FrameError::Io(e))) => Err(Disconnect::ReadFailed(e)),
+                        Some(Err(e)) => Err(Disconnect::Malformed(e)),
+                        None => Err(Disconnect::PeerClosed),
+                    };
+                    if let Err(reason) = handled {
+                        let _ = handler.burst_done();
+                        return reason;
+                    }
+                    if pause.as_ref().is_some_and(over) {
+                        break;
+                    }
+                    next = frames.next().now_or_never();
+                }
+                if let Err(reason) = handler.burst_done() {
+                    return reason;
+                }
+            }
+            () = &mut sleep => {
+                match heartbeat.poll(Instant::now()) {
+                    HeartbeatAction::Wait => {}
+                    HeartbeatAction::Ping => handler.ping(),
+                    HeartbeatAction::Dead => return Disconnect::Idle(config.idle_timeout),
+                }
+                sleep.as_mut().reset(heartbeat.next_wakeup());
+            }
+        }
+    }
+}
+
+async fn wait_below_half(pause: Option<ReadPause<'_>>) {
+    if let Some(p) = pause {
+        p.backlog.wait_below(p.limit / 2).await;
+    }
+}
