@@ -1,7 +1,10 @@
 //! The client: one connection at a time to one endpoint, multiplexing every call over it, and
 //! reconnecting by itself.
 
+mod config;
 mod conn;
+mod state;
+mod supervisor;
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,91 +12,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format, FrameKind, STREAM_WINDOW, Status, put_request_head};
+use rpc_codec::{Format, FrameKind, STREAM_WINDOW, Status, put_request_head};
 use rpc_transport::{Connector, Endpoint, EndpointConnector, TransportError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use self::conn::{ClientStream, Conn, Pending, run_reader};
+pub use self::config::ClientConfig;
+use self::conn::{ClientStream, Conn, Pending};
+pub use self::state::ConnectionState;
+use self::state::{DropGuard, Shared};
+use self::supervisor::supervise;
 use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
 use crate::error::RpcError;
 use crate::filter::{ClientFilter, ClientFilters};
 use crate::frame_buf::FrameBuf;
-use crate::reader::ReaderConfig;
-use crate::writer::run_writer;
-
-/// Client settings. Every field's default is in its description.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ClientConfig {
-    /// The format arguments and results are encoded in. Default: MessagePack.
-    pub format: Format,
-    /// The deadline of a call that sets none. Default: 10 s.
-    pub timeout: Duration,
-    /// How long one connection attempt may take. Default: 3 s.
-    pub connect_timeout: Duration,
-    /// After this long without reading anything, the client pings the server. Default: 10 s.
-    pub heartbeat_interval: Duration,
-    /// After this long without reading anything, the connection is declared dead, its calls fail
-    /// with "connection lost" and the client reconnects. Default: 3 × `heartbeat_interval`.
-    pub idle_timeout: Duration,
-    /// The largest frame body sent or accepted. Default: 8 MiB.
-    pub max_frame_len: usize,
-    /// Delays between reconnect attempts. Default: [`Backoff::default`] (100 ms doubling to 5 s,
-    /// full jitter, no attempt limit).
-    pub reconnect: Backoff,
-    /// Interceptors that see every call, in order. Default: none.
-    pub filters: Vec<Arc<dyn ClientFilter>>,
-    /// Whether calls made while the connection is down wait for the reconnect (up to their
-    /// deadline). When false, a call fails at once with "could not connect" once a reconnect
-    /// attempt has failed — what a balancer wants, so it can try another instance.
-    /// Default: true.
-    pub wait_for_reconnect: bool,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            format: Format::MessagePack,
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(3),
-            heartbeat_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            max_frame_len: DEFAULT_MAX_BODY_LEN,
-            reconnect: Backoff::default(),
-            filters: Vec::new(),
-            wait_for_reconnect: true,
-        }
-    }
-}
-
-/// Where a client's connection stands. Watch it with [`Client::watch_state`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnectionState {
-    /// The first connection attempt is under way.
-    Connecting,
-    /// A connection is up and takes calls.
-    Connected,
-    /// The connection was lost (or the server is draining) and the client is reconnecting.
-    Reconnecting {
-        /// Failed attempts since the connection was lost.
-        attempt: u32,
-        /// Why the last attempt failed, or why the connection ended.
-        reason: String,
-    },
-    /// The attempt limit was reached; calls fail at once.
-    Failed {
-        /// The last connection error.
-        reason: String,
-    },
-    /// [`Client::close`] was called or every handle was dropped.
-    Closed,
-}
 
 /// A client of one server endpoint. Cheap to clone; every clone shares one connection, over
 /// which any number of calls run at once.
@@ -117,30 +53,6 @@ pub struct Client {
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder {
     config: ClientConfig,
-}
-
-struct Shared {
-    config: ClientConfig,
-    filters: ClientFilters,
-    target: String,
-    next_id: AtomicU64,
-    current: ArcSwapOption<Conn>,
-    state: watch::Sender<ConnectionState>,
-    shutdown: CancellationToken,
-}
-
-/// Stops the supervisor when the last `Client` handle goes away.
-struct DropGuard(CancellationToken);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
-enum ConnEvent {
-    Closed { number: u64, reason: String },
-    GoAway { number: u64 },
 }
 
 impl ClientBuilder {
@@ -578,160 +490,5 @@ impl Drop for CancelOnDrop<'_> {
         if self.armed {
             self.conn.cancel(self.id);
         }
-    }
-}
-
-/// Keeps one connection up: connects, watches it, and reconnects with backoff when it is lost
-/// or the server announces it is draining.
-async fn supervise(
-    shared: Arc<Shared>,
-    connector: Arc<dyn Connector>,
-    mut first: Option<oneshot::Sender<Result<(), RpcError>>>,
-) {
-    let config = shared.config.clone();
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let mut attempt = 0u32;
-    let mut number = 0u64;
-    loop {
-        let attempt_result = tokio::select! {
-            r = tokio::time::timeout(config.connect_timeout, connector.connect()) => r,
-            () = shared.shutdown.cancelled() => break,
-        };
-        let error = match attempt_result {
-            Ok(Ok(connection)) => {
-                attempt = 0;
-                number += 1;
-                let peer = connection.peer().clone();
-                let conn = start_connection(&shared, connection, number, events_tx.clone());
-                shared.current.store(Some(conn.clone()));
-                shared.state.send_replace(ConnectionState::Connected);
-                info!(target = %shared.target, %peer, connection = number, "connected");
-                if let Some(tx) = first.take() {
-                    let _ = tx.send(Ok(()));
-                }
-                let reason = loop {
-                    let event = tokio::select! {
-                        e = events_rx.recv() => e,
-                        () = shared.shutdown.cancelled() => None,
-                    };
-                    match event {
-                        Some(ConnEvent::Closed { number: n, reason }) if n == number => {
-                            break reason;
-                        }
-                        Some(ConnEvent::GoAway { number: n }) if n == number => {
-                            break "server is draining".to_owned();
-                        }
-                        Some(_) => continue,
-                        None => {
-                            shared.current.store(None);
-                            conn.set_draining();
-                            // Dropping the last sender lets the writer finish and close.
-                            drop(conn);
-                            shared.state.send_replace(ConnectionState::Closed);
-                            return;
-                        }
-                    }
-                };
-                shared.current.store(None);
-                warn!(target = %shared.target, connection = number, %reason, "connection ended; reconnecting");
-                shared
-                    .state
-                    .send_replace(ConnectionState::Reconnecting { attempt: 0, reason });
-                continue;
-            }
-            Ok(Err(e)) => connect_reason(&e),
-            Err(_) => format!("connect timed out after {:?}", config.connect_timeout),
-        };
-        attempt += 1;
-        if let Some(tx) = first.take() {
-            let _ = tx.send(Err(RpcError::Connect {
-                endpoint: shared.target.clone(),
-                reason: error,
-            }));
-            break;
-        }
-        let Some(delay) = config.reconnect.delay(attempt, fastrand::f64()) else {
-            warn!(target = %shared.target, attempt, %error, "giving up reconnecting");
-            shared
-                .state
-                .send_replace(ConnectionState::Failed { reason: error });
-            return;
-        };
-        debug!(target = %shared.target, attempt, %error, ?delay, "connect failed; retrying");
-        shared.state.send_replace(ConnectionState::Reconnecting {
-            attempt,
-            reason: error,
-        });
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = shared.shutdown.cancelled() => break,
-        }
-    }
-    shared.current.store(None);
-    shared.state.send_replace(ConnectionState::Closed);
-}
-
-fn start_connection(
-    shared: &Arc<Shared>,
-    connection: rpc_transport::Connection,
-    number: u64,
-    events: mpsc::UnboundedSender<ConnEvent>,
-) -> Arc<Conn> {
-    let config = &shared.config;
-    let (read, write) = connection.into_split();
-    let (tx, rx) = crate::writer::channel();
-    let conn = Arc::new(Conn::new(tx));
-    let outstanding = conn.outstanding.clone();
-    // Weak: the connection holds the writer's queue, which must close once every call and
-    // the client are done with the connection.
-    let writer_conn = Arc::downgrade(&conn);
-    tokio::spawn(async move {
-        if let Err(e) = run_writer(rx, write, outstanding).await {
-            // A connection that cannot be written to is lost: its calls fail now, not at their
-            // deadlines, and its reader stops, which makes the client reconnect.
-            debug!(connection = number, "writer stopped: {e}");
-            if let Some(conn) = writer_conn.upgrade() {
-                conn.close(format!("write failed: {e}"));
-            }
-        }
-    });
-    let reader_config = ReaderConfig {
-        heartbeat_interval: config.heartbeat_interval,
-        idle_timeout: config.idle_timeout,
-        max_body_len: config.max_frame_len,
-    };
-    let reader_conn = conn.clone();
-    let shutdown = shared.shutdown.clone();
-    tokio::spawn(async move {
-        let go_away_events = events.clone();
-        let reader = run_reader(reader_conn.clone(), read, reader_config, move || {
-            let _ = go_away_events.send(ConnEvent::GoAway { number });
-        });
-        let reason = tokio::select! {
-            reason = reader => reason,
-            () = shutdown.cancelled() => {
-                let reason = "client closed".to_owned();
-                reader_conn.close(reason.clone());
-                reason
-            }
-        };
-        let _ = events.send(ConnEvent::Closed { number, reason });
-    });
-    conn
-}
-
-/// Why a connection attempt failed, for "could not connect to {endpoint}: {reason}": the
-/// underlying causes (say, "Connection refused"), without repeating the endpoint.
-fn connect_reason(e: &TransportError) -> String {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        e.to_string()
-    } else {
-        causes.join(": ")
     }
 }
