@@ -584,7 +584,7 @@ async fn presence_through_a_registry_server_is_shared_and_expires() {
         .service(RegistryApiServer::new(RegistryService::new(Arc::new(
             MemoryRegistry::new(),
         ))))
-        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .listen("tcp://127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -592,7 +592,9 @@ async fn presence_through_a_registry_server_is_shared_and_expires() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let remote = |c: &mut ChatServerConfig| {
         *c = c.clone().with_presence_ttl(Duration::from_secs(1));
-        c.registry = Some(Arc::new(RemoteRegistry::connect_lazy(&registry_endpoint)));
+        c.registry = Some(Arc::new(
+            RemoteRegistry::connect_lazy(&registry_endpoint).unwrap(),
+        ));
     };
     let east = start(dir_a.path(), remote).await;
     let west = start(dir_b.path(), remote).await;

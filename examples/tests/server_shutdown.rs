@@ -133,7 +133,7 @@ async fn registry_server_on_sigterm_drains_and_exits_cleanly() {
         &["--listen", &endpoint],
         "listening on",
     );
-    let registry = RemoteRegistry::connect_lazy(&endpoint.parse().unwrap());
+    let registry = RemoteRegistry::connect_lazy(&endpoint).unwrap();
     let key = ServiceKey::new("test.Echo");
     let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
     registry

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use rpc_transport::IntoEndpoint;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Runtime;
@@ -11,7 +12,6 @@ use tokio::runtime::Runtime;
 use crate::caller::{CallOptions, Caller, MethodTarget};
 use crate::client::{Client, ClientBuilder};
 use crate::error::RpcError;
-use crate::transport::Endpoint;
 
 /// A client for synchronous code. It owns a Tokio runtime with one worker thread that runs the
 /// connection; each call blocks the calling thread until its answer arrives. Cheap to clone and
@@ -38,22 +38,15 @@ pub struct BlockingClient {
 }
 
 impl BlockingClient {
-    /// Connects with default settings to an endpoint such as `tcp://127.0.0.1:7000`.
-    pub fn connect(endpoint: &str) -> Result<BlockingClient, RpcError> {
-        let endpoint: Endpoint =
-            endpoint
-                .parse()
-                .map_err(|e: crate::TransportError| RpcError::Connect {
-                    endpoint: endpoint.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        Self::connect_with(&ClientBuilder::new(), &endpoint)
+    /// Connects with default settings to an endpoint such as `"tcp://127.0.0.1:7000"`.
+    pub fn connect(endpoint: impl IntoEndpoint) -> Result<BlockingClient, RpcError> {
+        Self::connect_with(ClientBuilder::new(), endpoint)
     }
 
     /// Connects with the settings of `builder`.
     pub fn connect_with(
-        builder: &ClientBuilder,
-        endpoint: &Endpoint,
+        builder: ClientBuilder,
+        endpoint: impl IntoEndpoint,
     ) -> Result<BlockingClient, RpcError> {
         refuse_inside_runtime()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

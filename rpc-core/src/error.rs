@@ -19,6 +19,12 @@ pub enum RpcError<E = String> {
         /// The last connection error.
         reason: String,
     },
+    /// The endpoint given does not name one (see [`Endpoint`](crate::Endpoint)).
+    #[error("invalid endpoint: {0}")]
+    BadEndpoint(String),
+    /// The client's settings do not make sense (see [`ClientConfig`](crate::ClientConfig)).
+    #[error("invalid client setting: {0}")]
+    InvalidConfig(String),
     /// The connection the call was on broke before the answer arrived.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
@@ -113,6 +119,8 @@ impl<E> RpcError<E> {
     pub(crate) fn cast<F>(self) -> RpcError<F> {
         match self {
             RpcError::Connect { endpoint, reason } => RpcError::Connect { endpoint, reason },
+            RpcError::BadEndpoint(m) => RpcError::BadEndpoint(m),
+            RpcError::InvalidConfig(m) => RpcError::InvalidConfig(m),
             RpcError::ConnectionLost(m) => RpcError::ConnectionLost(m),
             RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
             RpcError::Cancelled => RpcError::Cancelled,

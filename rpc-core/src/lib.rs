@@ -73,11 +73,11 @@ pub use rpc_codec::{
 };
 pub use rpc_macros::service;
 pub use rpc_transport::{
-    Acceptor, AsyncStream, Connection, Connector, Endpoint, EndpointConnector, PeerAddr,
-    TransportError,
+    Acceptor, AsyncStream, Connection, Connector, Endpoint, EndpointConnector, IntoEndpoint,
+    PeerAddr, TransportError,
 };
 pub use serde;
-pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle};
+pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle, StartError};
 pub use service::{BoxFuture, MethodInfo, MethodKind, Reply, ServerCall, ServerStream, Service};
 
 /// The wire format crate, for users who need its lower-level types.

@@ -25,11 +25,27 @@ pub(crate) struct ReaderConfig {
 }
 
 /// Stop reading while more than `limit` bytes of answers wait to be written to a peer that does
-/// not read them; read again once they are down to half.
+/// not read them, or while the whole server holds more than its own limit; read again once they
+/// are down to half.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadPause<'a> {
     pub(crate) backlog: &'a Backlog,
     pub(crate) limit: usize,
+    pub(crate) server: &'a Backlog,
+    pub(crate) server_limit: usize,
+}
+
+impl ReadPause<'_> {
+    fn is_over(&self) -> bool {
+        self.backlog.bytes() > self.limit || self.server.bytes() > self.server_limit
+    }
+
+    async fn wait(&self) {
+        tokio::join!(
+            self.backlog.wait_below(self.limit / 2),
+            self.server.wait_below(self.server_limit / 2)
+        );
+    }
 }
 
 /// What one side does with what it reads.
@@ -120,7 +136,7 @@ pub(crate) async fn read_frames(
     );
     let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
     tokio::pin!(sleep, stop);
-    let over = |p: &ReadPause<'_>| p.backlog.bytes() > p.limit;
+    let over = |p: &ReadPause<'_>| p.is_over();
     loop {
         // A peer that does not read its answers is not read from either: its requests wait in
         // the socket (TCP pushes back on it) until its answers drain.
@@ -171,6 +187,6 @@ pub(crate) async fn read_frames(
 
 async fn wait_below_half(pause: Option<ReadPause<'_>>) {
     if let Some(p) = pause {
-        p.backlog.wait_below(p.limit / 2).await;
+        p.wait().await;
     }
 }

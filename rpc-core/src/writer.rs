@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::{Buf, Bytes, BytesMut};
 use rpc_transport::BoxWrite;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Frames at least this long are written from their own buffer (vectored) instead of being
 /// copied into the batch buffer.
@@ -64,15 +64,47 @@ pub(crate) struct OutgoingRx<T = ()> {
     backlog: Arc<Backlog>,
 }
 
-/// How many bytes are queued for a writer and not yet written, so that a reader can stop
-/// reading from a peer that does not read its answers.
-#[derive(Debug, Default)]
+/// What one queued frame costs beyond its bytes: the `Bytes` handle, its slot in the queue and
+/// the allocator's bookkeeping. Counting it makes a flood of small frames (pongs of 18 bytes)
+/// cost what it really costs.
+pub(crate) const FRAME_OVERHEAD: usize = 64;
+
+/// What one frame costs while it waits to be written.
+fn cost(frame: &Bytes) -> usize {
+    frame.len() + FRAME_OVERHEAD
+}
+
+/// What is queued for a writer and not yet written, counted as frames really cost, so that a
+/// reader can stop reading from a peer that does not read its answers. A connection's backlog
+/// adds to its server's, which bounds the whole server.
+#[derive(Debug)]
 pub(crate) struct Backlog {
     bytes: AtomicUsize,
-    drained: tokio::sync::Notify,
+    drained: Notify,
+    /// Past this, `over_cap` wakes up: the owner closes the connection, or sheds one.
+    cap: usize,
+    over: Notify,
+    parent: Option<Arc<Backlog>>,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog::new(usize::MAX, None)
+    }
 }
 
 impl Backlog {
+    /// A backlog that wakes `over_cap` waiters past `cap` and adds to `parent`.
+    pub(crate) fn new(cap: usize, parent: Option<Arc<Backlog>>) -> Self {
+        Backlog {
+            bytes: AtomicUsize::new(0),
+            drained: Notify::new(),
+            cap,
+            over: Notify::new(),
+            parent,
+        }
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
     }
@@ -90,19 +122,56 @@ impl Backlog {
         }
     }
 
+    /// Waits until more than the cap is queued.
+    pub(crate) async fn over_cap(&self) {
+        loop {
+            let notified = self.over.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.bytes() > self.cap {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Forgets what is still counted: the writer and its queue are gone, and so is the memory.
+    pub(crate) fn discard(&self) {
+        let left = self.bytes.swap(0, Ordering::AcqRel);
+        self.drained.notify_waiters();
+        if let Some(parent) = &self.parent {
+            parent.written(left);
+        }
+    }
+
     fn add(&self, n: usize) {
-        self.bytes.fetch_add(n, Ordering::AcqRel);
+        let now = self.bytes.fetch_add(n, Ordering::AcqRel) + n;
+        if now > self.cap {
+            self.over.notify_waiters();
+        }
+        if let Some(parent) = &self.parent {
+            parent.add(n);
+        }
     }
 
     fn written(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        // Saturating: bytes discarded with a closed connection may be counted off again by a
+        // sender that raced the close.
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(n))
+            });
         self.drained.notify_waiters();
+        if let Some(parent) = &self.parent {
+            parent.written(n);
+        }
     }
 }
 
 impl<T> OutgoingTx<T> {
     pub(crate) fn send(&self, out: Outgoing<T>) -> Result<(), WriterGone> {
-        let len = out.frame.len();
+        let len = cost(&out.frame);
         self.queue(len, WriterMsg::One(out))
     }
 
@@ -114,7 +183,7 @@ impl<T> OutgoingTx<T> {
                 None => Ok(()),
             },
             _ => {
-                let len = outs.iter().map(|o| o.frame.len()).sum();
+                let len = outs.iter().map(|o| cost(&o.frame)).sum();
                 self.queue(len, WriterMsg::Many(outs))
             }
         }
@@ -138,8 +207,13 @@ impl<T> OutgoingTx<T> {
 
 /// A writer's queue.
 pub(crate) fn channel<T>() -> (OutgoingTx<T>, OutgoingRx<T>) {
+    channel_with(Backlog::default())
+}
+
+/// A writer's queue whose backlog is counted in `backlog`.
+pub(crate) fn channel_with<T>(backlog: Backlog) -> (OutgoingTx<T>, OutgoingRx<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::default());
+    let backlog = Arc::new(backlog);
     (
         OutgoingTx {
             tx,
@@ -182,7 +256,7 @@ pub(crate) async fn run_writer<T: Send>(
         batch.seal();
         write_segments(&mut io, &mut batch.segments).await?;
         io.flush().await?;
-        backlog.written(batch.bytes);
+        backlog.written(batch.cost);
         batch.reset();
     }
     io.shutdown().await
@@ -195,6 +269,8 @@ struct Batch<T> {
     tokens: Vec<T>,
     frames: usize,
     bytes: usize,
+    /// What the frames cost in the backlog.
+    cost: usize,
 }
 
 impl<T> Default for Batch<T> {
@@ -205,6 +281,7 @@ impl<T> Default for Batch<T> {
             tokens: Vec::new(),
             frames: 0,
             bytes: 0,
+            cost: 0,
         }
     }
 }
@@ -220,6 +297,7 @@ impl<T> Batch<T> {
     fn push(&mut self, out: Outgoing<T>) {
         self.frames += 1;
         self.bytes += out.frame.len();
+        self.cost += cost(&out.frame);
         if out.frame.len() >= LARGE_FRAME {
             if !self.small.is_empty() {
                 self.segments.push(self.small.split().freeze());
@@ -247,6 +325,7 @@ impl<T> Batch<T> {
         self.tokens.clear();
         self.frames = 0;
         self.bytes = 0;
+        self.cost = 0;
     }
 }
 
@@ -350,7 +429,7 @@ mod tests {
             while seen < FRAMES {
                 match rx.try_recv() {
                     Ok(WriterMsg::One(out)) => {
-                        backlog.written(out.frame.len());
+                        backlog.written(cost(&out.frame));
                         highest = highest.max(backlog.bytes());
                         seen += 1;
                     }
@@ -365,7 +444,10 @@ mod tests {
             tx.send(Outgoing::frame(frame.clone())).unwrap();
         }
         let (highest, left) = drain.join().unwrap();
-        assert!(highest <= FRAMES * 18, "backlog wrapped: {highest}");
+        assert!(
+            highest <= FRAMES * (18 + FRAME_OVERHEAD),
+            "backlog wrapped: {highest}"
+        );
         assert_eq!(left, 0);
     }
 }

@@ -19,7 +19,7 @@ fn a_blocking_call_from_a_plain_thread() {
         .block_on(
             Server::builder()
                 .service(Echo::default())
-                .listen("tcp://127.0.0.1:0".parse().unwrap())
+                .listen("tcp://127.0.0.1:0")
                 .start(),
         )
         .unwrap();

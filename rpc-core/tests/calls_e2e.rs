@@ -73,7 +73,7 @@ async fn ten_thousand_concurrent_calls_from_eight_clients_each_get_their_own_ans
     let server = Server::builder()
         .service(Echo::default())
         .max_concurrent_per_connection(4096)
-        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .listen("tcp://127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -299,7 +299,7 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
     let server = Server::builder()
         .service(Echo::default())
         .max_frame_len(1024)
-        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .listen("tcp://127.0.0.1:0")
         .start()
         .await
         .unwrap();

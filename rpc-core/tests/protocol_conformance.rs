@@ -325,7 +325,7 @@ fn builder(echo: &Echo, gate: &Arc<Gate>) -> ServerBuilder {
         .service(echo.clone())
         .service(GreeterServer::new(Adder))
         .service(StreamsServer::new(StreamsImpl { gate: gate.clone() }))
-        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .listen("tcp://127.0.0.1:0")
 }
 
 /// A server with the default configuration, and the probe of its `test.Echo`.

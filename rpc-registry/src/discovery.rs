@@ -10,8 +10,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use rpc_core::{
-    CallOptions, Caller, Client, ClientBuilder, ClientConfig, Endpoint, MethodTarget, RawStream,
-    Response, RpcError, Status,
+    CallOptions, Caller, Client, ClientBuilder, ClientConfig, MethodTarget, RawStream, Response,
+    RpcError, Status,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -122,8 +122,7 @@ impl Discovery {
         key: ServiceKey,
         config: DiscoveryConfig,
     ) -> Self {
-        let mut client_builder = ClientBuilder::new();
-        client_builder
+        let client_builder = ClientBuilder::new()
             .config(config.client.clone())
             .wait_for_reconnect(false);
         let stop = CancellationToken::new();
@@ -406,10 +405,14 @@ fn publish(shared: &Shared, known: &BTreeMap<String, Instance>) {
                 client: n.client.clone(),
                 in_flight: n.in_flight.clone(),
             }),
-            None => match instance.endpoint.parse::<Endpoint>() {
-                Ok(endpoint) => Arc::new(Node {
+            None => match shared
+                .client_builder
+                .clone()
+                .connect_lazy(&instance.endpoint)
+            {
+                Ok(client) => Arc::new(Node {
                     instance: instance.clone(),
-                    client: shared.client_builder.connect_lazy(&endpoint),
+                    client,
                     in_flight: Arc::new(AtomicUsize::new(0)),
                 }),
                 Err(e) => {

@@ -41,7 +41,7 @@ pub trait RegistryApi {
 /// let service = RegistryService::new(Arc::new(MemoryRegistry::new()));
 /// let server = rpc_core::Server::builder()
 ///     .service(RegistryApiServer::new(service))
-///     .listen("tcp://127.0.0.1:7100".parse()?)
+///     .listen("tcp://127.0.0.1:7100")
 ///     .start()
 ///     .await?;
 /// # Ok(()) }
@@ -132,10 +132,11 @@ impl RemoteRegistry {
         }
     }
 
-    /// Connects to a registry server at `endpoint` (e.g. `tcp://127.0.0.1:7100`), in the
-    /// background: calls wait for the connection up to their deadline.
-    pub fn connect_lazy(endpoint: &rpc_core::Endpoint) -> Self {
-        Self::new(Client::builder().connect_lazy(endpoint))
+    /// Connects to a registry server at `endpoint` (e.g. `"tcp://127.0.0.1:7100"`), in the
+    /// background: calls wait for the connection up to their deadline. Fails only if the
+    /// endpoint is invalid.
+    pub fn connect_lazy(endpoint: impl rpc_core::IntoEndpoint) -> Result<Self, rpc_core::RpcError> {
+        Ok(Self::new(Client::builder().connect_lazy(endpoint)?))
     }
 
     /// The client underneath.

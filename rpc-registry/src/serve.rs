@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{ServerBuilder, ServerHandle, TransportError};
+use rpc_core::{ServerBuilder, ServerHandle, StartError};
 
 use crate::model::{Instance, RegistryError, ServiceKey};
 use crate::registration::Registration;
@@ -43,9 +43,9 @@ impl Default for RegisterOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// An endpoint could not be bound.
+    /// The server did not start (an invalid setting, or an endpoint that could not be bound).
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Start(#[from] StartError),
     /// The registry refused or could not be reached.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -62,7 +62,7 @@ pub enum ServeError {
 /// let registry = Arc::new(MemoryRegistry::new());
 /// let builder = rpc_core::Server::builder()
 ///     .service(svc)
-///     .listen("tcp://127.0.0.1:0".parse()?);
+///     .listen("tcp://127.0.0.1:0");
 /// let server = RegisteredServer::start(builder, registry, RegisterOptions::default()).await?;
 /// // ... serve ...
 /// server.shutdown(std::time::Duration::from_secs(5)).await;

@@ -102,6 +102,72 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Anything that names an [`Endpoint`]: an `Endpoint` (or a reference to one), a
+/// [`SocketAddr`], or text such as `"tcp://127.0.0.1:7000"`, parsed when it is used. Every API
+/// of the framework that takes an address takes one of these.
+///
+/// ```
+/// use rpc_transport::{Endpoint, IntoEndpoint};
+///
+/// let parsed = "mem://greeter".into_endpoint()?;
+/// assert_eq!(parsed, Endpoint::Memory("greeter".into()));
+/// assert_eq!(parsed.clone().into_endpoint()?, parsed);
+/// assert!("http://x".into_endpoint().is_err());
+/// # Ok::<(), rpc_transport::TransportError>(())
+/// ```
+///
+/// This trait is sealed: the conversions above are the ones the framework accepts.
+pub trait IntoEndpoint: sealed::Sealed {
+    /// The endpoint, or why the text does not name one.
+    fn into_endpoint(self) -> Result<Endpoint, TransportError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Endpoint {}
+    impl Sealed for &super::Endpoint {}
+    impl Sealed for std::net::SocketAddr {}
+    impl Sealed for &str {}
+    impl Sealed for String {}
+    impl Sealed for &String {}
+}
+
+impl IntoEndpoint for Endpoint {
+    fn into_endpoint(self) -> Result<Endpoint, TransportError> {
+        Ok(self)
+    }
+}
+
+impl IntoEndpoint for &Endpoint {
+    fn into_endpoint(self) -> Result<Endpoint, TransportError> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoEndpoint for SocketAddr {
+    fn into_endpoint(self) -> Result<Endpoint, TransportError> {
+        Ok(Endpoint::tcp(self))
+    }
+}
+
+impl IntoEndpoint for &str {
+    fn into_endpoint(self) -> Result<Endpoint, TransportError> {
+        self.parse()
+    }
+}
+
+impl IntoEndpoint for String {
+    fn into_endpoint(self) -> Result<Endpoint, TransportError> {
+        self.parse()
+    }
+}
+
+impl IntoEndpoint for &String {
+    fn into_endpoint(self) -> Result<Endpoint, TransportError> {
+        self.parse()
+    }
+}
+
 impl From<SocketAddr> for Endpoint {
     fn from(addr: SocketAddr) -> Self {
         Endpoint::tcp(addr)

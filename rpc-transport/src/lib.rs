@@ -52,7 +52,7 @@ mod unix;
 
 pub use builtin::{EndpointConnector, Listener, connect, listen};
 pub use connection::{AsyncStream, BoxRead, BoxWrite, Connection, PeerAddr};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, IntoEndpoint};
 pub use error::TransportError;
 pub use transport::{Acceptor, Connector};
 

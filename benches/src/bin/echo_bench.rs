@@ -383,7 +383,7 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
     };
     let server = Server::builder()
         .service(EchoServer::new(EchoImpl))
-        .listen("tcp://127.0.0.1:0".parse()?)
+        .listen("tcp://127.0.0.1:0")
         .start()
         .await?;
     let Some(Endpoint::Tcp { port, .. }) = server.local_endpoint() else {

@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let store: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
     let server = Server::builder()
         .service(RegistryApiServer::new(RegistryService::new(store)))
-        .listen("tcp://127.0.0.1:0".parse()?)
+        .listen("tcp://127.0.0.1:0")
         .start()
         .await?;
     let endpoint: Endpoint = server

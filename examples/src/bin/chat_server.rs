@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let endpoint: Endpoint = endpoint
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--registry {endpoint:?}: {e}"))?;
-            Some(Arc::new(RemoteRegistry::connect_lazy(&endpoint)) as Arc<dyn Registry>)
+            Some(Arc::new(RemoteRegistry::connect_lazy(&endpoint)?) as Arc<dyn Registry>)
         }
     };
     let server = ChatServer::start(config).await?;

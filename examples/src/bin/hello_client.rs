@@ -69,9 +69,8 @@ fn blocking(args: &Args) -> anyhow::Result<()> {
         "connecting to {} with {} (blocking calls)",
         args.endpoint, args.format
     );
-    let mut builder = Client::builder();
-    builder.format(args.format.clone());
-    let client = BlockingClient::connect_with(&builder, &args.endpoint)?;
+    let builder = Client::builder().format(args.format.clone());
+    let client = BlockingClient::connect_with(builder, &args.endpoint)?;
     let greeter = GreeterClient::new(client.client().clone());
     let greeting = client.block_on(greeter.hello(args.name.clone()))?;
     println!("hello({:?}) -> {greeting:?}", args.name);

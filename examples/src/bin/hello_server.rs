@@ -23,6 +23,17 @@ struct Args {
     /// How long calls in flight may take to finish at shutdown, in seconds.
     #[arg(long, default_value_t = 5)]
     grace: u64,
+    /// Answers waiting for one client, in KiB, past which its requests are no longer read
+    /// until they drain (a client that does not read its answers stops being read).
+    #[arg(long, default_value_t = 4 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    connection_buffer_kib: u64,
+    /// Answers waiting for one client, in KiB, past which its connection is closed.
+    #[arg(long, default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connection_buffer_kib: u64,
+    /// Answers waiting for all clients together, in MiB, past which the connection holding the
+    /// most is closed.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_server_buffer_mib: u64,
 }
 
 #[tokio::main]
@@ -34,10 +45,17 @@ async fn main() -> anyhow::Result<()> {
         .service(GreeterServer::new(HelloService {
             name: args.name.clone(),
         }))
-        .filter(TraceCalls);
+        .filter(TraceCalls)
+        .buffers(
+            kib(args.connection_buffer_kib)?,
+            kib(args.max_connection_buffer_kib)?,
+            kib(args.max_server_buffer_mib.saturating_mul(1024))?,
+        );
     for endpoint in &args.listen {
         builder = builder.listen(endpoint.clone());
     }
+    // Settings that do not fit together (a connection buffer over the server's) are refused here,
+    // before anything is bound.
     let server = builder.start().await?;
     for endpoint in server.local_endpoints() {
         println!(
@@ -53,4 +71,10 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown(Duration::from_secs(args.grace)).await;
     println!("hello-server stopped");
     Ok(())
+}
+
+fn kib(n: u64) -> anyhow::Result<usize> {
+    n.checked_mul(1024)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| anyhow::anyhow!("{n} KiB is too large"))
 }

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
             .service(GreeterServer::new(HelloService {
                 name: name.to_owned(),
             }))
-            .listen("tcp://127.0.0.1:0".parse()?);
+            .listen("tcp://127.0.0.1:0");
         let server =
             RegisteredServer::start(builder, registry.clone(), RegisterOptions::default()).await?;
         println!(

@@ -21,8 +21,9 @@ pub struct ClientConfig {
     /// After this long without reading anything, the client pings the server. Default: 10 s.
     pub heartbeat_interval: Duration,
     /// After this long without reading anything, the connection is declared dead, its calls fail
-    /// with "connection lost" and the client reconnects. Default: 3 × `heartbeat_interval`.
-    pub idle_timeout: Duration,
+    /// with "connection lost" and the client reconnects. Default (`None`): 3 ×
+    /// `heartbeat_interval`, whatever that is set to.
+    pub idle_timeout: Option<Duration>,
     /// The largest frame body sent or accepted. Default: 8 MiB.
     pub max_frame_len: usize,
     /// Delays between reconnect attempts. Default: [`Backoff::default`] (100 ms doubling to 5 s,
@@ -44,11 +45,80 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: None,
             max_frame_len: DEFAULT_MAX_BODY_LEN,
             reconnect: Backoff::default(),
             filters: Vec::new(),
             wait_for_reconnect: true,
         }
+    }
+}
+
+impl ClientConfig {
+    /// The idle timeout in force: the one set, or three heartbeat intervals.
+    pub fn effective_idle_timeout(&self) -> Duration {
+        self.idle_timeout
+            .unwrap_or_else(|| self.heartbeat_interval.saturating_mul(3))
+    }
+
+    /// Checks that the settings make sense together; the error says which does not.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(format!("{name} must be more than zero"));
+            }
+        }
+        let idle = self.effective_idle_timeout();
+        if idle < self.heartbeat_interval {
+            return Err(format!(
+                "idle_timeout ({idle:?}) must be at least heartbeat_interval ({:?})",
+                self.heartbeat_interval
+            ));
+        }
+        if self.max_frame_len == 0 || self.max_frame_len > u32::MAX as usize {
+            return Err(format!(
+                "max_frame_len must be between 1 and {} bytes, not {}",
+                u32::MAX,
+                self.max_frame_len
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_timeout_follows_the_heartbeat_unless_set() {
+        let mut config = ClientConfig::default();
+        assert_eq!(config.effective_idle_timeout(), Duration::from_secs(30));
+        config.heartbeat_interval = Duration::from_secs(2);
+        assert_eq!(config.effective_idle_timeout(), Duration::from_secs(6));
+        config.idle_timeout = Some(Duration::from_secs(5));
+        assert_eq!(config.effective_idle_timeout(), Duration::from_secs(5));
+        assert!(config.validate().is_ok());
+        config.idle_timeout = Some(Duration::from_secs(1));
+        assert!(config.validate().unwrap_err().contains("idle_timeout"));
+    }
+
+    #[test]
+    fn impossible_settings_are_named() {
+        let config = ClientConfig {
+            timeout: Duration::ZERO,
+            ..ClientConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("timeout"));
+        let config = ClientConfig {
+            max_frame_len: 0,
+            ..ClientConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("max_frame_len"));
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use rpc_codec::{Format, FrameKind, STREAM_WINDOW, Status, put_request_head};
-use rpc_transport::{Connector, Endpoint, EndpointConnector, TransportError};
+use rpc_transport::{Connector, EndpointConnector, IntoEndpoint};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -61,77 +61,84 @@ impl ClientBuilder {
         Self::default()
     }
 
-    /// Starts from a whole configuration.
-    pub fn config(&mut self, config: ClientConfig) -> &mut Self {
+    /// Starts from a whole configuration (replacing every setting made so far).
+    pub fn config(mut self, config: ClientConfig) -> Self {
         self.config = config;
         self
     }
 
     /// Sets the format ([`ClientConfig::format`]).
-    pub fn format(&mut self, format: Format) -> &mut Self {
+    pub fn format(mut self, format: Format) -> Self {
         self.config.format = format;
         self
     }
 
     /// Sets the default call timeout ([`ClientConfig::timeout`]).
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self
     }
 
     /// Sets the connect timeout ([`ClientConfig::connect_timeout`]).
-    pub fn connect_timeout(&mut self, timeout: Duration) -> &mut Self {
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self
     }
 
-    /// Sets the heartbeat interval and the idle timeout to three times it.
-    pub fn heartbeat_interval(&mut self, interval: Duration) -> &mut Self {
+    /// Sets the heartbeat interval ([`ClientConfig::heartbeat_interval`]). Unless an idle
+    /// timeout is set too, it is three times this.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.config.heartbeat_interval = interval;
-        self.config.idle_timeout = interval * 3;
         self
     }
 
     /// Sets the idle timeout ([`ClientConfig::idle_timeout`]).
-    pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.config.idle_timeout = timeout;
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
         self
     }
 
     /// Sets the maximum frame body ([`ClientConfig::max_frame_len`]).
-    pub fn max_frame_len(&mut self, len: usize) -> &mut Self {
-        self.config.max_frame_len = len.min(u32::MAX as usize);
+    pub fn max_frame_len(mut self, len: usize) -> Self {
+        self.config.max_frame_len = len;
         self
     }
 
     /// Sets the reconnect backoff ([`ClientConfig::reconnect`]).
-    pub fn reconnect(&mut self, backoff: Backoff) -> &mut Self {
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.config.reconnect = backoff;
         self
     }
 
     /// Sets whether calls wait for a reconnect ([`ClientConfig::wait_for_reconnect`]).
-    pub fn wait_for_reconnect(&mut self, wait: bool) -> &mut Self {
+    pub fn wait_for_reconnect(mut self, wait: bool) -> Self {
         self.config.wait_for_reconnect = wait;
         self
     }
 
     /// Adds a filter ([`ClientConfig::filters`]).
-    pub fn filter(&mut self, filter: impl ClientFilter) -> &mut Self {
+    pub fn filter(mut self, filter: impl ClientFilter) -> Self {
         self.config.filters.push(Arc::new(filter));
         self
     }
 
-    /// Connects to `endpoint`, failing if the first attempt fails; later losses reconnect.
-    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Client, RpcError> {
-        let connector = EndpointConnector::new(endpoint.clone(), self.config.connect_timeout);
+    /// The settings made so far.
+    pub fn settings(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Connects to `endpoint` (`"tcp://127.0.0.1:7000"`, an [`Endpoint`]…), failing if the
+    /// settings are invalid or the first attempt fails; later losses reconnect.
+    pub async fn connect(self, endpoint: impl IntoEndpoint) -> Result<Client, RpcError> {
+        let connector = self.connector(endpoint)?;
         self.connect_with(connector).await
     }
 
-    /// Connects through a user [`Connector`] (TLS, say), failing if the first attempt fails.
-    pub async fn connect_with(&self, connector: impl Connector) -> Result<Client, RpcError> {
+    /// Connects through a user [`Connector`] (TLS, say), failing if the settings are invalid or
+    /// the first attempt fails.
+    pub async fn connect_with(self, connector: impl Connector) -> Result<Client, RpcError> {
         let (tx, rx) = oneshot::channel();
-        let client = self.start(Arc::new(connector), Some(tx));
+        let client = self.start(Arc::new(connector), Some(tx))?;
         match rx.await {
             Ok(Ok(())) => Ok(client),
             Ok(Err(e)) => Err(e),
@@ -143,26 +150,38 @@ impl ClientBuilder {
     }
 
     /// A client that connects in the background and keeps retrying; calls wait for the
-    /// connection up to their deadline. Needs a Tokio runtime.
-    pub fn connect_lazy(&self, endpoint: &Endpoint) -> Client {
-        let connector = EndpointConnector::new(endpoint.clone(), self.config.connect_timeout);
+    /// connection up to their deadline. Fails only if the endpoint or the settings are invalid.
+    /// Needs a Tokio runtime.
+    pub fn connect_lazy(self, endpoint: impl IntoEndpoint) -> Result<Client, RpcError> {
+        let connector = self.connector(endpoint)?;
         self.start(Arc::new(connector), None)
     }
 
     /// As [`ClientBuilder::connect_lazy`], through a user [`Connector`].
-    pub fn connect_lazy_with(&self, connector: impl Connector) -> Client {
+    pub fn connect_lazy_with(self, connector: impl Connector) -> Result<Client, RpcError> {
         self.start(Arc::new(connector), None)
     }
 
+    fn connector(&self, endpoint: impl IntoEndpoint) -> Result<EndpointConnector, RpcError> {
+        let endpoint = endpoint
+            .into_endpoint()
+            .map_err(|e| RpcError::BadEndpoint(e.to_string()))?;
+        Ok(EndpointConnector::new(
+            endpoint,
+            self.config.connect_timeout,
+        ))
+    }
+
     fn start(
-        &self,
+        self,
         connector: Arc<dyn Connector>,
         first: Option<oneshot::Sender<Result<(), RpcError>>>,
-    ) -> Client {
+    ) -> Result<Client, RpcError> {
+        self.config.validate().map_err(RpcError::InvalidConfig)?;
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             filters: ClientFilters::new(self.config.filters.clone()),
-            config: self.config.clone(),
+            config: self.config,
             target: connector.describe(),
             next_id: AtomicU64::new(1),
             current: ArcSwapOption::empty(),
@@ -170,10 +189,10 @@ impl ClientBuilder {
             shutdown: shutdown.clone(),
         });
         tokio::spawn(supervise(shared.clone(), connector, first));
-        Client {
+        Ok(Client {
             shared,
             _handle: Arc::new(DropGuard(shutdown)),
-        }
+        })
     }
 }
 
@@ -183,16 +202,9 @@ impl Client {
         ClientBuilder::new()
     }
 
-    /// Connects with default settings to an endpoint such as `tcp://127.0.0.1:7000`.
-    pub async fn connect(endpoint: &str) -> Result<Client, RpcError> {
-        let endpoint: Endpoint =
-            endpoint
-                .parse()
-                .map_err(|e: TransportError| RpcError::Connect {
-                    endpoint: endpoint.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        ClientBuilder::new().connect(&endpoint).await
+    /// Connects with default settings to an endpoint such as `"tcp://127.0.0.1:7000"`.
+    pub async fn connect(endpoint: impl IntoEndpoint) -> Result<Client, RpcError> {
+        ClientBuilder::new().connect(endpoint).await
     }
 
     /// The connection's state now.

@@ -136,7 +136,7 @@ fn start_connection(
     });
     let reader_config = ReaderConfig {
         heartbeat_interval: config.heartbeat_interval,
-        idle_timeout: config.idle_timeout,
+        idle_timeout: config.effective_idle_timeout(),
         max_body_len: config.max_frame_len,
     };
     let reader_conn = conn.clone();

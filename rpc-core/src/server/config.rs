@@ -16,12 +16,24 @@ pub struct ServerConfig {
     /// The largest frame body accepted or sent; a connection that announces a larger one is
     /// closed. Default: 8 MiB.
     pub max_frame_len: usize,
+    /// Answers waiting to be written to one connection (counted as they cost in memory,
+    /// about 64 bytes per frame beyond its length) past which the server stops reading that
+    /// connection's requests until they are down to half: a client that does not read its
+    /// answers cannot make the server buffer more. Default: 4 MiB.
+    pub connection_buffer: usize,
+    /// Answers waiting for one connection past which the server closes it: calls already
+    /// running when reading paused can still answer past `connection_buffer`, up to this.
+    /// Default: 32 MiB.
+    pub max_connection_buffer: usize,
+    /// Answers waiting for all connections together past which every connection stops being
+    /// read and the connection holding the most is closed. Default: 256 MiB.
+    pub max_server_buffer: usize,
     /// After this long without reading anything from a connection, the server pings it.
     /// Default: 10 s.
     pub heartbeat_interval: Duration,
     /// After this long without reading anything, the server closes the connection.
-    /// Default: 3 × `heartbeat_interval`.
-    pub idle_timeout: Duration,
+    /// Default (`None`): 3 × `heartbeat_interval`, whatever that is set to.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -30,8 +42,54 @@ impl Default for ServerConfig {
             max_concurrent_per_connection: 1024,
             max_concurrent: 65_536,
             max_frame_len: DEFAULT_MAX_BODY_LEN,
+            connection_buffer: 4 * 1024 * 1024,
+            max_connection_buffer: 32 * 1024 * 1024,
+            max_server_buffer: 256 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The idle timeout in force: the one set, or three heartbeat intervals.
+    pub fn effective_idle_timeout(&self) -> Duration {
+        self.idle_timeout
+            .unwrap_or_else(|| self.heartbeat_interval.saturating_mul(3))
+    }
+
+    /// Checks that the settings make sense together; the error says which does not.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent_per_connection == 0 || self.max_concurrent == 0 {
+            return Err("concurrency limits must be at least 1".to_owned());
+        }
+        if self.connection_buffer == 0
+            || self.connection_buffer > self.max_connection_buffer
+            || self.max_connection_buffer > self.max_server_buffer
+        {
+            return Err(format!(
+                "buffers must be 0 < connection_buffer ({}) <= max_connection_buffer ({}) <= \
+                 max_server_buffer ({})",
+                self.connection_buffer, self.max_connection_buffer, self.max_server_buffer
+            ));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err("heartbeat_interval must be more than zero".to_owned());
+        }
+        let idle = self.effective_idle_timeout();
+        if idle < self.heartbeat_interval {
+            return Err(format!(
+                "idle_timeout ({idle:?}) must be at least heartbeat_interval ({:?})",
+                self.heartbeat_interval
+            ));
+        }
+        if self.max_frame_len == 0 || self.max_frame_len > u32::MAX as usize {
+            return Err(format!(
+                "max_frame_len must be between 1 and {} bytes, not {}",
+                u32::MAX,
+                self.max_frame_len
+            ));
+        }
+        Ok(())
     }
 }

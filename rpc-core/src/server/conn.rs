@@ -29,10 +29,7 @@ use crate::error::ServerError;
 use crate::frame_buf::empty_frame;
 use crate::reader::{Disconnect, ReadHandler, ReadPause, ReaderConfig, read_frames};
 use crate::service::{ReplyInner, ServerCall};
-use crate::writer::{Outgoing, OutgoingTx, run_writer};
-
-/// Unwritten answers on one connection beyond which its requests are no longer read.
-const READ_PAUSE_BYTES: usize = 4 * 1024 * 1024;
+use crate::writer::{Backlog, Outgoing, OutgoingTx, run_writer};
 
 /// How long a closing connection's writer may take to flush what is queued.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -44,7 +41,10 @@ pub(crate) async fn serve_connection(
 ) {
     let peer = connection.peer().clone();
     let (read, write) = connection.into_split();
-    let (tx, rx) = crate::writer::channel();
+    let (tx, rx) = crate::writer::channel_with(Backlog::new(
+        server.config.max_connection_buffer,
+        Some(server.backlog.clone()),
+    ));
     let conn = Arc::new(ConnShared::new(
         number,
         peer,
@@ -65,17 +65,25 @@ pub(crate) async fn serve_connection(
 
     let config = ReaderConfig {
         heartbeat_interval: server.config.heartbeat_interval,
-        idle_timeout: server.config.idle_timeout,
+        idle_timeout: server.config.effective_idle_timeout(),
         max_body_len: server.config.max_frame_len,
     };
     let pause = ReadPause {
         backlog: tx.backlog(),
-        limit: READ_PAUSE_BYTES,
+        limit: server.config.connection_buffer,
+        server: &server.backlog,
+        server_limit: server.config.max_server_buffer,
     };
     let stop = async {
         tokio::select! {
             () = server.closed.cancelled() => Disconnect::Local("the server closed"),
             Ok(e) = write_failed => Disconnect::WriteFailed(e),
+            () = conn.backlog().over_cap() => {
+                Disconnect::Local("the client does not read its answers")
+            }
+            () = conn.shed_requested() => Disconnect::Local(
+                "the server is over its memory budget and this connection held the most",
+            ),
         }
     };
     let mut handler = Requests {
@@ -102,7 +110,10 @@ pub(crate) async fn serve_connection(
         .is_err()
     {
         writer.abort();
+        let _ = writer.await;
     }
+    // What was never written is gone with the writer's queue.
+    conn.backlog().discard();
     if let Ok(mut conns) = server.connections.lock() {
         conns.remove(&number);
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpc_codec::Formats;
-use rpc_transport::{Acceptor, Endpoint, TransportError};
+use rpc_transport::{Acceptor, Endpoint, IntoEndpoint, TransportError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,6 +24,7 @@ pub use self::config::ServerConfig;
 use self::state::{ConnShared, ServerShared};
 use crate::filter::{ServerFilter, ServerFilters};
 use crate::service::Service;
+use crate::writer::Backlog;
 
 /// Builds and starts a server.
 ///
@@ -33,7 +34,7 @@ use crate::service::Service;
 ///
 /// let server = Server::builder()
 ///     .service(svc)
-///     .listen("tcp://127.0.0.1:7000".parse()?)
+///     .listen("tcp://127.0.0.1:7000")
 ///     .start()
 ///     .await?;
 /// println!("listening on {:?}", server.local_endpoints());
@@ -43,10 +44,31 @@ use crate::service::Service;
 pub struct ServerBuilder {
     config: ServerConfig,
     services: Vec<Arc<dyn Service>>,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Result<Endpoint, TransportError>>,
     acceptors: Vec<Box<dyn Acceptor>>,
-    formats: Formats,
+    formats: Vec<rpc_codec::Format>,
     filters: Vec<Arc<dyn ServerFilter>>,
+}
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting does not make sense (see [`ServerConfig`]).
+    #[error("invalid server setting: {0}")]
+    InvalidConfig(String),
+    /// A user format could not be added.
+    #[error("format {name}")]
+    Format {
+        /// The format's name.
+        name: String,
+        /// Why it was refused.
+        #[source]
+        source: rpc_codec::SerializeError,
+    },
+    /// An endpoint is invalid or could not be bound.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
 }
 
 /// The entry point: [`Server::builder`].
@@ -61,7 +83,7 @@ impl Server {
             services: Vec::new(),
             endpoints: Vec::new(),
             acceptors: Vec::new(),
-            formats: Formats::new(),
+            formats: Vec::new(),
             filters: Vec::new(),
         }
     }
@@ -86,9 +108,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Listens on a built-in endpoint (TCP, Unix, memory).
-    pub fn listen(mut self, endpoint: Endpoint) -> Self {
-        self.endpoints.push(endpoint);
+    /// Listens on a built-in endpoint (TCP, Unix, memory): `"tcp://127.0.0.1:7000"`, an
+    /// [`Endpoint`]… Text that names no endpoint fails [`start`](ServerBuilder::start).
+    pub fn listen(mut self, endpoint: impl IntoEndpoint) -> Self {
+        self.endpoints.push(endpoint.into_endpoint());
         self
     }
 
@@ -98,10 +121,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Accepts a user format beside the built-in ones.
-    pub fn format(mut self, format: rpc_codec::Format) -> Result<Self, rpc_codec::SerializeError> {
-        self.formats.register(format)?;
-        Ok(self)
+    /// Accepts a user format beside the built-in ones; one that cannot be added (its id is
+    /// taken, say) fails [`start`](ServerBuilder::start).
+    pub fn format(mut self, format: rpc_codec::Format) -> Self {
+        self.formats.push(format);
+        self
     }
 
     /// Adds a filter; filters run in the order they were added, before the handler.
@@ -110,42 +134,63 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets the per-connection concurrency limit.
+    /// Sets the per-connection concurrency limit
+    /// ([`ServerConfig::max_concurrent_per_connection`]).
     pub fn max_concurrent_per_connection(mut self, limit: usize) -> Self {
-        self.config.max_concurrent_per_connection = limit.max(1);
+        self.config.max_concurrent_per_connection = limit;
         self
     }
 
-    /// Sets the server-wide concurrency limit.
+    /// Sets the server-wide concurrency limit ([`ServerConfig::max_concurrent`]).
     pub fn max_concurrent(mut self, limit: usize) -> Self {
-        self.config.max_concurrent = limit.max(1);
+        self.config.max_concurrent = limit;
         self
     }
 
-    /// Sets the maximum frame body.
+    /// Sets the memory for unwritten answers: per connection before its reading pauses and
+    /// before it is closed, and for the whole server ([`ServerConfig::connection_buffer`],
+    /// [`ServerConfig::max_connection_buffer`], [`ServerConfig::max_server_buffer`]).
+    pub fn buffers(mut self, connection: usize, max_connection: usize, max_server: usize) -> Self {
+        self.config.connection_buffer = connection;
+        self.config.max_connection_buffer = max_connection;
+        self.config.max_server_buffer = max_server;
+        self
+    }
+
+    /// Sets the maximum frame body ([`ServerConfig::max_frame_len`]).
     pub fn max_frame_len(mut self, len: usize) -> Self {
-        self.config.max_frame_len = len.min(u32::MAX as usize);
+        self.config.max_frame_len = len;
         self
     }
 
-    /// Sets the heartbeat interval and the idle timeout to three times it.
+    /// Sets the heartbeat interval ([`ServerConfig::heartbeat_interval`]). Unless an idle
+    /// timeout is set too, it is three times this.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.config.heartbeat_interval = interval;
-        self.config.idle_timeout = interval * 3;
         self
     }
 
-    /// Sets the idle timeout.
+    /// Sets the idle timeout ([`ServerConfig::idle_timeout`]).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.idle_timeout = timeout;
+        self.config.idle_timeout = Some(timeout);
         self
     }
 
-    /// Binds every endpoint and starts accepting. Fails if any endpoint cannot be bound.
-    pub async fn start(self) -> Result<ServerHandle, TransportError> {
+    /// Checks the settings, binds every endpoint and starts accepting. Fails, binding nothing
+    /// further, at the first invalid setting, format or endpoint, or endpoint that cannot be
+    /// bound.
+    pub async fn start(self) -> Result<ServerHandle, StartError> {
+        self.config.validate().map_err(StartError::InvalidConfig)?;
+        let mut formats = Formats::new();
+        for format in self.formats {
+            let name = format.name().to_owned();
+            formats
+                .register(format)
+                .map_err(|source| StartError::Format { name, source })?;
+        }
         let mut acceptors = self.acceptors;
-        for endpoint in &self.endpoints {
-            acceptors.push(Box::new(rpc_transport::listen(endpoint).await?));
+        for endpoint in self.endpoints {
+            acceptors.push(Box::new(rpc_transport::listen(&endpoint?).await?));
         }
         // A server has a handful of services: a list searched by comparing names beats hashing
         // them. A service added again under the same name and version replaces the earlier one.
@@ -166,10 +211,12 @@ impl ServerBuilder {
                 None => routes.push(service),
             }
         }
+        let backlog = Arc::new(Backlog::new(self.config.max_server_buffer, None));
         let shared = Arc::new(ServerShared {
+            backlog,
             config: self.config,
             routes,
-            formats: self.formats,
+            formats,
             filters: ServerFilters::new(self.filters),
             in_flight: Arc::new(AtomicUsize::new(0)),
             connections: Mutex::new(HashMap::new()),
@@ -177,6 +224,7 @@ impl ServerBuilder {
             stop_accepting: CancellationToken::new(),
             closed: CancellationToken::new(),
         });
+        tokio::spawn(shed_when_over_budget(shared.clone()));
         let local_endpoints = acceptors.iter().map(|a| a.local_endpoint()).collect();
         let mut accept_tasks = Vec::with_capacity(acceptors.len());
         for acceptor in acceptors {
@@ -252,6 +300,12 @@ impl ServerHandle {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The memory answers waiting to be written take, on every connection together (frames
+    /// counted as they cost; see [`ServerConfig::max_server_buffer`]).
+    pub fn buffered(&self) -> usize {
+        self.shared.backlog.bytes()
+    }
+
     /// Graceful shutdown: stops accepting, tells every client it is draining (go-away), lets
     /// calls in flight finish for up to `grace`, then closes every connection.
     ///
@@ -319,6 +373,34 @@ impl fmt::Debug for ServerHandle {
             .field("connections", &self.connection_count())
             .field("in_flight", &self.in_flight())
             .finish()
+    }
+}
+
+/// Closes the connection holding the most unwritten answers whenever the whole server holds more
+/// than its budget: its peers stopped reading, and everyone else should not pay for them.
+async fn shed_when_over_budget(shared: Arc<ServerShared>) {
+    loop {
+        tokio::select! {
+            () = shared.backlog.over_cap() => {}
+            () = shared.closed.cancelled() => return,
+        }
+        let worst = shared
+            .connections
+            .lock()
+            .ok()
+            .and_then(|conns| conns.values().max_by_key(|c| c.backlog().bytes()).cloned());
+        if let Some(conn) = worst {
+            warn!(
+                connection = conn.number,
+                peer = %conn.peer,
+                buffered = conn.backlog().bytes(),
+                server_buffered = shared.backlog.bytes(),
+                "server over its memory budget; closing the connection that holds the most"
+            );
+            conn.shed();
+        }
+        // Let the closed connection's memory go before looking again.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

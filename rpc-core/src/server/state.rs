@@ -16,10 +16,12 @@ use super::limits::{Limits, Slot};
 use crate::filter::ServerFilters;
 use crate::frame_buf::FrameBuf;
 use crate::service::Service;
-use crate::writer::{Outgoing, OutgoingTx};
+use crate::writer::{Backlog, Outgoing, OutgoingTx};
 
 /// What every connection and the server handle share.
 pub(crate) struct ServerShared {
+    /// Unwritten answers of every connection, against `max_server_buffer`.
+    pub(crate) backlog: Arc<Backlog>,
     pub(crate) config: ServerConfig,
     pub(crate) routes: Vec<Arc<dyn Service>>,
     pub(crate) formats: Formats,
@@ -61,6 +63,10 @@ pub(crate) struct ConnShared {
     /// The writer's queue, for the GoAway frame; emptied when the connection closes, so that
     /// the writer can finish.
     go_away_tx: Mutex<Option<OutgoingTx<Slot>>>,
+    /// The connection's unwritten answers (shared with its writer's queue).
+    backlog: Arc<Backlog>,
+    /// Told to close because the server is over its memory budget.
+    shed: CancellationToken,
     pub(crate) done: CancellationToken,
     /// Calls (not one-way) running beyond the read step of their request.
     calls: Mutex<CallTable<Arc<CallSignal>>>,
@@ -80,6 +86,8 @@ impl ConnShared {
             max_body_len,
             limits,
             draining: AtomicBool::new(false),
+            backlog: tx.backlog().clone(),
+            shed: CancellationToken::new(),
             go_away_tx: Mutex::new(Some(tx)),
             done: CancellationToken::new(),
             calls: Mutex::new(CallTable::new()),
@@ -125,6 +133,21 @@ impl ConnShared {
                 "calls stopped with their connection"
             );
         }
+    }
+
+    /// The connection's unwritten answers.
+    pub(crate) fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
+    /// Tells the connection to close: the server is over its memory budget.
+    pub(crate) fn shed(&self) {
+        self.shed.cancel();
+    }
+
+    /// Resolves once the connection was told to close.
+    pub(crate) async fn shed_requested(&self) {
+        self.shed.cancelled().await;
     }
 
     /// Waits until the connection is closed.

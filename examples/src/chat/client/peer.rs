@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rpc_core::{Backoff, Client, Endpoint, Format};
+use rpc_core::{Backoff, Client, Format};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -141,9 +141,6 @@ impl PeerClients {
         if let Some(client) = clients.get(endpoint) {
             return Ok(client.clone());
         }
-        let parsed: Endpoint = endpoint
-            .parse()
-            .map_err(|e| format!("bad peer endpoint: {e}"))?;
         if clients.len() >= MAX_CACHED_PEERS {
             clients.clear();
         }
@@ -155,7 +152,8 @@ impl PeerClients {
             .connect_timeout(self.timeout)
             .wait_for_reconnect(false)
             .reconnect(Backoff::new(self.timeout, self.timeout * 4))
-            .connect_lazy(&parsed);
+            .connect_lazy(endpoint)
+            .map_err(|e| format!("bad peer endpoint: {e}"))?;
         let client = PeerClient::new(client).with_timeout(self.timeout);
         clients.insert(endpoint.to_owned(), client.clone());
         Ok(client)
