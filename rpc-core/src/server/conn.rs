@@ -25,6 +25,7 @@ use super::calls::OpenError;
 use super::control::CallSignal;
 use super::limits::Slot;
 use super::state::{ConnShared, ServerShared};
+use super::warn_limit::Verdict;
 use crate::error::ServerError;
 use crate::frame_buf::empty_frame;
 use crate::reader::{Disconnect, ReadHandler, ReadPause, ReaderConfig, read_frames};
@@ -98,7 +99,26 @@ pub(crate) async fn serve_connection(
     if reason.is_orderly() {
         debug!(connection = number, peer = %conn.peer, %reason, "connection closed");
     } else {
-        warn!(connection = number, peer = %conn.peer, %reason, "closing connection");
+        let verdict = server
+            .warnings
+            .lock()
+            .map(|mut limit| limit.check(Instant::now()))
+            .unwrap_or(Verdict::Log { held_back: 0 });
+        match verdict {
+            Verdict::Log { held_back: 0 } => {
+                warn!(connection = number, peer = %conn.peer, %reason, "closing connection");
+            }
+            Verdict::Log { held_back } => warn!(
+                connection = number,
+                peer = %conn.peer,
+                %reason,
+                held_back,
+                "closing connection (and {held_back} more closed for a fault, not logged)"
+            ),
+            Verdict::HoldBack => {
+                debug!(connection = number, peer = %conn.peer, %reason, "closing connection");
+            }
+        }
     }
 
     // Stop every call still running: the client is gone, or the connection is being closed.

@@ -7,6 +7,7 @@ mod conn;
 mod control;
 mod limits;
 mod state;
+mod warn_limit;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 pub use self::config::ServerConfig;
 use self::state::{ConnShared, ServerShared};
+use self::warn_limit::WarnLimit;
 use crate::filter::{ServerFilter, ServerFilters};
 use crate::service::Service;
 use crate::writer::Backlog;
@@ -214,6 +216,7 @@ impl ServerBuilder {
         let backlog = Arc::new(Backlog::new(self.config.max_server_buffer, None));
         let shared = Arc::new(ServerShared {
             backlog,
+            warnings: Mutex::new(WarnLimit::new(10, Duration::from_secs(1))),
             config: self.config,
             routes,
             formats,

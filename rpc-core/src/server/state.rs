@@ -13,6 +13,7 @@ use super::calls::CallTable;
 use super::config::ServerConfig;
 use super::control::CallSignal;
 use super::limits::{Limits, Slot};
+use super::warn_limit::WarnLimit;
 use crate::filter::ServerFilters;
 use crate::frame_buf::FrameBuf;
 use crate::service::Service;
@@ -20,6 +21,8 @@ use crate::writer::{Backlog, Outgoing, OutgoingTx};
 
 /// What every connection and the server handle share.
 pub(crate) struct ServerShared {
+    /// Connections closed for a fault are logged, but not a flood of them.
+    pub(crate) warnings: Mutex<WarnLimit>,
     /// Unwritten answers of every connection, against `max_server_buffer`.
     pub(crate) backlog: Arc<Backlog>,
     pub(crate) config: ServerConfig,
