@@ -1,3 +1,5 @@
+//! The messages the codec benchmark encodes and decodes.
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

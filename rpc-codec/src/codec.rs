@@ -1,3 +1,6 @@
+//! `FrameCodec`: a byte stream to frames and back, whatever its reads look like, refusing
+//! oversized bodies before reserving memory for them.
+
 use std::io;
 
 use bytes::{Buf, BytesMut};

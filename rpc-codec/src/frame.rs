@@ -1,3 +1,5 @@
+//! A decoded frame: its header fields and its body.
+
 use bytes::Bytes;
 
 use crate::{FrameKind, HEADER_LEN, Header, SerializerId, Status};

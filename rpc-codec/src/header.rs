@@ -1,3 +1,5 @@
+//! The 18-byte frame header and the frame kinds.
+
 use std::fmt;
 
 use bytes::BufMut;

@@ -1,3 +1,5 @@
+//! Call metadata: the key/value pairs a request carries in its preamble, with their limits.
+
 use std::fmt;
 
 /// String key/value pairs that travel with a call, like HTTP headers or Dubbo attachments.

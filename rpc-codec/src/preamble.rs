@@ -1,3 +1,6 @@
+//! The request preamble (service, version, method, deadline, metadata) that any serializer can
+//! route on, and the error body of a failed answer.
+
 use std::str;
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! Serializers: MessagePack, postcard and JSON built in, user formats in the user id range, and the
+//! table that finds one by the id in a header.
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;

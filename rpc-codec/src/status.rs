@@ -1,3 +1,5 @@
+//! The status of an answered call: a small documented table of codes.
+
 use std::fmt;
 
 /// The outcome of a call, carried in the header of response and stream-end frames.

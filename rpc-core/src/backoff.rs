@@ -1,3 +1,5 @@
+//! Reconnect delays: exponential backoff with full jitter (sans-IO).
+
 use std::time::Duration;
 
 /// Exponential backoff with full jitter for reconnect attempts. Sans-IO: the caller supplies the

@@ -1,3 +1,6 @@
+//! What generated clients call through: the `Caller` trait, per-call options, raw and typed
+//! answers and streams.
+
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;

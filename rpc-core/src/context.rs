@@ -1,3 +1,5 @@
+//! What a handler may know about its call: names, deadline, metadata, peer.
+
 use std::sync::Arc;
 
 use rpc_codec::Metadata;

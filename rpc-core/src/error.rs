@@ -1,3 +1,6 @@
+//! Errors: why a call failed as the caller sees it, and a server-side error that travels as a
+//! status and an error body.
+
 use std::fmt;
 
 use bytes::Bytes;

@@ -1,3 +1,5 @@
+//! Frames encoded in place: header placeholder first, body after it, header filled in last.
+
 use bytes::{Bytes, BytesMut};
 use rpc_codec::{FrameKind, HEADER_LEN, Header, SerializerId, Status};
 

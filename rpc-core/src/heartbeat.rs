@@ -1,3 +1,5 @@
+//! The liveness state machine of one connection (sans-IO): when to ping, when to give up.
+
 use std::time::Duration;
 
 use tokio::time::Instant;

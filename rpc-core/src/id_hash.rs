@@ -1,3 +1,5 @@
+//! A cheap hasher for request ids.
+
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher for request ids: one multiplication instead of SipHash. Request ids are chosen by

@@ -1,3 +1,6 @@
+//! The server side of a service: the `Service` trait the server routes to, the incoming
+//! `ServerCall`, and the `Reply` a handler answers with.
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

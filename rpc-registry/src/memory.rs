@@ -1,3 +1,5 @@
+//! The embedded, in-memory registry: the default, with leases on Tokio's clock.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

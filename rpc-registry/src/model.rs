@@ -1,3 +1,5 @@
+//! The registry's model: service keys, instances, leases, snapshots and changes.
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;

@@ -1,3 +1,6 @@
+//! Keeping instances registered: lease renewal, and registering again when the registry lost
+//! the lease.
+
 use std::sync::Arc;
 use std::time::Duration;
 

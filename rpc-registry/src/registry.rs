@@ -1,3 +1,5 @@
+//! The `Registry` trait every backend implements.
+
 use std::fmt;
 use std::pin::Pin;
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! Connect and listen on the built-in endpoints, with timeouts.
+
 use std::io;
 use std::time::Duration;
 

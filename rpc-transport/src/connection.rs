@@ -1,3 +1,5 @@
+//! One established connection: a byte stream and what is known of its peer.
+
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;

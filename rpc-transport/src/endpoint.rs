@@ -1,3 +1,5 @@
+//! Endpoints: where to connect or listen, parsed from and written as text.
+
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;

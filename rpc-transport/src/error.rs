@@ -1,3 +1,5 @@
+//! Transport errors.
+
 use std::io;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! TCP: connect (every resolved address in turn, `TCP_NODELAY`) and listen.
+
 use std::io;
 
 use tokio::net::{TcpListener, TcpStream};

@@ -1,3 +1,5 @@
+//! The traits a user transport implements: `Connector` and `Acceptor`.
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! Unix domain sockets: connect, and listen with stale-socket cleanup.
+
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
