@@ -127,7 +127,7 @@ impl ClientBuilder {
         &self.config
     }
 
-    /// Connects to `endpoint` (`"tcp://127.0.0.1:7000"`, an [`Endpoint`]…), failing if the
+    /// Connects to `endpoint` (`"tcp://127.0.0.1:7000"`, an [`Endpoint`](crate::Endpoint)…), failing if the
     /// settings are invalid or the first attempt fails; later losses reconnect.
     pub async fn connect(self, endpoint: impl IntoEndpoint) -> Result<Client, RpcError> {
         let connector = self.connector(endpoint)?;

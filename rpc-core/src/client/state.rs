@@ -10,7 +10,7 @@ use super::config::ClientConfig;
 use super::conn::Conn;
 use crate::filter::ClientFilters;
 
-/// Where a client's connection stands. Watch it with [`Client::watch_state`].
+/// Where a client's connection stands. Watch it with [`Client::watch_state`](crate::Client::watch_state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionState {
@@ -30,7 +30,7 @@ pub enum ConnectionState {
         /// The last connection error.
         reason: String,
     },
-    /// [`Client::close`] was called or every handle was dropped.
+    /// [`Client::close`](crate::Client::close) was called or every handle was dropped.
     Closed,
 }
 
