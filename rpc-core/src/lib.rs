@@ -62,7 +62,9 @@ pub use backoff::Backoff;
 pub use blocking::BlockingClient;
 #[doc(hidden)]
 pub use caller::__private;
-pub use caller::{CallOptions, Caller, MethodTarget, RawStream, Response, RpcStream};
+pub use caller::{
+    CallOptions, Caller, MethodTarget, RawStream, Response, RpcStream, ServiceClient,
+};
 pub use client::{Client, ClientBuilder, ClientConfig, ConnectionState};
 pub use context::CallContext;
 pub use error::{RpcError, ServerError};
@@ -78,7 +80,9 @@ pub use rpc_transport::{
 };
 pub use serde;
 pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle, StartError};
-pub use service::{BoxFuture, MethodInfo, MethodKind, Reply, ServerCall, ServerStream, Service};
+pub use service::{
+    BoxFuture, MethodInfo, MethodKind, NamedService, Reply, ServerCall, ServerStream, Service,
+};
 
 /// The wire format crate, for users who need its lower-level types.
 pub use rpc_codec as codec;

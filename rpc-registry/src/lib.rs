@@ -7,7 +7,9 @@
 //! - [`RegistryService`] serves any registry over this framework (wrapped in
 //!   [`RegistryApiServer`]); [`RemoteRegistry`] is its client.
 //! - [`Discovery`] calls a service by name: it watches the registry, balances over the instances
-//!   and fails over; [`RegisteredServer`] registers a server's services while it runs.
+//!   and fails over; [`RegisteredServer`] registers a server's services while it runs. Both
+//!   take the service's name and version from the types `#[service]` generates:
+//!   [`ServiceKey::of`] and [`DiscoverClient`] (`GreeterClient::discover(registry)`).
 //! - `EtcdRegistry` (feature `etcd`) stores instances in etcd under a prefix, bound to leases.
 //! - [`Registration`] keeps an instance registered: it renews the lease and registers again
 //!   when the registry lost it (expiry during a partition, a registry restart).
@@ -40,6 +42,7 @@ mod registration;
 mod registry;
 mod remote;
 mod serve;
+mod typed;
 
 pub use balance::{Balancer, Candidate, PickContext, Strategy};
 pub use discovery::{Discovery, DiscoveryConfig};
@@ -55,3 +58,4 @@ pub use remote::{
     RegistryApi, RegistryApiClient, RegistryApiServer, RegistryService, RemoteRegistry,
 };
 pub use serve::{RegisterOptions, RegisteredServer, ServeError};
+pub use typed::DiscoverClient;
