@@ -11,6 +11,8 @@
 //! - [`Server`] listens on any number of endpoints and routes each call to a [`Service`] by
 //!   name and version, answering in the format the call used.
 //! - [`service`] turns a trait of `async fn`s into a typed client and a server adapter.
+//! - With the feature `tower`, `LayeredService` and `LayeredCaller` put tower middleware
+//!   (timeouts, limits, load shedding) around a service or a caller.
 //!
 //! ```
 //! use rpc_core::{Client, Endpoint, RpcError, Server};
@@ -56,8 +58,14 @@ mod id_hash;
 mod reader;
 mod server;
 mod service;
+#[cfg(feature = "tower")]
+mod tower;
 mod writer;
 
+#[cfg(feature = "tower")]
+pub use crate::tower::{
+    CallArgs, CallRequest, LayeredCaller, LayeredService, ServerRequest, TowerCaller, TowerService,
+};
 pub use backoff::Backoff;
 pub use blocking::BlockingClient;
 #[doc(hidden)]
