@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::RpcError;
+use crate::service::NamedService;
 
 /// Per-call settings: a deadline overriding the client's default, and metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,6 +98,18 @@ pub trait Caller: Clone + Send + Sync + 'static {
         options: &CallOptions,
         args: &A,
     ) -> impl Future<Output = Result<RawStream, RpcError>> + Send;
+}
+
+/// A typed client of one service, making its calls through a [`Caller`]: what `#[service]`
+/// generates (`GreeterClient<C>`). Code that makes callers (a discovery client, a cluster) can
+/// hand back a typed client of any service with it, and find the service's name and version
+/// through [`NamedService`].
+pub trait ServiceClient: NamedService + Clone + Send + Sync + 'static {
+    /// What the calls are made through.
+    type Caller: Caller;
+
+    /// A client making its calls through `caller`, with default options.
+    fn from_caller(caller: Self::Caller) -> Self;
 }
 
 /// A response frame not yet decoded.

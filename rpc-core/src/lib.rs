@@ -11,6 +11,8 @@
 //! - [`Server`] listens on any number of endpoints and routes each call to a [`Service`] by
 //!   name and version, answering in the format the call used.
 //! - [`service`] turns a trait of `async fn`s into a typed client and a server adapter.
+//! - With the feature `tower`, `LayeredService` and `LayeredCaller` put tower middleware
+//!   (timeouts, limits, load shedding) around a service or a caller.
 //!
 //! ```
 //! use rpc_core::{Client, Endpoint, RpcError, Server};
@@ -56,17 +58,25 @@ mod id_hash;
 mod reader;
 mod server;
 mod service;
+#[cfg(feature = "tower")]
+mod tower;
 mod writer;
 
+#[cfg(feature = "tower")]
+pub use crate::tower::{
+    CallArgs, CallRequest, LayeredCaller, LayeredService, ServerRequest, TowerCaller, TowerService,
+};
 pub use backoff::Backoff;
 pub use blocking::BlockingClient;
 #[doc(hidden)]
 pub use caller::__private;
-pub use caller::{CallOptions, Caller, MethodTarget, RawStream, Response, RpcStream};
+pub use caller::{
+    CallOptions, Caller, MethodTarget, RawStream, Response, RpcStream, ServiceClient,
+};
 pub use client::{Client, ClientBuilder, ClientConfig, ConnectionState};
 pub use context::CallContext;
 pub use error::{RpcError, ServerError};
-pub use filter::{ClientFilter, ServerFilter, TraceCalls};
+pub use filter::{CallFuture, CallOutput, ClientFilter, ServerFilter, TraceCalls};
 pub use rpc_codec::{
     DEFAULT_MAX_BODY_LEN, Format, Formats, Metadata, MetadataError, SerializeError, Serializer,
     SerializerId, Status,
@@ -78,7 +88,9 @@ pub use rpc_transport::{
 };
 pub use serde;
 pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle, StartError};
-pub use service::{BoxFuture, MethodInfo, MethodKind, Reply, ServerCall, ServerStream, Service};
+pub use service::{
+    BoxFuture, MethodInfo, MethodKind, NamedService, Reply, ServerCall, ServerStream, Service,
+};
 
 /// The wire format crate, for users who need its lower-level types.
 pub use rpc_codec as codec;

@@ -45,6 +45,38 @@ pub struct MethodInfo {
     pub idempotent: bool,
 }
 
+/// The identity of a service: its name and version on the wire.
+///
+/// `#[service]` implements it for the generated client and server, so the name and version are
+/// written once, in the trait's attribute, and whatever needs them (registering a server,
+/// discovering a service, a log line) takes them from the type:
+///
+/// ```
+/// use rpc_core::NamedService;
+///
+/// #[rpc_core::service(name = "demo.Greeter", version = "1")]
+/// trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+/// }
+///
+/// fn identity<S: NamedService>() -> (&'static str, &'static str) {
+///     (S::SERVICE, S::VERSION)
+/// }
+///
+/// assert_eq!(identity::<GreeterClient>(), ("demo.Greeter", "1"));
+/// # struct Polite;
+/// # impl Greeter for Polite {
+/// #     async fn hello(&self, name: String) -> String { name }
+/// # }
+/// assert_eq!(identity::<GreeterServer<Polite>>(), identity::<GreeterClient>());
+/// ```
+pub trait NamedService {
+    /// The service's name on the wire.
+    const SERVICE: &'static str;
+    /// The service's version; empty for none.
+    const VERSION: &'static str;
+}
+
 /// A service the server can route calls to. `#[service]` implements it for every service trait
 /// (the generated `…Server` type); it can also be implemented by hand.
 pub trait Service: Send + Sync + 'static {

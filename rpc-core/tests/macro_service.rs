@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rpc_core::{
-    CallContext, Client, Endpoint, Format, MethodInfo, MethodKind, MethodTarget, RpcError, Server,
-    ServerHandle, ServerStream, Service,
+    CallContext, Client, Endpoint, Format, MethodInfo, MethodKind, MethodTarget, NamedService,
+    RpcError, Server, ServerHandle, ServerStream, Service, ServiceClient,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -275,6 +275,34 @@ async fn server_describes_the_service() {
     assert!(methods.iter().all(|m| m.name != "count"));
     assert!(format!("{server:?}").contains("demo.Greeter"));
     let _copy = server.clone();
+}
+
+/// The name and version written once in the attribute, as every side sees them.
+fn identity<S: NamedService>() -> (&'static str, &'static str) {
+    (S::SERVICE, S::VERSION)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_share_one_identity() {
+    assert_eq!(identity::<GreeterClient>(), ("demo.Greeter", "1.0"));
+    assert_eq!(identity::<GreeterServer<Impl>>(), ("demo.Greeter", "1.0"));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let server = GreeterServer::new(Impl { lines: tx });
+    assert_eq!(
+        (server.name(), server.version()),
+        identity::<GreeterServer<Impl>>()
+    );
+
+    // Code that only knows the client's type can build one over a caller.
+    let (server, endpoint, _lines) = serve("from-caller").await;
+    let caller = Client::builder().connect(&endpoint).await.unwrap();
+    let client = typed::<GreeterClient>(caller);
+    assert_eq!(client.hello("you".into()).await.unwrap(), "hello, you");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+fn typed<T: ServiceClient<Caller = Client>>(caller: Client) -> T {
+    T::from_caller(caller)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,19 @@ pub(crate) fn expand(def: &ServiceDef) -> TokenStream {
 
             #(#methods)*
         }
+
+        impl<C: ::rpc_core::Caller> ::rpc_core::NamedService for #client<C> {
+            const SERVICE: &'static str = #name;
+            const VERSION: &'static str = #version;
+        }
+
+        impl<C: ::rpc_core::Caller> ::rpc_core::ServiceClient for #client<C> {
+            type Caller = C;
+
+            fn from_caller(caller: C) -> Self {
+                Self { caller, options: ::rpc_core::CallOptions::default() }
+            }
+        }
     }
 }
 

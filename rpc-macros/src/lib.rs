@@ -16,11 +16,16 @@
 //! - **`GreeterServer<T>`**, which implements `rpc_core::Service` for any `T: Greeter`:
 //!   `GreeterServer::new(implementation)` or `GreeterServer::from_arc(arc)` is what
 //!   `ServerBuilder::service` takes. Each call decodes the arguments, calls the method and
-//!   encodes what it returns in the format the caller used.
+//!   encodes what it returns in the format the caller used. It implements
+//!   `rpc_core::NamedService`, whose name and version are the ones `Service` routes and
+//!   registers by.
 //! - **`GreeterClient<C = rpc_core::Client>`**, generic over any `rpc_core::Caller`: `new(caller)`,
 //!   the per-call settings `with_options`, `with_timeout` and `with_metadata` (each returns a
 //!   configured copy), `caller()`, the constants `SERVICE` and `VERSION`, and one `async fn` per
-//!   method with the same name and arguments, returning `Result<_, rpc_core::RpcError>`.
+//!   method with the same name and arguments, returning `Result<_, rpc_core::RpcError>`. It
+//!   implements `rpc_core::NamedService` (the same name and version as the server) and
+//!   `rpc_core::ServiceClient` (`from_caller`), so code that makes callers, such as
+//!   `rpc_registry`'s discovery, can build it knowing only its type.
 //!
 //! # Options
 //!

@@ -70,13 +70,18 @@ pub(crate) fn expand(def: &ServiceDef) -> TokenStream {
             }
         }
 
+        impl<T> ::rpc_core::NamedService for #server<T> {
+            const SERVICE: &'static str = #name;
+            const VERSION: &'static str = #version;
+        }
+
         impl<T: #trait_ident> ::rpc_core::Service for #server<T> {
             fn name(&self) -> &'static str {
-                #name
+                <Self as ::rpc_core::NamedService>::SERVICE
             }
 
             fn version(&self) -> &'static str {
-                #version
+                <Self as ::rpc_core::NamedService>::VERSION
             }
 
             fn methods(&self) -> &'static [::rpc_core::MethodInfo] {

@@ -7,7 +7,12 @@
 //! - [`RegistryService`] serves any registry over this framework (wrapped in
 //!   [`RegistryApiServer`]); [`RemoteRegistry`] is its client.
 //! - [`Discovery`] calls a service by name: it watches the registry, balances over the instances
-//!   and fails over; [`RegisteredServer`] registers a server's services while it runs.
+//!   and fails over; [`RegisteredServer`] registers a server's services while it runs. Both
+//!   take the service's name and version from the types `#[service]` generates:
+//!   [`ServiceKey::of`] and [`DiscoverClient`] (`GreeterClient::discover(registry)`).
+//! - [`Cluster`] balances calls over a set of clients and fails over, with or without a
+//!   registry: over a fixed list of endpoints ([`Cluster::connect_lazy`]), or fed by a
+//!   [`Discovery`].
 //! - `EtcdRegistry` (feature `etcd`) stores instances in etcd under a prefix, bound to leases.
 //! - [`Registration`] keeps an instance registered: it renews the lease and registers again
 //!   when the registry lost it (expiry during a partition, a registry restart).
@@ -31,6 +36,7 @@
 //! ```
 
 mod balance;
+mod cluster;
 mod discovery;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -40,8 +46,10 @@ mod registration;
 mod registry;
 mod remote;
 mod serve;
+mod typed;
 
 pub use balance::{Balancer, Candidate, PickContext, Strategy};
+pub use cluster::{Cluster, ClusterConfig, Member};
 pub use discovery::{Discovery, DiscoveryConfig};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdRegistry};
@@ -55,3 +63,4 @@ pub use remote::{
     RegistryApi, RegistryApiClient, RegistryApiServer, RegistryService, RemoteRegistry,
 };
 pub use serve::{RegisterOptions, RegisteredServer, ServeError};
+pub use typed::DiscoverClient;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use rpc_core::{CallOptions, Client, Endpoint, RpcError, Server, ServerHandle};
 use rpc_registry::{
-    Discovery, DiscoveryConfig, Instance, MemoryRegistry, RegisterOptions, RegisteredServer,
-    Registry, RegistryApiServer, RegistryService, RemoteRegistry, ServiceKey, Strategy,
+    DiscoverClient, Discovery, DiscoveryConfig, Instance, MemoryRegistry, RegisterOptions,
+    RegisteredServer, Registry, RegistryApiServer, RegistryService, RemoteRegistry, ServiceKey,
+    Strategy,
 };
 
 /// Says which instance answered.
@@ -51,7 +52,7 @@ fn mem(name: &str) -> Endpoint {
 }
 
 fn key() -> ServiceKey {
-    ServiceKey::new("test.Who")
+    ServiceKey::of::<WhoClient>()
 }
 
 async fn start(registry: Arc<dyn Registry>, name: &str, weight: u32) -> RegisteredServer {
@@ -86,6 +87,27 @@ async fn calls_spread_over_instances_by_weight() {
     assert!((share("a") - 0.25).abs() < 0.05, "{counts:?}");
     assert!((share("b") - 0.25).abs() < 0.05, "{counts:?}");
     assert!((share("c") - 0.50).abs() < 0.05, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_client_finds_what_its_server_registered_without_naming_it() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let _a = start(registry.clone(), "a", 100).await;
+    // The server registered under the name and version of its `#[service]` attribute.
+    let registered = registry
+        .discover(&ServiceKey::new("test.Who"))
+        .await
+        .unwrap();
+    assert_eq!(registered.instances.len(), 1);
+    assert_eq!(
+        ServiceKey::of::<WhoServer<Named>>(),
+        ServiceKey::of::<WhoClient>()
+    );
+
+    let client = WhoClient::discover(registry.clone());
+    assert_eq!(client.caller().key(), &ServiceKey::new("test.Who"));
+    assert!(client.caller().wait_for(1, Duration::from_secs(5)).await);
+    assert_eq!(client.who().await.unwrap(), "a");
 }
 
 #[tokio::test(start_paused = true)]

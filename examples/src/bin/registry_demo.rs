@@ -9,8 +9,8 @@ use clap::Parser;
 use examples::hello::{GreeterClient, GreeterServer, HelloService};
 use rpc_core::{Client, Endpoint, Server};
 use rpc_registry::{
-    Discovery, MemoryRegistry, RegisterOptions, RegisteredServer, Registry, RemoteRegistry,
-    ServiceKey,
+    DiscoverClient, Discovery, MemoryRegistry, RegisterOptions, RegisteredServer, Registry,
+    RemoteRegistry,
 };
 
 /// Starts three `hello.Greeter` servers that register themselves, then calls the service by
@@ -64,13 +64,13 @@ async fn main() -> anyhow::Result<()> {
         servers.push((name, server));
     }
 
-    let key = ServiceKey::new("hello.Greeter").with_version("1");
-    let discovery = Discovery::new(registry.clone(), key);
+    // The service's name and version come from `#[service]` on the trait, as the servers'
+    // registrations did.
+    let greeter = GreeterClient::discover(registry.clone());
     anyhow::ensure!(
-        discovery.wait_for(3, Duration::from_secs(5)).await,
+        greeter.caller().wait_for(3, Duration::from_secs(5)).await,
         "the three servers did not show up in the registry"
     );
-    let greeter = GreeterClient::new(discovery.clone());
 
     println!(
         "\nphase 1: {} calls of hello() by service name, weighted random over 3 instances",

@@ -28,8 +28,9 @@ use self::supervisor::supervise;
 use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
 use crate::error::RpcError;
-use crate::filter::{ClientFilter, ClientFilters};
+use crate::filter::{CallFuture, CallOutput, ClientFilter, ClientFilters};
 use crate::frame_buf::FrameBuf;
+use crate::service::MethodKind;
 
 /// A client of one server endpoint. Cheap to clone; every clone shares one connection, over
 /// which any number of calls run at once.
@@ -363,13 +364,16 @@ impl Caller for Client {
         if filters.is_empty() {
             return self.unary(target, options, args).await;
         }
-        let mut options = options.clone();
-        filters.before(target, &mut options)?;
-        let start = Instant::now();
-        let result = self.unary(target, &options, args).await;
-        let outcome = result.as_ref().map(|r| r.status);
-        filters.after(target, outcome, start.elapsed());
-        result
+        let send = |options: CallOptions| -> CallFuture<'_> {
+            Box::pin(async move {
+                let response = self.unary(target, &options, args).await?;
+                Ok(CallOutput::Response(response))
+            })
+        };
+        filters
+            .run(target, MethodKind::Unary, options, send)
+            .await?
+            .into_response()
     }
 
     async fn call_one_way<A: Serialize + Sync + ?Sized>(
@@ -378,19 +382,20 @@ impl Caller for Client {
         options: &CallOptions,
         args: &A,
     ) -> Result<(), RpcError> {
-        let mut options = options.clone();
-        self.shared.filters.before(target, &mut options)?;
-        let deadline = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
-        let conn = self.connection(deadline).await?;
-        let frame = self.encode(
-            FrameKind::OneWay,
-            self.next_id(),
-            target,
-            &options,
-            None,
-            args,
-        )?;
-        conn.send(frame)
+        let filters = &self.shared.filters;
+        if filters.is_empty() {
+            return self.one_way(target, options, args).await;
+        }
+        let send = |options: CallOptions| -> CallFuture<'_> {
+            Box::pin(async move {
+                self.one_way(target, &options, args).await?;
+                Ok(CallOutput::Sent)
+            })
+        };
+        filters
+            .run(target, MethodKind::OneWay, options, send)
+            .await?
+            .into_sent()
     }
 
     async fn call_stream<A: Serialize + Sync + ?Sized>(
@@ -399,24 +404,63 @@ impl Caller for Client {
         options: &CallOptions,
         args: &A,
     ) -> Result<RawStream, RpcError> {
-        let mut options = options.clone();
-        self.shared.filters.before(target, &mut options)?;
+        let filters = &self.shared.filters;
+        if filters.is_empty() {
+            return self.stream(target, options, args).await;
+        }
+        let send = |options: CallOptions| -> CallFuture<'_> {
+            Box::pin(async move {
+                let stream = self.stream(target, &options, args).await?;
+                Ok(CallOutput::Stream(stream))
+            })
+        };
+        filters
+            .run(target, MethodKind::ServerStream, options, send)
+            .await?
+            .into_stream()
+    }
+}
+
+impl Client {
+    async fn one_way<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<(), RpcError> {
+        let deadline = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
+        let conn = self.connection(deadline).await?;
+        let frame = self.encode(
+            FrameKind::OneWay,
+            self.next_id(),
+            target,
+            options,
+            None,
+            args,
+        )?;
+        conn.send(frame)
+    }
+
+    async fn stream<A: Serialize + Sync + ?Sized>(
+        &self,
+        target: &MethodTarget<'_>,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<RawStream, RpcError> {
         // A stream lives as long as its reader wants it: only an explicit timeout bounds it.
         let wait = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
         let deadline = options.timeout.map(|t| Instant::now() + t);
         let conn = self.connection(wait).await?;
         let id = self.next_id();
         let budget = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let frame = self.encode(FrameKind::Request, id, target, &options, budget, args)?;
+        let frame = self.encode(FrameKind::Request, id, target, options, budget, args)?;
         let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 1);
         conn.register(id, Pending::Stream(tx))?;
         let stream = ClientStream::new(conn.clone(), id, rx, deadline);
         conn.send(frame)?;
         Ok(RawStream::new(self.shared.config.format.clone(), stream))
     }
-}
 
-impl Client {
     async fn unary<A: Serialize + Sync + ?Sized>(
         &self,
         target: &MethodTarget<'_>,
