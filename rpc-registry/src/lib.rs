@@ -42,6 +42,7 @@ mod discovery;
 mod etcd;
 mod memory;
 mod model;
+mod page;
 mod registration;
 mod registry;
 mod remote;
@@ -57,6 +58,7 @@ pub use memory::{MemoryConfig, MemoryRegistry};
 pub use model::{
     Change, Instance, Lease, LeaseId, RegistryError, ServiceKey, Snapshot, WatchEvent,
 };
+pub use page::{Page, PageRequest};
 pub use registration::{Registration, RegistrationState};
 pub use registry::{Registry, WatchStream};
 pub use remote::{

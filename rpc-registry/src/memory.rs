@@ -1,6 +1,7 @@
 //! The embedded, in-memory registry: the default, with leases on Tokio's clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tracing::debug;
 use crate::model::{
     Change, Instance, Lease, LeaseId, RegistryError, ServiceKey, Snapshot, WatchEvent,
 };
+use crate::page::{Page, PageRequest};
 use crate::registry::{Registry, WatchStream};
 
 /// Settings of a [`MemoryRegistry`].
@@ -85,6 +87,8 @@ struct LeaseState {
 #[derive(Debug)]
 struct ServiceState {
     instances: BTreeMap<String, (Instance, LeaseId)>,
+    /// The revision of the last change to `instances`.
+    changed: u64,
     /// Created on the first watch: a broadcast channel allocates its whole buffer up front.
     watchers: Option<broadcast::Sender<Arc<(u64, Change)>>>,
 }
@@ -158,7 +162,8 @@ impl State {
             self.history
                 .push_back((revision, key.clone(), change.clone()));
         }
-        if let Some(service) = self.services.get(key) {
+        if let Some(service) = self.services.get_mut(key) {
+            service.changed = revision;
             // No receivers is not an error: nobody is watching.
             if let Some(watchers) = &service.watchers {
                 let _ = watchers.send(Arc::new((revision, change)));
@@ -172,6 +177,7 @@ impl State {
             .entry(key.clone())
             .or_insert_with(|| ServiceState {
                 instances: BTreeMap::new(),
+                changed: 0,
                 watchers: None,
             })
     }
@@ -216,6 +222,23 @@ impl State {
                 .map(|s| s.instances.values().map(|(i, _)| i.clone()).collect())
                 .unwrap_or_default(),
         }
+    }
+
+    fn page(&self, key: &ServiceKey, request: &PageRequest) -> Page {
+        let Some(service) = self.services.get(key) else {
+            // A key without state has no instances. Its last change, if it had any, is no
+            // later than now, and a key's state is only dropped by a change.
+            return Page::take([], request, self.revision, self.revision);
+        };
+        let start = match &request.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let following = service
+            .instances
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, (instance, _))| instance);
+        Page::take(following, request, self.revision, service.changed)
     }
 }
 
@@ -321,6 +344,14 @@ impl Registry for MemoryRegistry {
 
     async fn discover(&self, key: &ServiceKey) -> Result<Snapshot, RegistryError> {
         Ok(self.inner.lock().snapshot(key))
+    }
+
+    async fn discover_page(
+        &self,
+        key: &ServiceKey,
+        request: &PageRequest,
+    ) -> Result<Page, RegistryError> {
+        Ok(self.inner.lock().page(key, request))
     }
 
     async fn watch(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::Stream;
 
 use crate::model::{Instance, Lease, LeaseId, RegistryError, ServiceKey, Snapshot, WatchEvent};
+use crate::page::{Page, PageRequest};
 
 /// The events of a watch, until the watch ends or fails.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, RegistryError>> + Send>>;
@@ -41,6 +42,24 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 
     /// The instances of `key` now.
     async fn discover(&self, key: &ServiceKey) -> Result<Snapshot, RegistryError>;
+
+    /// One page of the instances of `key`: those after `request.after` in id order, as many as
+    /// fit the request's limits (at least one when any remain). Walking the pages from the first
+    /// to the one whose `next` is `None` yields every instance once, as long as the key does not
+    /// change meanwhile; [`Page::changed`] tells when it did.
+    ///
+    /// The default reads everything with [`discover`](Registry::discover) and cuts the page
+    /// out, saying the snapshot's revision for `changed`; implementations that can read one page
+    /// alone override it.
+    async fn discover_page(
+        &self,
+        key: &ServiceKey,
+        request: &PageRequest,
+    ) -> Result<Page, RegistryError> {
+        let snapshot = self.discover(key).await?;
+        let revision = snapshot.revision;
+        Ok(Page::cut(&snapshot.instances, request, revision, revision))
+    }
 
     /// Watches `key`: from the start (`None`: a snapshot, then changes) or resuming after a
     /// revision already seen (`Some(rev)`: the changes after `rev`, or a snapshot if the

@@ -29,4 +29,6 @@ async fn the_conformance_suite_passes_against_etcd() {
     conformance::keep_alive_extends_a_lease(&registry, TTL).await;
     conformance::revoke_removes_every_instance_of_the_lease(&registry).await;
     conformance::bad_requests_are_errors(&registry).await;
+    conformance::discover_pages_cover_every_instance_once(&registry).await;
+    conformance::a_change_between_pages_shows_in_changed(&registry).await;
 }

@@ -5,7 +5,9 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_registry::{Instance, MemoryConfig, MemoryRegistry, Registry, ServiceKey, WatchEvent};
+use rpc_registry::{
+    Instance, MemoryConfig, MemoryRegistry, PageRequest, Registry, ServiceKey, WatchEvent,
+};
 use support::conformance;
 
 const TTL: Duration = Duration::from_secs(10);
@@ -51,6 +53,72 @@ async fn revoke_removes_every_instance_of_the_lease() {
 #[tokio::test(start_paused = true)]
 async fn bad_requests_are_errors() {
     conformance::bad_requests_are_errors(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn discover_pages_cover_every_instance_once() {
+    conformance::discover_pages_cover_every_instance_once(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_between_pages_shows_in_changed() {
+    conformance::a_change_between_pages_shows_in_changed(&MemoryRegistry::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_to_another_key_between_pages_does_not_show() {
+    let registry = MemoryRegistry::new();
+    let (key, other) = (ServiceKey::new("paged"), ServiceKey::new("paged-other"));
+    let lease = registry.grant(TTL).await.unwrap();
+    for port in 0..4 {
+        registry
+            .register(
+                Instance::new(key.clone(), format!("tcp://127.0.0.1:{port}")),
+                lease.id,
+            )
+            .await
+            .unwrap();
+    }
+    let two = PageRequest::first().with_limit(2);
+    let first = registry.discover_page(&key, &two).await.unwrap();
+    registry
+        .register(Instance::new(other, "tcp://127.0.0.1:9"), lease.id)
+        .await
+        .unwrap();
+    let after = first.next.clone().unwrap();
+    let second = registry
+        .discover_page(&key, &two.after(after))
+        .await
+        .unwrap();
+    assert_eq!(second.changed, first.changed);
+    assert!(second.revision > first.revision);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_emptied_between_pages_shows_in_changed() {
+    let registry = MemoryRegistry::new();
+    let key = ServiceKey::new("emptied");
+    let lease = registry.grant(TTL).await.unwrap();
+    for port in 0..4 {
+        registry
+            .register(
+                Instance::new(key.clone(), format!("tcp://127.0.0.1:{port}")),
+                lease.id,
+            )
+            .await
+            .unwrap();
+    }
+    let two = PageRequest::first().with_limit(2);
+    let first = registry.discover_page(&key, &two).await.unwrap();
+    // The key's last instance goes, and with it the registry's state for the key.
+    registry.revoke(lease.id).await.unwrap();
+    let after = first.next.clone().unwrap();
+    let second = registry
+        .discover_page(&key, &two.after(after))
+        .await
+        .unwrap();
+    assert!(second.instances.is_empty());
+    assert_ne!(second.changed, first.changed);
 }
 
 #[tokio::test(start_paused = true)]

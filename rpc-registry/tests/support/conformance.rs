@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rpc_registry::{
-    Change, Instance, Registry, RegistryError, ServiceKey, WatchEvent, WatchStream,
+    Change, Instance, Page, PageRequest, Registry, RegistryError, ServiceKey, WatchEvent,
+    WatchStream,
 };
 
 /// A key no other test of the same process uses.
@@ -255,5 +256,81 @@ pub async fn bad_requests_are_errors(registry: &dyn Registry) {
         registry.register(nameless, lease.id).await.unwrap_err(),
         RegistryError::Invalid(_)
     ));
+    registry.revoke(lease.id).await.unwrap();
+}
+
+/// Every page from the first to the one without `next`.
+pub async fn pages(registry: &dyn Registry, key: &ServiceKey, first: PageRequest) -> Vec<Page> {
+    let mut request = first;
+    let mut pages = Vec::new();
+    loop {
+        let page = registry.discover_page(key, &request).await.unwrap();
+        let next = page.next.clone();
+        pages.push(page);
+        match next {
+            Some(after) => request.after = Some(after),
+            None => return pages,
+        }
+    }
+}
+
+pub async fn discover_pages_cover_every_instance_once(registry: &dyn Registry) {
+    let key = unique_key("pages");
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    // Registered out of id order.
+    for n in [7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6] {
+        let instance = Instance::new(key.clone(), format!("tcp://127.0.0.1:{}", 7700 + n))
+            .with_id(format!("i-{n:02}"));
+        registry.register(instance, lease.id).await.unwrap();
+    }
+    let whole = registry.discover(&key).await.unwrap();
+    assert_eq!(whole.instances.len(), 12);
+
+    let by_five = pages(registry, &key, PageRequest::first().with_limit(5)).await;
+    let sizes: Vec<usize> = by_five.iter().map(|p| p.instances.len()).collect();
+    assert_eq!(sizes, [5, 5, 2]);
+    assert_eq!(by_five[0].next.as_deref(), Some("i-04"));
+    let joined: Vec<Instance> = by_five.iter().flat_map(|p| p.instances.clone()).collect();
+    assert_eq!(joined, whole.instances);
+    // Nothing changed between the pages, and each says so.
+    for page in &by_five {
+        assert_eq!(page.changed, by_five[0].changed);
+        assert!(page.changed <= page.revision);
+    }
+
+    // A byte budget smaller than one instance still moves on, one instance a page.
+    let by_bytes = pages(registry, &key, PageRequest::first().with_max_bytes(1)).await;
+    assert_eq!(by_bytes.len(), 12);
+    assert!(by_bytes.iter().all(|p| p.instances.len() == 1));
+
+    // A cursor past the last id: an empty last page.
+    let past = PageRequest::first().after("i-99");
+    let page = registry.discover_page(&key, &past).await.unwrap();
+    assert!(page.instances.is_empty());
+    assert_eq!(page.next, None);
+    registry.revoke(lease.id).await.unwrap();
+}
+
+pub async fn a_change_between_pages_shows_in_changed(registry: &dyn Registry) {
+    let key = unique_key("pages-change");
+    let lease = registry.grant(Duration::from_secs(60)).await.unwrap();
+    for n in 0..4 {
+        let instance = Instance::new(key.clone(), format!("tcp://127.0.0.1:{}", 7800 + n))
+            .with_id(format!("i-{n}"));
+        registry.register(instance, lease.id).await.unwrap();
+    }
+    let two = PageRequest::first().with_limit(2);
+    let first = registry.discover_page(&key, &two).await.unwrap();
+    let after = first.next.clone().expect("two more instances follow");
+    let late = Instance::new(key.clone(), "tcp://127.0.0.1:7899").with_id("i-9");
+    let registered = registry.register(late, lease.id).await.unwrap();
+    let second = registry
+        .discover_page(&key, &two.clone().after(after))
+        .await
+        .unwrap();
+    assert!(
+        second.changed > first.changed && second.changed >= registered,
+        "{first:?} then {second:?}"
+    );
     registry.revoke(lease.id).await.unwrap();
 }
