@@ -12,7 +12,8 @@ use examples::chat::api::{
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
 use rpc_registry::{
-    Change, Instance, MemoryRegistry, RegistryApiServer, RegistryService, ServiceKey, WatchEvent,
+    Change, Instance, MemoryRegistry, Page, RegistryApiServer, RegistryService, ServiceKey,
+    WatchEvent,
 };
 use uuid::Uuid;
 
@@ -216,9 +217,17 @@ fn json(value: &impl serde::Serialize) -> String {
 #[test]
 fn the_pages_json_examples_are_what_the_types_serialize_to() {
     let key = ServiceKey::new("hello.Greeter").with_version("1");
+    let instance = Instance::new(key, "tcp://127.0.0.1:7000");
+    let page = Page {
+        revision: 9,
+        changed: 7,
+        instances: vec![instance.clone()],
+        next: Some(instance.id.clone()),
+    };
+    assert_eq!(json_example("A `Page` in JSON"), json(&page));
     let removed = WatchEvent::Change {
         revision: 5,
-        change: Change::Remove(Instance::new(key, "tcp://127.0.0.1:7000")),
+        change: Change::Remove(instance),
     };
     assert_eq!(json_example("A `WatchEvent` in JSON:"), json(&removed));
 

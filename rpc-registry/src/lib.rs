@@ -1,11 +1,12 @@
 //! The service registry: where servers announce their instances and clients find them.
 //!
 //! - [`Registry`] is the interface: leases with a TTL, register, keep-alive, deregister,
-//!   discover (a [`Snapshot`]), and watch (a snapshot, then [`Change`]s, resumable from a
-//!   revision).
+//!   discover (a [`Snapshot`], or a [`Page`] at a time), and watch (a snapshot, then
+//!   [`Change`]s, resumable from a revision).
 //! - [`MemoryRegistry`] is the embedded default: in process, zero setup.
 //! - [`RegistryService`] serves any registry over this framework (wrapped in
-//!   [`RegistryApiServer`]); [`RemoteRegistry`] is its client.
+//!   [`RegistryApiServer`]); [`RemoteRegistry`] is its client. No answer grows with the number
+//!   of instances: `discover` travels in pages.
 //! - [`Discovery`] calls a service by name: it watches the registry, balances over the instances
 //!   and fails over; [`RegisteredServer`] registers a server's services while it runs. Both
 //!   take the service's name and version from the types `#[service]` generates:

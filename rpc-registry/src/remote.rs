@@ -5,13 +5,22 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rpc_core::{Client, RpcError, ServerError, ServerStream, Status};
+use tracing::debug;
 
 use crate::model::{Instance, Lease, LeaseId, RegistryError, ServiceKey, Snapshot, WatchEvent};
+use crate::page::{Page, PageRequest};
 use crate::registry::{Registry, WatchStream};
+
+/// How many times [`RemoteRegistry::discover`] walks the pages again after the key changed
+/// under it, before it takes a watch's snapshot instead.
+const PAGED_ATTEMPTS: usize = 3;
 
 /// The registry's RPC interface. [`RegistryService`] implements it over any [`Registry`];
 /// [`RemoteRegistry`] calls it.
-#[rpc_core::service(name = "rpc.Registry", version = "1")]
+///
+/// Version 2: `discover` answers one page at a time, so that no answer outgrows a frame however
+/// many instances a key has. (Version 1 answered every instance at once.)
+#[rpc_core::service(name = "rpc.Registry", version = "2")]
 pub trait RegistryApi {
     /// Grants a lease of `ttl_ms` milliseconds (clamped to the server's bounds).
     async fn grant(&self, ttl_ms: u64) -> Result<Lease, RegistryError>;
@@ -23,9 +32,9 @@ pub trait RegistryApi {
     async fn register(&self, instance: Instance, lease: LeaseId) -> Result<u64, RegistryError>;
     /// Removes an instance.
     async fn deregister(&self, key: ServiceKey, id: String) -> Result<u64, RegistryError>;
-    /// The instances of a key.
+    /// One page of the instances of a key; the limits asked for are lowered to the server's.
     #[rpc(idempotent)]
-    async fn discover(&self, key: ServiceKey) -> Result<Snapshot, RegistryError>;
+    async fn discover(&self, key: ServiceKey, page: PageRequest) -> Result<Page, RegistryError>;
     /// Watches a key.
     async fn watch(&self, key: ServiceKey, after: Option<u64>) -> ServerStream<WatchEvent>;
 }
@@ -51,6 +60,8 @@ pub struct RegistryService {
     registry: Arc<dyn Registry>,
     min_ttl: Duration,
     max_ttl: Duration,
+    max_page_len: u32,
+    max_page_bytes: u32,
 }
 
 impl RegistryService {
@@ -59,12 +70,14 @@ impl RegistryService {
     /// The largest lease TTL granted by default: 1 h.
     pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(3600);
 
-    /// Serves `registry` with the default TTL bounds.
+    /// Serves `registry` with the default TTL bounds and page limits.
     pub fn new(registry: Arc<dyn Registry>) -> Self {
         RegistryService {
             registry,
             min_ttl: Self::DEFAULT_MIN_TTL,
             max_ttl: Self::DEFAULT_MAX_TTL,
+            max_page_len: PageRequest::DEFAULT_LIMIT,
+            max_page_bytes: PageRequest::DEFAULT_MAX_BYTES,
         }
     }
 
@@ -72,6 +85,16 @@ impl RegistryService {
     pub fn with_ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.min_ttl = min;
         self.max_ttl = max.max(min);
+        self
+    }
+
+    /// Sets the most instances, and about the most bytes (counted as JSON), that one page may
+    /// hold; a request asking for more gets this much. Keep `max_bytes` well under the server's
+    /// maximum frame body. Defaults: [`PageRequest::DEFAULT_LIMIT`] and
+    /// [`PageRequest::DEFAULT_MAX_BYTES`] (1 MiB, an eighth of the default 8 MiB frame).
+    pub fn with_page_limits(mut self, max_len: u32, max_bytes: u32) -> Self {
+        self.max_page_len = max_len.max(1);
+        self.max_page_bytes = max_bytes;
         self
     }
 }
@@ -98,8 +121,13 @@ impl RegistryApi for RegistryService {
         self.registry.deregister(&key, &id).await
     }
 
-    async fn discover(&self, key: ServiceKey) -> Result<Snapshot, RegistryError> {
-        self.registry.discover(&key).await
+    async fn discover(&self, key: ServiceKey, page: PageRequest) -> Result<Page, RegistryError> {
+        let request = PageRequest {
+            after: page.after,
+            limit: page.limit.clamp(1, self.max_page_len),
+            max_bytes: page.max_bytes.min(self.max_page_bytes),
+        };
+        self.registry.discover_page(&key, &request).await
     }
 
     async fn watch(&self, key: ServiceKey, after: Option<u64>) -> ServerStream<WatchEvent> {
@@ -119,9 +147,15 @@ fn to_server_error(e: RegistryError) -> ServerError {
 /// The underlying [`Client`] reconnects by itself. Use it with
 /// [`Registration`](crate::Registration) to keep instances registered across registry restarts,
 /// and with [`Discovery`](crate::Discovery) to keep watching across them.
+///
+/// [`discover`](Registry::discover) reads page after page and answers the instances of one
+/// moment: when the key changed between two pages (their [`Page::changed`] differ) it starts
+/// again, and after three such attempts it takes the snapshot a watch starts with, which the
+/// server reads at once. [`discover_page`](Registry::discover_page) reads one page.
 #[derive(Debug, Clone)]
 pub struct RemoteRegistry {
     api: RegistryApiClient<Client>,
+    page: PageRequest,
 }
 
 impl RemoteRegistry {
@@ -129,6 +163,7 @@ impl RemoteRegistry {
     pub fn new(client: Client) -> Self {
         RemoteRegistry {
             api: RegistryApiClient::new(client),
+            page: PageRequest::first(),
         }
     }
 
@@ -139,9 +174,55 @@ impl RemoteRegistry {
         Ok(Self::new(Client::builder().connect_lazy(endpoint)?))
     }
 
+    /// Sets how many instances, and about how many bytes (counted as JSON), `discover` asks for
+    /// per page; the server may lower both. Keep `max_bytes` well under the client's maximum
+    /// frame body. Defaults: [`PageRequest::DEFAULT_LIMIT`] and
+    /// [`PageRequest::DEFAULT_MAX_BYTES`] (1 MiB, an eighth of the default 8 MiB frame).
+    pub fn with_page_limits(mut self, len: u32, max_bytes: u32) -> Self {
+        self.page = PageRequest::first()
+            .with_limit(len)
+            .with_max_bytes(max_bytes);
+        self
+    }
+
     /// The client underneath.
     pub fn client(&self) -> &Client {
         self.api.caller()
+    }
+
+    /// Every page of `key`, from the first to the last; `None` if the key changed between two of
+    /// them.
+    async fn read_pages(&self, key: &ServiceKey) -> Result<Option<Snapshot>, RegistryError> {
+        let mut request = self.page.clone();
+        let first = self.discover_page(key, &request).await?;
+        let changed = first.changed;
+        let mut revision = first.revision;
+        let mut instances = first.instances;
+        let mut next = first.next;
+        while let Some(after) = next {
+            request.after = Some(after);
+            let page = self.discover_page(key, &request).await?;
+            if page.changed != changed {
+                return Ok(None);
+            }
+            // A server that does not move on would keep this loop going for ever.
+            let moved_on = match (&page.next, &request.after) {
+                (Some(next), Some(after)) => next > after && !page.instances.is_empty(),
+                _ => true,
+            };
+            if !moved_on {
+                return Err(RegistryError::Unavailable(
+                    "the registry answered a page that does not move past its cursor".into(),
+                ));
+            }
+            revision = page.revision;
+            instances.extend(page.instances);
+            next = page.next;
+        }
+        Ok(Some(Snapshot {
+            revision,
+            instances,
+        }))
     }
 }
 
@@ -169,7 +250,29 @@ impl Registry for RemoteRegistry {
     }
 
     async fn discover(&self, key: &ServiceKey) -> Result<Snapshot, RegistryError> {
-        Ok(self.api.discover(key.clone()).await?)
+        for _ in 0..PAGED_ATTEMPTS {
+            if let Some(snapshot) = self.read_pages(key).await? {
+                return Ok(snapshot);
+            }
+            debug!(%key, "the key changed between two pages; reading them again");
+        }
+        debug!(%key, "the key keeps changing; taking a watch's snapshot");
+        let mut watch = self.watch(key, None).await?;
+        match watch.next().await {
+            Some(Ok(WatchEvent::Snapshot(snapshot))) => Ok(snapshot),
+            Some(Err(e)) => Err(e),
+            Some(Ok(WatchEvent::Change { .. })) | None => Err(RegistryError::Unavailable(
+                "the registry's watch did not start with a snapshot".into(),
+            )),
+        }
+    }
+
+    async fn discover_page(
+        &self,
+        key: &ServiceKey,
+        request: &PageRequest,
+    ) -> Result<Page, RegistryError> {
+        Ok(self.api.discover(key.clone(), request.clone()).await?)
     }
 
     async fn watch(
