@@ -13,7 +13,7 @@ use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
 use rpc_registry::{
     Change, Instance, MemoryRegistry, Page, RegistryApiServer, RegistryService, ServiceKey,
-    WatchEvent,
+    WatchItem,
 };
 use uuid::Uuid;
 
@@ -225,11 +225,11 @@ fn the_pages_json_examples_are_what_the_types_serialize_to() {
         next: Some(instance.id.clone()),
     };
     assert_eq!(json_example("A `Page` in JSON"), json(&page));
-    let removed = WatchEvent::Change {
+    let removed = WatchItem::Change {
         revision: 5,
         change: Change::Remove(instance),
     };
-    assert_eq!(json_example("A `WatchEvent` in JSON:"), json(&removed));
+    assert_eq!(json_example("A `WatchItem` in JSON:"), json(&removed));
 
     let message = InboxItem::Message(Envelope {
         id: Uuid::from_u128(1),

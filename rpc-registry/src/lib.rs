@@ -59,7 +59,7 @@ pub use memory::{MemoryConfig, MemoryRegistry};
 pub use model::{
     Change, Instance, Lease, LeaseId, RegistryError, ServiceKey, Snapshot, WatchEvent,
 };
-pub use page::{Page, PageRequest};
+pub use page::{Page, PageRequest, WatchItem};
 pub use registration::{Registration, RegistrationState};
 pub use registry::{Registry, WatchStream};
 pub use remote::{

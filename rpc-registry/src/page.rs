@@ -1,11 +1,12 @@
 //! Lists of instances cut to size, so that no answer outgrows a frame however many instances a
-//! key has: the pages `discover` answers with over RPC.
+//! key has: the pages `discover` answers with over RPC, and the chunks a watch's snapshots travel
+//! in.
 
 use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Instance;
+use crate::model::{Change, Instance, RegistryError, Snapshot, WatchEvent};
 
 /// Which page of a key's instances to read: those whose id sorts after `after`, in id order, as
 /// many as fit both limits. A page holds at least one instance when any remain, whatever the
@@ -123,6 +124,119 @@ impl Page {
             instances,
             next,
         }
+    }
+}
+
+/// What the `rpc.Registry` service's watch sends: the watch's events, with each snapshot cut into
+/// chunks that fit a frame. [`RemoteRegistry`](crate::RemoteRegistry) puts the chunks back
+/// together, so its watch yields [`WatchEvent`]s like every registry's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchItem {
+    /// Part of a snapshot. The chunks of one snapshot come one after another with nothing in
+    /// between, carry its revision and its instances in id order, and the last one says `last`;
+    /// a snapshot without instances is one empty last chunk.
+    SnapshotChunk {
+        /// The snapshot's revision.
+        revision: u64,
+        /// The next instances of the snapshot.
+        instances: Vec<Instance>,
+        /// Whether this chunk ends the snapshot.
+        last: bool,
+    },
+    /// One change, at its revision.
+    Change {
+        /// The revision the change created.
+        revision: u64,
+        /// The change.
+        change: Change,
+    },
+}
+
+impl WatchItem {
+    /// The items that carry `event`: a change as it is, a snapshot in chunks of at most `limit`
+    /// instances and about `max_bytes` bytes (counted as JSON; at least one instance each).
+    pub(crate) fn split(event: WatchEvent, limit: u32, max_bytes: u32) -> Vec<WatchItem> {
+        let snapshot = match event {
+            WatchEvent::Change { revision, change } => {
+                return vec![WatchItem::Change { revision, change }];
+            }
+            WatchEvent::Snapshot(snapshot) => snapshot,
+        };
+        let revision = snapshot.revision;
+        let mut items = Vec::new();
+        let mut chunk = Vec::new();
+        let mut budget = Budget::new(limit, max_bytes);
+        for instance in snapshot.instances {
+            if !budget.admit(&instance) {
+                items.push(WatchItem::SnapshotChunk {
+                    revision,
+                    instances: std::mem::take(&mut chunk),
+                    last: false,
+                });
+                budget = Budget::new(limit, max_bytes);
+                // The first instance of a budget always fits.
+                budget.admit(&instance);
+            }
+            chunk.push(instance);
+        }
+        items.push(WatchItem::SnapshotChunk {
+            revision,
+            instances: chunk,
+            last: true,
+        });
+        items
+    }
+}
+
+/// Puts the chunks of snapshots back together: the receiving half of [`WatchItem::split`].
+#[derive(Debug, Default)]
+pub(crate) struct Reassembly {
+    /// The snapshot whose chunks are arriving.
+    partial: Option<Snapshot>,
+}
+
+impl Reassembly {
+    /// Takes the next item of a watch; yields an event when one is complete. Fails when the item
+    /// cannot follow the ones before it.
+    pub(crate) fn push(&mut self, item: WatchItem) -> Result<Option<WatchEvent>, RegistryError> {
+        match item {
+            WatchItem::SnapshotChunk {
+                revision,
+                instances,
+                last,
+            } => {
+                let snapshot = self.partial.get_or_insert_with(|| Snapshot {
+                    revision,
+                    instances: Vec::new(),
+                });
+                if snapshot.revision != revision {
+                    let expected = snapshot.revision;
+                    return Err(RegistryError::Unavailable(format!(
+                        "the registry sent a snapshot chunk of revision {revision} inside the \
+                         snapshot of revision {expected}"
+                    )));
+                }
+                snapshot.instances.extend(instances);
+                Ok(if last {
+                    self.partial.take().map(WatchEvent::Snapshot)
+                } else {
+                    None
+                })
+            }
+            WatchItem::Change { revision, change } => {
+                if self.partial.is_some() {
+                    return Err(RegistryError::Unavailable(
+                        "the registry sent a change inside a snapshot".into(),
+                    ));
+                }
+                Ok(Some(WatchEvent::Change { revision, change }))
+            }
+        }
+    }
+
+    /// Whether a snapshot has begun and not ended.
+    pub(crate) fn is_partial(&self) -> bool {
+        self.partial.is_some()
     }
 }
 
@@ -292,7 +406,105 @@ mod tests {
             })
     }
 
+    fn chunk_lens(items: &[WatchItem]) -> Vec<(usize, bool)> {
+        items
+            .iter()
+            .map(|item| match item {
+                WatchItem::SnapshotChunk {
+                    instances, last, ..
+                } => (instances.len(), *last),
+                WatchItem::Change { .. } => panic!("a change from a snapshot"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_travels_in_chunks_the_last_one_marked() {
+        let snapshot = Snapshot {
+            revision: 3,
+            instances: instances(7),
+        };
+        let items = WatchItem::split(WatchEvent::Snapshot(snapshot), 3, u32::MAX);
+        assert_eq!(chunk_lens(&items), [(3, false), (3, false), (1, true)]);
+        let empty = Snapshot {
+            revision: 4,
+            instances: Vec::new(),
+        };
+        let items = WatchItem::split(WatchEvent::Snapshot(empty), 3, u32::MAX);
+        assert_eq!(chunk_lens(&items), [(0, true)]);
+    }
+
+    #[test]
+    fn reassembly_refuses_what_cannot_follow() {
+        let chunk = |revision, last| WatchItem::SnapshotChunk {
+            revision,
+            instances: instances(1),
+            last,
+        };
+        let change = WatchItem::Change {
+            revision: 9,
+            change: Change::Insert(instances(1).remove(0)),
+        };
+        let mut r = Reassembly::default();
+        assert_eq!(r.push(chunk(5, false)).unwrap(), None);
+        assert!(r.is_partial());
+        assert!(r.push(chunk(6, true)).is_err());
+
+        let mut r = Reassembly::default();
+        assert_eq!(r.push(chunk(5, false)).unwrap(), None);
+        assert!(r.push(change.clone()).is_err());
+
+        let mut r = Reassembly::default();
+        assert!(matches!(
+            r.push(change),
+            Ok(Some(WatchEvent::Change { .. }))
+        ));
+        assert!(!r.is_partial());
+    }
+
+    fn small_instance() -> impl Strategy<Value = Instance> {
+        (
+            "[a-z]{1,8}",
+            prop::collection::btree_map(".{0,40}", ".{0,40}", 0..3),
+        )
+            .prop_map(|(id, metadata)| {
+                let mut i = Instance::new(ServiceKey::new("s"), "tcp://h:1").with_id(id);
+                i.metadata = metadata;
+                i
+            })
+    }
+
     proptest! {
+        #[test]
+        fn chunks_fit_their_budget_and_reassemble_to_the_snapshot(
+            all in prop::collection::vec(small_instance(), 0..40),
+            limit in 0u32..10,
+            max_bytes in 0u32..4000,
+            revision in any::<u64>(),
+        ) {
+            let mut all = all;
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+            let snapshot = Snapshot { revision, instances: all };
+            let items = WatchItem::split(WatchEvent::Snapshot(snapshot.clone()), limit, max_bytes);
+            let lens = chunk_lens(&items);
+            prop_assert!(lens[..lens.len() - 1].iter().all(|(len, last)| *len > 0 && !last));
+            prop_assert!(lens[lens.len() - 1].1);
+            for item in &items {
+                let WatchItem::SnapshotChunk { instances, .. } = item else { unreachable!() };
+                let bytes: u64 = instances.iter().map(encoded_len).sum();
+                prop_assert!(instances.len() <= limit.max(1) as usize);
+                prop_assert!(instances.len() == 1 || bytes <= u64::from(max_bytes));
+            }
+            let mut reassembly = Reassembly::default();
+            let mut events = Vec::new();
+            for item in items {
+                if let Some(event) = reassembly.push(item).unwrap() {
+                    events.push(event);
+                }
+            }
+            prop_assert_eq!(events, vec![WatchEvent::Snapshot(snapshot)]);
+        }
+
         #[test]
         fn the_binary_formats_stay_within_the_json_count(instance in instance()) {
             let counted = encoded_len(&instance);

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::{Client, RpcError, ServerError, ServerStream, Status};
+use rpc_core::{Client, ServerError, ServerStream, Status};
 use tracing::debug;
 
 use crate::model::{Instance, Lease, LeaseId, RegistryError, ServiceKey, Snapshot, WatchEvent};
-use crate::page::{Page, PageRequest};
+use crate::page::{Page, PageRequest, Reassembly, WatchItem};
 use crate::registry::{Registry, WatchStream};
 
 /// How many times [`RemoteRegistry::discover`] walks the pages again after the key changed
@@ -18,8 +18,9 @@ const PAGED_ATTEMPTS: usize = 3;
 /// The registry's RPC interface. [`RegistryService`] implements it over any [`Registry`];
 /// [`RemoteRegistry`] calls it.
 ///
-/// Version 2: `discover` answers one page at a time, so that no answer outgrows a frame however
-/// many instances a key has. (Version 1 answered every instance at once.)
+/// Version 2: `discover` answers one page at a time and `watch` sends its snapshots in chunks,
+/// so that no answer outgrows a frame however many instances a key has. (Version 1 sent every
+/// instance in one answer or one stream item.)
 #[rpc_core::service(name = "rpc.Registry", version = "2")]
 pub trait RegistryApi {
     /// Grants a lease of `ttl_ms` milliseconds (clamped to the server's bounds).
@@ -35,8 +36,14 @@ pub trait RegistryApi {
     /// One page of the instances of a key; the limits asked for are lowered to the server's.
     #[rpc(idempotent)]
     async fn discover(&self, key: ServiceKey, page: PageRequest) -> Result<Page, RegistryError>;
-    /// Watches a key.
-    async fn watch(&self, key: ServiceKey, after: Option<u64>) -> ServerStream<WatchEvent>;
+    /// Watches a key; snapshots come in chunks of about `max_chunk_bytes` at most (lowered to
+    /// the server's page byte limit).
+    async fn watch(
+        &self,
+        key: ServiceKey,
+        after: Option<u64>,
+        max_chunk_bytes: u32,
+    ) -> ServerStream<WatchItem>;
 }
 
 /// Serves any [`Registry`] over RPC: wrap it in [`RegistryApiServer`] and add it to a server.
@@ -88,8 +95,8 @@ impl RegistryService {
         self
     }
 
-    /// Sets the most instances, and about the most bytes (counted as JSON), that one page may
-    /// hold; a request asking for more gets this much. Keep `max_bytes` well under the server's
+    /// Sets the most instances, and about the most bytes (counted as JSON), that one page or one
+    /// chunk of a watch's snapshot may hold; a request asking for more gets this much. Keep `max_bytes` well under the server's
     /// maximum frame body. Defaults: [`PageRequest::DEFAULT_LIMIT`] and
     /// [`PageRequest::DEFAULT_MAX_BYTES`] (1 MiB, an eighth of the default 8 MiB frame).
     pub fn with_page_limits(mut self, max_len: u32, max_bytes: u32) -> Self {
@@ -130,9 +137,25 @@ impl RegistryApi for RegistryService {
         self.registry.discover_page(&key, &request).await
     }
 
-    async fn watch(&self, key: ServiceKey, after: Option<u64>) -> ServerStream<WatchEvent> {
+    async fn watch(
+        &self,
+        key: ServiceKey,
+        after: Option<u64>,
+        max_chunk_bytes: u32,
+    ) -> ServerStream<WatchItem> {
+        let limit = self.max_page_len;
+        let max_bytes = max_chunk_bytes.min(self.max_page_bytes);
         match self.registry.watch(&key, after).await {
-            Ok(stream) => ServerStream::try_new(stream.map(|event| event.map_err(to_server_error))),
+            Ok(events) => ServerStream::try_new(events.flat_map(move |event| {
+                let items: Vec<Result<WatchItem, ServerError>> = match event {
+                    Ok(event) => WatchItem::split(event, limit, max_bytes)
+                        .into_iter()
+                        .map(Ok)
+                        .collect(),
+                    Err(e) => vec![Err(to_server_error(e))],
+                };
+                futures::stream::iter(items)
+            })),
             Err(e) => ServerStream::error(to_server_error(e)),
         }
     }
@@ -152,6 +175,7 @@ fn to_server_error(e: RegistryError) -> ServerError {
 /// moment: when the key changed between two pages (their [`Page::changed`] differ) it starts
 /// again, and after three such attempts it takes the snapshot a watch starts with, which the
 /// server reads at once. [`discover_page`](Registry::discover_page) reads one page.
+/// [`watch`](Registry::watch) puts each snapshot back together from the chunks it travels in.
 #[derive(Debug, Clone)]
 pub struct RemoteRegistry {
     api: RegistryApiClient<Client>,
@@ -175,8 +199,8 @@ impl RemoteRegistry {
     }
 
     /// Sets how many instances, and about how many bytes (counted as JSON), `discover` asks for
-    /// per page; the server may lower both. Keep `max_bytes` well under the client's maximum
-    /// frame body. Defaults: [`PageRequest::DEFAULT_LIMIT`] and
+    /// per page, and the bytes a watch asks for per snapshot chunk; the server may lower them.
+    /// Keep `max_bytes` well under the client's maximum frame body. Defaults: [`PageRequest::DEFAULT_LIMIT`] and
     /// [`PageRequest::DEFAULT_MAX_BYTES`] (1 MiB, an eighth of the default 8 MiB frame).
     pub fn with_page_limits(mut self, len: u32, max_bytes: u32) -> Self {
         self.page = PageRequest::first()
@@ -280,9 +304,30 @@ impl Registry for RemoteRegistry {
         key: &ServiceKey,
         after: Option<u64>,
     ) -> Result<WatchStream, RegistryError> {
-        let stream = self.api.watch(key.clone(), after).await?;
-        Ok(Box::pin(stream.map(|item| {
-            item.map_err(|e: RpcError| RegistryError::Unavailable(e.to_string()))
-        })))
+        let items = self
+            .api
+            .watch(key.clone(), after, self.page.max_bytes)
+            .await?;
+        let events =
+            futures::stream::unfold(Some((items, Reassembly::default())), |state| async move {
+                let (mut items, mut reassembly) = state?;
+                loop {
+                    let failed = match items.next().await {
+                        Some(Ok(item)) => match reassembly.push(item) {
+                            Ok(Some(event)) => return Some((Ok(event), Some((items, reassembly)))),
+                            Ok(None) => continue,
+                            Err(e) => e,
+                        },
+                        Some(Err(e)) => RegistryError::Unavailable(e.to_string()),
+                        None if reassembly.is_partial() => {
+                            RegistryError::Unavailable("the watch ended inside a snapshot".into())
+                        }
+                        None => return None,
+                    };
+                    // The first error ends the watch.
+                    return Some((Err(failed), None));
+                }
+            });
+        Ok(Box::pin(events))
     }
 }

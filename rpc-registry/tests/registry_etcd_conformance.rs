@@ -31,4 +31,5 @@ async fn the_conformance_suite_passes_against_etcd() {
     conformance::bad_requests_are_errors(&registry).await;
     conformance::discover_pages_cover_every_instance_once(&registry).await;
     conformance::a_change_between_pages_shows_in_changed(&registry).await;
+    conformance::a_large_snapshot_arrives_whole(&registry, 300).await;
 }

@@ -66,6 +66,11 @@ async fn a_change_between_pages_shows_in_changed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_large_snapshot_arrives_whole() {
+    conformance::a_large_snapshot_arrives_whole(&MemoryRegistry::new(), 2000).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_change_to_another_key_between_pages_does_not_show() {
     let registry = MemoryRegistry::new();
     let (key, other) = (ServiceKey::new("paged"), ServiceKey::new("paged-other"));

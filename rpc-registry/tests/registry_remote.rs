@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rpc_core::{Client, Endpoint, Server, ServerHandle};
 use rpc_registry::{
-    Instance, Lease, LeaseId, MemoryRegistry, Page, PageRequest, Registration, RegistrationState,
-    Registry, RegistryApiServer, RegistryError, RegistryService, RemoteRegistry, ServiceKey,
-    Snapshot, WatchStream,
+    Instance, Lease, LeaseId, MemoryConfig, MemoryRegistry, Page, PageRequest, Registration,
+    RegistrationState, Registry, RegistryApiServer, RegistryError, RegistryService, RemoteRegistry,
+    ServiceKey, Snapshot, WatchEvent, WatchStream,
 };
 use support::conformance;
 
@@ -97,6 +97,19 @@ async fn discover_pages_cover_every_instance_once() {
 async fn a_change_between_pages_shows_in_changed() {
     let (_server, registry) = remote().await;
     conformance::a_change_between_pages_shows_in_changed(&registry).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_snapshot_arrives_whole() {
+    let (_server, registry) = remote().await;
+    conformance::a_large_snapshot_arrives_whole(&registry, 2000).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_snapshot_arrives_whole_through_small_frames() {
+    let (_server, registry) = small_frames(Arc::new(MemoryRegistry::new())).await;
+    // About 500 KB of instances: eight times the frame.
+    conformance::a_large_snapshot_arrives_whole(&registry, 2000).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -341,4 +354,41 @@ async fn discover_takes_a_watch_snapshot_when_the_key_keeps_changing() {
     // Each of the three attempts changed the key once, on its second page.
     assert_eq!(seen.instances.len(), 13);
     assert_eq!(registry.watches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watcher_that_falls_behind_gets_its_fresh_snapshot_in_chunks() {
+    let store = MemoryRegistry::with_config({
+        let mut c = MemoryConfig::default();
+        c.watch_buffer = 8;
+        c
+    });
+    let key = ServiceKey::new("lagging");
+    let (_server, remote) = small_frames(Arc::new(store.clone())).await;
+    let mut watch = remote.watch(&key, None).await.unwrap();
+    assert!(matches!(
+        conformance::next(&mut watch).await,
+        WatchEvent::Snapshot(s) if s.instances.is_empty()
+    ));
+    // Registered in one go, without yielding to the server's stream: the watcher falls behind
+    // by far more than its buffer, and the registry sends it a snapshot of everything instead.
+    fill(&store, &key, 2000).await;
+    let whole = store.discover(&key).await.unwrap();
+    let mut known = std::collections::BTreeSet::new();
+    let mut snapshots = 0;
+    while known.len() < 2000 {
+        match conformance::next(&mut watch).await {
+            WatchEvent::Snapshot(s) => {
+                snapshots += 1;
+                known = s.instances.into_iter().map(|i| i.id).collect();
+            }
+            WatchEvent::Change { change, .. } => {
+                known.insert(change.instance().id.clone());
+            }
+        }
+    }
+    assert_eq!(snapshots, 1, "the fresh snapshot, larger than a frame");
+    let ids: std::collections::BTreeSet<String> =
+        whole.instances.into_iter().map(|i| i.id).collect();
+    assert_eq!(known, ids);
 }

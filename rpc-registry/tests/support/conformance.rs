@@ -334,3 +334,33 @@ pub async fn a_change_between_pages_shows_in_changed(registry: &dyn Registry) {
     );
     registry.revoke(lease.id).await.unwrap();
 }
+
+/// `count` instances of about 250 bytes each (as JSON): over RPC, more than one frame holds when
+/// the frame is small.
+pub async fn a_large_snapshot_arrives_whole(registry: &dyn Registry, count: usize) {
+    let key = unique_key("large");
+    let lease = registry.grant(Duration::from_secs(600)).await.unwrap();
+    for i in 0..count {
+        let endpoint = format!("tcp://10.1.{}.{}:7000", i / 250, i % 250);
+        let instance = Instance::new(key.clone(), endpoint)
+            .with_id(format!("i-{i:05}"))
+            .with_metadata("name", "x".repeat(100));
+        registry.register(instance, lease.id).await.unwrap();
+    }
+    let whole = registry.discover(&key).await.unwrap();
+    assert_eq!(whole.instances.len(), count);
+
+    let mut watch = registry.watch(&key, None).await.unwrap();
+    assert_eq!(next(&mut watch).await, WatchEvent::Snapshot(whole.clone()));
+    // Changes follow the snapshot as usual.
+    let late = Instance::new(key.clone(), "tcp://10.1.255.255:7000");
+    let revision = registry.register(late.clone(), lease.id).await.unwrap();
+    assert_eq!(
+        next(&mut watch).await,
+        WatchEvent::Change {
+            revision,
+            change: Change::Insert(late)
+        }
+    );
+    registry.revoke(lease.id).await.unwrap();
+}
