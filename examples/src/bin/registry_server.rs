@@ -4,9 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 use rpc_core::{Endpoint, Server, TraceCalls};
-use rpc_registry::{MemoryRegistry, Registry, RegistryApiServer, RegistryService};
+use rpc_registry::{MemoryRegistry, PageRequest, Registry, RegistryApiServer, RegistryService};
+
+/// The longest lease TTL the flags accept: a year.
+const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+/// The longest wait the flags accept: an hour.
+const MAX_WAIT_SECS: u64 = 3600;
+/// The smallest frame limit: room for any sensible instance in one register call.
+const MIN_FRAME_BYTES: u64 = 64 * 1024;
+/// The largest frame limit: what the frame header's 32-bit length can say.
+const MAX_FRAME_BYTES: u64 = u32::MAX as u64;
 
 /// Serves the `rpc.Registry` service: servers register their instances under leases, clients
 /// discover and watch them.
@@ -22,10 +32,18 @@ use rpc_registry::{MemoryRegistry, Registry, RegistryApiServer, RegistryService}
 /// [--min-ttl-secs, --max-ttl-secs]. An instance whose lease is not renewed within its TTL is
 /// removed and watchers are told.
 ///
+/// Sizes: no answer grows with the number of instances. `discover` answers pages and a watch
+/// sends its snapshots in chunks, each of at most --max-page-len instances and about
+/// --max-page-bytes bytes (counted as JSON), which must be at most half of --max-frame-bytes,
+/// the largest frame body the server sends or accepts.
+///
+/// Every flag's range is checked at startup: a value out of range, or a minimum above its
+/// maximum, is reported and the server exits with status 2.
+///
 /// On Ctrl-C or SIGTERM the server stops accepting, tells its clients it is draining, finishes
 /// the calls in flight and exits.
 #[derive(Parser, Debug)]
-#[command(version, verbatim_doc_comment)]
+#[command(name = "registry-server", version, verbatim_doc_comment)]
 struct Args {
     /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
     #[arg(long, default_value = "tcp://127.0.0.1:7100")]
@@ -39,15 +57,26 @@ struct Args {
     /// The key prefix in etcd (with --backend etcd).
     #[arg(long, default_value = "/rpc/registry/")]
     etcd_prefix: String,
-    /// The smallest lease TTL granted, in seconds.
-    #[arg(long, default_value_t = 1)]
+    /// The smallest lease TTL granted, in seconds (1 to 31536000, a year).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
     min_ttl_secs: u64,
-    /// The largest lease TTL granted, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// The largest lease TTL granted, in seconds (1 to 31536000, at least --min-ttl-secs).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
     max_ttl_secs: u64,
-    /// How long calls in flight may take to finish at shutdown, in seconds.
-    #[arg(long, default_value_t = 5)]
+    /// How long calls in flight may take to finish at shutdown, in seconds (0 to 3600).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECS))]
     grace: u64,
+    /// The largest frame body sent or accepted, in bytes (65536 to 4294967295).
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(MIN_FRAME_BYTES..=MAX_FRAME_BYTES))]
+    max_frame_bytes: u64,
+    /// The most instances in one discover page or watch snapshot chunk (1 to 1000000).
+    #[arg(long, default_value_t = PageRequest::DEFAULT_LIMIT, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_page_len: u32,
+    /// About the most bytes of instances in one discover page or watch snapshot chunk, counted
+    /// as JSON (1024 or more, at most half of --max-frame-bytes) [default: an eighth of
+    /// --max-frame-bytes, at most 1048576].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1024..))]
+    max_page_bytes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,51 +87,123 @@ enum Backend {
     Etcd,
 }
 
+/// The flags, checked against each other.
+#[derive(Debug)]
+struct Settings {
+    listen: Vec<Endpoint>,
+    backend: Backend,
+    // The etcd settings are read only by a build with the etcd backend.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    etcd_endpoints: Vec<String>,
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    etcd_prefix: String,
+    ttl: (Duration, Duration),
+    grace: Duration,
+    max_frame_bytes: usize,
+    max_page_len: u32,
+    max_page_bytes: u32,
+}
+
+impl Settings {
+    /// Each flag's own range is checked as it is parsed; this checks the flags that bound each
+    /// other.
+    fn new(args: Args) -> Result<Settings, String> {
+        if args.min_ttl_secs > args.max_ttl_secs {
+            return Err(format!(
+                "--min-ttl-secs ({}) must not be greater than --max-ttl-secs ({})",
+                args.min_ttl_secs, args.max_ttl_secs
+            ));
+        }
+        let max_page_bytes = match args.max_page_bytes {
+            Some(bytes) if u64::from(bytes) > args.max_frame_bytes / 2 => {
+                return Err(format!(
+                    "--max-page-bytes ({bytes}) must be at most half of --max-frame-bytes ({}), \
+                     to leave room for what a page carries besides its instances",
+                    args.max_frame_bytes
+                ));
+            }
+            Some(bytes) => bytes,
+            // An eighth of the frame, as the default page is of the default frame.
+            None => {
+                let eighth = args.max_frame_bytes / 8;
+                let bytes = eighth.min(u64::from(PageRequest::DEFAULT_MAX_BYTES));
+                u32::try_from(bytes).unwrap_or(PageRequest::DEFAULT_MAX_BYTES)
+            }
+        };
+        if args.etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
+            return Err("--etcd-endpoint must not be empty".to_owned());
+        }
+        Ok(Settings {
+            listen: args.listen,
+            backend: args.backend,
+            etcd_endpoints: args.etcd_endpoints,
+            etcd_prefix: args.etcd_prefix,
+            ttl: (
+                Duration::from_secs(args.min_ttl_secs),
+                Duration::from_secs(args.max_ttl_secs),
+            ),
+            grace: Duration::from_secs(args.grace),
+            // The range checked above fits in a u32, and so in a usize on every target Tokio
+            // supports.
+            max_frame_bytes: usize::try_from(args.max_frame_bytes).unwrap_or(usize::MAX),
+            max_page_len: args.max_page_len,
+            max_page_bytes,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     examples::init_logging();
-    let args = Args::parse();
-    let stop = examples::shutdown_signal()?;
-    let registry: Arc<dyn Registry> = match args.backend {
-        Backend::Memory => Arc::new(MemoryRegistry::new()),
-        Backend::Etcd => etcd(&args).await?,
+    let settings = match Settings::new(Args::parse()) {
+        Ok(settings) => settings,
+        // Reported as clap reports a bad flag: the message and the usage on stderr, status 2.
+        Err(message) => Args::command()
+            .error(ErrorKind::ArgumentConflict, message)
+            .exit(),
     };
-    let service = RegistryService::new(registry).with_ttl_bounds(
-        Duration::from_secs(args.min_ttl_secs),
-        Duration::from_secs(args.max_ttl_secs),
-    );
+    let stop = examples::shutdown_signal()?;
+    let registry: Arc<dyn Registry> = match settings.backend {
+        Backend::Memory => Arc::new(MemoryRegistry::new()),
+        Backend::Etcd => etcd(&settings).await?,
+    };
+    let (min_ttl, max_ttl) = settings.ttl;
+    let service = RegistryService::new(registry)
+        .with_ttl_bounds(min_ttl, max_ttl)
+        .with_page_limits(settings.max_page_len, settings.max_page_bytes);
     let mut builder = Server::builder()
         .service(RegistryApiServer::new(service))
+        .max_frame_len(settings.max_frame_bytes)
         .filter(TraceCalls);
-    for endpoint in &args.listen {
+    for endpoint in &settings.listen {
         builder = builder.listen(endpoint.clone());
     }
     let server = builder.start().await?;
     for endpoint in server.local_endpoints() {
         println!(
             "registry-server ({:?} backend) listening on {endpoint}",
-            args.backend
+            settings.backend
         );
     }
     let signal = stop.await;
     println!(
         "{signal}: draining, calls in flight have {} s to finish",
-        args.grace
+        settings.grace.as_secs()
     );
-    server.shutdown(Duration::from_secs(args.grace)).await;
+    server.shutdown(settings.grace).await;
     println!("registry-server stopped");
     Ok(())
 }
 
 #[cfg(feature = "etcd")]
-async fn etcd(args: &Args) -> anyhow::Result<Arc<dyn Registry>> {
-    let mut config = rpc_registry::EtcdConfig::new(args.etcd_endpoints.clone());
-    config.prefix = args.etcd_prefix.clone();
+async fn etcd(settings: &Settings) -> anyhow::Result<Arc<dyn Registry>> {
+    let mut config = rpc_registry::EtcdConfig::new(settings.etcd_endpoints.clone());
+    config.prefix = settings.etcd_prefix.clone();
     Ok(Arc::new(rpc_registry::EtcdRegistry::connect(config).await?))
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn etcd(_: &Args) -> anyhow::Result<Arc<dyn Registry>> {
+async fn etcd(_: &Settings) -> anyhow::Result<Arc<dyn Registry>> {
     anyhow::bail!(
         "this build has no etcd backend; build with: cargo run -p examples --features etcd --bin registry-server -- --backend etcd"
     )
