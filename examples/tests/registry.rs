@@ -61,6 +61,7 @@ fn registry_server_help_explains_backends_and_ttls() {
         "--min-ttl-secs",
         "--max-ttl-secs",
         "--listen",
+        "--backend-wait-secs",
         "--max-frame-bytes",
         "--max-page-len",
         "--max-page-bytes",
@@ -72,7 +73,7 @@ fn registry_server_help_explains_backends_and_ttls() {
 
 #[test]
 fn registry_server_refuses_bad_flags_with_status_2() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--min-ttl-secs", "100", "--max-ttl-secs", "1"],
             "--min-ttl-secs (100) must not be greater than --max-ttl-secs (1)",
@@ -83,6 +84,7 @@ fn registry_server_refuses_bad_flags_with_status_2() {
         ),
         (&["--min-ttl-secs", "0"], "--min-ttl-secs"),
         (&["--max-frame-bytes", "1000"], "--max-frame-bytes"),
+        (&["--backend-wait-secs", "100000"], "--backend-wait-secs"),
     ];
     for (flags, message) in cases {
         // Were the flags accepted, it would serve here until killed.
@@ -119,4 +121,77 @@ fn a_small_frame_limit_gets_a_fitting_page_size() {
         .unwrap();
     let _server = Killed(server);
     assert!(line.contains("listening on"), "{line}");
+}
+
+#[cfg(feature = "etcd")]
+#[path = "../../rpc-registry/tests/support/etcd_server.rs"]
+mod etcd_server;
+
+#[cfg(feature = "etcd")]
+#[test]
+fn registry_server_waits_for_etcd_to_come_up() {
+    use std::net::SocketAddr;
+    use std::sync::mpsc::channel;
+
+    use rpc_registry::{Instance, Registry, RemoteRegistry, ServiceKey};
+
+    let etcd_at: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-server"))
+        .args(["--listen", &endpoint, "--backend", "etcd"])
+        .args(["--etcd-endpoint", &format!("http://{etcd_at}")])
+        .args(["--backend-wait-secs", "120"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = support::lines_of(&mut child);
+    let stderr = {
+        let pipe = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let _server = Killed(child);
+
+    // Nothing listens there yet: the server says it waits.
+    let waiting = format!("waiting for etcd at http://{etcd_at}, retrying in");
+    loop {
+        let line = stderr
+            .recv_timeout(Duration::from_secs(30))
+            .expect("registry-server says it waits for etcd");
+        if line.contains(&waiting) {
+            break;
+        }
+    }
+    let _etcd = etcd_server::EtcdServer::start_at(etcd_at);
+    let ready = stdout
+        .recv_timeout(Duration::from_secs(60))
+        .expect("registry-server becomes ready once etcd is up");
+    assert!(ready.contains("(Etcd backend) listening on"), "{ready}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = rpc_core::Client::builder()
+            .connect(endpoint.as_str())
+            .await
+            .unwrap();
+        let registry = RemoteRegistry::new(client);
+        let key = ServiceKey::new("waited.Service");
+        let lease = registry.grant(Duration::from_secs(30)).await.unwrap();
+        let instance = Instance::new(key.clone(), "tcp://127.0.0.1:9");
+        registry.register(instance.clone(), lease.id).await.unwrap();
+        assert_eq!(registry.discover(&key).await.unwrap().instances, [instance]);
+    });
 }

@@ -26,7 +26,9 @@ const MAX_FRAME_BYTES: u64 = u32::MAX as u64;
 ///           lost when it stops, and registrations heal by themselves when it comes back
 ///           (clients register again).
 ///   etcd    stores instances in etcd under leases (needs a build with `--features etcd` and
-///           a running etcd given with --etcd-endpoint); for more than one registry process.
+///           an etcd given with --etcd-endpoint); for more than one registry process. The
+///           server waits for etcd at startup, retrying with backoff for up to
+///           --backend-wait-secs, so it may start before etcd does.
 ///
 /// Lease TTLs: clients ask for a TTL when they register; the server clamps it to
 /// [--min-ttl-secs, --max-ttl-secs]. An instance whose lease is not renewed within its TTL is
@@ -57,6 +59,11 @@ struct Args {
     /// The key prefix in etcd (with --backend etcd).
     #[arg(long, default_value = "/rpc/registry/")]
     etcd_prefix: String,
+    /// How long to wait for the backend at startup, in seconds (0 to 3600; with --backend etcd):
+    /// the server retries with backoff until etcd answers, and gives up after this long; 0 gives
+    /// up at the first failure.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECS))]
+    backend_wait_secs: u64,
     /// The smallest lease TTL granted, in seconds (1 to 31536000, a year).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
     min_ttl_secs: u64,
@@ -97,6 +104,8 @@ struct Settings {
     etcd_endpoints: Vec<String>,
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     etcd_prefix: String,
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    backend_wait: Duration,
     ttl: (Duration, Duration),
     grace: Duration,
     max_frame_bytes: usize,
@@ -138,6 +147,7 @@ impl Settings {
             backend: args.backend,
             etcd_endpoints: args.etcd_endpoints,
             etcd_prefix: args.etcd_prefix,
+            backend_wait: Duration::from_secs(args.backend_wait_secs),
             ttl: (
                 Duration::from_secs(args.min_ttl_secs),
                 Duration::from_secs(args.max_ttl_secs),
@@ -162,10 +172,16 @@ async fn main() -> anyhow::Result<()> {
             .error(ErrorKind::ArgumentConflict, message)
             .exit(),
     };
-    let stop = examples::shutdown_signal()?;
+    let mut stop = Box::pin(examples::shutdown_signal()?);
     let registry: Arc<dyn Registry> = match settings.backend {
         Backend::Memory => Arc::new(MemoryRegistry::new()),
-        Backend::Etcd => etcd(&settings).await?,
+        Backend::Etcd => tokio::select! {
+            registry = etcd(&settings) => registry?,
+            signal = &mut stop => {
+                println!("{signal}: stopping before the backend answered");
+                return Ok(());
+            }
+        },
     };
     let (min_ttl, max_ttl) = settings.ttl;
     let service = RegistryService::new(registry)
@@ -195,11 +211,41 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connects to etcd, retrying with backoff while it does not answer, for up to
+/// `settings.backend_wait`.
 #[cfg(feature = "etcd")]
 async fn etcd(settings: &Settings) -> anyhow::Result<Arc<dyn Registry>> {
-    let mut config = rpc_registry::EtcdConfig::new(settings.etcd_endpoints.clone());
+    use rpc_core::Backoff;
+    use rpc_registry::{EtcdConfig, EtcdRegistry, RegistryError};
+    use tokio::time::Instant;
+
+    let mut config = EtcdConfig::new(settings.etcd_endpoints.clone());
     config.prefix = settings.etcd_prefix.clone();
-    Ok(Arc::new(rpc_registry::EtcdRegistry::connect(config).await?))
+    let endpoints = settings.etcd_endpoints.join(", ");
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let deadline = Instant::now() + settings.backend_wait;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let reason = match EtcdRegistry::connect(config.clone()).await {
+            Ok(registry) => return Ok(Arc::new(registry)),
+            Err(RegistryError::Unavailable(reason)) => reason,
+            Err(e) => return Err(e.into()),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            anyhow::bail!(
+                "etcd at {endpoints} did not answer within {} s (--backend-wait-secs): {reason}",
+                settings.backend_wait.as_secs()
+            );
+        }
+        // Half the ceiling plus a random half of it: never a burst of attempts, and many
+        // registry servers restarted together do not retry together.
+        let ceiling = backoff.ceiling(attempt);
+        let delay = (ceiling / 2 + ceiling.mul_f64(fastrand::f64()) / 2).min(left);
+        tracing::warn!("waiting for etcd at {endpoints}, retrying in {delay:.1?}: {reason}");
+        tokio::time::sleep(delay).await;
+    }
 }
 
 #[cfg(not(feature = "etcd"))]

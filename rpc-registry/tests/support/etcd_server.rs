@@ -36,12 +36,32 @@ impl EtcdServer {
     ///
     /// If the `etcd` binary is missing, or it does not become healthy within 10 s.
     pub fn start() -> EtcdServer {
+        let (client, peer) = free_ports();
+        Self::start_on(client, peer)
+    }
+
+    /// Starts etcd serving clients at `client`, a free address chosen beforehand (to start etcd
+    /// where a program already expects it), and waits until it serves them.
+    ///
+    /// # Panics
+    ///
+    /// As [`EtcdServer::start`], and if `client` is taken.
+    pub fn start_at(client: SocketAddr) -> EtcdServer {
+        let peer = loop {
+            let (peer, _) = free_ports();
+            if peer != client {
+                break peer;
+            }
+        };
+        Self::start_on(client, peer)
+    }
+
+    fn start_on(client: SocketAddr, peer: SocketAddr) -> EtcdServer {
         let binary = find_binary();
         let dir = tempfile::Builder::new()
             .prefix("rpc-registry-etcd-")
             .tempdir()
             .expect("create a temporary directory for etcd");
-        let (client, peer) = free_ports();
         let client_url = format!("http://{client}");
         let peer_url = format!("http://{peer}");
         let log = File::create(dir.path().join("etcd.log")).expect("create etcd's log file");
