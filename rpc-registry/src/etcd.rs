@@ -24,6 +24,10 @@ use crate::registry::{Registry, WatchStream};
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many times a snapshot is read again from the start when etcd compacted the revision it
+/// was being read at.
+const SNAPSHOT_ATTEMPTS: usize = 3;
+
 /// Settings of an [`EtcdRegistry`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -43,6 +47,11 @@ pub struct EtcdConfig {
     /// [`RegistryError::Unavailable`]. Watches are bounded only while they are set up.
     /// Default: 5 s.
     pub request_timeout: Duration,
+    /// How many keys one read asks etcd for when the instances of a key are read (`discover`,
+    /// a watch's snapshot): a key with more instances is read in several ranges, all at the
+    /// revision of the first, so that no answer of etcd grows with the number of instances.
+    /// Default: 1,000.
+    pub range_limit: u32,
 }
 
 impl EtcdConfig {
@@ -66,6 +75,7 @@ impl Default for EtcdConfig {
             prefix: "/rpc/registry/".to_owned(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            range_limit: 1000,
         }
     }
 }
@@ -122,6 +132,11 @@ impl Default for EtcdConfig {
 ///   returns the current revision. Registering it under another lease must rewrite the key (to
 ///   move it to the new lease) and returns that write's revision; watchers do not see it,
 ///   because a put whose previous value holds the same instance is not a change.
+/// - Reading a key's instances (`discover`, a watch's snapshot) takes ranges of
+///   [`EtcdConfig::range_limit`] keys, all at the revision of the first, so the result is one
+///   revision's state however many ranges it takes; if etcd compacts that revision meanwhile,
+///   the read starts again. Watches ask etcd to fragment a revision that changes many keys. So
+///   no answer of etcd grows with the number of instances past what its gRPC client accepts.
 /// - A watch is an etcd watch on the key's range with `prev_kv`, so a `Remove` carries the
 ///   instance as it was. If etcd has compacted the revisions a watch needs (when resuming, or a
 ///   watcher fell that far behind), the watch sends a fresh snapshot and carries on from it.
@@ -344,26 +359,84 @@ impl Inner {
         within(self.config.request_timeout, request).await
     }
 
+    /// The instances of `key` at one revision, read in ranges of `range_limit` keys.
     async fn snapshot(&self, key: &ServiceKey) -> Result<Snapshot, RegistryError> {
+        let mut attempt = 1;
+        loop {
+            match self.read_snapshot(key).await {
+                Err(Ranged::Compacted(e)) if attempt < SNAPSHOT_ATTEMPTS => {
+                    debug!(%key, error = %e, "the snapshot's revision was compacted; reading again");
+                    attempt += 1;
+                }
+                Err(Ranged::Compacted(e) | Ranged::Failed(e)) => return Err(e),
+                Ok(snapshot) => return Ok(snapshot),
+            }
+        }
+    }
+
+    async fn read_snapshot(&self, key: &ServiceKey) -> Result<Snapshot, Ranged> {
         let range = key_prefix(&self.config.prefix, key);
-        let mut kv = self.client.kv_client();
-        let reading = async {
-            kv.get(range.as_str(), Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(unavailable)
-        };
-        let read = self.within(reading).await?;
-        let mut instances: Vec<Instance> = read
-            .kvs()
-            .iter()
-            .filter_map(|kv| decode(key, &range, kv))
-            .collect();
-        // etcd orders by escaped key, which is not the order of the ids.
-        instances.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(Snapshot {
-            revision: header_revision(read.header()),
-            instances,
-        })
+        let end = range_end(&range);
+        // etcd is trusted to bound its values (`--max-request-bytes`); a range of large values
+        // may still be more than the gRPC client's default limit of 4 MiB per answer.
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(usize::MAX);
+        let mut start = range.clone().into_bytes();
+        let mut revision = None;
+        let mut instances = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(i64::from(self.config.range_limit.max(1)));
+            if let Some(revision) = revision {
+                options = options.with_revision(revision);
+            }
+            let reading = async {
+                kv.get(start.clone(), Some(options))
+                    .await
+                    .map_err(unavailable)
+            };
+            let read = self.within(reading).await.map_err(Ranged::classify)?;
+            let read_at =
+                *revision.get_or_insert_with(|| read.header().map_or(0, |h| h.revision()));
+            instances.extend(read.kvs().iter().filter_map(|kv| decode(key, &range, kv)));
+            match read.kvs().last() {
+                Some(last) if read.more() => {
+                    // The next range starts right after the last key read.
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => {
+                    // etcd orders by escaped key, which is not the order of the ids.
+                    instances.sort_by(|a, b| a.id.cmp(&b.id));
+                    return Ok(Snapshot {
+                        revision: u64::try_from(read_at).unwrap_or(0),
+                        instances,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Why a ranged read failed: the revision it was pinned to was compacted (read again), or
+/// anything else.
+enum Ranged {
+    Compacted(RegistryError),
+    Failed(RegistryError),
+}
+
+impl Ranged {
+    fn classify(e: RegistryError) -> Ranged {
+        // etcd's ErrGRPCCompacted: "etcdserver: mvcc: required revision has been compacted".
+        match &e {
+            RegistryError::Unavailable(message) if message.contains("has been compacted") => {
+                Ranged::Compacted(e)
+            }
+            _ => Ranged::Failed(e),
+        }
     }
 }
 
@@ -384,9 +457,14 @@ impl Watch {
     /// etcd's revision at that moment.
     async fn open(&mut self, start: u64) -> Result<u64, RegistryError> {
         self.stream = None;
+        // Fragmented, a revision that changes many keys (a revoke of a lease with many
+        // instances) comes in answers of etcd's request size limit instead of one that can be
+        // more than the gRPC client accepts. Every event is handled on its own, so the
+        // fragments need no putting together.
         let options = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
+            .with_fragment()
             .with_start_revision(i64::try_from(start).unwrap_or(i64::MAX));
         let mut watches = self.inner.client.watch_client();
         let range = self.range.clone();
@@ -591,6 +669,17 @@ fn key_prefix(prefix: &str, key: &ServiceKey) -> String {
     out
 }
 
+/// The end of the range of keys that start with `range` (which ends with `/`): the same bytes
+/// with the last one increased.
+fn range_end(range: &str) -> Vec<u8> {
+    let mut end = range.as_bytes().to_vec();
+    // `range` ends with `/` (0x2F), so the last byte never overflows.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// `{prefix}{service}/{version}/{group}/{id}`, each segment escaped.
 fn instance_key(prefix: &str, key: &ServiceKey, id: &str) -> String {
     let mut out = key_prefix(prefix, key);
@@ -652,6 +741,15 @@ mod tests {
             "/rpc/registry/demo.Greeter/1.0//tcp:%2F%2F10.0.0.7:7000"
         );
         assert_eq!(key_prefix("/p/", &ServiceKey::new("a%b")), "/p/a%25b///");
+    }
+
+    #[test]
+    fn a_ranges_end_follows_every_key_in_it() {
+        let range = key_prefix("/p/", &ServiceKey::new("a"));
+        let end = range_end(&range);
+        assert_eq!(end, b"/p/a//0");
+        let key = instance_key("/p/", &ServiceKey::new("a"), "\u{10FFFF}");
+        assert!(range.as_bytes() <= key.as_bytes() && key.as_bytes() < end.as_slice());
     }
 
     #[test]

@@ -494,3 +494,56 @@ async fn connect_fails_when_etcd_is_not_there() {
         .unwrap_err();
     assert!(matches!(err, RegistryError::Invalid(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_key_with_more_instances_than_one_grpc_message_holds() {
+    let server = EtcdServer::start();
+    let registry = connect(&server).await;
+    let key = ServiceKey::new("crowded");
+    let lease = registry.grant(LONG).await.unwrap();
+    // 6 MiB of instances: more than the 4 MiB a gRPC client accepts in one message by default.
+    let padding = "x".repeat(64 * 1024);
+    for i in 0..96 {
+        let instance = Instance::new(key.clone(), format!("tcp://10.0.0.{i}:7000"))
+            .with_id(format!("i-{i:03}"))
+            .with_metadata("padding", padding.clone());
+        registry.register(instance, lease.id).await.unwrap();
+    }
+    let snapshot = registry.discover(&key).await.unwrap();
+    assert_eq!(snapshot.instances.len(), 96);
+    let mut watch = registry.watch(&key, None).await.unwrap();
+    assert_eq!(next_snapshot(&mut watch).await, snapshot);
+    // One revoke removes all of them in one revision: one watch response of 6 MiB of previous
+    // values.
+    registry.revoke(lease.id).await.unwrap();
+    for _ in 0..96 {
+        let WatchEvent::Change { change, .. } = next(&mut watch).await else {
+            panic!("a change after the snapshot");
+        };
+        assert!(matches!(change, Change::Remove(_)));
+    }
+}
+
+#[tokio::test]
+async fn instances_read_in_several_ranges_are_all_there_once() {
+    let server = EtcdServer::start();
+    let mut config = EtcdConfig::new([server.endpoint()]);
+    config.range_limit = 3;
+    let registry = EtcdRegistry::connect(config).await.unwrap();
+    let key = ServiceKey::new("ranged");
+    let lease = registry.grant(LONG).await.unwrap();
+    // Ids whose escaped keys sort differently from the ids.
+    let ids: Vec<String> = (0..10)
+        .map(|i| format!("{}{i}", ["a/", "a%", "a"][i % 3]))
+        .collect();
+    for id in &ids {
+        let instance = Instance::new(key.clone(), "tcp://127.0.0.1:1").with_id(id.clone());
+        registry.register(instance, lease.id).await.unwrap();
+    }
+    let snapshot = registry.discover(&key).await.unwrap();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(self::ids(&snapshot), expected);
+    let mut watch = registry.watch(&key, None).await.unwrap();
+    assert_eq!(next_snapshot(&mut watch).await, snapshot);
+}
