@@ -706,6 +706,13 @@ fn malformed_or_oversized_input_gets_a_clear_error_and_the_server_stays_up() {
         error["message"].as_str().unwrap().contains("limit"),
         "{error}"
     );
+    // The error quotes the start of the command, not all of it.
+    let quoted = error["command"].as_str().unwrap();
+    assert!(
+        quoted.starts_with("/msg alice xxx") && quoted.ends_with('…'),
+        "{quoted}"
+    );
+    assert_eq!(quoted.chars().count(), examples::chat::EXCERPT_CHARS + 1);
 
     // Still serving: the old client and a new one.
     let who = alice.command("/who", "who");

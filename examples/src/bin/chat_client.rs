@@ -14,6 +14,7 @@ use examples::chat::client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
     HELP, event_json, event_text, new_secret, path_name, user_json,
 };
+use examples::chat::excerpt;
 use rpc_core::{Endpoint, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -543,7 +544,7 @@ impl Output {
         if self.json {
             let mut value = json!({"event": "error", "message": message});
             if let Some(command) = command {
-                value["command"] = json!(command.trim_end());
+                value["command"] = json!(excerpt(command.trim_end()));
             }
             self.json_line(&value);
         } else if self.view().me.is_none() {

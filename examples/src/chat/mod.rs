@@ -3,5 +3,8 @@
 
 pub mod api;
 pub mod client;
+mod excerpt;
 pub mod server;
 pub mod store;
+
+pub use excerpt::{EXCERPT_CHARS, excerpt};

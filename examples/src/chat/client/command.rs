@@ -1,5 +1,7 @@
 //! The commands people and scripts type: `/who`, `/msg bob hi`, `/join lobby`, …
 
+use crate::chat::excerpt;
+
 /// What `/help` shows.
 pub const HELP: &str = "\
 commands:
@@ -103,7 +105,8 @@ impl Command {
             }
             other => {
                 return Err(format!(
-                    "unknown command /{other}; /help lists the commands"
+                    "unknown command /{}; /help lists the commands",
+                    excerpt(other)
                 ));
             }
         };
@@ -205,5 +208,8 @@ mod tests {
             Err("/who takes no arguments".into())
         );
         assert!(Command::parse("/dance").unwrap_err().contains("/help"));
+        let flood = format!("/{}", "x".repeat(1 << 20));
+        let refused = Command::parse(&flood).unwrap_err();
+        assert!(refused.len() < 200, "{} bytes", refused.len());
     }
 }

@@ -57,6 +57,7 @@ use crate::chat::api::{
     ChatError, Delivery, Envelope, Path, PeerServer, RoomInfo, Session, SignalClient, UserInfo,
     now_ms,
 };
+use crate::chat::excerpt;
 
 /// The events a [`ChatClient`] sends its application. The channel is unbounded so that the
 /// client never waits for the application: read it steadily.
@@ -407,7 +408,9 @@ impl ChatClient {
                         let user = self.lookup(&user.id.to_string()).await.unwrap_or(user);
                         Ok((user, false))
                     }
-                    None => Err(ClientError::Chat(ChatError::UnknownUser(who.to_owned()))),
+                    None => Err(ClientError::Chat(ChatError::UnknownUser(
+                        excerpt(who).into_owned(),
+                    ))),
                 }
             }
             Err(e) => Err(e),

@@ -17,6 +17,7 @@ use super::validate;
 use crate::chat::api::{
     ChatError, Destination, Envelope, InboxItem, Path, RoomEvent, RoomInfo, Sender,
 };
+use crate::chat::excerpt;
 
 /// Every room.
 #[derive(Debug)]
@@ -227,7 +228,7 @@ impl Rooms {
         self.lock()
             .get(name)
             .cloned()
-            .ok_or_else(|| ChatError::UnknownRoom(name.to_owned()))
+            .ok_or_else(|| ChatError::UnknownRoom(excerpt(name).into_owned()))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {

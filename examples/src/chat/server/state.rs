@@ -16,6 +16,7 @@ use super::presence::{self, Presence};
 use super::rooms::Rooms;
 use super::validate::{self, name_key};
 use crate::chat::api::{ChatError, RegisterRequest, Sender, Session as SessionReply, UserInfo};
+use crate::chat::excerpt;
 use crate::chat::store::{Binding, Store, StoreError};
 
 /// Registrations, leaves and room changes of one user run one at a time; users are spread
@@ -224,7 +225,7 @@ impl Shared {
             return self
                 .presence
                 .find_name(&name_key(user))
-                .ok_or_else(|| ChatError::UnknownUser(user.to_owned()));
+                .ok_or_else(|| ChatError::UnknownUser(excerpt(user).into_owned()));
         };
         if let Some(info) = self.presence.get(id) {
             return Ok(info);
@@ -237,7 +238,7 @@ impl Shared {
                 advertised: None,
                 observed: String::new(),
             }),
-            None => Err(ChatError::UnknownUser(user.to_owned())),
+            None => Err(ChatError::UnknownUser(excerpt(user).into_owned())),
         }
     }
 

@@ -6,6 +6,7 @@ use rpc_core::Endpoint;
 use uuid::Uuid;
 
 use crate::chat::api::{ChatError, MAX_NAME_CHARS, MAX_ROOM_CHARS, MAX_TEXT_BYTES};
+use crate::chat::excerpt;
 
 /// The longest secret, in bytes.
 pub(crate) const MAX_SECRET_BYTES: usize = 256;
@@ -14,8 +15,9 @@ pub(crate) const MAX_ENDPOINT_BYTES: usize = 256;
 /// The most message ids one `ack` may carry.
 pub(crate) const MAX_ACK_IDS: usize = 1024;
 
-/// A display name: 1 to [`MAX_NAME_CHARS`] characters, no control characters, no surrounding
-/// whitespace, and not something that reads as a user id (lookups would be ambiguous).
+/// A display name: 1 to [`MAX_NAME_CHARS`] characters, nothing invisible ([`is_invisible`]),
+/// no surrounding whitespace, and not something that reads as a user id (lookups would be
+/// ambiguous).
 pub(crate) fn display_name(name: &str) -> Result<(), ChatError> {
     label("name", name, MAX_NAME_CHARS)?;
     if Uuid::parse_str(name).is_ok() {
@@ -24,8 +26,8 @@ pub(crate) fn display_name(name: &str) -> Result<(), ChatError> {
     Ok(())
 }
 
-/// A room name: 1 to [`MAX_ROOM_CHARS`] characters, no control characters, no surrounding
-/// whitespace.
+/// A room name: 1 to [`MAX_ROOM_CHARS`] characters, nothing invisible ([`is_invisible`]), no
+/// surrounding whitespace.
 pub(crate) fn room_name(room: &str) -> Result<(), ChatError> {
     label("room name", room, MAX_ROOM_CHARS)
 }
@@ -66,7 +68,11 @@ pub(crate) fn endpoint(endpoint: Option<String>) -> Result<Option<String>, ChatE
     }
     match Endpoint::from_str(&endpoint) {
         Ok(_) => Ok(Some(endpoint)),
-        Err(e) => Err(ChatError::Invalid(format!("endpoint {endpoint:?}: {e}"))),
+        Err(e) => Err(ChatError::Invalid(format!(
+            "endpoint {:?}: {}",
+            excerpt(&endpoint),
+            excerpt(&e.to_string())
+        ))),
     }
 }
 
@@ -76,6 +82,56 @@ pub(crate) fn name_key(name: &str) -> String {
     name.to_lowercase()
 }
 
+/// Whether a character shows nothing, or changes how the text around it shows, so that two
+/// names that look alike could differ, or one could pass for another: control characters,
+/// Unicode format characters (category Cf: zero-width spaces and joiners, the byte order mark,
+/// the bidirectional marks, embeddings, overrides and isolates, tags, …), other characters that
+/// render blank (fillers, variation selectors, the combining grapheme joiner), and every kind of
+/// whitespace except the plain space.
+pub(crate) fn is_invisible(c: char) -> bool {
+    if c == ' ' {
+        return false;
+    }
+    c.is_control()
+        || c.is_whitespace()
+        || matches!(
+            c,
+            // Format characters (Cf), as of Unicode 15.1.
+            '\u{AD}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61C}'
+                | '\u{6DD}'
+                | '\u{70F}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+                // Blank or invisible, though not Cf.
+                | '\u{34F}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180D}'
+                | '\u{180F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+}
+
 fn label(what: &str, value: &str, max_chars: usize) -> Result<(), ChatError> {
     let chars = value.chars().count();
     if chars == 0 || chars > max_chars {
@@ -83,9 +139,10 @@ fn label(what: &str, value: &str, max_chars: usize) -> Result<(), ChatError> {
             "the {what} must have 1 to {max_chars} characters"
         )));
     }
-    if value.chars().any(char::is_control) {
+    if let Some(c) = value.chars().find(|c| is_invisible(*c)) {
         return Err(ChatError::Invalid(format!(
-            "the {what} contains control characters"
+            "the {what} contains an invisible or control character (U+{:04X})",
+            u32::from(c)
         )));
     }
     if value.trim() != value {
@@ -116,6 +173,38 @@ mod tests {
             assert!(display_name(bad).is_err(), "{bad:?}");
         }
         assert!(display_name(&Uuid::new_v4().to_string()).is_err());
+    }
+
+    #[test]
+    fn names_with_invisible_or_direction_changing_characters_are_refused() {
+        for bad in [
+            "\u{200B}",
+            "ali\u{200B}ce",
+            "ali\u{200D}ce",
+            "\u{FEFF}bob",
+            "bob\u{202E}evil",
+            "\u{202A}x",
+            "x\u{2066}y\u{2069}",
+            "a\u{200E}",
+            "a\u{200F}",
+            "a\u{61C}",
+            "a\u{2060}b",
+            "a\u{AD}b",
+            "tag\u{E0041}",
+            "a\u{3164}",
+            "a\u{A0}b",
+            "a\u{2028}b",
+            "a\u{1B}[31mred",
+            "a\u{85}",
+        ] {
+            assert!(display_name(bad).is_err(), "{bad:?}");
+            assert!(room_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["alice", "Zoë ünd 李", "ali ce", "🙂 ok", "مرحبا", "עברית"] {
+            assert!(display_name(good).is_ok(), "{good:?}");
+        }
+        let refused = display_name("bob\u{202E}").unwrap_err().to_string();
+        assert!(refused.contains("U+202E"), "{refused}");
     }
 
     #[test]
