@@ -92,8 +92,9 @@ struct Args {
     /// a wildcard --listen, a NAT, or to force others onto the relay with a closed endpoint).
     #[arg(long)]
     advertise: Option<String>,
-    /// How long a direct send may take before the message goes through the server, in ms.
-    #[arg(long, default_value_t = 1000)]
+    /// How long a direct send may take before the message goes through the server, in ms
+    /// (1 to 60000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     direct_timeout_ms: u64,
     /// The serializer: msgpack, postcard or json.
     #[arg(long, default_value = "msgpack")]
@@ -101,9 +102,10 @@ struct Args {
     /// Script mode: commands from stdin without a prompt, JSON lines on stdout.
     #[arg(long)]
     json: bool,
-    /// With --json: after stdin closes, keep receiving for this many seconds, then exit.
-    #[arg(long = "for", value_name = "SECS", requires = "json")]
-    for_secs: Option<f64>,
+    /// With --json: after stdin closes, keep receiving for this many seconds (0 to 86400,
+    /// fractions allowed), then exit.
+    #[arg(long = "for", value_name = "SECS", requires = "json", value_parser = seconds)]
+    for_secs: Option<Duration>,
 }
 
 /// What the identity file holds.
@@ -188,8 +190,7 @@ async fn run(args: Args, out: Output) -> i32 {
             Err(message) => out.error(Some(&line), &message),
         }
     }
-    if let (Some(secs), 0) = (args.for_secs, code) {
-        let wait = Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO);
+    if let (Some(wait), 0) = (args.for_secs, code) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -223,9 +224,21 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
         ChatClientConfig::new(args.server.clone(), args.name.clone()).identity(id, secret);
     config.listen = args.listen.clone();
     config.advertise = args.advertise.clone();
-    config.direct_timeout = Duration::from_millis(args.direct_timeout_ms.max(1));
+    config.direct_timeout = Duration::from_millis(args.direct_timeout_ms);
     config.format = args.format.clone();
     Ok(config)
+}
+
+/// Parses `--for`: a number of seconds from 0 to a day.
+fn seconds(text: &str) -> Result<Duration, String> {
+    const LONGEST: f64 = 86_400.0;
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{:?} is not a number of seconds", excerpt(text)))?;
+    if !(0.0..=LONGEST).contains(&secs) {
+        return Err(format!("{secs} is not in 0..={LONGEST}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn default_identity_path(name: &str) -> PathBuf {

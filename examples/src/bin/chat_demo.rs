@@ -24,11 +24,11 @@ use rpc_registry::MemoryRegistry;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// The presence TTL of the demo server, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// The presence TTL of the demo server, in milliseconds (300 to 3600000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(300..=3_600_000))]
     presence_ttl_ms: u64,
-    /// How long to wait for any one expected event, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    /// How long to wait for any one expected event, in milliseconds (1 to 60000).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     wait_ms: u64,
 }
 
@@ -152,7 +152,7 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     let wait = Duration::from_millis(args.wait_ms);
     let data = tempfile::tempdir().context("creating a temporary directory")?;
     let mut config = ChatServerConfig::new(data.path())
-        .with_presence_ttl(Duration::from_millis(args.presence_ttl_ms.max(300)));
+        .with_presence_ttl(Duration::from_millis(args.presence_ttl_ms));
     config.listen = vec!["tcp://127.0.0.1:0".parse()?];
     config.registry = Some(Arc::new(MemoryRegistry::new()));
     let server = ChatServer::start(config)

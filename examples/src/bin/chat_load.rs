@@ -42,8 +42,9 @@ struct Args {
     /// The chat-server program to start. Default: `chat-server` next to this program.
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// The presence TTL of the server started, in seconds (clients heartbeat every third).
-    #[arg(long, default_value_t = 10)]
+    /// The presence TTL of the server started, in seconds (1 to 3600; clients heartbeat every
+    /// third).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     presence_ttl_secs: u64,
     /// How many clients to simulate.
     #[arg(long, default_value_t = 2000)]
@@ -51,8 +52,8 @@ struct Args {
     /// Messages per second to relay, over all clients.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
-    /// How long to send, in seconds (after every client has registered).
-    #[arg(long, default_value_t = 15)]
+    /// How long to send, in seconds (1 to 86400, after every client has registered).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
     /// The size of each message's text, in bytes.
     #[arg(long, default_value_t = 64)]
@@ -282,7 +283,8 @@ async fn register(endpoint: Endpoint, i: usize) -> anyhow::Result<Registered> {
         .await
         .with_context(|| format!("client {i} registering"))?;
     Ok(Registered {
-        heartbeat: Duration::from_millis(session.heartbeat_ms.max(100)),
+        // The server's number, within sane bounds.
+        heartbeat: Duration::from_millis(session.heartbeat_ms.clamp(100, 3_600_000)),
         sim: Sim {
             api,
             id,

@@ -32,18 +32,26 @@ struct Args {
     /// with other chat servers.
     #[arg(long, default_value = "embedded")]
     registry: String,
-    /// Seconds without a heartbeat after which a user is dropped and everyone sees them leave.
-    /// Clients are told to heartbeat every third of it.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds without a heartbeat after which a user is dropped and everyone sees them leave
+    /// (1 to 3600). Clients are told to heartbeat every third of it.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     presence_ttl_secs: u64,
-    /// How many posts each room keeps for `history`.
-    #[arg(long, default_value_t = ChatServerConfig::DEFAULT_ROOM_HISTORY)]
-    room_history: usize,
-    /// How many unacknowledged messages one user's mailbox may hold.
-    #[arg(long, default_value_t = ChatServerConfig::DEFAULT_MAX_PENDING)]
+    /// How many posts each room keeps for `history` (1 to 100000).
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_ROOM_HISTORY as u64,
+        value_parser = clap::value_parser!(u64).range(1..=ChatServerConfig::MAX_ROOM_HISTORY as u64),
+    )]
+    room_history: u64,
+    /// How many unacknowledged messages one user's mailbox may hold (1 to 1000000).
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_PENDING,
+        value_parser = clap::value_parser!(u64).range(1..=ChatServerConfig::MAX_PENDING_LIMIT),
+    )]
     max_pending: u64,
-    /// How long calls in flight may take to finish at shutdown, in seconds.
-    #[arg(long, default_value_t = 5)]
+    /// How long calls in flight may take to finish at shutdown, in seconds (0 to 3600).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace: u64,
 }
 
@@ -52,14 +60,10 @@ async fn main() -> anyhow::Result<()> {
     examples::init_logging();
     let args = Args::parse();
     let stop = examples::shutdown_signal()?;
-    anyhow::ensure!(
-        args.presence_ttl_secs > 0,
-        "--presence-ttl-secs must be positive"
-    );
     let mut config = ChatServerConfig::new(&args.data_dir)
         .with_presence_ttl(Duration::from_secs(args.presence_ttl_secs));
     config.listen = args.listen;
-    config.room_history = args.room_history;
+    config.room_history = usize::try_from(args.room_history)?;
     config.max_pending = args.max_pending;
     config.registry = match args.registry.as_str() {
         "embedded" => None,

@@ -34,17 +34,18 @@ pub struct ChatClientConfig {
     /// force others onto the relay.
     pub advertise: Option<String>,
     /// How long a direct send may take (connecting included) before the message goes through
-    /// the server instead. Default: 1 s.
+    /// the server instead, 1 ms to 1 h. Default: 1 s.
     pub direct_timeout: Duration,
     /// How long a call to the server may take; also how long a call waits for the client to be
-    /// back online while it reconnects. Default: 5 s.
+    /// back online while it reconnects; 1 ms to 1 h. Default: 5 s.
     pub call_timeout: Duration,
     /// The serializer used with the server and with peers. Default: MessagePack.
     pub format: Format,
     /// Delays between attempts to register again after the session was lost. Default: 100 ms
     /// doubling to 2 s, with full jitter, for ever.
     pub reconnect: Backoff,
-    /// How many recent message ids are remembered to show each message once. Default: 4,096.
+    /// How many recent message ids are remembered to show each message once, 1 to 1,048,576.
+    /// Default: 4,096.
     pub dedup_capacity: usize,
 }
 
@@ -70,6 +71,13 @@ impl ChatClientConfig {
         }
     }
 
+    /// The shortest direct and call timeouts.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+    /// The longest direct and call timeouts.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// The most message ids the client may be set to remember.
+    pub const MAX_DEDUP_CAPACITY: usize = 1 << 20;
+
     /// Sets the id and the secret, to come back as a user registered before.
     pub fn identity(mut self, id: Uuid, secret: impl Into<String>) -> Self {
         self.id = id;
@@ -94,6 +102,34 @@ impl fmt::Debug for ChatClientConfig {
             .field("reconnect", &self.reconnect)
             .field("dedup_capacity", &self.dedup_capacity)
             .finish()
+    }
+}
+
+impl ChatClientConfig {
+    /// Checks the settings' ranges, so that a bad one is reported by `connect` rather than
+    /// failing later.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let timeouts = Self::MIN_TIMEOUT..=Self::MAX_TIMEOUT;
+        for (what, value) in [
+            ("direct timeout", self.direct_timeout),
+            ("call timeout", self.call_timeout),
+        ] {
+            if !timeouts.contains(&value) {
+                return Err(format!(
+                    "the {what} is {value:?}; it must be from {:?} to {:?}",
+                    Self::MIN_TIMEOUT,
+                    Self::MAX_TIMEOUT
+                ));
+            }
+        }
+        if !(1..=Self::MAX_DEDUP_CAPACITY).contains(&self.dedup_capacity) {
+            return Err(format!(
+                "the dedup capacity is {}; it must be from 1 to {}",
+                self.dedup_capacity,
+                Self::MAX_DEDUP_CAPACITY
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -90,13 +90,14 @@ impl Drop for Inner {
 }
 
 impl ChatClient {
-    /// Serves the peer, connects to the server and registers. Fails when the peer cannot
-    /// listen, the server cannot be reached, or the server refuses the registration (a wrong
-    /// secret, a name taken, an invalid name); once this succeeded, every later loss is
-    /// recovered by itself.
+    /// Serves the peer, connects to the server and registers. Fails when a setting is out of
+    /// its range, the peer cannot listen, the server cannot be reached, or the server refuses
+    /// the registration (a wrong secret, a name taken, an invalid name); once this succeeded,
+    /// every later loss is recovered by itself.
     pub async fn connect(
         config: ChatClientConfig,
     ) -> Result<(ChatClient, ChatEvents), ClientError> {
+        config.check().map_err(ClientError::Invalid)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let sink = Arc::new(Sink::new(config.id, config.dedup_capacity, events_tx));
         let peer = Server::builder()

@@ -30,6 +30,10 @@ const VERDICT_WAIT: Duration = Duration::from_millis(500);
 /// elsewhere (the contract has no error variant for it; the inbox ends with this message).
 const REPLACED: &str = "replaced by a newer registration";
 
+/// The shortest and longest heartbeat intervals a client follows, whatever the server says.
+const HEARTBEAT_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_secs(3600));
+
 /// Why a session ended.
 #[derive(Debug)]
 enum Ended {
@@ -122,8 +126,11 @@ impl Shared {
             user: session.user.clone(),
             reconnects,
         });
-        let period = Duration::from_millis(session.heartbeat_ms.max(50));
-        let mut beat = tokio::time::interval_at(Instant::now() + period, period);
+        let period = heartbeat_period(session.heartbeat_ms);
+        let first = Instant::now()
+            .checked_add(period)
+            .unwrap_or_else(Instant::now);
+        let mut beat = tokio::time::interval_at(first, period);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let heartbeat = self.signal.with_timeout(
             Duration::from_millis(session.presence_ttl_ms.max(100)).min(self.config.call_timeout),
@@ -277,6 +284,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// The interval to heartbeat at when the server asks for `heartbeat_ms`, within
+/// [`HEARTBEAT_BOUNDS`]: the number comes from the network.
+fn heartbeat_period(heartbeat_ms: u64) -> Duration {
+    let (shortest, longest) = HEARTBEAT_BOUNDS;
+    Duration::from_millis(heartbeat_ms).clamp(shortest, longest)
 }
 
 /// The background task: serves sessions one after the other, for ever (until aborted).

@@ -13,23 +13,27 @@ use rpc_registry::Registry;
 pub struct ChatServerConfig {
     /// Where to listen. Default: `tcp://127.0.0.1:7300`.
     pub listen: Vec<Endpoint>,
-    /// The directory of the database file ([`DATABASE_FILE`](super::DATABASE_FILE)); created if missing. No default
-    /// in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
+    /// The directory of the database file ([`DATABASE_FILE`](super::DATABASE_FILE)); created
+    /// if missing. No default in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
     pub data_dir: PathBuf,
     /// Where presence lives. Default: `None`, an embedded
     /// [`MemoryRegistry`](rpc_registry::MemoryRegistry).
     pub registry: Option<Arc<dyn Registry>>,
     /// After this long without a heartbeat a user is dropped (the TTL of presence leases).
-    /// Default: 10 s.
+    /// From [`MIN_PRESENCE_TTL`](Self::MIN_PRESENCE_TTL) to
+    /// [`MAX_PRESENCE_TTL`](Self::MAX_PRESENCE_TTL). Default: 10 s.
     pub presence_ttl: Duration,
-    /// How often clients are told to heartbeat. Default: `presence_ttl / 3`.
+    /// How often clients are told to heartbeat; positive and shorter than `presence_ttl`.
+    /// Default: `presence_ttl / 3`.
     pub heartbeat: Duration,
-    /// How many posts each room keeps. Default: 100.
+    /// How many posts each room keeps, 1 to [`MAX_ROOM_HISTORY`](Self::MAX_ROOM_HISTORY).
+    /// Default: 100.
     pub room_history: usize,
-    /// How many unacknowledged messages one user's mailbox may hold; relays beyond it fail.
-    /// Default: 10,000.
+    /// How many unacknowledged messages one user's mailbox may hold, 1 to
+    /// [`MAX_PENDING_LIMIT`](Self::MAX_PENDING_LIMIT); relays beyond it fail. Default: 10,000.
     pub max_pending: u64,
-    /// The largest frame accepted or sent. Requests are small (a message is at most
+    /// The largest frame accepted or sent, from [`MIN_FRAME_LEN`](Self::MIN_FRAME_LEN) to
+    /// 4 GiB - 1. Requests are small (a message is at most
     /// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES)), but the online list grows with
     /// the users (about 100 bytes each). Default: 4 MiB.
     pub max_frame_len: usize,
@@ -46,6 +50,16 @@ impl ChatServerConfig {
     pub const DEFAULT_MAX_PENDING: u64 = 10_000;
     /// The default frame limit.
     pub const DEFAULT_MAX_FRAME_LEN: usize = 4 << 20;
+    /// The shortest presence TTL.
+    pub const MIN_PRESENCE_TTL: Duration = Duration::from_millis(100);
+    /// The longest presence TTL (as long as a registry server grants by default).
+    pub const MAX_PRESENCE_TTL: Duration = Duration::from_secs(3600);
+    /// The most posts a room may be set to keep.
+    pub const MAX_ROOM_HISTORY: usize = 100_000;
+    /// The largest mailbox limit.
+    pub const MAX_PENDING_LIMIT: u64 = 1_000_000;
+    /// The smallest frame limit: room for the largest request with plenty to spare.
+    pub const MIN_FRAME_LEN: usize = 64 << 10;
 
     /// The defaults, with the database in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -71,6 +85,62 @@ impl ChatServerConfig {
         self.heartbeat = ttl / 3;
         self
     }
+
+    /// Checks every setting against its range, and the settings that depend on each other,
+    /// so that a bad one is reported when the server starts rather than failing later.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError("no endpoint to listen on".into()));
+        }
+        in_range(
+            "the presence TTL",
+            self.presence_ttl,
+            Self::MIN_PRESENCE_TTL..=Self::MAX_PRESENCE_TTL,
+        )?;
+        if self.heartbeat.is_zero() || self.heartbeat >= self.presence_ttl {
+            return Err(ConfigError(format!(
+                "the heartbeat interval ({:?}) must be positive and shorter than the presence \
+                 TTL ({:?})",
+                self.heartbeat, self.presence_ttl
+            )));
+        }
+        in_range(
+            "the room history",
+            self.room_history,
+            1..=Self::MAX_ROOM_HISTORY,
+        )?;
+        in_range(
+            "the mailbox limit",
+            self.max_pending,
+            1..=Self::MAX_PENDING_LIMIT,
+        )?;
+        in_range(
+            "the frame limit",
+            self.max_frame_len,
+            Self::MIN_FRAME_LEN..=u32::MAX as usize,
+        )?;
+        Ok(())
+    }
+}
+
+/// A setting of a [`ChatServerConfig`] that is out of its range or at odds with another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chat server setting: {0}")]
+pub struct ConfigError(String);
+
+fn in_range<T: PartialOrd + std::fmt::Debug>(
+    what: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "{what} is {value:?}; it must be from {:?} to {:?}",
+        range.start(),
+        range.end()
+    )))
 }
 
 impl Default for ChatServerConfig {

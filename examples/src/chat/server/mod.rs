@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::config::ChatServerConfig;
+pub use self::config::{ChatServerConfig, ConfigError};
 use self::service::ChatService;
 use self::state::{Settings, Shared};
 use crate::chat::api::SignalServer;
@@ -70,14 +70,10 @@ pub struct ChatServer {
 }
 
 impl ChatServer {
-    /// Opens the database, starts watching presence and listens on every endpoint.
+    /// Opens the database, starts watching presence and listens on every endpoint. Fails with a
+    /// [`ConfigError`] if a setting is out of its range, before anything is opened.
     pub async fn start(config: ChatServerConfig) -> anyhow::Result<ChatServer> {
-        anyhow::ensure!(!config.listen.is_empty(), "no endpoint to listen on");
-        anyhow::ensure!(
-            !config.presence_ttl.is_zero() && !config.heartbeat.is_zero(),
-            "the presence TTL and the heartbeat interval must be positive"
-        );
-        anyhow::ensure!(config.room_history > 0, "rooms must keep at least one post");
+        config.check()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let path = config.data_dir.join(DATABASE_FILE);
