@@ -715,3 +715,41 @@ async fn relayed_messages_survive_a_kill_9_of_the_server_process() {
     }
     drop(server);
 }
+
+#[tokio::test]
+async fn a_post_sent_again_with_its_id_is_posted_once_even_after_it_left_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |c| c.room_history = 2).await;
+    let alice = User::register(&server, "alice").await;
+    let bob = User::register(&server, "bob").await;
+    alice.api.join(alice.token(), "lobby".into()).await.unwrap();
+    bob.api.join(bob.token(), "lobby".into()).await.unwrap();
+    let mut inbox = bob.inbox().await;
+    let post = |id: Uuid, text: &str| {
+        alice
+            .api
+            .post(alice.token(), "lobby".into(), id, text.into(), now_ms())
+    };
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        post(*id, &format!("post {i}")).await.unwrap();
+    }
+    // The first post is no longer kept; sending it again (a retry) changes nothing.
+    post(ids[0], "post 0").await.unwrap();
+    post(ids[2], "post 2").await.unwrap();
+    let history = bob.api.history(bob.token(), "lobby".into()).await.unwrap();
+    let kept: Vec<Uuid> = history.iter().map(|e| e.id).collect();
+    assert_eq!(kept, ids[1..]);
+    let marker = Uuid::new_v4();
+    post(marker, "marker").await.unwrap();
+    let mut received = Vec::new();
+    loop {
+        match next(&mut inbox).await {
+            InboxItem::Message(m) if m.id == marker => break,
+            InboxItem::Message(m) => received.push(m.id),
+            InboxItem::Room(_) => {}
+        }
+    }
+    assert_eq!(received, ids);
+    server.shutdown(Duration::from_secs(1)).await;
+}

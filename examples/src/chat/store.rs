@@ -14,6 +14,7 @@
 //! message_ids     (recipient id, message id)        (sequence, or 0 once acknowledged; ms)
 //! rooms           room name                         created at (ms since the epoch)
 //! room_posts      (room name, post number)          postcard(Envelope), the last N per room
+//! room_post_ids   (room name, message id)           (post number, ms)
 //! ```
 //!
 //! Every write goes through one writer thread that commits whatever is queued in one
@@ -44,6 +45,8 @@ const MESSAGE_IDS: TableDefinition<'_, (u128, u128), (u64, u64)> =
     TableDefinition::new("message_ids");
 const ROOMS: TableDefinition<'_, &str, u64> = TableDefinition::new("rooms");
 const ROOM_POSTS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("room_posts");
+const ROOM_POST_IDS: TableDefinition<'_, (&str, u128), (u64, u64)> =
+    TableDefinition::new("room_post_ids");
 
 /// The most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -323,16 +326,23 @@ impl Store {
         .await
     }
 
-    /// Forgets acknowledged message ids older than `max_age_ms`: a message relayed again after
-    /// that is delivered again. Returns how many were forgotten.
-    pub async fn forget_acknowledged(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+    /// Forgets the ids of acknowledged messages and of room posts older than `max_age_ms`: a
+    /// message relayed or posted again after that is delivered again. Returns how many were
+    /// forgotten.
+    pub async fn forget_old_ids(&self, max_age_ms: u64) -> Result<u64, StoreError> {
         let cutoff = now_ms().saturating_sub(max_age_ms);
         self.write(move |t| {
-            let before = t.message_ids.len().map_err(StoreError::db)?;
+            let before = t.message_ids.len().map_err(StoreError::db)?
+                + t.room_post_ids.len().map_err(StoreError::db)?;
             t.message_ids
                 .retain(|_, (seq, at)| seq != 0 || at >= cutoff)
                 .map_err(StoreError::db)?;
-            Ok(before - t.message_ids.len().map_err(StoreError::db)?)
+            t.room_post_ids
+                .retain(|_, (_, at)| at >= cutoff)
+                .map_err(StoreError::db)?;
+            let after = t.message_ids.len().map_err(StoreError::db)?
+                + t.room_post_ids.len().map_err(StoreError::db)?;
+            Ok(before - after)
         })
         .await
     }
@@ -370,7 +380,8 @@ impl Store {
     }
 
     /// Adds a post to a room's history, keeping the last `keep`; returns `false` (and stores
-    /// nothing) if a post with the same id is among them.
+    /// nothing) if a post with the same id was made in the room before (and its id not yet
+    /// forgotten, see [`Store::forget_old_ids`]), even if it is no longer kept.
     pub async fn post(
         &self,
         room: &str,
@@ -378,41 +389,39 @@ impl Store {
         keep: usize,
     ) -> Result<bool, StoreError> {
         let bytes = encode(envelope)?;
-        let (room, id) = (room.to_owned(), envelope.id);
+        let (room, id) = (room.to_owned(), envelope.id.as_u128());
+        let keep = u64::try_from(keep).unwrap_or(u64::MAX);
         self.write(move |t| {
             let room = room.as_str();
-            let mut last = 0;
-            let mut count = 0usize;
-            for entry in t
+            if t.room_post_ids
+                .get((room, id))
+                .map_err(StoreError::db)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let last = t
                 .room_posts
                 .range((room, 0)..=(room, u64::MAX))
                 .map_err(StoreError::db)?
-            {
-                let (key, value) = entry.map_err(StoreError::db)?;
-                if decode::<Envelope>(value.value())?.id == id {
-                    return Ok(false);
-                }
-                last = key.value().1;
-                count += 1;
-            }
+                .next_back()
+                .transpose()
+                .map_err(StoreError::db)?
+                .map_or(0, |(key, _)| key.value().1);
+            let number = last + 1;
             t.room_posts
-                .insert((room, last + 1), bytes.as_slice())
+                .insert((room, number), bytes.as_slice())
                 .map_err(StoreError::db)?;
-            count += 1;
-            while count > keep {
-                let oldest = t
-                    .room_posts
-                    .range((room, 0)..=(room, u64::MAX))
-                    .map_err(StoreError::db)?
-                    .next()
-                    .transpose()
-                    .map_err(StoreError::db)?
-                    .map(|(key, _)| key.value().1);
-                let Some(oldest) = oldest else { break };
+            t.room_post_ids
+                .insert((room, id), (number, now_ms()))
+                .map_err(StoreError::db)?;
+            // Post numbers follow each other, so the posts beyond the last `keep` are those
+            // numbered up to `number - keep`: usually the one oldest post.
+            let cutoff = number.saturating_sub(keep);
+            if cutoff > 0 {
                 t.room_posts
-                    .remove((room, oldest))
+                    .retain_in((room, 0)..=(room, cutoff), |_, _| false)
                     .map_err(StoreError::db)?;
-                count -= 1;
             }
             Ok(true)
         })
@@ -521,6 +530,7 @@ struct Tables<'txn> {
     message_ids: Table<'txn, (u128, u128), (u64, u64)>,
     rooms: Table<'txn, &'static str, u64>,
     room_posts: Table<'txn, (&'static str, u64), &'static [u8]>,
+    room_post_ids: Table<'txn, (&'static str, u128), (u64, u64)>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -532,6 +542,7 @@ impl<'txn> Tables<'txn> {
             message_ids: txn.open_table(MESSAGE_IDS).map_err(StoreError::db)?,
             rooms: txn.open_table(ROOMS).map_err(StoreError::db)?,
             room_posts: txn.open_table(ROOM_POSTS).map_err(StoreError::db)?,
+            room_post_ids: txn.open_table(ROOM_POST_IDS).map_err(StoreError::db)?,
         })
     }
 
@@ -705,11 +716,16 @@ mod tests {
             assert!(store.post("lobby", post, 3).await.unwrap());
         }
         assert!(!store.post("lobby", &posts[4], 3).await.unwrap());
+        // A post no longer kept is still known by its id: posting it again adds nothing.
+        assert!(!store.post("lobby", &posts[0], 3).await.unwrap());
+        // Ids are per room.
+        assert!(store.post("attic", &posts[0], 3).await.unwrap());
         store.close().await;
         // Reopening finds everything.
         let store = Store::open(&path).unwrap();
         assert_eq!(store.history("lobby").await.unwrap(), posts[2..].to_vec());
         assert_eq!(store.rooms().await.unwrap(), vec!["lobby".to_owned()]);
+        assert_eq!(store.history("attic").await.unwrap(), posts[..1].to_vec());
         assert_eq!(store.mailbox(bob).await.unwrap().messages.len(), 1);
         assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
         store.close().await;

@@ -57,9 +57,9 @@ use crate::chat::store::Store;
 /// The name of the database file in [`ChatServerConfig::data_dir`].
 pub const DATABASE_FILE: &str = "chat.redb";
 
-/// How long acknowledged message ids are remembered, so that relaying one again does not
-/// deliver it again.
-const REMEMBER_ACKNOWLEDGED: Duration = Duration::from_secs(24 * 3600);
+/// How long acknowledged message ids and room post ids are remembered, so that relaying or
+/// posting one again does not deliver it again.
+const REMEMBER_IDS: Duration = Duration::from_secs(24 * 3600);
 
 /// A running chat server.
 pub struct ChatServer {
@@ -125,7 +125,7 @@ impl ChatServer {
                 first_watch,
                 stop.clone(),
             )),
-            tokio::spawn(forget_acknowledged(shared.store.clone(), stop.clone())),
+            tokio::spawn(forget_old_ids(shared.store.clone(), stop.clone())),
         ];
         let mut builder = Server::builder()
             .service(SignalServer::new(ChatService::new(shared.clone())))
@@ -195,19 +195,19 @@ impl fmt::Debug for ChatServer {
     }
 }
 
-/// Forgets old acknowledged message ids, hourly.
-async fn forget_acknowledged(store: Store, stop: CancellationToken) {
-    let max_age = u64::try_from(REMEMBER_ACKNOWLEDGED.as_millis()).unwrap_or(u64::MAX);
+/// Forgets old acknowledged message ids and room post ids, hourly.
+async fn forget_old_ids(store: Store, stop: CancellationToken) {
+    let max_age = u64::try_from(REMEMBER_IDS.as_millis()).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        match store.forget_acknowledged(max_age).await {
+        match store.forget_old_ids(max_age).await {
             Ok(0) => {}
-            Ok(n) => info!(forgotten = n, "forgot old acknowledged message ids"),
-            Err(e) => warn!("forgetting acknowledged message ids: {e}"),
+            Ok(n) => info!(forgotten = n, "forgot old message ids"),
+            Err(e) => warn!("forgetting old message ids: {e}"),
         }
     }
 }
