@@ -80,15 +80,22 @@ struct ChatServer {
     port: u16,
     dir: PathBuf,
     ttl_secs: u64,
+    /// More flags for the server.
+    flags: Vec<String>,
 }
 
 impl ChatServer {
     fn start(dir: &Path, ttl_secs: u64) -> ChatServer {
+        Self::start_with(dir, ttl_secs, &[])
+    }
+
+    fn start_with(dir: &Path, ttl_secs: u64, flags: &[&str]) -> ChatServer {
         let mut server = ChatServer {
             process: None,
             port: free_port(),
             dir: dir.to_owned(),
             ttl_secs,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         server.spawn();
         server
@@ -108,6 +115,7 @@ impl ChatServer {
                 .args(["--listen", &self.endpoint(), "--data-dir"])
                 .arg(&self.dir)
                 .args(["--presence-ttl-secs", &self.ttl_secs.to_string()])
+                .args(&self.flags)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped());
             stderr_for(&mut command, &format!("server-{}", self.port));
@@ -279,6 +287,18 @@ fn is_state(event: &Value, state: &str) -> bool {
 
 fn is_message(event: &Value, text: &str) -> bool {
     event["event"] == "message" && event["text"] == text
+}
+
+/// The strings of a JSON list, sorted.
+fn names_of(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn names(users: &Value) -> Vec<String> {
@@ -524,7 +544,9 @@ fn a_room_with_three_members() {
     let rooms = people[2].command("/rooms", "rooms");
     let lobby = &rooms["rooms"][0];
     assert_eq!(lobby["name"], "lobby");
-    assert_eq!(lobby["members"].as_array().unwrap().len(), 3, "{rooms}");
+    assert_eq!(lobby["member_count"], 3, "{rooms}");
+    let members = people[2].command("/members lobby", "members");
+    assert_eq!(names_of(&members["members"]), ["alice", "bob", "carol"]);
 
     people[2].command("/leave lobby", "left");
     people[0].expect("carol leaving", WAIT, |e| {
@@ -538,6 +560,42 @@ fn a_room_with_three_members() {
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert_eq!(texts, ["hello from alice", "hello from bob"]);
+}
+
+#[test]
+fn lists_longer_than_a_page_are_fetched_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChatServer::start_with(dir.path(), 10, &["--max-page-items", "2"]);
+    let mut alice = Client::online(&server, "alice", &[]);
+    let _bob = Client::online(&server, "bob", &[]);
+    let _carol = Client::online(&server, "carol", &[]);
+    let rooms = ["attic", "cellar", "hall", "kitchen", "lobby"];
+    for room in rooms {
+        alice.command(&format!("/join {room}"), "joined");
+    }
+    let texts: Vec<String> = (1..=5).map(|i| format!("post {i}")).collect();
+    for text in &texts {
+        alice.command(&format!("/say lobby {text}"), "posted");
+    }
+
+    let who = alice.command("/who", "who");
+    assert_eq!(names(&who["online"]), ["alice", "bob", "carol"]);
+    let listed = alice.command("/rooms", "rooms");
+    let listed: Vec<&str> = listed["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, rooms);
+    let history = alice.command("/history lobby", "history");
+    let posts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(posts, texts);
 }
 
 #[test]

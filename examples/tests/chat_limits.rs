@@ -7,9 +7,14 @@ mod support;
 use std::path::Path as FsPath;
 use std::time::Duration;
 
-use examples::chat::api::{ChatError, RegisterRequest, Session, SignalClient};
+use examples::chat::api::{
+    ChatError, MAX_TEXT_BYTES, Page, PresenceEvent, RegisterRequest, RoomInfo, Session,
+    SignalClient,
+};
+use examples::chat::page::{ContentLen, MIN_PAGE_BYTES};
 use examples::chat::server::{ChatServer, ChatServerConfig};
-use rpc_core::{Client, RpcError};
+use futures::StreamExt;
+use rpc_core::{Client, Format, RpcError};
 use uuid::Uuid;
 
 async fn start(dir: &FsPath, configure: impl FnOnce(&mut ChatServerConfig)) -> ChatServer {
@@ -94,7 +99,8 @@ async fn errors_quote_a_short_prefix_of_what_was_sent() {
         api.lookup(alice.token.clone(), long.clone()).await,
     ));
     quoted(app_error(
-        api.history(alice.token.clone(), long.clone()).await,
+        api.history(alice.token.clone(), long.clone(), None, 0)
+            .await,
     ));
     quoted(app_error(
         api.leave_room(alice.token.clone(), long.clone()).await,
@@ -198,4 +204,195 @@ fn the_programs_refuse_durations_and_sizes_out_of_range() {
         let said = refused_at_startup(client, &args);
         assert!(said.contains(flag), "{flag} {value}: {said}");
     }
+}
+
+/// Every page of a list, asked for with `limit`, checking each against the frame limit as it
+/// comes (in the two serializers that make it largest and smallest).
+async fn all_pages<T, F, Fut>(frame_limit: usize, mut page: F) -> (Vec<T>, usize)
+where
+    T: serde::Serialize,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, RpcError<ChatError>>>,
+{
+    let mut items = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let next = page(after.clone()).await.unwrap();
+        pages += 1;
+        for format in [Format::Json, Format::MessagePack] {
+            let encoded = format.to_bytes(&next).unwrap().len();
+            assert!(encoded < frame_limit, "a page of {encoded} bytes");
+        }
+        assert!(!next.items.is_empty(), "an empty page before the end");
+        items.extend(next.items);
+        match next.next {
+            Some(cursor) => after = Some(cursor),
+            None => return (items, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn thousands_of_rooms_list_in_pages_each_under_the_frame_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest frame limit and page budget the server allows, so that a few thousand rooms
+    // show what tens of thousands do with the defaults.
+    let frame_limit = ChatServerConfig::MIN_FRAME_LEN;
+    let server = start(dir.path(), |c| {
+        c.max_frame_len = frame_limit;
+        c.max_page_bytes = MIN_PAGE_BYTES;
+    })
+    .await;
+    let api = connect(&server).await;
+    let users = 30;
+    let per_user = 100;
+    let mut tokens = Vec::new();
+    for i in 0..users {
+        tokens.push(register(&api, &format!("maker{i}")).await.token);
+    }
+    let created: Vec<String> = futures::stream::iter(0..users * per_user)
+        .map(|i| {
+            let (api, token) = (api.clone(), tokens[i / per_user].clone());
+            async move {
+                let name = format!("room-{i:05}");
+                api.create_room(token, name.clone()).await.unwrap();
+                name
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut expected = created;
+    expected.sort();
+
+    let listed: Vec<RoomInfo> = expected
+        .iter()
+        .map(|name| RoomInfo {
+            name: name.clone(),
+            member_count: 1,
+        })
+        .collect();
+    // All of them in one answer would not fit in a frame.
+    assert!(Format::MessagePack.to_bytes(&listed).unwrap().len() > frame_limit);
+
+    let token = tokens[0].clone();
+    let (rooms, pages) = all_pages(frame_limit, |after| api.rooms(token.clone(), after, 0)).await;
+    assert_eq!(rooms, listed);
+    assert!(pages > 1, "{pages} pages");
+    // A limit above the server's maximum gets the maximum.
+    let one = api.rooms(token.clone(), None, u32::MAX).await.unwrap();
+    assert!(one.items.len() <= ChatServerConfig::DEFAULT_MAX_PAGE_ITEMS);
+    // A small limit is kept.
+    let two = api.rooms(token.clone(), None, 2).await.unwrap();
+    assert_eq!(two.items, listed[..2]);
+    let bad = api.rooms(token, Some("x".repeat(100)), 0).await;
+    assert!(matches!(app_error(bad), ChatError::Invalid(_)));
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_history_of_large_posts_comes_in_pages_of_at_most_64_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let api = connect(&server).await;
+    let alice = register(&api, "alice").await;
+    api.join(alice.token.clone(), "lobby".into()).await.unwrap();
+    let mut posted = Vec::new();
+    for i in 0..ChatServerConfig::DEFAULT_ROOM_HISTORY {
+        let id = Uuid::new_v4();
+        let text = format!("{i:03}{}", "x".repeat(MAX_TEXT_BYTES - 3));
+        api.post(alice.token.clone(), "lobby".into(), id, text, 0)
+            .await
+            .unwrap();
+        posted.push(id);
+    }
+    let mut after = None;
+    let mut history = Vec::new();
+    loop {
+        let page = api
+            .history(alice.token.clone(), "lobby".into(), after, 0)
+            .await
+            .unwrap();
+        let content: usize = page.items.iter().map(ContentLen::content_len).sum();
+        assert!(content <= 64 << 10, "a page of {content} bytes");
+        assert!(!page.items.is_empty());
+        history.extend(page.items.iter().map(|e| e.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(history, posted);
+    let bad = api
+        .history(alice.token.clone(), "lobby".into(), Some("x".into()), 0)
+        .await;
+    assert!(matches!(app_error(bad), ChatError::Invalid(_)));
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn who_is_online_and_who_is_in_a_room_come_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |c| c.max_page_items = 2).await;
+    let api = connect(&server).await;
+    let mut sessions = Vec::new();
+    for name in ["eve", "bob", "dan", "ann", "cat"] {
+        let session = register(&api, name).await;
+        api.join(session.token.clone(), "lobby".into())
+            .await
+            .unwrap();
+        sessions.push(session);
+    }
+    let token = sessions[0].token.clone();
+    let limit = ChatServerConfig::DEFAULT_MAX_FRAME_LEN;
+    let (online, pages) = all_pages(limit, |after| api.online(token.clone(), after, 0)).await;
+    let names: Vec<&str> = online.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["ann", "bob", "cat", "dan", "eve"]);
+    assert_eq!(pages, 3);
+    let (members, pages) = all_pages(limit, |after| {
+        api.members(token.clone(), "lobby".into(), after, 0)
+    })
+    .await;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["ann", "bob", "cat", "dan", "eve"]);
+    assert_eq!(pages, 3);
+    let info = api.join(token.clone(), "lobby".into()).await.unwrap();
+    assert_eq!(info.member_count, 5);
+
+    // Between two pages someone not yet listed leaves and someone new comes after the cursor:
+    // nobody is listed twice or missed, and the changes show.
+    let first = api.online(token.clone(), None, 0).await.unwrap();
+    api.leave(sessions[2].token.clone()).await.unwrap(); // dan
+    register(&api, "cal").await;
+    let (rest, _) = all_pages(limit, |after| {
+        let after = after.or(first.next.clone());
+        api.online(token.clone(), after, 0)
+    })
+    .await;
+    let names: Vec<&str> = first
+        .items
+        .iter()
+        .chain(&rest)
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(names, ["ann", "bob", "cal", "cat", "eve"]);
+
+    // The presence stream starts with the online list in parts of the same size.
+    let mut presence = api.presence(token.clone()).await.unwrap();
+    let mut parts = Vec::new();
+    loop {
+        match presence.next().await.unwrap().unwrap() {
+            PresenceEvent::Online { users, more } => {
+                assert!(users.len() <= 2);
+                parts.extend(users.into_iter().map(|u| u.name));
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("a change before the list ended: {other:?}"),
+        }
+    }
+    assert_eq!(parts, ["ann", "bob", "cal", "cat", "eve"]);
+    server.shutdown(Duration::from_secs(1)).await;
 }

@@ -140,7 +140,12 @@ async fn register_returns_the_observed_address_and_users_can_be_looked_up() {
     assert_eq!(by_case, bob.session.user);
     let by_id = alice.api.lookup(alice.token(), bob.id.to_string()).await;
     assert_eq!(by_id.unwrap(), bob.session.user);
-    let online = alice.api.online(alice.token()).await.unwrap();
+    let online = alice
+        .api
+        .online(alice.token(), None, 0)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(
         online,
         vec![alice.session.user.clone(), bob.session.user.clone()]
@@ -158,7 +163,12 @@ async fn register_returns_the_observed_address_and_users_can_be_looked_up() {
         .await
         .unwrap();
     assert_eq!((offline.name.as_str(), offline.advertised), ("bob", None));
-    let online = alice.api.online(alice.token()).await.unwrap();
+    let online = alice
+        .api
+        .online(alice.token(), None, 0)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(online, vec![alice.session.user.clone()]);
     assert_eq!(
         app_error(bob.api.heartbeat(bob.token()).await),
@@ -175,7 +185,10 @@ async fn presence_stream_starts_with_who_is_online_then_joins_and_leaves() {
     let mut presence = alice.presence().await;
     assert_eq!(
         next(&mut presence).await,
-        PresenceEvent::Online(vec![alice.session.user.clone()])
+        PresenceEvent::Online {
+            users: vec![alice.session.user.clone()],
+            more: false
+        }
     );
     let bob = User::register(&server, "bob").await;
     assert_eq!(
@@ -204,7 +217,9 @@ async fn a_client_that_stops_heartbeating_is_dropped_after_the_ttl() {
     bob.api.join(bob.token(), "lobby".into()).await.unwrap();
     let mut inbox = alice.inbox().await;
     let mut presence = alice.presence().await;
-    assert!(matches!(next(&mut presence).await, PresenceEvent::Online(list) if list.len() == 2));
+    assert!(
+        matches!(next(&mut presence).await, PresenceEvent::Online { users, more: false } if users.len() == 2)
+    );
 
     // Alice heartbeats; Bob has gone silent.
     let heart = alice.api.clone();
@@ -228,7 +243,12 @@ async fn a_client_that_stops_heartbeating_is_dropped_after_the_ttl() {
         app_error(bob.api.heartbeat(bob.token()).await),
         ChatError::NoSession
     );
-    let online = alice.api.online(alice.token()).await.unwrap();
+    let online = alice
+        .api
+        .online(alice.token(), None, 0)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(online, vec![alice.session.user.clone()]);
     beating.abort();
     server.shutdown(Duration::from_secs(1)).await;
@@ -376,14 +396,16 @@ async fn rooms_tell_their_members_of_joins_leaves_and_posts() {
         .create_room(alice.token(), "lobby".into())
         .await
         .unwrap();
-    assert_eq!(info.members, vec![alice.sender()]);
+    assert_eq!(info.member_count, 1);
     assert_eq!(next(&mut a).await, joined(&alice));
     let again = bob.api.create_room(bob.token(), "lobby".into()).await;
     assert_eq!(app_error(again), ChatError::RoomExists("lobby".into()));
     bob.api.join(bob.token(), "lobby".into()).await.unwrap();
     let info = carol.api.join(carol.token(), "lobby".into()).await.unwrap();
+    assert_eq!(info.member_count, 3);
+    let members = carol.api.members(carol.token(), "lobby".into(), None, 0);
     assert_eq!(
-        info.members,
+        members.await.unwrap().items,
         vec![alice.sender(), bob.sender(), carol.sender()]
     );
     assert_eq!(next(&mut a).await, joined(&bob));
@@ -441,15 +463,23 @@ async fn rooms_tell_their_members_of_joins_leaves_and_posts() {
 
     let history = dave
         .api
-        .history(dave.token(), "lobby".into())
+        .history(dave.token(), "lobby".into(), None, 0)
         .await
         .unwrap();
-    let kept: Vec<Uuid> = history.iter().map(|e| e.id).collect();
+    let kept: Vec<Uuid> = history.items.iter().map(|e| e.id).collect();
     assert_eq!(kept, vec![posts[3], posts[4], last]);
-    let rooms = dave.api.rooms(dave.token()).await.unwrap();
-    assert_eq!(rooms.len(), 1);
-    assert_eq!(rooms[0].members, vec![alice.sender(), bob.sender()]);
-    let unknown = dave.api.history(dave.token(), "attic".into()).await;
+    let rooms = dave.api.rooms(dave.token(), None, 0).await.unwrap();
+    assert_eq!(rooms.items.len(), 1);
+    assert_eq!(rooms.items[0].member_count, 2);
+    let members = dave.api.members(dave.token(), "lobby".into(), None, 0);
+    assert_eq!(
+        members.await.unwrap().items,
+        vec![alice.sender(), bob.sender()]
+    );
+    let unknown = dave
+        .api
+        .history(dave.token(), "attic".into(), None, 0)
+        .await;
     assert_eq!(app_error(unknown), ChatError::UnknownRoom("attic".into()));
     server.shutdown(Duration::from_secs(1)).await;
 }
@@ -540,7 +570,7 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     ));
     let room = alice.api.join(alice.token(), "\n".into()).await;
     assert!(matches!(app_error(room), ChatError::Invalid(_)));
-    let nobody = alice.api.online("forged".into()).await;
+    let nobody = alice.api.online("forged".into(), None, 0).await;
     assert_eq!(app_error(nobody), ChatError::NoSession);
     // Streams carry their errors as messages.
     let forged = match api.inbox("forged".into()).await {
@@ -570,7 +600,16 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     let delivered = alice.relay(Uuid::new_v4(), &bob, "still here").await;
     assert_eq!(delivered, Delivery::Stored);
     let carol = User::register(&server, "carol").await;
-    assert_eq!(carol.api.online(carol.token()).await.unwrap().len(), 3);
+    assert_eq!(
+        carol
+            .api
+            .online(carol.token(), None, 0)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
     server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -601,7 +640,9 @@ async fn presence_through_a_registry_server_is_shared_and_expires() {
 
     let alice = User::register(&east, "alice").await;
     let mut presence = alice.presence().await;
-    assert!(matches!(next(&mut presence).await, PresenceEvent::Online(list) if list.len() == 1));
+    assert!(
+        matches!(next(&mut presence).await, PresenceEvent::Online { users, more: false } if users.len() == 1)
+    );
     // Bob registers on the other server and never heartbeats.
     let bob = User::register(&west, "bob").await;
     let heart = alice.api.clone();
@@ -737,8 +778,8 @@ async fn a_post_sent_again_with_its_id_is_posted_once_even_after_it_left_the_his
     // The first post is no longer kept; sending it again (a retry) changes nothing.
     post(ids[0], "post 0").await.unwrap();
     post(ids[2], "post 2").await.unwrap();
-    let history = bob.api.history(bob.token(), "lobby".into()).await.unwrap();
-    let kept: Vec<Uuid> = history.iter().map(|e| e.id).collect();
+    let history = bob.api.history(bob.token(), "lobby".into(), None, 0);
+    let kept: Vec<Uuid> = history.await.unwrap().items.iter().map(|e| e.id).collect();
     assert_eq!(kept, ids[1..]);
     let marker = Uuid::new_v4();
     post(marker, "marker").await.unwrap();

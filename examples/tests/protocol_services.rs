@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use examples::chat::api::{
-    ChatError, Delivery, Destination, Envelope, InboxItem, Path, Peer, PeerError, PeerServer,
-    PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer, UserInfo,
+    ChatError, Delivery, Destination, Envelope, InboxItem, Page as ChatPage, Path, Peer, PeerError,
+    PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer,
+    UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
@@ -122,7 +123,12 @@ impl Signal for SignalMethods {
     async fn lookup(&self, _: String, _: String) -> Result<UserInfo, ChatError> {
         unreachable!("{UNCALLED}")
     }
-    async fn online(&self, _: String) -> Result<Vec<UserInfo>, ChatError> {
+    async fn online(
+        &self,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ChatPage<UserInfo>, ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn presence(&self, _: String) -> ServerStream<PresenceEvent> {
@@ -153,7 +159,21 @@ impl Signal for SignalMethods {
     async fn leave_room(&self, _: String, _: String) -> Result<(), ChatError> {
         unreachable!("{UNCALLED}")
     }
-    async fn rooms(&self, _: String) -> Result<Vec<RoomInfo>, ChatError> {
+    async fn rooms(
+        &self,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ChatPage<RoomInfo>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn members(
+        &self,
+        _: String,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ChatPage<Sender>, ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn post(
@@ -166,7 +186,13 @@ impl Signal for SignalMethods {
     ) -> Result<(), ChatError> {
         unreachable!("{UNCALLED}")
     }
-    async fn history(&self, _: String, _: String) -> Result<Vec<Envelope>, ChatError> {
+    async fn history(
+        &self,
+        _: String,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ChatPage<Envelope>, ChatError> {
         unreachable!("{UNCALLED}")
     }
 }
@@ -243,6 +269,18 @@ fn the_pages_json_examples_are_what_the_types_serialize_to() {
         path: Path::Relayed,
     });
     assert_eq!(json_example("An `InboxItem` in JSON:"), json(&message));
+
+    let page = ChatPage {
+        items: vec![RoomInfo {
+            name: "lobby".to_owned(),
+            member_count: 3,
+        }],
+        next: Some("lobby".to_owned()),
+    };
+    assert_eq!(
+        json_example("A `Page<RoomInfo>` in JSON, with more pages to come:"),
+        json(&page)
+    );
 }
 
 #[test]

@@ -168,7 +168,7 @@ async fn chat_server_on_sigterm_drains_and_exits_cleanly() {
         })
         .await
         .unwrap();
-    let online = chat.online(session.token).await.unwrap();
-    assert_eq!(online.len(), 1, "{online:?}");
+    let online = chat.online(session.token, None, 0).await.unwrap();
+    assert_eq!(online.items.len(), 1, "{online:?}");
     server.stop_with("TERM", "chat-server");
 }

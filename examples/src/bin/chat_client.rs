@@ -40,13 +40,14 @@ use; values given on the command line take precedence over the file's.
 Interactive mode (the default) reads commands typed at a prompt and prints incoming messages,
 presence changes and state changes above it. Commands (/help lists them):
   /who, /whois <name|uuid>, /msg <name|uuid> <text>, /join <room>, /leave <room>, /rooms,
-  /say <room> <text> (or plain text for the last room joined), /history <room>, /status,
-  /help, /quit
+  /members <room>, /say <room> <text> (or plain text for the last room joined),
+  /history <room>, /status, /help, /quit
+Lists (/who, /rooms, /members, /history) are fetched from the server a page at a time.
 
 Script mode (--json) reads the same commands from stdin, one per line and without a prompt, and
 prints every event and every command's result as one JSON object per line on stdout, its kind
-under \"event\": message, presence, room, state, sent, who, user, joined, left, rooms, posted,
-history, status, help, error. For example:
+under \"event\": message, presence, room, state, sent, who, user, joined, left, rooms, members,
+posted, history, status, help, error. For example:
   {\"event\":\"state\",\"state\":\"online\",\"name\":\"alice\",\"observed\":\"127.0.0.1:50712\",...}
   {\"event\":\"sent\",\"to\":\"bob\",\"path\":\"direct\",\"id\":\"...\",...}
   {\"event\":\"message\",\"from\":\"bob\",\"text\":\"hi\",\"path\":\"relayed\",\"id\":\"...\",...}
@@ -372,12 +373,16 @@ impl Session {
             }
             Command::Join(room) => {
                 let info = client.join(&room).await.map_err(|e| e.to_string())?;
-                let members: Vec<&str> = info.members.iter().map(|m| m.name.as_str()).collect();
                 self.room = Some(info.name.clone());
                 out.set_room(self.room.clone());
                 out.result(
-                    json!({"event": "joined", "room": info.name, "members": members}),
-                    format!("* joined #{} (members: {})", info.name, members.join(", ")),
+                    json!({"event": "joined", "room": info.name, "member_count": info.member_count}),
+                    format!(
+                        "* joined #{} ({}; /members {} lists them)",
+                        info.name,
+                        members(info.member_count),
+                        info.name
+                    ),
                 );
             }
             Command::Leave(room) => {
@@ -395,22 +400,26 @@ impl Session {
                 let rooms = client.rooms().await.map_err(|e| e.to_string())?;
                 let value: Vec<Value> = rooms
                     .iter()
-                    .map(|r| json!({"name": r.name, "members": r.members.iter().map(|m| &m.name).collect::<Vec<_>>()}))
+                    .map(|r| json!({"name": r.name, "member_count": r.member_count}))
                     .collect();
                 let text = if rooms.is_empty() {
                     "* no rooms yet; /join <room> creates one".to_owned()
                 } else {
                     rooms
                         .iter()
-                        .map(|r| {
-                            let names: Vec<&str> =
-                                r.members.iter().map(|m| m.name.as_str()).collect();
-                            format!("* #{}: {}", r.name, names.join(", "))
-                        })
+                        .map(|r| format!("* #{} ({})", r.name, members(r.member_count)))
                         .collect::<Vec<_>>()
                         .join("\n")
                 };
                 out.result(json!({"event": "rooms", "rooms": value}), text);
+            }
+            Command::Members(room) => {
+                let members = client.members(&room).await.map_err(|e| e.to_string())?;
+                let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+                out.result(
+                    json!({"event": "members", "room": room, "members": names}),
+                    format!("* #{room}: {}", names.join(", ")),
+                );
             }
             Command::Say { room, text } => {
                 let room = room.or_else(|| self.room.clone()).ok_or(
@@ -467,6 +476,14 @@ impl Session {
             _ => return Err("not supported by this program".to_owned()),
         }
         Ok(())
+    }
+}
+
+/// "1 member", "3 members".
+fn members(count: u32) -> String {
+    match count {
+        1 => "1 member".to_owned(),
+        n => format!("{n} members"),
     }
 }
 

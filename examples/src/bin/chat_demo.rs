@@ -195,7 +195,7 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     alice
         .expect("bob and carol in alice's presence stream", |e| {
             match e {
-                ChatEvent::Presence(PresenceEvent::Online(users)) => {
+                ChatEvent::Presence(PresenceEvent::Online { users, .. }) => {
                     seen.extend(users.iter().map(|u| u.name.clone()));
                 }
                 ChatEvent::Presence(PresenceEvent::Joined(user)) => {
@@ -284,11 +284,12 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     let mut people = [alice, bob, carol];
     for person in &people {
         let info = person.client.join("lobby").await?;
-        let members: Vec<&str> = info.members.iter().map(|m| m.name.as_str()).collect();
+        let members = person.client.members(&info.name).await?;
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
         check(format!(
             "{} joins #lobby; members now: {}",
             person.name,
-            members.join(", ")
+            names.join(", ")
         ));
     }
     for i in 0..2 {

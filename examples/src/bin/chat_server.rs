@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use examples::chat::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 use examples::chat::server::{ChatServer, ChatServerConfig};
 use rpc_core::Endpoint;
 use rpc_registry::{Registry, RemoteRegistry};
@@ -50,6 +51,25 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..=ChatServerConfig::MAX_PENDING_LIMIT),
     )]
     max_pending: u64,
+    /// The most items in one page of a list (who is online, rooms, a room's members or
+    /// history), whatever a client asks for (1 to 10000).
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_PAGE_ITEMS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=ChatServerConfig::MAX_PAGE_ITEMS_LIMIT as u64),
+    )]
+    max_page_items: u64,
+    /// The byte budget of one page of a list: a page stops before the content of its items
+    /// passes it, but always holds one item (8192 to 524288, an eighth of the 4 MiB frame
+    /// limit).
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_PAGE_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(
+            MIN_PAGE_BYTES as u64..=(ChatServerConfig::DEFAULT_MAX_FRAME_LEN / PAGE_EXPANSION) as u64
+        ),
+    )]
+    max_page_bytes: u64,
     /// How long calls in flight may take to finish at shutdown, in seconds (0 to 3600).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace: u64,
@@ -65,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
     config.listen = args.listen;
     config.room_history = usize::try_from(args.room_history)?;
     config.max_pending = args.max_pending;
+    config.max_page_items = usize::try_from(args.max_page_items)?;
+    config.max_page_bytes = usize::try_from(args.max_page_bytes)?;
     config.registry = match args.registry.as_str() {
         "embedded" => None,
         endpoint => {

@@ -64,11 +64,36 @@ pub struct Session {
     pub presence_ttl_ms: u64,
 }
 
+/// One page of a list that grows with the users (who is online, the rooms, a room's members, a
+/// room's history).
+///
+/// Ask for the first page with `after: None`, then for each next one with the `next` of the
+/// page before, until `next` is `None`. A page holds at most the `limit` asked for (0: as many as
+/// the server allows, which is also the most it gives whatever is asked) and stops before its
+/// content passes the server's byte budget; it always holds at least one item when one is left.
+/// Lists are in a fixed order and a cursor stands for the last item of its page, so items added
+/// or removed while a client pages through do not make it miss or repeat the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, in the list's order.
+    pub items: Vec<T>,
+    /// Where the next page starts, to be passed back as `after` as it is (its content is the
+    /// server's business); `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// A change in who is online.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PresenceEvent {
-    /// Everyone online when the watch started (always the first event).
-    Online(Vec<UserInfo>),
+    /// Everyone online when the watch started, a page at a time (always the first events, in
+    /// name order): the list is complete with the part whose `more` is false, and joins and
+    /// leaves follow it. Sent again, from its first part, when a watcher fell too far behind.
+    Online {
+        /// Part of the list.
+        users: Vec<UserInfo>,
+        /// Whether more parts of the list follow.
+        more: bool,
+    },
     /// Someone came online (or registered again with new details).
     Joined(UserInfo),
     /// Someone left or stopped heartbeating.
@@ -154,13 +179,14 @@ pub enum Delivery {
     Stored,
 }
 
-/// A room and its members.
+/// A room: its name and how many members it has (the members themselves are listed by
+/// `members`, a page at a time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
     /// The room's name.
     pub name: String,
-    /// Its members, by name order.
-    pub members: Vec<Sender>,
+    /// How many members it has.
+    pub member_count: u32,
 }
 
 /// Why a chat call failed.
@@ -213,9 +239,14 @@ pub trait Signal {
     /// One user, by id (as text) or display name; offline users are found by id only.
     #[rpc(idempotent)]
     async fn lookup(&self, token: String, user: String) -> Result<UserInfo, ChatError>;
-    /// Everyone online.
+    /// Who is online, a page at a time (see [`Page`]), by name then id.
     #[rpc(idempotent)]
-    async fn online(&self, token: String) -> Result<Vec<UserInfo>, ChatError>;
+    async fn online(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<UserInfo>, ChatError>;
     /// Who is online, then every join and leave.
     async fn presence(&self, token: String) -> ServerStream<PresenceEvent>;
     /// Sends a message through the server to one user: pushed if online, stored if not.
@@ -234,15 +265,30 @@ pub trait Signal {
     /// Acknowledges messages: the server deletes them from storage.
     #[rpc(idempotent)]
     async fn ack(&self, token: String, ids: Vec<Uuid>) -> Result<(), ChatError>;
-    /// Creates a room and joins it.
+    /// Creates a room and joins it; the answer counts the caller among the members.
     async fn create_room(&self, token: String, room: String) -> Result<RoomInfo, ChatError>;
-    /// Joins a room (created if it does not exist); members are told.
+    /// Joins a room (created if it does not exist); members are told. The answer counts the
+    /// caller among the members.
     async fn join(&self, token: String, room: String) -> Result<RoomInfo, ChatError>;
     /// Leaves a room; members are told.
     async fn leave_room(&self, token: String, room: String) -> Result<(), ChatError>;
-    /// Every room.
+    /// Every room, a page at a time (see [`Page`]), by name.
     #[rpc(idempotent)]
-    async fn rooms(&self, token: String) -> Result<Vec<RoomInfo>, ChatError>;
+    async fn rooms(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RoomInfo>, ChatError>;
+    /// A room's members, a page at a time (see [`Page`]), by name then id.
+    #[rpc(idempotent)]
+    async fn members(
+        &self,
+        token: String,
+        room: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Sender>, ChatError>;
     /// Posts in a room; every member online gets it in their inbox. The room keeps its last
     /// posts.
     async fn post(
@@ -253,9 +299,15 @@ pub trait Signal {
         text: String,
         sent_at_ms: u64,
     ) -> Result<(), ChatError>;
-    /// The room's last posts, oldest first.
+    /// The room's last posts, oldest first, a page at a time (see [`Page`]).
     #[rpc(idempotent)]
-    async fn history(&self, token: String, room: String) -> Result<Vec<Envelope>, ChatError>;
+    async fn history(
+        &self,
+        token: String,
+        room: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Envelope>, ChatError>;
 }
 
 /// Why a peer refused a direct message.

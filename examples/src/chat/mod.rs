@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 mod excerpt;
+pub mod page;
 pub mod server;
 pub mod store;
 

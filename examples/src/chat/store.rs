@@ -36,7 +36,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::chat::api::{Envelope, now_ms};
+use crate::chat::api::{Envelope, Page, now_ms};
+use crate::chat::page::{PageBuilder, PageLimits};
 
 const USERS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("users");
 const MAILBOXES: TableDefinition<'_, u128, (u64, u64)> = TableDefinition::new("mailboxes");
@@ -428,20 +429,34 @@ impl Store {
         .await
     }
 
-    /// A room's kept posts, oldest first.
-    pub async fn history(&self, room: &str) -> Result<Vec<Envelope>, StoreError> {
+    /// A page of a room's kept posts, oldest first: those numbered after `after` (0: from the
+    /// first kept). The next page's cursor is the number of the page's last post, in decimal.
+    pub async fn history(
+        &self,
+        room: &str,
+        after: u64,
+        limits: PageLimits,
+    ) -> Result<Page<Envelope>, StoreError> {
         let room = room.to_owned();
         self.read(move |txn| {
             let posts = txn.open_table(ROOM_POSTS).map_err(StoreError::db)?;
-            let mut out = Vec::new();
             let room = room.as_str();
+            let mut page = PageBuilder::new(limits);
+            let mut last = None;
+            let Some(first) = after.checked_add(1) else {
+                return Ok(page.finish(None));
+            };
             for entry in posts
-                .range((room, 0)..=(room, u64::MAX))
+                .range((room, first)..=(room, u64::MAX))
                 .map_err(StoreError::db)?
             {
-                out.push(decode(entry.map_err(StoreError::db)?.1.value())?);
+                let (key, value) = entry.map_err(StoreError::db)?;
+                if page.push(decode(value.value())?).is_err() {
+                    return Ok(page.finish(last.map(|n: u64| n.to_string())));
+                }
+                last = Some(key.value().1);
             }
-            Ok(out)
+            Ok(page.finish(None))
         })
         .await
     }
@@ -723,9 +738,21 @@ mod tests {
         store.close().await;
         // Reopening finds everything.
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.history("lobby").await.unwrap(), posts[2..].to_vec());
+        let all = PageLimits {
+            items: 100,
+            bytes: 1 << 20,
+        };
+        let history = store.history("lobby", 0, all).await.unwrap();
+        assert_eq!((history.items, history.next), (posts[2..].to_vec(), None));
+        let two = PageLimits { items: 2, ..all };
+        let first = store.history("lobby", 0, two).await.unwrap();
+        assert_eq!(first.items, posts[2..4].to_vec());
+        let after = first.next.unwrap().parse().unwrap();
+        let rest = store.history("lobby", after, two).await.unwrap();
+        assert_eq!((rest.items, rest.next), (posts[4..].to_vec(), None));
         assert_eq!(store.rooms().await.unwrap(), vec!["lobby".to_owned()]);
-        assert_eq!(store.history("attic").await.unwrap(), posts[..1].to_vec());
+        let attic = store.history("attic", 0, all).await.unwrap();
+        assert_eq!(attic.items, posts[..1].to_vec());
         assert_eq!(store.mailbox(bob).await.unwrap().messages.len(), 1);
         assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
         store.close().await;

@@ -10,7 +10,8 @@ commands:
   /msg <name|uuid> <text>  a direct message (peer to peer, else relayed, else stored)
   /join <room>             join a room (created if needed); it becomes the current room
   /leave <room>            leave a room
-  /rooms                   every room and its members
+  /rooms                   every room and how many members it has
+  /members <room>          a room's members
   /say <room> <text>       post in a room
   <text>                   post in the current room (the last one joined)
   /history <room>          a room's last posts
@@ -41,6 +42,8 @@ pub enum Command {
     Leave(String),
     /// `/rooms`.
     Rooms,
+    /// `/members <room>`.
+    Members(String),
     /// `/say <room> <text>`, or plain text for the current room (`room` is `None`).
     Say {
         /// The room, or `None` for the current one.
@@ -92,6 +95,7 @@ impl Command {
             "join" => Command::Join(one_arg(word, args, "<room>")?),
             "leave" | "part" => Command::Leave(one_arg(word, args, "<room>")?),
             "history" => Command::History(one_arg(word, args, "<room>")?),
+            "members" => Command::Members(one_arg(word, args, "<room>")?),
             "msg" | "m" => {
                 let (to, text) = two_args(word, args, "<name|uuid> <text>")?;
                 Command::Msg { to, text }
@@ -167,6 +171,7 @@ mod tests {
             }
         );
         assert_eq!(parse("/history lobby"), Command::History("lobby".into()));
+        assert_eq!(parse("/members lobby"), Command::Members("lobby".into()));
         assert_eq!(parse("/whois 42"), Command::Whois("42".into()));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit);

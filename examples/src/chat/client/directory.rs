@@ -11,6 +11,8 @@ use crate::chat::api::{PresenceEvent, UserInfo};
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     online: HashMap<Uuid, UserInfo>,
+    /// The parts of an online list received so far, until its last part.
+    listing: Option<HashMap<Uuid, UserInfo>>,
     /// Everyone ever seen, with when they were last seen (a counter), newest details kept.
     known: HashMap<Uuid, (u64, UserInfo)>,
     clock: u64,
@@ -20,7 +22,16 @@ impl Directory {
     /// Applies a presence event.
     pub(crate) fn apply(&mut self, event: &PresenceEvent) {
         match event {
-            PresenceEvent::Online(users) => self.replace_online(users),
+            PresenceEvent::Online { users, more } => {
+                let listing = self.listing.get_or_insert_with(HashMap::new);
+                listing.extend(users.iter().map(|u| (u.id, u.clone())));
+                for user in users {
+                    self.remember(user);
+                }
+                if !more && let Some(listing) = self.listing.take() {
+                    self.online = listing;
+                }
+            }
             PresenceEvent::Joined(user) => {
                 self.remember(user);
                 self.online.insert(user.id, user.clone());
@@ -88,7 +99,10 @@ mod tests {
     fn presence_events_keep_the_online_list() {
         let (alice, bob) = (user("alice"), user("bob"));
         let mut dir = Directory::default();
-        dir.apply(&PresenceEvent::Online(vec![alice.clone()]));
+        dir.apply(&PresenceEvent::Online {
+            users: vec![alice.clone()],
+            more: false,
+        });
         dir.apply(&PresenceEvent::Joined(bob.clone()));
         assert_eq!(dir.online(None, "bob"), Some(&bob));
         assert_eq!(dir.online(Some(alice.id), "ignored"), Some(&alice));
@@ -97,9 +111,18 @@ mod tests {
         assert_eq!(dir.online(None, "bob"), None);
         // Gone, but still known by name.
         assert_eq!(dir.known_by_name("bob"), Some(&bob));
-        // A fresh list replaces the old one.
-        dir.apply(&PresenceEvent::Online(vec![bob.clone()]));
-        assert!(!dir.is_online(alice.id) && dir.is_online(bob.id));
+        // A fresh list replaces the old one, once all its parts are in.
+        let carol = user("carol");
+        dir.apply(&PresenceEvent::Online {
+            users: vec![bob.clone()],
+            more: true,
+        });
+        assert!(dir.is_online(alice.id) && !dir.is_online(bob.id));
+        dir.apply(&PresenceEvent::Online {
+            users: vec![carol.clone()],
+            more: false,
+        });
+        assert!(!dir.is_online(alice.id) && dir.is_online(bob.id) && dir.is_online(carol.id));
     }
 
     #[test]

@@ -54,10 +54,14 @@ use self::peer::{PeerClients, PeerService, Sink, check_text};
 pub use self::render::{event_json, event_text, path_name, user_json};
 use self::session::Shared;
 use crate::chat::api::{
-    ChatError, Delivery, Envelope, Path, PeerServer, RoomInfo, Session, SignalClient, UserInfo,
-    now_ms,
+    ChatError, Delivery, Envelope, Page, Path, PeerServer, RoomInfo, Sender, Session, SignalClient,
+    UserInfo, now_ms,
 };
 use crate::chat::excerpt;
+
+/// The most items [`ChatClient::who`], [`ChatClient::rooms`], [`ChatClient::members`] and
+/// [`ChatClient::history`] collect before they give up on a list that does not end.
+pub const MAX_LISTED: usize = 1 << 20;
 
 /// The events a [`ChatClient`] sends its application. The channel is unbounded so that the
 /// client never waits for the application: read it steadily.
@@ -209,13 +213,27 @@ impl ChatClient {
         self.inner.shared.session.borrow().clone()
     }
 
-    /// Everyone online, asked of the server.
+    /// Everyone online, asked of the server a page at a time, by name.
     pub async fn who(&self) -> Result<Vec<UserInfo>, ClientError> {
         let users = self
-            .call(|s, token| async move { s.online(token).await })
+            .all_pages(|s, token, after| async move { s.online(token, after, 0).await })
             .await?;
         self.inner.shared.directory().replace_online(&users);
         Ok(users)
+    }
+
+    /// One page of who is online (see [`Page`]): the first with `after: None`, the next with
+    /// the `next` of the one before; `limit` 0 asks for as many as the server gives.
+    pub async fn who_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<UserInfo>, ClientError> {
+        self.call(|s, token| {
+            let after = after.clone();
+            async move { s.online(token, after, limit).await }
+        })
+        .await
     }
 
     /// One user, by name (online users only) or by id (as text).
@@ -329,10 +347,49 @@ impl ChatClient {
         Ok(id)
     }
 
-    /// Every room, with its members.
+    /// Every room, with how many members it has, asked of the server a page at a time, by
+    /// name.
     pub async fn rooms(&self) -> Result<Vec<RoomInfo>, ClientError> {
-        self.call(|s, token| async move { s.rooms(token).await })
+        self.all_pages(|s, token, after| async move { s.rooms(token, after, 0).await })
             .await
+    }
+
+    /// One page of the rooms (see [`ChatClient::who_page`]).
+    pub async fn rooms_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RoomInfo>, ClientError> {
+        self.call(|s, token| {
+            let after = after.clone();
+            async move { s.rooms(token, after, limit).await }
+        })
+        .await
+    }
+
+    /// A room's members, asked of the server a page at a time, by name.
+    pub async fn members(&self, room: &str) -> Result<Vec<Sender>, ClientError> {
+        let room = room.trim().to_owned();
+        self.all_pages(|s, token, after| {
+            let room = room.clone();
+            async move { s.members(token, room, after, 0).await }
+        })
+        .await
+    }
+
+    /// One page of a room's members (see [`ChatClient::who_page`]).
+    pub async fn members_page(
+        &self,
+        room: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Sender>, ClientError> {
+        let room = room.trim().to_owned();
+        self.call(|s, token| {
+            let (room, after) = (room.clone(), after.clone());
+            async move { s.members(token, room, after, limit).await }
+        })
+        .await
     }
 
     /// The rooms this client is in (as far as it knows).
@@ -340,12 +397,27 @@ impl ChatClient {
         self.inner.shared.rooms().iter().cloned().collect()
     }
 
-    /// A room's last posts, oldest first.
+    /// A room's last posts, oldest first, asked of the server a page at a time.
     pub async fn history(&self, room: &str) -> Result<Vec<Envelope>, ClientError> {
         let room = room.trim().to_owned();
-        self.call(|s, token| {
+        self.all_pages(|s, token, after| {
             let room = room.clone();
-            async move { s.history(token, room).await }
+            async move { s.history(token, room, after, 0).await }
+        })
+        .await
+    }
+
+    /// One page of a room's last posts (see [`ChatClient::who_page`]).
+    pub async fn history_page(
+        &self,
+        room: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Envelope>, ClientError> {
+        let room = room.trim().to_owned();
+        self.call(|s, token| {
+            let (room, after) = (room.clone(), after.clone());
+            async move { s.history(token, room, after, limit).await }
         })
         .await
     }
@@ -397,8 +469,9 @@ impl ChatClient {
         match self.lookup(who).await {
             // Names resolve to online users only.
             Ok(user) if id.is_none() => Ok((user, true)),
+            // The server gives no address for a user who is offline: it observed none.
             Ok(user) => {
-                let online = self.who().await?.iter().any(|u| u.id == user.id);
+                let online = !user.observed.is_empty();
                 Ok((user, online))
             }
             Err(ClientError::Chat(ChatError::UnknownUser(_))) if id.is_none() => {
@@ -434,6 +507,32 @@ impl ChatClient {
                 Ok(call(shared.signal.clone(), token).await?)
             }
             result => Ok(result?),
+        }
+    }
+
+    /// Every item of a list, asking for one page after the other.
+    async fn all_pages<T, F, Fut>(&self, page: F) -> Result<Vec<T>, ClientError>
+    where
+        F: Fn(SignalClient, String, Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page<T>, RpcError<ChatError>>>,
+    {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let next = self.call(|s, token| page(s, token, after.clone())).await?;
+            items.extend(next.items);
+            match next.next {
+                None => return Ok(items),
+                // A list that does not move on, or goes on and on, is not one to follow.
+                Some(cursor) if after.as_ref() == Some(&cursor) || items.len() > MAX_LISTED => {
+                    return Err(ClientError::Rpc(RpcError::Protocol(format!(
+                        "the server's list does not end (cursor {:?} after {} items)",
+                        excerpt(&cursor),
+                        items.len()
+                    ))));
+                }
+                Some(cursor) => after = Some(cursor),
+            }
         }
     }
 

@@ -49,7 +49,7 @@ fn message_json(m: &Envelope) -> Value {
 /// ```text
 /// {"event":"message","id":"…","from":"alice","from_id":"…","to_id":"…","text":"hi","path":"direct","sent_at_ms":…}
 /// {"event":"message",…,"room":"lobby","path":"room"}
-/// {"event":"presence","online":[{"id":"…","name":"bob",…}]}
+/// {"event":"presence","online":[{"id":"…","name":"bob",…}],"more":false}
 /// {"event":"presence","joined":"bob","user":{…}}
 /// {"event":"presence","left":"bob","user":{…}}
 /// {"event":"room","room":"lobby","joined":"bob","id":"…"}
@@ -60,9 +60,10 @@ fn message_json(m: &Envelope) -> Value {
 pub fn event_json(event: &ChatEvent) -> Value {
     match event {
         ChatEvent::Message(m) => message_json(m),
-        ChatEvent::Presence(PresenceEvent::Online(users)) => json!({
+        ChatEvent::Presence(PresenceEvent::Online { users, more }) => json!({
             "event": "presence",
             "online": users.iter().map(user_json).collect::<Vec<_>>(),
+            "more": more,
         }),
         ChatEvent::Presence(PresenceEvent::Joined(user)) => json!({
             "event": "presence", "joined": user.name, "user": user_json(user),
@@ -106,10 +107,10 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
             Destination::Room(room) => format!("[#{room}] {}: {}", m.from.name, m.text),
             Destination::User(_) => format!("[{}] {}: {}", path_name(m.path), m.from.name, m.text),
         },
-        ChatEvent::Presence(PresenceEvent::Online(users)) => {
-            let mut names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
-            names.sort_unstable();
-            format!("* online: {}", names.join(", "))
+        ChatEvent::Presence(PresenceEvent::Online { users, more }) => {
+            let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+            let more = if *more { ", and more:" } else { "" };
+            format!("* online: {}{more}", names.join(", "))
         }
         ChatEvent::Presence(PresenceEvent::Joined(user)) if user.id != me => {
             format!("* {} is online", user.name)

@@ -7,6 +7,8 @@ use std::time::Duration;
 use rpc_core::Endpoint;
 use rpc_registry::Registry;
 
+use crate::chat::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
+
 /// How a [`ChatServer`](super::ChatServer) runs. Every field's default is in its description.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -34,9 +36,17 @@ pub struct ChatServerConfig {
     pub max_pending: u64,
     /// The largest frame accepted or sent, from [`MIN_FRAME_LEN`](Self::MIN_FRAME_LEN) to
     /// 4 GiB - 1. Requests are small (a message is at most
-    /// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES)), but the online list grows with
-    /// the users (about 100 bytes each). Default: 4 MiB.
+    /// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES)) and lists come a page at a time,
+    /// so answers stay small too. Default: 4 MiB.
     pub max_frame_len: usize,
+    /// The most items one page of a list holds (`online`, `rooms`, `members`, `history`, the
+    /// online list at the start of `presence`), whatever the client asks, 1 to
+    /// [`MAX_PAGE_ITEMS_LIMIT`](Self::MAX_PAGE_ITEMS_LIMIT). Default: 500.
+    pub max_page_items: usize,
+    /// The byte budget of one page ([`page`](crate::chat::page)), from
+    /// [`MIN_PAGE_BYTES`] to `max_frame_len` / [`PAGE_EXPANSION`], so that no page can reach
+    /// the frame limit whatever it lists. Default: 64 KiB.
+    pub max_page_bytes: usize,
 }
 
 impl ChatServerConfig {
@@ -58,8 +68,15 @@ impl ChatServerConfig {
     pub const MAX_ROOM_HISTORY: usize = 100_000;
     /// The largest mailbox limit.
     pub const MAX_PENDING_LIMIT: u64 = 1_000_000;
-    /// The smallest frame limit: room for the largest request with plenty to spare.
-    pub const MIN_FRAME_LEN: usize = 64 << 10;
+    /// The smallest frame limit: room for the largest request with plenty to spare, and for
+    /// the smallest page budget.
+    pub const MIN_FRAME_LEN: usize = PAGE_EXPANSION * MIN_PAGE_BYTES;
+    /// The default number of items in a page.
+    pub const DEFAULT_MAX_PAGE_ITEMS: usize = 500;
+    /// The largest number of items a page may be set to hold.
+    pub const MAX_PAGE_ITEMS_LIMIT: usize = 10_000;
+    /// The default byte budget of a page.
+    pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 << 10;
 
     /// The defaults, with the database in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -76,6 +93,8 @@ impl ChatServerConfig {
             room_history: Self::DEFAULT_ROOM_HISTORY,
             max_pending: Self::DEFAULT_MAX_PENDING,
             max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
+            max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
+            max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
         }
     }
 
@@ -118,6 +137,16 @@ impl ChatServerConfig {
             "the frame limit",
             self.max_frame_len,
             Self::MIN_FRAME_LEN..=u32::MAX as usize,
+        )?;
+        in_range(
+            "the page item limit",
+            self.max_page_items,
+            1..=Self::MAX_PAGE_ITEMS_LIMIT,
+        )?;
+        in_range(
+            "the page byte budget",
+            self.max_page_bytes,
+            MIN_PAGE_BYTES..=self.max_frame_len / PAGE_EXPANSION,
         )?;
         Ok(())
     }

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod by_name;
 mod config;
 mod inbox;
 mod presence;
@@ -99,6 +100,8 @@ impl ChatServer {
             heartbeat: config.heartbeat,
             room_history: config.room_history,
             max_pending: config.max_pending,
+            max_page_items: config.max_page_items,
+            max_page_bytes: config.max_page_bytes,
         };
         let shared = Arc::new(Shared::new(settings, store, registry.clone(), rooms));
         let stop = CancellationToken::new();
@@ -162,7 +165,7 @@ impl ChatServer {
 
     /// How many users are online (on this server and, through a shared registry, others).
     pub fn online_count(&self) -> usize {
-        self.shared.presence.list().len()
+        self.shared.presence.count()
     }
 
     /// Stops accepting, lets calls in flight finish for up to `grace`, ends every session

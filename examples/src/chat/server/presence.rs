@@ -7,7 +7,6 @@
 //! and leaves are applied as they happen, without waiting for the watch, so that a client sees
 //! itself online as soon as `register` returns.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::by_name::{ByName, NameCursor, Named};
 use super::inbox::error_stream;
 use super::state::{Ending, Shared};
 use super::validate::name_key;
-use crate::chat::api::{ChatError, PresenceEvent, UserInfo};
+use crate::chat::api::{ChatError, Page, PresenceEvent, UserInfo};
+use crate::chat::page::PageLimits;
 
 /// The registry key every chat session is an instance of.
 pub(crate) const PRESENCE_KEY: &str = "chat.presence";
@@ -71,7 +72,7 @@ fn parse(instance: &Instance) -> Option<Announced> {
 /// Who is online, and the fan-out of changes.
 #[derive(Debug)]
 pub(crate) struct Presence {
-    online: Mutex<HashMap<Uuid, Entry>>,
+    online: Mutex<ByName<Entry>>,
     events: broadcast::Sender<PresenceEvent>,
 }
 
@@ -80,6 +81,16 @@ struct Entry {
     info: UserInfo,
     /// Registered by this server (else mirrored from another server through the registry).
     local: bool,
+}
+
+impl Named for Entry {
+    fn id(&self) -> Uuid {
+        self.info.id
+    }
+
+    fn name(&self) -> &str {
+        &self.info.name
+    }
 }
 
 impl Presence {
@@ -102,14 +113,11 @@ impl Presence {
                 return;
             }
         }
-        online.insert(
-            info.id,
-            Entry {
-                info: info.clone(),
-                local,
-            },
-        );
-        // Sent under the lock, so that a new watcher's list and its first change agree.
+        online.insert(Entry {
+            info: info.clone(),
+            local,
+        });
+        // Sent under the lock, so that a watcher sees the changes in the order they were made.
         let _ = self.events.send(PresenceEvent::Joined(info));
     }
 
@@ -123,9 +131,14 @@ impl Presence {
         }
     }
 
-    /// Everyone online, by name.
-    pub(crate) fn list(&self) -> Vec<UserInfo> {
-        sorted(&self.lock())
+    /// How many users are online.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// A page of who is online, by name then id.
+    pub(crate) fn page(&self, after: Option<&NameCursor>, limits: PageLimits) -> Page<UserInfo> {
+        self.lock().page(after, limits, |e| e.info.clone())
     }
 
     pub(crate) fn get(&self, id: Uuid) -> Option<UserInfo> {
@@ -140,18 +153,13 @@ impl Presence {
             .map(|e| e.info.clone())
     }
 
-    fn subscribe(&self) -> (Vec<UserInfo>, broadcast::Receiver<PresenceEvent>) {
-        let online = self.lock();
-        (sorted(&online), self.events.subscribe())
-    }
-
     /// Makes the users of other servers those of a registry snapshot.
     fn replace_foreign(&self, foreign: Vec<UserInfo>) {
         let known: Vec<Uuid> = self
             .lock()
-            .iter()
-            .filter(|(_, e)| !e.local)
-            .map(|(id, _)| *id)
+            .values()
+            .filter(|e| !e.local)
+            .map(|e| e.info.id)
             .collect();
         for id in known {
             if !foreign.iter().any(|info| info.id == id) {
@@ -163,29 +171,38 @@ impl Presence {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, ByName<Entry>> {
         // Each mutation is one insert or remove: a poisoned lock is still consistent.
         self.online.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn sorted(online: &HashMap<Uuid, Entry>) -> Vec<UserInfo> {
-    let mut list: Vec<UserInfo> = online.values().map(|e| e.info.clone()).collect();
-    list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    list
+/// Where a `presence` stream is: sending the online list (after this cursor), or the changes.
+enum Phase {
+    List(Option<NameCursor>),
+    Changes,
 }
 
-/// The `presence` stream of a session: the online list, then joins and leaves, until the
-/// session ends.
+/// The `presence` stream of a session: the online list a page at a time, then joins and
+/// leaves, until the session ends.
+///
+/// The stream subscribes to the changes before it reads the list, and the list is read a page
+/// at a time as the client takes it, so the list may already show a change that follows it.
+/// Applied in order, the list and the changes after it end in the same state either way:
+/// `Joined` of someone listed, or `Left` of someone not listed, changes nothing.
 pub(crate) fn stream(shared: Arc<Shared>, token: &str) -> ServerStream<PresenceEvent> {
     let session = match shared.session(token) {
         Ok(session) => session,
         Err(e) => return error_stream(&e),
     };
-    let (online, events) = shared.presence.subscribe();
-    let first = futures::stream::iter([Ok(PresenceEvent::Online(online))]);
-    let live = futures::stream::unfold(Some((events, shared, session)), |state| async move {
-        let (mut events, shared, session) = state?;
+    let events = shared.presence.events.subscribe();
+    let state = (Phase::List(None), events, shared, session);
+    let stream = futures::stream::unfold(Some(state), |state| async move {
+        let (phase, mut events, shared, session) = state?;
+        if let Phase::List(after) = phase {
+            let (event, next) = list_part(&shared, after.as_ref());
+            return Some((Ok(event), Some((next, events, shared, session))));
+        }
         let event = tokio::select! {
             event = events.recv() => event,
             () = session.ended.cancelled() => {
@@ -197,18 +214,32 @@ pub(crate) fn stream(shared: Arc<Shared>, token: &str) -> ServerStream<PresenceE
             }
         };
         match event {
-            Ok(event) => Some((Ok(event), Some((events, shared, session)))),
+            Ok(event) => Some((Ok(event), Some((Phase::Changes, events, shared, session)))),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 debug!(user = %session.info.id, missed, "presence watcher fell behind");
-                // Start over from the current list; the changes after it follow.
-                let (online, events) = shared.presence.subscribe();
-                let event = PresenceEvent::Online(online);
-                Some((Ok(event), Some((events, shared, session))))
+                // Start over from the list; the changes after it follow.
+                let events = shared.presence.events.subscribe();
+                let (event, next) = list_part(&shared, None);
+                Some((Ok(event), Some((next, events, shared, session))))
             }
             Err(broadcast::error::RecvError::Closed) => None,
         }
     });
-    ServerStream::try_new(first.chain(live).boxed())
+    ServerStream::try_new(stream.boxed())
+}
+
+/// The part of the online list after `after`, and where the stream goes next.
+fn list_part(shared: &Shared, after: Option<&NameCursor>) -> (PresenceEvent, Phase) {
+    let part = shared.presence.page(after, shared.settings.page(0));
+    let next = match part.next.as_deref().map(NameCursor::parse) {
+        Some(Ok(cursor)) => Phase::List(Some(cursor)),
+        _ => Phase::Changes,
+    };
+    let event = PresenceEvent::Online {
+        more: part.next.is_some(),
+        users: part.items,
+    };
+    (event, next)
 }
 
 /// Follows the registry until `stop`: ends this server's sessions whose lease expired and

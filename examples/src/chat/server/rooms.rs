@@ -3,32 +3,40 @@
 //! Room names and their last posts are stored; membership is not: it is bound to presence, so a
 //! user whose session ends leaves every room. A room's member list is behind an async lock held
 //! while a post is committed and fanned out, so every member sees the room's posts in the order
-//! of its history.
+//! of its history. Rooms, members and posts are listed a page at a time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::debug;
 use uuid::Uuid;
 
+use super::by_name::{ByName, NameCursor};
 use super::inbox::Live;
 use super::state::{Session, Shared, storage_error};
 use super::validate;
 use crate::chat::api::{
-    ChatError, Destination, Envelope, InboxItem, Path, RoomEvent, RoomInfo, Sender,
+    ChatError, Destination, Envelope, InboxItem, MAX_ROOM_CHARS, Page, Path, RoomEvent, RoomInfo,
+    Sender,
 };
 use crate::chat::excerpt;
+use crate::chat::page::{PageBuilder, PageLimits};
 
-/// Every room.
+/// Every room, by name.
 #[derive(Debug)]
 pub(crate) struct Rooms {
-    map: Mutex<HashMap<String, Arc<Room>>>,
+    map: Mutex<BTreeMap<String, Arc<Room>>>,
 }
 
 #[derive(Debug)]
 struct Room {
     name: String,
-    members: tokio::sync::Mutex<BTreeMap<Uuid, Sender>>,
+    members: tokio::sync::Mutex<ByName<Sender>>,
+    /// How many members there are, kept with `members` so that listing rooms need not wait
+    /// for each room's lock.
+    member_count: AtomicU32,
 }
 
 impl Rooms {
@@ -109,6 +117,7 @@ impl Rooms {
         if members.remove(&session.info.id).is_none() {
             return Err(ChatError::NotAMember(name));
         }
+        room.counted(&members);
         session.rooms().remove(&name);
         let event = RoomEvent::Left {
             room: name,
@@ -125,6 +134,7 @@ impl Rooms {
             let Ok(room) = self.room(&name) else { continue };
             let mut members = room.members.lock().await;
             if members.remove(&session.info.id).is_some() {
+                room.counted(&members);
                 let event = RoomEvent::Left {
                     room: name,
                     user: session.sender(),
@@ -138,10 +148,11 @@ impl Rooms {
     pub(crate) async fn rename(&self, session: &Session) {
         let names: Vec<String> = session.rooms().iter().cloned().collect();
         for name in names {
-            if let Ok(room) = self.room(&name)
-                && let Some(member) = room.members.lock().await.get_mut(&session.info.id)
-            {
-                *member = session.sender();
+            if let Ok(room) = self.room(&name) {
+                let mut members = room.members.lock().await;
+                if members.contains(&session.info.id) {
+                    members.insert(session.sender());
+                }
             }
         }
     }
@@ -158,7 +169,7 @@ impl Rooms {
         validate::text(&text)?;
         let room = self.room(&name)?;
         let members = room.members.lock().await;
-        if !members.contains_key(&session.info.id) {
+        if !members.contains(&session.info.id) {
             return Err(ChatError::NotAMember(name));
         }
         let envelope = Envelope {
@@ -181,26 +192,69 @@ impl Rooms {
         Ok(())
     }
 
-    /// Every room with its members, by name.
-    pub(crate) async fn list(&self) -> Vec<RoomInfo> {
-        let mut rooms: Vec<Arc<Room>> = self.lock().values().cloned().collect();
-        rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut out = Vec::with_capacity(rooms.len());
-        for room in rooms {
-            let members = room.members.lock().await;
-            out.push(info(&room.name, &members));
+    /// A page of the rooms, by name, with how many members each has.
+    pub(crate) fn page(
+        &self,
+        after: Option<String>,
+        limits: PageLimits,
+    ) -> Result<Page<RoomInfo>, ChatError> {
+        let start = match after {
+            // Any name sorts somewhere, but a longer one no room has: refused as not a cursor.
+            Some(after) if after.chars().count() > MAX_ROOM_CHARS => {
+                return Err(ChatError::Invalid("not a cursor this list gave".into()));
+            }
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let map = self.lock();
+        let mut page = PageBuilder::new(limits);
+        let mut last: Option<&str> = None;
+        for (name, room) in map.range((start, Bound::Unbounded)) {
+            let info = RoomInfo {
+                name: name.clone(),
+                member_count: room.member_count.load(Ordering::Relaxed),
+            };
+            if page.push(info).is_err() {
+                return Ok(page.finish(last.map(str::to_owned)));
+            }
+            last = Some(name);
         }
-        out
+        Ok(page.finish(None))
     }
 
-    /// A room's kept posts, oldest first.
+    /// A page of a room's members, by name then id.
+    pub(crate) async fn members(
+        &self,
+        name: &str,
+        after: Option<String>,
+        limits: PageLimits,
+    ) -> Result<Page<Sender>, ChatError> {
+        let after = after.as_deref().map(NameCursor::parse).transpose()?;
+        let room = self.room(name)?;
+        let members = room.members.lock().await;
+        Ok(members.page(after.as_ref(), limits, Sender::clone))
+    }
+
+    /// A page of a room's kept posts, oldest first.
     pub(crate) async fn history(
         &self,
         shared: &Shared,
         name: &str,
-    ) -> Result<Vec<Envelope>, ChatError> {
+        after: Option<String>,
+        limits: PageLimits,
+    ) -> Result<Page<Envelope>, ChatError> {
+        let after = match after {
+            None => 0,
+            Some(after) => after
+                .parse()
+                .map_err(|_| ChatError::Invalid("not a cursor this list gave".into()))?,
+        };
         self.room(name)?;
-        shared.store.history(name).await.map_err(storage_error)
+        shared
+            .store
+            .history(name, after, limits)
+            .await
+            .map_err(storage_error)
     }
 
     async fn join_room(
@@ -213,7 +267,8 @@ impl Rooms {
         // The session may have ended or been replaced while this call waited.
         shared.session(&session.token)?;
         let mut members = room.members.lock().await;
-        if members.insert(session.info.id, session.sender()).is_none() {
+        if members.insert(session.sender()).is_none() {
+            room.counted(&members);
             session.rooms().insert(room.name.clone());
             let event = RoomEvent::Joined {
                 room: room.name.clone(),
@@ -221,7 +276,10 @@ impl Rooms {
             };
             notify(shared, &members, &InboxItem::Room(event));
         }
-        Ok(info(&room.name, &members))
+        Ok(RoomInfo {
+            name: room.name.clone(),
+            member_count: room.member_count.load(Ordering::Relaxed),
+        })
     }
 
     fn room(&self, name: &str) -> Result<Arc<Room>, ChatError> {
@@ -231,7 +289,7 @@ impl Rooms {
             .ok_or_else(|| ChatError::UnknownRoom(excerpt(name).into_owned()))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Room>>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Room>>> {
         // Each mutation is one insert or remove: a poisoned lock is still consistent.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -242,24 +300,22 @@ impl Room {
         Arc::new(Room {
             name,
             members: tokio::sync::Mutex::default(),
+            member_count: AtomicU32::new(0),
         })
+    }
+
+    /// Records how many members there are now; called under the members' lock after a change.
+    fn counted(&self, members: &ByName<Sender>) {
+        let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        self.member_count.store(count, Ordering::Relaxed);
     }
 }
 
 /// Pushes an item to the open inbox of every member.
-fn notify(shared: &Shared, members: &BTreeMap<Uuid, Sender>, item: &InboxItem) {
-    for id in members.keys() {
+fn notify(shared: &Shared, members: &ByName<Sender>, item: &InboxItem) {
+    for id in members.ids() {
         if let Some(member) = shared.session_of(*id) {
             member.inbox.push(Live::Item(item.clone()));
         }
-    }
-}
-
-fn info(name: &str, members: &BTreeMap<Uuid, Sender>) -> RoomInfo {
-    let mut members: Vec<Sender> = members.values().cloned().collect();
-    members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-    RoomInfo {
-        name: name.to_owned(),
-        members,
     }
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use rpc_core::{CallContext, PeerAddr, ServerStream};
 use uuid::Uuid;
 
+use super::by_name::NameCursor;
 use super::presence;
 use super::state::Shared;
 use crate::chat::api::{
-    ChatError, Delivery, Envelope, InboxItem, PresenceEvent, RegisterRequest, RoomInfo, Session,
-    Signal, UserInfo,
+    ChatError, Delivery, Envelope, InboxItem, Page, PresenceEvent, RegisterRequest, RoomInfo,
+    Sender, Session, Signal, UserInfo,
 };
 
 /// Implements [`Signal`] over the server's shared state.
@@ -45,9 +46,16 @@ impl Signal for ChatService {
         self.shared.lookup(&token, &user).await
     }
 
-    async fn online(&self, token: String) -> Result<Vec<UserInfo>, ChatError> {
+    async fn online(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<UserInfo>, ChatError> {
         self.shared.session(&token)?;
-        Ok(self.shared.presence.list())
+        let after = after.as_deref().map(NameCursor::parse).transpose()?;
+        let limits = self.shared.settings.page(limit);
+        Ok(self.shared.presence.page(after.as_ref(), limits))
     }
 
     async fn presence(&self, token: String) -> ServerStream<PresenceEvent> {
@@ -88,9 +96,27 @@ impl Signal for ChatService {
         self.shared.rooms.leave(&self.shared, &session, room).await
     }
 
-    async fn rooms(&self, token: String) -> Result<Vec<RoomInfo>, ChatError> {
+    async fn rooms(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RoomInfo>, ChatError> {
         self.shared.session(&token)?;
-        Ok(self.shared.rooms.list().await)
+        let limits = self.shared.settings.page(limit);
+        self.shared.rooms.page(after, limits)
+    }
+
+    async fn members(
+        &self,
+        token: String,
+        room: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Sender>, ChatError> {
+        self.shared.session(&token)?;
+        let limits = self.shared.settings.page(limit);
+        self.shared.rooms.members(&room, after, limits).await
     }
 
     async fn post(
@@ -108,9 +134,19 @@ impl Signal for ChatService {
             .await
     }
 
-    async fn history(&self, token: String, room: String) -> Result<Vec<Envelope>, ChatError> {
+    async fn history(
+        &self,
+        token: String,
+        room: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Envelope>, ChatError> {
         self.shared.session(&token)?;
-        self.shared.rooms.history(&self.shared, &room).await
+        let limits = self.shared.settings.page(limit);
+        self.shared
+            .rooms
+            .history(&self.shared, &room, after, limits)
+            .await
     }
 }
 

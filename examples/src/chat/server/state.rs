@@ -17,6 +17,7 @@ use super::rooms::Rooms;
 use super::validate::{self, name_key};
 use crate::chat::api::{ChatError, RegisterRequest, Sender, Session as SessionReply, UserInfo};
 use crate::chat::excerpt;
+use crate::chat::page::PageLimits;
 use crate::chat::store::{Binding, Store, StoreError};
 
 /// Registrations, leaves and room changes of one user run one at a time; users are spread
@@ -30,6 +31,15 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: Duration,
     pub(crate) room_history: usize,
     pub(crate) max_pending: u64,
+    pub(crate) max_page_items: usize,
+    pub(crate) max_page_bytes: usize,
+}
+
+impl Settings {
+    /// The limits of a page asked for with `limit` items.
+    pub(crate) fn page(&self, limit: u32) -> PageLimits {
+        PageLimits::asked(limit, self.max_page_items, self.max_page_bytes)
+    }
 }
 
 /// Everything the handlers share.
