@@ -8,8 +8,8 @@ use std::path::Path as FsPath;
 use std::time::Duration;
 
 use examples::chat::api::{
-    ChatError, MAX_TEXT_BYTES, Page, PresenceEvent, RegisterRequest, RoomInfo, Session,
-    SignalClient,
+    ChatError, Delivery, InboxItem, MAX_TEXT_BYTES, Page, PresenceEvent, RegisterRequest, RoomInfo,
+    Session, SignalClient,
 };
 use examples::chat::page::{ContentLen, MIN_PAGE_BYTES};
 use examples::chat::server::{ChatServer, ChatServerConfig};
@@ -189,6 +189,20 @@ fn the_programs_refuse_durations_and_sizes_out_of_range() {
         let args: Vec<&str> = base.iter().copied().chain([flag, value]).collect();
         let said = refused_at_startup(server, &args);
         assert!(said.contains(flag), "{flag} {value}: {said}");
+    }
+    let help = std::process::Command::new(server)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--max-rooms-created",
+        "--max-rooms-joined",
+        "--max-pending",
+        "--max-page-items",
+        "--max-page-bytes",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     let client = env!("CARGO_BIN_EXE_chat-client");
     let base = ["--json", "--name", "ann", "--server", "tcp://127.0.0.1:9"];
@@ -394,5 +408,95 @@ async fn who_is_online_and_who_is_in_a_room_come_in_pages() {
         }
     }
     assert_eq!(parts, ["ann", "bob", "cal", "cat", "eve"]);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn each_user_has_quotas_of_rooms_made_rooms_joined_and_messages_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let quotas = |c: &mut ChatServerConfig| {
+        c.max_rooms_created = 3;
+        c.max_rooms_joined = 4;
+        c.max_pending = 2;
+    };
+    let server = start(dir.path(), quotas).await;
+    let api = connect(&server).await;
+    let alice_request = request("alice");
+    let alice = api.register(alice_request.clone()).await.unwrap().token;
+    let bob = register(&api, "bob").await.token;
+    let quota = |e: ChatError, what: &str| match e {
+        ChatError::Quota(message) => assert!(message.contains(what), "{message}"),
+        other => panic!("expected a quota error, got {other:?}"),
+    };
+
+    // Rooms made: by create_room, or by joining a room nobody made yet.
+    api.create_room(alice.clone(), "r1".into()).await.unwrap();
+    api.create_room(alice.clone(), "r2".into()).await.unwrap();
+    api.join(alice.clone(), "r3".into()).await.unwrap();
+    quota(
+        app_error(api.create_room(alice.clone(), "r4".into()).await),
+        "3 rooms",
+    );
+    quota(
+        app_error(api.join(alice.clone(), "r4".into()).await),
+        "3 rooms",
+    );
+    let rooms = api.rooms(alice.clone(), None, 0).await.unwrap().items;
+    assert_eq!(rooms.len(), 3, "{rooms:?}");
+
+    // Rooms joined at once.
+    api.create_room(bob.clone(), "b1".into()).await.unwrap();
+    api.create_room(bob.clone(), "b2".into()).await.unwrap();
+    api.join(alice.clone(), "b1".into()).await.unwrap();
+    quota(
+        app_error(api.join(alice.clone(), "b2".into()).await),
+        "4 rooms",
+    );
+    // Joining a room again is no new room.
+    api.join(alice.clone(), "b1".into()).await.unwrap();
+    api.leave_room(alice.clone(), "r1".into()).await.unwrap();
+    api.join(alice.clone(), "b2".into()).await.unwrap();
+
+    // Messages waiting for one user: the newest is refused, its sender is told, and what was
+    // accepted is all kept.
+    let carol_request = request("carol");
+    let carol = api.register(carol_request.clone()).await.unwrap();
+    api.leave(carol.token).await.unwrap();
+    let to = carol.user.id;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for id in &ids[..2] {
+        let stored = api.relay(bob.clone(), *id, to, "kept".into(), 0).await;
+        assert_eq!(stored.unwrap(), Delivery::Stored);
+    }
+    let refused = api
+        .relay(bob.clone(), ids[2], to, "refused".into(), 0)
+        .await;
+    quota(app_error(refused), "2 messages");
+    // A retry of a message already accepted is not refused.
+    let again = api.relay(bob.clone(), ids[0], to, "kept".into(), 0).await;
+    assert_eq!(again.unwrap(), Delivery::Stored);
+    let carol = api.register(carol_request).await.unwrap();
+    let mut inbox = api.inbox(carol.token.clone()).await.unwrap();
+    for id in &ids[..2] {
+        match inbox.next().await.unwrap().unwrap() {
+            InboxItem::Message(m) => assert_eq!(m.id, *id),
+            other => panic!("{other:?}"),
+        }
+    }
+    api.ack(carol.token.clone(), ids[..2].to_vec())
+        .await
+        .unwrap();
+    let delivered = api.relay(bob.clone(), ids[2], to, "now".into(), 0).await;
+    assert_eq!(delivered.unwrap(), Delivery::Delivered);
+    server.shutdown(Duration::from_secs(1)).await;
+
+    // The rooms a user made are counted across restarts.
+    let server = start(dir.path(), quotas).await;
+    let api = connect(&server).await;
+    let alice = api.register(alice_request).await.unwrap().token;
+    quota(
+        app_error(api.create_room(alice.clone(), "r5".into()).await),
+        "3 rooms",
+    );
     server.shutdown(Duration::from_secs(1)).await;
 }

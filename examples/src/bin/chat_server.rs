@@ -44,13 +44,30 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..=ChatServerConfig::MAX_ROOM_HISTORY as u64),
     )]
     room_history: u64,
-    /// How many unacknowledged messages one user's mailbox may hold (1 to 1000000).
+    /// How many messages may wait for one user (stored while they are offline, or not yet
+    /// acknowledged), 1 to 1000000. Past it, relays to them are refused with a "quota
+    /// reached" error their senders see; the messages already waiting are all kept.
     #[arg(
         long,
         default_value_t = ChatServerConfig::DEFAULT_MAX_PENDING,
         value_parser = clap::value_parser!(u64).range(1..=ChatServerConfig::MAX_PENDING_LIMIT),
     )]
     max_pending: u64,
+    /// How many rooms one user may make, ever (1 to 1000000): by creating them, or by joining
+    /// rooms that did not exist.
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_ROOMS_CREATED,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
+    )]
+    max_rooms_created: u32,
+    /// How many rooms one user may be in at once (1 to 1000000).
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_ROOMS_JOINED,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
+    )]
+    max_rooms_joined: u32,
     /// The most items in one page of a list (who is online, rooms, a room's members or
     /// history), whatever a client asks for (1 to 10000).
     #[arg(
@@ -85,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
     config.listen = args.listen;
     config.room_history = usize::try_from(args.room_history)?;
     config.max_pending = args.max_pending;
+    config.max_rooms_created = args.max_rooms_created;
+    config.max_rooms_joined = args.max_rooms_joined;
     config.max_page_items = usize::try_from(args.max_page_items)?;
     config.max_page_bytes = usize::try_from(args.max_page_bytes)?;
     config.registry = match args.registry.as_str() {

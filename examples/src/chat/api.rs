@@ -219,6 +219,10 @@ pub enum ChatError {
     /// The server's storage failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A per-user quota is used up (rooms created, rooms joined, messages waiting for one
+    /// recipient); the message says which. Nothing was done.
+    #[error("quota reached: {0}")]
+    Quota(String),
 }
 
 /// The signaling server: registration and presence, lookups, relay and store-and-forward, rooms.

@@ -13,6 +13,7 @@
 //! pending         (recipient id, sequence)          postcard(Envelope)
 //! message_ids     (recipient id, message id)        (sequence, or 0 once acknowledged; ms)
 //! rooms           room name                         created at (ms since the epoch)
+//! rooms_created   user id (u128)                    how many rooms the user created
 //! room_posts      (room name, post number)          postcard(Envelope), the last N per room
 //! room_post_ids   (room name, message id)           (post number, ms)
 //! ```
@@ -45,6 +46,7 @@ const PENDING: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("p
 const MESSAGE_IDS: TableDefinition<'_, (u128, u128), (u64, u64)> =
     TableDefinition::new("message_ids");
 const ROOMS: TableDefinition<'_, &str, u64> = TableDefinition::new("rooms");
+const ROOMS_CREATED: TableDefinition<'_, u128, u64> = TableDefinition::new("rooms_created");
 const ROOM_POSTS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("room_posts");
 const ROOM_POST_IDS: TableDefinition<'_, (&str, u128), (u64, u64)> =
     TableDefinition::new("room_post_ids");
@@ -106,6 +108,17 @@ pub enum Relayed {
     UnknownRecipient,
     /// The recipient has too many unacknowledged messages.
     MailboxFull,
+}
+
+/// The outcome of [`Store::create_room`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomCreated {
+    /// The room is new.
+    Created,
+    /// A room with this name exists; nothing was changed.
+    Exists,
+    /// The creator has made as many rooms as allowed; nothing was changed.
+    QuotaReached,
 }
 
 /// What a user's mailbox holds.
@@ -348,21 +361,38 @@ impl Store {
         .await
     }
 
-    /// Records a room; returns whether it is new.
-    pub async fn create_room(&self, room: &str) -> Result<bool, StoreError> {
-        let room = room.to_owned();
+    /// Records a room made by `creator`, unless it exists or `creator` has made `max_created`
+    /// rooms already.
+    pub async fn create_room(
+        &self,
+        room: &str,
+        creator: Uuid,
+        max_created: u64,
+    ) -> Result<RoomCreated, StoreError> {
+        let (room, creator) = (room.to_owned(), creator.as_u128());
         self.write(move |t| {
             if t.rooms
                 .get(room.as_str())
                 .map_err(StoreError::db)?
                 .is_some()
             {
-                return Ok(false);
+                return Ok(RoomCreated::Exists);
+            }
+            let made = t
+                .rooms_created
+                .get(creator)
+                .map_err(StoreError::db)?
+                .map_or(0, |entry| entry.value());
+            if made >= max_created {
+                return Ok(RoomCreated::QuotaReached);
             }
             t.rooms
                 .insert(room.as_str(), now_ms())
                 .map_err(StoreError::db)?;
-            Ok(true)
+            t.rooms_created
+                .insert(creator, made + 1)
+                .map_err(StoreError::db)?;
+            Ok(RoomCreated::Created)
         })
         .await
     }
@@ -544,6 +574,7 @@ struct Tables<'txn> {
     pending: Table<'txn, (u128, u64), &'static [u8]>,
     message_ids: Table<'txn, (u128, u128), (u64, u64)>,
     rooms: Table<'txn, &'static str, u64>,
+    rooms_created: Table<'txn, u128, u64>,
     room_posts: Table<'txn, (&'static str, u64), &'static [u8]>,
     room_post_ids: Table<'txn, (&'static str, u128), (u64, u64)>,
 }
@@ -556,6 +587,7 @@ impl<'txn> Tables<'txn> {
             pending: txn.open_table(PENDING).map_err(StoreError::db)?,
             message_ids: txn.open_table(MESSAGE_IDS).map_err(StoreError::db)?,
             rooms: txn.open_table(ROOMS).map_err(StoreError::db)?,
+            rooms_created: txn.open_table(ROOMS_CREATED).map_err(StoreError::db)?,
             room_posts: txn.open_table(ROOM_POSTS).map_err(StoreError::db)?,
             room_post_ids: txn.open_table(ROOM_POST_IDS).map_err(StoreError::db)?,
         })
@@ -724,8 +756,22 @@ mod tests {
             store.relay(bob, &envelope(bob, "2"), 1).await.unwrap(),
             Relayed::MailboxFull
         );
-        assert!(store.create_room("lobby").await.unwrap());
-        assert!(!store.create_room("lobby").await.unwrap());
+        assert_eq!(
+            store.create_room("lobby", bob, 2).await.unwrap(),
+            RoomCreated::Created
+        );
+        assert_eq!(
+            store.create_room("lobby", bob, 2).await.unwrap(),
+            RoomCreated::Exists
+        );
+        assert_eq!(
+            store.create_room("hall", bob, 2).await.unwrap(),
+            RoomCreated::Created
+        );
+        assert_eq!(
+            store.create_room("attic", bob, 2).await.unwrap(),
+            RoomCreated::QuotaReached
+        );
         let posts: Vec<_> = (0..5).map(|i| envelope(bob, &i.to_string())).collect();
         for post in &posts {
             assert!(store.post("lobby", post, 3).await.unwrap());
@@ -750,7 +796,12 @@ mod tests {
         let after = first.next.unwrap().parse().unwrap();
         let rest = store.history("lobby", after, two).await.unwrap();
         assert_eq!((rest.items, rest.next), (posts[4..].to_vec(), None));
-        assert_eq!(store.rooms().await.unwrap(), vec!["lobby".to_owned()]);
+        assert_eq!(store.rooms().await.unwrap(), ["hall", "lobby"]);
+        // The count survives a restart too.
+        assert_eq!(
+            store.create_room("attic", bob, 2).await.unwrap(),
+            RoomCreated::QuotaReached
+        );
         let attic = store.history("attic", 0, all).await.unwrap();
         assert_eq!(attic.items, posts[..1].to_vec());
         assert_eq!(store.mailbox(bob).await.unwrap().messages.len(), 1);

@@ -32,8 +32,17 @@ pub struct ChatServerConfig {
     /// Default: 100.
     pub room_history: usize,
     /// How many unacknowledged messages one user's mailbox may hold, 1 to
-    /// [`MAX_PENDING_LIMIT`](Self::MAX_PENDING_LIMIT); relays beyond it fail. Default: 10,000.
+    /// [`MAX_PENDING_LIMIT`](Self::MAX_PENDING_LIMIT). A relay beyond it is refused with
+    /// [`ChatError::Quota`](crate::chat::api::ChatError::Quota), so its sender knows; the
+    /// messages accepted before are all kept. Default: 10,000.
     pub max_pending: u64,
+    /// How many rooms one user may make (by `create_room`, or by joining a room that did not
+    /// exist), 1 to [`MAX_QUOTA`](Self::MAX_QUOTA). Rooms are never deleted, so this counts
+    /// every room the user ever made. Default: 100.
+    pub max_rooms_created: u32,
+    /// How many rooms one user may be in at once, 1 to [`MAX_QUOTA`](Self::MAX_QUOTA).
+    /// Default: 100.
+    pub max_rooms_joined: u32,
     /// The largest frame accepted or sent, from [`MIN_FRAME_LEN`](Self::MIN_FRAME_LEN) to
     /// 4 GiB - 1. Requests are small (a message is at most
     /// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES)) and lists come a page at a time,
@@ -68,6 +77,12 @@ impl ChatServerConfig {
     pub const MAX_ROOM_HISTORY: usize = 100_000;
     /// The largest mailbox limit.
     pub const MAX_PENDING_LIMIT: u64 = 1_000_000;
+    /// The default number of rooms one user may make.
+    pub const DEFAULT_MAX_ROOMS_CREATED: u32 = 100;
+    /// The default number of rooms one user may be in.
+    pub const DEFAULT_MAX_ROOMS_JOINED: u32 = 100;
+    /// The largest room quota.
+    pub const MAX_QUOTA: u32 = 1_000_000;
     /// The smallest frame limit: room for the largest request with plenty to spare, and for
     /// the smallest page budget.
     pub const MIN_FRAME_LEN: usize = PAGE_EXPANSION * MIN_PAGE_BYTES;
@@ -92,6 +107,8 @@ impl ChatServerConfig {
             heartbeat: Self::DEFAULT_PRESENCE_TTL / 3,
             room_history: Self::DEFAULT_ROOM_HISTORY,
             max_pending: Self::DEFAULT_MAX_PENDING,
+            max_rooms_created: Self::DEFAULT_MAX_ROOMS_CREATED,
+            max_rooms_joined: Self::DEFAULT_MAX_ROOMS_JOINED,
             max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
             max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
             max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
@@ -132,6 +149,16 @@ impl ChatServerConfig {
             "the mailbox limit",
             self.max_pending,
             1..=Self::MAX_PENDING_LIMIT,
+        )?;
+        in_range(
+            "the quota of rooms made",
+            self.max_rooms_created,
+            1..=Self::MAX_QUOTA,
+        )?;
+        in_range(
+            "the quota of rooms joined",
+            self.max_rooms_joined,
+            1..=Self::MAX_QUOTA,
         )?;
         in_range(
             "the frame limit",

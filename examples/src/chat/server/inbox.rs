@@ -168,8 +168,12 @@ impl Shared {
                 })
             }
             Relayed::UnknownRecipient => Err(ChatError::UnknownUser(to.to_string())),
-            Relayed::MailboxFull => Err(ChatError::Invalid(format!(
-                "the mailbox of {to} is full; it must read its messages first"
+            // The newest is refused rather than the oldest dropped: every message accepted
+            // before was promised to its sender, and this sender learns it now.
+            Relayed::MailboxFull => Err(ChatError::Quota(format!(
+                "{} messages are waiting for {to}, the most one user may have waiting; \
+                 try again once they have read them",
+                self.settings.max_pending
             ))),
         }
     }

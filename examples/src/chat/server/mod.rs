@@ -100,6 +100,8 @@ impl ChatServer {
             heartbeat: config.heartbeat,
             room_history: config.room_history,
             max_pending: config.max_pending,
+            max_rooms_created: config.max_rooms_created,
+            max_rooms_joined: config.max_rooms_joined,
             max_page_items: config.max_page_items,
             max_page_bytes: config.max_page_bytes,
         };

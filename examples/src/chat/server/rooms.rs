@@ -23,6 +23,7 @@ use crate::chat::api::{
 };
 use crate::chat::excerpt;
 use crate::chat::page::{PageBuilder, PageLimits};
+use crate::chat::store::RoomCreated;
 
 /// Every room, by name.
 #[derive(Debug)]
@@ -60,19 +61,15 @@ impl Rooms {
         name: String,
     ) -> Result<RoomInfo, ChatError> {
         validate::room_name(&name)?;
-        let room = {
-            let mut map = self.lock();
-            if map.contains_key(&name) {
-                return Err(ChatError::RoomExists(name));
-            }
-            let room = Room::new(name.clone());
-            map.insert(name.clone(), room.clone());
-            room
-        };
-        if let Err(e) = shared.store.create_room(&name).await {
-            self.lock().remove(&name);
-            return Err(storage_error(e));
+        if self.lock().contains_key(&name) {
+            return Err(ChatError::RoomExists(name));
         }
+        // Not a room made only to be left empty because its maker may not join it.
+        check_joined(shared, session)?;
+        let room = match self.create_stored(shared, session, &name).await? {
+            RoomCreated::Created => self.installed(&name),
+            _ => return Err(ChatError::RoomExists(name)),
+        };
         debug!(room = %name, by = %session.info.id, "room created");
         self.join_room(shared, session, &room).await
     }
@@ -85,21 +82,16 @@ impl Rooms {
         name: String,
     ) -> Result<RoomInfo, ChatError> {
         validate::room_name(&name)?;
-        let (room, created) = {
-            let mut map = self.lock();
-            match map.get(&name) {
-                Some(room) => (room.clone(), false),
-                None => {
-                    let room = Room::new(name.clone());
-                    map.insert(name.clone(), room.clone());
-                    (room, true)
-                }
+        let existing = self.lock().get(&name).cloned();
+        let room = match existing {
+            Some(room) => room,
+            None => {
+                check_joined(shared, session)?;
+                // Made by this call or, a moment ago, by another: joined either way.
+                self.create_stored(shared, session, &name).await?;
+                self.installed(&name)
             }
         };
-        if created && let Err(e) = shared.store.create_room(&name).await {
-            self.lock().remove(&name);
-            return Err(storage_error(e));
-        }
         self.join_room(shared, session, &room).await
     }
 
@@ -257,6 +249,37 @@ impl Rooms {
             .map_err(storage_error)
     }
 
+    /// Records a new room in the store, within its maker's quota. A room is in the map only
+    /// once it is stored, so that the rooms listed are the rooms kept; when two calls make the
+    /// same room at once, the store tells which made it.
+    async fn create_stored(
+        &self,
+        shared: &Shared,
+        session: &Session,
+        name: &str,
+    ) -> Result<RoomCreated, ChatError> {
+        let max = u64::from(shared.settings.max_rooms_created);
+        let created = shared
+            .store
+            .create_room(name, session.info.id, max)
+            .await
+            .map_err(storage_error)?;
+        if created == RoomCreated::QuotaReached {
+            return Err(ChatError::Quota(format!(
+                "you have made {max} rooms, the most one user may make"
+            )));
+        }
+        Ok(created)
+    }
+
+    /// The room of this name, put in the map if it is not there yet.
+    fn installed(&self, name: &str) -> Arc<Room> {
+        self.lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| Room::new(name.to_owned()))
+            .clone()
+    }
+
     async fn join_room(
         &self,
         shared: &Shared,
@@ -267,6 +290,9 @@ impl Rooms {
         // The session may have ended or been replaced while this call waited.
         shared.session(&session.token)?;
         let mut members = room.members.lock().await;
+        if !members.contains(&session.info.id) {
+            check_joined(shared, session)?;
+        }
         if members.insert(session.sender()).is_none() {
             room.counted(&members);
             session.rooms().insert(room.name.clone());
@@ -309,6 +335,17 @@ impl Room {
         let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
         self.member_count.store(count, Ordering::Relaxed);
     }
+}
+
+/// Refuses a join beyond the number of rooms one user may be in.
+fn check_joined(shared: &Shared, session: &Session) -> Result<(), ChatError> {
+    let max = shared.settings.max_rooms_joined;
+    if session.rooms().len() >= usize::try_from(max).unwrap_or(usize::MAX) {
+        return Err(ChatError::Quota(format!(
+            "you are in {max} rooms, the most one user may be in; leave one first"
+        )));
+    }
+    Ok(())
 }
 
 /// Pushes an item to the open inbox of every member.

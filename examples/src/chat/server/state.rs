@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: Duration,
     pub(crate) room_history: usize,
     pub(crate) max_pending: u64,
+    pub(crate) max_rooms_created: u32,
+    pub(crate) max_rooms_joined: u32,
     pub(crate) max_page_items: usize,
     pub(crate) max_page_bytes: usize,
 }
