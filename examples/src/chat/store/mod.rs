@@ -23,62 +23,24 @@
 //! answered only after the commit that holds its write. Reads run on Tokio's blocking pool in
 //! their own read transactions, concurrently with the writer.
 
+mod engine;
+mod error;
+mod tables;
+
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, mpsc};
-use std::thread;
+use std::sync::Arc;
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use self::engine::Engine;
+pub use self::error::StoreError;
+use self::tables::{MAILBOXES, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
 use crate::chat::api::{Envelope, Page, now_ms};
 use crate::chat::page::{PageBuilder, PageLimits};
-
-const USERS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("users");
-const MAILBOXES: TableDefinition<'_, u128, (u64, u64)> = TableDefinition::new("mailboxes");
-const PENDING: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("pending");
-const MESSAGE_IDS: TableDefinition<'_, (u128, u128), (u64, u64)> =
-    TableDefinition::new("message_ids");
-const ROOMS: TableDefinition<'_, &str, u64> = TableDefinition::new("rooms");
-const ROOMS_CREATED: TableDefinition<'_, u128, u64> = TableDefinition::new("rooms_created");
-const ROOM_POSTS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("room_posts");
-const ROOM_POST_IDS: TableDefinition<'_, (&str, u128), (u64, u64)> =
-    TableDefinition::new("room_post_ids");
-
-/// The most writes committed in one transaction.
-const MAX_BATCH: usize = 1024;
-/// The page cache: redb's default (1 GiB) would let a long-running server's memory grow with
-/// the file.
-const CACHE_BYTES: usize = 64 << 20;
-/// A commit slower than this is logged: the disk is struggling.
-const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Why a storage operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The database failed (I/O, corruption, a full disk).
-    #[error("database: {0}")]
-    Database(String),
-    /// A record could not be decoded or encoded.
-    #[error("bad record: {0}")]
-    Record(String),
-    /// The store was closed.
-    #[error("the store is closed")]
-    Closed,
-}
-
-impl StoreError {
-    fn db(e: impl Into<redb::Error>) -> Self {
-        StoreError::Database(e.into().to_string())
-    }
-}
 
 /// The outcome of [`Store::bind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,41 +133,15 @@ fn hash_secret(salt: &[u8; 16], secret: &str) -> [u8; 32] {
 /// The chat server's database. Cheap to clone; all clones share one file and one writer.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    /// `None` once closed.
-    db: RwLock<Option<Arc<Database>>>,
-    jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
-    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    engine: Arc<Engine>,
 }
 
 impl Store {
     /// Opens (or creates) the database at `path`. Blocks while the file is opened, and repaired
     /// if the last process using it was killed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(StoreError::db)?;
-        let db = Arc::new(db);
-        // Every table exists from the start, so that read transactions can open them.
-        let txn = db.begin_write().map_err(StoreError::db)?;
-        Tables::open(&txn)?;
-        txn.commit().map_err(StoreError::db)?;
-        let (tx, rx) = mpsc::channel();
-        let writer_db = db.clone();
-        let writer = thread::Builder::new()
-            .name("chat-store-writer".into())
-            .spawn(move || run_writer(&writer_db, &rx))
-            .map_err(|e| StoreError::Database(format!("writer thread: {e}")))?;
         Ok(Store {
-            inner: Arc::new(Inner {
-                db: RwLock::new(Some(db)),
-                jobs: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
-            }),
+            engine: Arc::new(Engine::open(path)?),
         })
     }
 
@@ -494,8 +430,8 @@ impl Store {
     /// Finishes the queued writes and closes the file, so that it can be opened again. Later
     /// operations fail with [`StoreError::Closed`].
     pub async fn close(&self) {
-        let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || inner.close()).await;
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.close()).await;
     }
 
     async fn write<T, F>(&self, apply: F) -> Result<T, StoreError>
@@ -503,18 +439,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(TypedJob {
-            apply: Some(apply),
-            output: None,
-            reply,
-        });
-        {
-            let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let sender = jobs.as_ref().ok_or(StoreError::Closed)?;
-            sender.send(job).map_err(|_| StoreError::Closed)?;
-        }
-        answer.await.unwrap_or(Err(StoreError::Closed))
+        self.engine.write(apply).await
     }
 
     async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
@@ -522,156 +447,16 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self
-            .inner
-            .db
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(StoreError::Closed)?;
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(StoreError::db)?;
-            read(&txn)
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("read task: {e}")))?
-    }
-}
-
-impl Inner {
-    fn close(&self) {
-        // Dropping the sender ends the writer once it has committed what is queued.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = writer.join();
-        }
-        let db = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut db) = db {
-            // Reads still running hold the database for a moment; the file is released when
-            // the last of them ends.
-            for _ in 0..200 {
-                match Arc::try_unwrap(db) {
-                    Ok(db) => return drop(db),
-                    Err(shared) => db = shared,
-                }
-                thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
+        self.engine.read(read).await
     }
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let open = self.inner.db.read().map(|db| db.is_some()).unwrap_or(false);
-        f.debug_struct("Store").field("open", &open).finish()
+        f.debug_struct("Store")
+            .field("open", &self.engine.is_open())
+            .finish()
     }
-}
-
-/// The tables of one write transaction.
-struct Tables<'txn> {
-    users: Table<'txn, u128, &'static [u8]>,
-    mailboxes: Table<'txn, u128, (u64, u64)>,
-    pending: Table<'txn, (u128, u64), &'static [u8]>,
-    message_ids: Table<'txn, (u128, u128), (u64, u64)>,
-    rooms: Table<'txn, &'static str, u64>,
-    rooms_created: Table<'txn, u128, u64>,
-    room_posts: Table<'txn, (&'static str, u64), &'static [u8]>,
-    room_post_ids: Table<'txn, (&'static str, u128), (u64, u64)>,
-}
-
-impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Tables {
-            users: txn.open_table(USERS).map_err(StoreError::db)?,
-            mailboxes: txn.open_table(MAILBOXES).map_err(StoreError::db)?,
-            pending: txn.open_table(PENDING).map_err(StoreError::db)?,
-            message_ids: txn.open_table(MESSAGE_IDS).map_err(StoreError::db)?,
-            rooms: txn.open_table(ROOMS).map_err(StoreError::db)?,
-            rooms_created: txn.open_table(ROOMS_CREATED).map_err(StoreError::db)?,
-            room_posts: txn.open_table(ROOM_POSTS).map_err(StoreError::db)?,
-            room_post_ids: txn.open_table(ROOM_POST_IDS).map_err(StoreError::db)?,
-        })
-    }
-
-    /// (last sequence number, pending count) of a mailbox.
-    fn mailbox(&self, user: u128) -> Result<(u64, u64), StoreError> {
-        Ok(self
-            .mailboxes
-            .get(user)
-            .map_err(StoreError::db)?
-            .map(|entry| entry.value())
-            .unwrap_or((0, 0)))
-    }
-}
-
-/// One queued write: applied inside the batch's transaction, answered after its commit.
-trait Job: Send {
-    fn apply(&mut self, tables: &mut Tables<'_>) -> Result<(), StoreError>;
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
-}
-
-struct TypedJob<T, F> {
-    apply: Option<F>,
-    output: Option<T>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-}
-
-impl<T, F> Job for TypedJob<T, F>
-where
-    T: Send,
-    F: FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send,
-{
-    fn apply(&mut self, tables: &mut Tables<'_>) -> Result<(), StoreError> {
-        if let Some(apply) = self.apply.take() {
-            self.output = Some(apply(tables)?);
-        }
-        Ok(())
-    }
-
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
-        let TypedJob { output, reply, .. } = *self;
-        let result = committed.and_then(|()| {
-            output.ok_or_else(|| StoreError::Database("write was not applied".into()))
-        });
-        // The caller may have given up waiting; the write stands either way.
-        let _ = reply.send(result);
-    }
-}
-
-fn run_writer(db: &Database, jobs: &mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        let committed = commit_batch(db, &mut batch);
-        if started.elapsed() > SLOW_COMMIT {
-            tracing::warn!(writes = batch.len(), took = ?started.elapsed(), "slow store commit");
-        }
-        if let Err(e) = &committed {
-            tracing::error!(writes = batch.len(), "store commit failed: {e}");
-        }
-        for job in batch {
-            job.finish(committed.clone());
-        }
-    }
-}
-
-/// Applies every job in one transaction and commits it (durably: redb fsyncs by default). One
-/// failing job fails the batch: a storage error leaves the transaction unusable.
-fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(StoreError::db)?;
-    {
-        let mut tables = Tables::open(&txn)?;
-        for job in batch.iter_mut() {
-            job.apply(&mut tables)?;
-        }
-    }
-    txn.commit().map_err(StoreError::db)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
