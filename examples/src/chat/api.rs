@@ -223,6 +223,11 @@ pub enum ChatError {
     /// recipient); the message says which. Nothing was done.
     #[error("quota reached: {0}")]
     Quota(String),
+    /// The server's storage failed with an I/O error (a full disk) and is being opened again:
+    /// try again. A write in progress when it failed may or may not have been kept, so repeat
+    /// `relay` and `post` with the same message id.
+    #[error("storage unavailable, try again")]
+    StorageUnavailable,
 }
 
 /// The signaling server: registration and presence, lookups, relay and store-and-forward, rooms.

@@ -165,6 +165,13 @@ impl ChatServer {
         self.handle.local_endpoints()
     }
 
+    /// Whether the storage works: `false` while the database is opened again after an I/O
+    /// error (calls that need it then fail with
+    /// [`ChatError::StorageUnavailable`](crate::chat::api::ChatError::StorageUnavailable)).
+    pub fn is_healthy(&self) -> bool {
+        self.shared.store.is_healthy()
+    }
+
     /// How many users are online (on this server and, through a shared registry, others).
     pub fn online_count(&self) -> usize {
         self.shared.presence.count()

@@ -418,8 +418,16 @@ impl Shared {
 
 /// A storage failure as the caller sees it (the details go to the log).
 pub(crate) fn storage_error(e: StoreError) -> ChatError {
-    error!("store: {e}");
-    ChatError::Storage(e.to_string())
+    match e {
+        StoreError::Unavailable(e) => {
+            warn!("store unavailable: {e}");
+            ChatError::StorageUnavailable
+        }
+        e => {
+            error!("store: {e}");
+            ChatError::Storage(e.to_string())
+        }
+    }
 }
 
 /// 244 random bits from the OS generator, as 64 hex digits.

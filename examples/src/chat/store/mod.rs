@@ -21,7 +21,9 @@
 //! Every write goes through one writer thread that commits whatever is queued in one
 //! transaction (group commit): under load many relays share one fsync, and each caller is
 //! answered only after the commit that holds its write. Reads run on Tokio's blocking pool in
-//! their own read transactions, concurrently with the writer.
+//! their own read transactions, concurrently with the writer. After an I/O error (a full disk)
+//! the store opens its database again by itself, and answers [`StoreError::Unavailable`] until
+//! it has.
 
 mod engine;
 mod error;
@@ -427,6 +429,12 @@ impl Store {
         .await
     }
 
+    /// Whether the store works: open, and not opening its database again after an I/O error
+    /// (meanwhile every operation fails with [`StoreError::Unavailable`]).
+    pub fn is_healthy(&self) -> bool {
+        self.engine.is_healthy()
+    }
+
     /// Finishes the queued writes and closes the file, so that it can be opened again. Later
     /// operations fail with [`StoreError::Closed`].
     pub async fn close(&self) {
@@ -455,6 +463,7 @@ impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("open", &self.engine.is_open())
+            .field("healthy", &self.engine.is_healthy())
             .finish()
     }
 }
