@@ -6,12 +6,19 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use examples::chat::api::{ChatError, Delivery, InboxItem, RegisterRequest, SignalClient};
+use examples::chat::api::{
+    ChatError, Delivery, Envelope, InboxItem, Path, RegisterRequest, SignalClient,
+};
+use examples::chat::client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents};
+use examples::chat::server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
 use rpc_core::{Client, Endpoint, RpcError};
 use support::Killed;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 /// How long anything that should happen may take before the test gives up.
@@ -142,4 +149,145 @@ async fn the_store_recovers_from_an_io_error_by_itself_and_loses_nothing_acknowl
         }
     }
     assert_eq!(received, expected);
+}
+
+/// A TCP proxy in front of the chat server that can lose the server's answers and then cut
+/// every connection, as a network that fails in the middle of a call would.
+struct Proxy {
+    endpoint: Endpoint,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// Whether what the server sends is dropped instead of passed on.
+    drop_answers: AtomicBool,
+    connections: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Proxy {
+    async fn start(server: &Endpoint) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("tcp://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let target = server.to_string();
+        let target = target.trim_start_matches("tcp://").to_owned();
+        let state = Arc::new(ProxyState::default());
+        let accepting = state.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let state = accepting.clone();
+                let task = tokio::spawn(async move {
+                    let (mut from_client, mut to_server) =
+                        (client.into_split(), server.into_split());
+                    let up = tokio::io::copy(&mut from_client.0, &mut to_server.1);
+                    let down = async {
+                        let mut buf = vec![0u8; 16 << 10];
+                        loop {
+                            let n = to_server.0.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if !state.drop_answers.load(Ordering::SeqCst) {
+                                from_client.1.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+                accepting
+                    .connections
+                    .lock()
+                    .unwrap()
+                    .push(task.abort_handle());
+            }
+        });
+        Proxy { endpoint, state }
+    }
+
+    fn drop_answers(&self, drop: bool) {
+        self.state.drop_answers.store(drop, Ordering::SeqCst);
+    }
+
+    /// Closes every connection made through the proxy so far.
+    fn cut(&self) {
+        for connection in self.state.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+/// A client of the in-process server whose peer cannot be reached directly (so messages to it
+/// go through the server).
+async fn chat_client(server: &Endpoint, name: &str) -> (ChatClient, ChatEvents) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("tcp://{}", closed.local_addr().unwrap());
+    let mut config = ChatClientConfig::new(server.clone(), name);
+    config.advertise = Some(closed);
+    ChatClient::connect(config).await.unwrap()
+}
+
+/// The next message this client shows, skipping other events.
+async fn next_message(events: &mut ChatEvents) -> Envelope {
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv()).await;
+        if let ChatEvent::Message(m) = event.unwrap().unwrap() {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_send_cut_off_before_its_answer_is_sent_again_with_its_id_and_reported_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ChatServerConfig::new(dir.path());
+    config.listen = vec!["tcp://127.0.0.1:0".parse().unwrap()];
+    let server = ChatServer::start(config).await.unwrap();
+    let proxy = Proxy::start(&server.endpoints()[0]).await;
+    let (bob, mut bob_events) = chat_client(&server.endpoints()[0], "bob").await;
+    let (alice, _alice_events) = chat_client(&proxy.endpoint, "alice").await;
+    for client in [&alice, &bob] {
+        client.join("lobby").await.unwrap();
+    }
+
+    // The server takes the relay, but its answer never reaches alice: the connection drops.
+    proxy.drop_answers(true);
+    let sending = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.send("bob", "did it arrive?").await }
+    });
+    let received = next_message(&mut bob_events).await;
+    assert_eq!(received.text, "did it arrive?");
+    proxy.cut();
+    proxy.drop_answers(false);
+    let report = sending.await.unwrap().expect("reported sent, not failed");
+    assert_eq!(report.id, received.id);
+    assert_eq!(report.path, Path::Relayed);
+
+    // The same for a post in a room.
+    proxy.drop_answers(true);
+    let posting = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.post("lobby", "posted once").await }
+    });
+    let received = next_message(&mut bob_events).await;
+    assert_eq!(received.text, "posted once");
+    proxy.cut();
+    proxy.drop_answers(false);
+    let id = posting.await.unwrap().expect("reported posted, not failed");
+    assert_eq!(id, received.id);
+
+    // Neither came twice: the next thing bob gets is the next message.
+    alice.send("bob", "next").await.unwrap();
+    assert_eq!(next_message(&mut bob_events).await.text, "next");
+    let history = bob.history("lobby").await.unwrap();
+    let posts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(posts, ["posted once"]);
+    alice.close().await;
+    bob.close().await;
+    server.shutdown(Duration::from_secs(1)).await;
 }

@@ -259,7 +259,9 @@ pub trait Signal {
     /// Who is online, then every join and leave.
     async fn presence(&self, token: String) -> ServerStream<PresenceEvent>;
     /// Sends a message through the server to one user: pushed if online, stored if not.
-    /// Relaying the same message id again does not deliver it twice.
+    /// Relaying the same message id to the same user again (within 24 hours) does not deliver
+    /// it twice, so a relay whose answer was lost can be sent again.
+    #[rpc(idempotent)]
     async fn relay(
         &self,
         token: String,
@@ -299,7 +301,9 @@ pub trait Signal {
         limit: u32,
     ) -> Result<Page<Sender>, ChatError>;
     /// Posts in a room; every member online gets it in their inbox. The room keeps its last
-    /// posts.
+    /// posts. Posting the same message id in the same room again (within 24 hours) does not
+    /// post it twice, so a post whose answer was lost can be sent again.
+    #[rpc(idempotent)]
     async fn post(
         &self,
         token: String,

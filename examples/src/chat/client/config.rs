@@ -44,6 +44,10 @@ pub struct ChatClientConfig {
     /// Delays between attempts to register again after the session was lost. Default: 100 ms
     /// doubling to 2 s, with full jitter, for ever.
     pub reconnect: Backoff,
+    /// How long a message sent through the server (`relay`, `post`) whose outcome is unknown
+    /// (the connection was lost before the answer came) is sent again with the same id, as the
+    /// client reconnects; 0 to 1 h, 0 for never. Default: 30 s.
+    pub resend_within: Duration,
     /// How many recent message ids are remembered to show each message once, 1 to 1,048,576.
     /// Default: 4,096.
     pub dedup_capacity: usize,
@@ -67,6 +71,7 @@ impl ChatClientConfig {
             call_timeout: Duration::from_secs(5),
             format: Format::MessagePack,
             reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            resend_within: Duration::from_secs(30),
             dedup_capacity: 4096,
         }
     }
@@ -100,6 +105,7 @@ impl fmt::Debug for ChatClientConfig {
             .field("call_timeout", &self.call_timeout)
             .field("format", &self.format.name())
             .field("reconnect", &self.reconnect)
+            .field("resend_within", &self.resend_within)
             .field("dedup_capacity", &self.dedup_capacity)
             .finish()
     }
@@ -121,6 +127,13 @@ impl ChatClientConfig {
                     Self::MAX_TIMEOUT
                 ));
             }
+        }
+        if self.resend_within > Self::MAX_TIMEOUT {
+            return Err(format!(
+                "the resend window is {:?}; it must be at most {:?}",
+                self.resend_within,
+                Self::MAX_TIMEOUT
+            ));
         }
         if !(1..=Self::MAX_DEDUP_CAPACITY).contains(&self.dedup_capacity) {
             return Err(format!(

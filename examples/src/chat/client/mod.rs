@@ -7,7 +7,9 @@
 //!   room events and state changes.
 //! - [`ChatClient::send`] looks the recipient up, tries the direct path within
 //!   [`ChatClientConfig::direct_timeout`], and falls back to the server's relay, which stores
-//!   the message if the recipient is offline. The [`SendReport`] says which path was used.
+//!   the message if the recipient is offline. The [`SendReport`] says which path was used. A
+//!   relay or post whose answer was lost with the connection is sent again, with the same
+//!   message id, once the client is back online.
 //! - The client reconnects by itself: when the connection drops or the server forgets the
 //!   session, it registers again (same id and secret), re-opens its streams and joins its rooms
 //!   again. [`ChatClient::watch_state`] follows it.
@@ -45,6 +47,7 @@ use std::time::Duration;
 use rpc_core::{Client, Endpoint, RpcError, Server, ServerHandle};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
+use tracing::debug;
 use uuid::Uuid;
 
 pub use self::command::{Command, HELP};
@@ -62,6 +65,28 @@ use crate::chat::excerpt;
 /// The most items [`ChatClient::who`], [`ChatClient::rooms`], [`ChatClient::members`] and
 /// [`ChatClient::history`] collect before they give up on a list that does not end.
 pub const MAX_LISTED: usize = 1 << 20;
+
+/// The first and the longest pause before a relay or post whose outcome is unknown is sent
+/// again.
+const RESEND_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// Whether a failed call may have been done, or certainly was not but may be next time: worth
+/// making again with the same message id. Refusals (a bad request, an application error other
+/// than the storage recovering) are final.
+fn outcome_unknown(error: &ClientError) -> bool {
+    match error {
+        ClientError::Rpc(e) => matches!(
+            e,
+            RpcError::ConnectionLost(_)
+                | RpcError::DeadlineExceeded
+                | RpcError::Connect { .. }
+                | RpcError::ServerBusy(_)
+                | RpcError::Unavailable(_)
+        ),
+        ClientError::Chat(ChatError::StorageUnavailable) => true,
+        _ => false,
+    }
+}
 
 /// The events a [`ChatClient`] sends its application. The channel is unbounded so that the
 /// client never waits for the application: read it steadily.
@@ -252,6 +277,11 @@ impl ChatClient {
     /// Sends `text` to a user given by name or id: peer to peer if the user is online and
     /// reachable within the direct timeout, through the server otherwise (stored if the user
     /// is offline). A user who is offline can be named only if this client saw them before.
+    ///
+    /// When the connection to the server is lost before the relay is answered, the message is
+    /// sent again with the same id once the client is back online (within
+    /// [`ChatClientConfig::resend_within`]): the server recognises it, so it is delivered once
+    /// and the send reports how it went rather than failing.
     pub async fn send(&self, to: &str, text: &str) -> Result<SendReport, ClientError> {
         check_text(text).map_err(ClientError::Invalid)?;
         let (user, online) = self.resolve(to).await?;
@@ -289,7 +319,7 @@ impl ChatClient {
         let (id, to_id, sent_at) = (envelope.id, user.id, envelope.sent_at_ms);
         let text = envelope.text;
         let delivery = self
-            .call(|s, token| {
+            .call_until_known(|s, token| {
                 let text = text.clone();
                 async move { s.relay(token, id, to_id, text, sent_at).await }
             })
@@ -330,7 +360,9 @@ impl ChatClient {
         .await
     }
 
-    /// Posts in a room this user is a member of; returns the message id.
+    /// Posts in a room this user is a member of; returns the message id. Like
+    /// [`ChatClient::send`], a post whose answer was lost with the connection is sent again with
+    /// the same id.
     pub async fn post(&self, room: &str, text: &str) -> Result<Uuid, ClientError> {
         check_text(text).map_err(ClientError::Invalid)?;
         let (room, text, id, sent_at) = (
@@ -339,7 +371,7 @@ impl ChatClient {
             Uuid::new_v4(),
             now_ms(),
         );
-        self.call(|s, token| {
+        self.call_until_known(|s, token| {
             let (room, text) = (room.clone(), text.clone());
             async move { s.post(token, room, id, text, sent_at).await }
         })
@@ -507,6 +539,35 @@ impl ChatClient {
                 Ok(call(shared.signal.clone(), token).await?)
             }
             result => Ok(result?),
+        }
+    }
+
+    /// Makes a call that carries a message id (`relay`, `post`) and, when it fails without
+    /// saying whether it was done (the connection was lost after the request left, no answer
+    /// came in time, the server's storage was recovering), makes it again with the same id,
+    /// once the client is back online, for up to [`ChatClientConfig::resend_within`]. The
+    /// server recognises the id, so the message is delivered once and reported as sent.
+    async fn call_until_known<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(SignalClient, String) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<ChatError>>>,
+    {
+        let (mut pause, longest) = RESEND_BACKOFF;
+        let within = self.inner.shared.config.resend_within;
+        let until = tokio::time::Instant::now().checked_add(within);
+        loop {
+            let error = match self.call(&call).await {
+                Ok(done) => return Ok(done),
+                Err(error) => error,
+            };
+            let next = tokio::time::Instant::now().checked_add(pause);
+            let in_time = matches!((next, until), (Some(next), Some(until)) if next <= until);
+            if !outcome_unknown(&error) || !in_time {
+                return Err(error);
+            }
+            debug!("sending again with the same id in {pause:?}: {error}");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(longest);
         }
     }
 
