@@ -794,3 +794,33 @@ async fn a_post_sent_again_with_its_id_is_posted_once_even_after_it_left_the_his
     assert_eq!(received, ids);
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_large_mailbox_is_replayed_in_order_a_page_at_a_time_then_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let alice = User::register(&server, "alice").await;
+    let bob = User::register(&server, "bob").await;
+    bob.api.leave(bob.token()).await.unwrap();
+    // More than the inbox reads from the store at a time.
+    let ids: Vec<Uuid> = (0..300).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        assert_eq!(alice.relay(*id, &bob, "stored").await, Delivery::Stored);
+    }
+    let bob = bob.reconnect(&server).await;
+    let mut inbox = bob.inbox().await;
+    for id in &ids[..10] {
+        assert_eq!(next_message(&mut inbox).await.id, *id);
+    }
+    // A message relayed while the replay goes on comes after the stored ones, once.
+    let live = Uuid::new_v4();
+    assert_eq!(alice.relay(live, &bob, "live").await, Delivery::Delivered);
+    for id in &ids[10..] {
+        assert_eq!(next_message(&mut inbox).await.id, *id);
+    }
+    assert_eq!(next_message(&mut inbox).await.id, live);
+    let marker = Uuid::new_v4();
+    alice.relay(marker, &bob, "marker").await;
+    assert_eq!(next_message(&mut inbox).await.id, marker);
+    server.shutdown(Duration::from_secs(1)).await;
+}

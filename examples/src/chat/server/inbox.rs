@@ -2,9 +2,11 @@
 //!
 //! Relays are committed to the store before they are pushed, so the stream can start from the
 //! store and let live items fill in after it: an inbox opening installs its channel first and
-//! reads the mailbox second, so every message is either in what was read (its sequence number
-//! is at most the mailbox's `last_seq`, and its live copy is skipped) or pushed to the new
-//! channel afterwards. Nothing falls between the two, and nothing comes twice.
+//! reads the mailbox second, so every message is either in the mailbox as it was then (its
+//! sequence number is at most the mailbox's `last_seq`: it is replayed from the store, and its
+//! live copy is skipped) or pushed to the new channel afterwards. Nothing falls between the
+//! two, and nothing comes twice. The replay reads the store a page at a time as the client
+//! takes the messages; one acknowledged meanwhile is simply not found.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,11 +19,14 @@ use uuid::Uuid;
 use super::state::{Session, Shared, storage_error};
 use super::validate;
 use crate::chat::api::{ChatError, Delivery, Destination, Envelope, InboxItem, Path};
-use crate::chat::store::{Mailbox, Relayed};
+use crate::chat::store::{Mailbox, Relayed, Store};
 
 /// How many items an inbox holds for a client that reads slowly before it is closed (the
 /// client opens it again and gets what is stored).
 const INBOX_BUFFER: usize = 1024;
+
+/// How many stored messages an inbox reads from the store at a time.
+const REPLAY_PAGE: usize = 256;
 
 /// What is pushed to an open inbox.
 #[derive(Debug)]
@@ -203,10 +208,11 @@ impl Shared {
             Err(e) => return error_stream(&e),
         };
         let (rx, reason) = session.inbox.open();
-        match self.store.mailbox(session.info.id).await {
+        let user = session.info.id;
+        match self.store.mailbox(user, 0, REPLAY_PAGE).await {
             Ok(mailbox) => {
-                debug!(user = %session.info.id, stored = mailbox.messages.len(), "inbox opened");
-                inbox_stream(mailbox, rx, reason)
+                debug!(%user, last_seq = mailbox.last_seq, "inbox opened");
+                inbox_stream(self.store.clone(), user, mailbox, rx, reason)
             }
             Err(e) => {
                 session.inbox.close("storage failed");
@@ -231,35 +237,88 @@ pub(crate) fn error_stream<T: Send + 'static>(error: &ChatError) -> ServerStream
     ))
 }
 
+/// Where an inbox stream is: replaying the stored messages (up to the last sequence number the
+/// mailbox had when the inbox opened), or passing on what arrives.
+enum Phase {
+    Replay {
+        page: std::vec::IntoIter<(u64, Envelope)>,
+        /// The sequence number of the last message replayed.
+        last: u64,
+        /// Whether the store may have more after this page.
+        more: bool,
+    },
+    Live,
+}
+
+/// The inbox stream: the stored messages, read from the store a page at a time as the client
+/// takes them (so that a full mailbox is never all in memory at once), then live items.
 fn inbox_stream(
-    mailbox: Mailbox,
+    store: Store,
+    user: Uuid,
+    first: Mailbox,
     rx: mpsc::Receiver<Live>,
     reason: CloseReason,
 ) -> ServerStream<InboxItem> {
-    let replayed = mailbox.last_seq;
-    let stored = futures::stream::iter(
-        mailbox
-            .messages
-            .into_iter()
-            .map(|(_, envelope)| Ok(InboxItem::Message(envelope))),
-    );
-    let live = futures::stream::unfold(Some((rx, reason)), move |state| async move {
-        let (mut rx, reason) = state?;
-        loop {
-            match rx.recv().await {
-                // Already sent from the store.
-                Some(Live::Message { seq, .. }) if seq <= replayed => continue,
-                Some(Live::Message { envelope, .. }) => {
-                    return Some((Ok(InboxItem::Message(envelope)), Some((rx, reason))));
-                }
-                Some(Live::Item(item)) => return Some((Ok(item), Some((rx, reason)))),
-                None => {
-                    let why = reason.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-                    let error = ServerError::new(Status::APPLICATION_ERROR, why);
-                    return Some((Err(error), None));
+    let replayed = first.last_seq;
+    let phase = Phase::Replay {
+        more: first.messages.len() >= REPLAY_PAGE,
+        page: first.messages.into_iter(),
+        last: 0,
+    };
+    let state = (phase, rx, reason);
+    let stream = futures::stream::unfold(Some(state), move |state| {
+        let store = store.clone();
+        async move {
+            let (mut phase, mut rx, reason) = state?;
+            loop {
+                match &mut phase {
+                    Phase::Replay { page, last, more } => {
+                        if let Some((seq, envelope)) = page.next() {
+                            *last = seq;
+                            let item = Ok(InboxItem::Message(envelope));
+                            return Some((item, Some((phase, rx, reason))));
+                        }
+                        if !*more || *last >= replayed {
+                            phase = Phase::Live;
+                            continue;
+                        }
+                        match store.mailbox(user, *last, REPLAY_PAGE).await {
+                            Ok(next) => {
+                                *more = next.messages.len() >= REPLAY_PAGE;
+                                // Later ones come live.
+                                let kept: Vec<_> = next
+                                    .messages
+                                    .into_iter()
+                                    .filter(|(seq, _)| *seq <= replayed)
+                                    .collect();
+                                *page = kept.into_iter();
+                            }
+                            Err(e) => {
+                                let message = storage_error(e).to_string();
+                                let error = ServerError::new(Status::APPLICATION_ERROR, message);
+                                return Some((Err(error), None));
+                            }
+                        }
+                    }
+                    Phase::Live => match rx.recv().await {
+                        // Already sent from the store.
+                        Some(Live::Message { seq, .. }) if seq <= replayed => continue,
+                        Some(Live::Message { envelope, .. }) => {
+                            let item = Ok(InboxItem::Message(envelope));
+                            return Some((item, Some((phase, rx, reason))));
+                        }
+                        Some(Live::Item(item)) => {
+                            return Some((Ok(item), Some((phase, rx, reason))));
+                        }
+                        None => {
+                            let why = reason.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+                            let error = ServerError::new(Status::APPLICATION_ERROR, why);
+                            return Some((Err(error), None));
+                        }
+                    },
                 }
             }
         }
     });
-    ServerStream::try_new(stored.chain(live).boxed())
+    ServerStream::try_new(stream.boxed())
 }

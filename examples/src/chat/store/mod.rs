@@ -85,13 +85,14 @@ pub enum RoomCreated {
     QuotaReached,
 }
 
-/// What a user's mailbox holds.
+/// Part of what a user's mailbox holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mailbox {
-    /// The unacknowledged messages with their sequence numbers, in order.
+    /// Unacknowledged messages with their sequence numbers, in order: those asked for.
     pub messages: Vec<(u64, Envelope)>,
-    /// The highest sequence number ever given in this mailbox: every message up to it is either
-    /// in `messages` or acknowledged.
+    /// The highest sequence number ever given in this mailbox, when it was read: every message
+    /// up to it is either unacknowledged (and listed from the start, a page at a time) or
+    /// acknowledged.
     pub last_seq: u64,
 }
 
@@ -221,8 +222,14 @@ impl Store {
         .await
     }
 
-    /// Everything waiting in the mailbox of `user`, in order.
-    pub async fn mailbox(&self, user: Uuid) -> Result<Mailbox, StoreError> {
+    /// The first `limit` messages waiting in the mailbox of `user` after sequence number `after`
+    /// (0: from the first), in order.
+    pub async fn mailbox(
+        &self,
+        user: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Mailbox, StoreError> {
         let user = user.as_u128();
         self.read(move |txn| {
             // One read transaction: `last_seq` and `messages` are of the same moment.
@@ -233,9 +240,13 @@ impl Store {
             };
             let pending = txn.open_table(PENDING).map_err(StoreError::db)?;
             let mut messages = Vec::new();
+            let Some(first) = after.checked_add(1) else {
+                return Ok(Mailbox { messages, last_seq });
+            };
             for entry in pending
-                .range((user, 0)..=(user, u64::MAX))
+                .range((user, first)..=(user, u64::MAX))
                 .map_err(StoreError::db)?
+                .take(limit)
             {
                 let (key, value) = entry.map_err(StoreError::db)?;
                 messages.push((key.value().1, decode(value.value())?));
@@ -521,21 +532,28 @@ mod tests {
             store.relay(bob, &m2, 10).await.unwrap(),
             Relayed::Stored { seq: 2 }
         );
-        let mailbox = store.mailbox(bob).await.unwrap();
+        let mailbox = store.mailbox(bob, 0, 100).await.unwrap();
         assert_eq!(mailbox.last_seq, 2);
         assert_eq!(mailbox.messages, vec![(1, m1.clone()), (2, m2.clone())]);
+        let page = store.mailbox(bob, 0, 1).await.unwrap();
+        assert_eq!((page.messages, page.last_seq), (vec![(1, m1.clone())], 2));
+        let page = store.mailbox(bob, 1, 1).await.unwrap();
+        assert_eq!(page.messages, vec![(2, m2.clone())]);
         assert_eq!(store.ack(bob, &[m1.id, m1.id]).await.unwrap(), 1);
         assert_eq!(
             store.relay(bob, &m1, 10).await.unwrap(),
             Relayed::Duplicate { acknowledged: true }
         );
-        assert_eq!(store.mailbox(bob).await.unwrap().messages, vec![(2, m2)]);
+        assert_eq!(
+            store.mailbox(bob, 0, 100).await.unwrap().messages,
+            vec![(2, m2)]
+        );
         assert_eq!(
             store.relay(Uuid::new_v4(), &m1, 10).await.unwrap(),
             Relayed::UnknownRecipient
         );
         store.close().await;
-        assert_eq!(store.mailbox(bob).await, Err(StoreError::Closed));
+        assert_eq!(store.mailbox(bob, 0, 100).await, Err(StoreError::Closed));
     }
 
     #[tokio::test]
@@ -598,7 +616,7 @@ mod tests {
         );
         let attic = store.history("attic", 0, all).await.unwrap();
         assert_eq!(attic.items, posts[..1].to_vec());
-        assert_eq!(store.mailbox(bob).await.unwrap().messages.len(), 1);
+        assert_eq!(store.mailbox(bob, 0, 100).await.unwrap().messages.len(), 1);
         assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
         store.close().await;
     }
