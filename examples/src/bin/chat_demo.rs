@@ -100,7 +100,8 @@ impl Person {
         what: &str,
         mut matches: impl FnMut(&ChatEvent) -> Option<T>,
     ) -> anyhow::Result<T> {
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(self.wait).unwrap_or(now);
         loop {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
@@ -125,7 +126,8 @@ impl Person {
 
     /// Checks that no further message arrives for a little while.
     async fn no_more_messages(&mut self, quiet: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + quiet;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(quiet).unwrap_or(now);
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
             if let ChatEvent::Message(m) = event {
                 bail!(

@@ -188,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         tick.tick().await;
         let elapsed = window_start.elapsed();
         if elapsed >= next_sample {
-            next_sample += Duration::from_secs(1);
+            next_sample = next_sample.saturating_add(Duration::from_secs(1));
             peak_rss = peak_rss.max(server_pid.and_then(rss_kib).unwrap_or(0));
         }
         let due = (elapsed.as_secs_f64() * args.rate as f64) as u64;
@@ -369,7 +369,8 @@ async fn ack(sim: &Sim, ids: &mut Vec<Uuid>) {
 async fn heartbeat_loop(sim: Sim, every: Duration, stats: Arc<Stats>, stop: CancellationToken) {
     // Spread the clients' heartbeats over the interval.
     let offset = every.mul_f64(fastrand::f64());
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
+    let now = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval_at(now.checked_add(offset).unwrap_or(now), every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

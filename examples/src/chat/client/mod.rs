@@ -567,7 +567,7 @@ impl ChatClient {
             }
             debug!("sending again with the same id in {pause:?}: {error}");
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(longest);
+            pause = pause.saturating_mul(2).min(longest);
         }
     }
 

@@ -290,7 +290,7 @@ pub(crate) async fn watch_registry(
             () = tokio::time::sleep(pause) => {}
             () = stop.cancelled() => return,
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
+        pause = pause.saturating_mul(2).min(Duration::from_secs(5));
     }
 }
 

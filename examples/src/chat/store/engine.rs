@@ -201,7 +201,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
 /// Drops this handle of the database and waits up to `wait` for the others to go (the last one
 /// closes the file), calling `meanwhile` between looks. Whether the file was closed.
 fn release(mut db: Arc<Database>, wait: Duration, mut meanwhile: impl FnMut()) -> bool {
-    let deadline = Instant::now() + wait;
+    let deadline = Instant::now().checked_add(wait);
     loop {
         match Arc::try_unwrap(db) {
             Ok(db) => {
@@ -210,7 +210,7 @@ fn release(mut db: Arc<Database>, wait: Duration, mut meanwhile: impl FnMut()) -
             }
             Err(shared) => db = shared,
         }
-        if Instant::now() >= deadline {
+        if deadline.is_none_or(|deadline| Instant::now() >= deadline) {
             return false;
         }
         meanwhile();
@@ -334,9 +334,11 @@ fn recover(
             }
             Err(e) => warn!(attempt, retry_in = ?pause, "opening the store again failed: {e}"),
         }
-        let until = Instant::now() + pause;
+        let until = Instant::now().checked_add(pause);
         loop {
-            let left = until.saturating_duration_since(Instant::now());
+            let left = until.map_or(Duration::ZERO, |until| {
+                until.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 break;
             }
@@ -347,7 +349,7 @@ fn recover(
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
         }
-        pause = (pause * 2).min(longest);
+        pause = pause.saturating_mul(2).min(longest);
     }
     None
 }
