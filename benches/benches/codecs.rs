@@ -9,6 +9,7 @@
 //! ```text
 //! cargo bench -p benches --bench codecs [-- FILTER] [-- --warm-up-time 1 --measurement-time 3]
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::fmt::Debug;
 use std::hint::black_box;

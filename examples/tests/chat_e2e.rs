@@ -2,6 +2,7 @@
 //! on 127.0.0.1, each test with its own server, port and data directory.
 //!
 //! Every wait is bounded; a failing wait prints what the process said so far.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,7 @@
 //! The chat server's limits over real TCP on 127.0.0.1: what names may contain, how much of
 //! their input errors quote, paged lists whose pages stay small whatever other users do, and
 //! per-user quotas.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The chat server and client recovering from failures by themselves: a store that hit a real
 //! I/O error (a file that may not grow, as on a full disk), and a connection lost in the middle
 //! of a send.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

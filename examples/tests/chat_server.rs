@@ -1,5 +1,6 @@
 //! The chat server over real TCP on 127.0.0.1: registration and identity, presence and expiry,
 //! relay with store-and-forward and acknowledgements, rooms, and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::io::Write;
 use std::path::Path as FsPath;

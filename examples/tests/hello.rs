@@ -1,4 +1,5 @@
 //! The hello example programs, run as separate processes on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! themselves: every service's name, version and methods (name, kind, idempotence) are read from
 //! the page and compared with what the service declares, and the page's JSON examples with what
 //! the types serialize to.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
 

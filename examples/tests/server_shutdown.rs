@@ -1,6 +1,7 @@
 //! Every server program drains and exits cleanly when stopped by SIGTERM, as it does on Ctrl-C:
 //! each runs as a separate process on 127.0.0.1, answers a real call, is sent the signal with
 //! `kill`, and must exit by itself with success and say that it drained and stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

@@ -58,6 +58,7 @@ impl Frame {
     ///
     /// If the body is longer than `u32::MAX` bytes; [`FrameCodec`](crate::FrameCodec) checks the
     /// configured maximum (far below that) before calling this.
+    #[allow(clippy::expect_used)] // documented: callers check the body against their maximum
     pub fn header(&self) -> Header {
         Header {
             kind: self.kind,

@@ -2,6 +2,7 @@
 //! also accepts"), checked row by row against the built-in formats. The tables are read from the
 //! page itself, so the page and these tests cannot drift apart: a row whose bytes are wrong fails,
 //! and a row this file has no value for fails too.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -1,4 +1,5 @@
 //! Blocking calls from plain threads, and filters on both sides.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

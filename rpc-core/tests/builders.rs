@@ -1,6 +1,7 @@
 //! Builders: every setter chains by value, no setter's effect depends on the order of calls,
 //! anything that takes an address takes text or an `Endpoint`, and invalid settings are
 //! reported where the chain ends (`connect`, `start`), not in its middle.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Every call's lifecycle on the server, whatever order its frames arrive in: control frames
 //! right behind their request, deadlines that bound whole streams, a client that closes, a
 //! writer that fails, request ids reused. Raw frames over the memory transport, paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

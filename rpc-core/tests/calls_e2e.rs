@@ -1,4 +1,5 @@
 //! End-to-end calls over real sockets (127.0.0.1, Unix) and memory pipes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

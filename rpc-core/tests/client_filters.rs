@@ -1,4 +1,5 @@
 //! Client filters see every kind of call, before, around and after. Memory transport.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

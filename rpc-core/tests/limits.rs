@@ -2,6 +2,7 @@
 //! connection and for the whole server, and that the other clients are served meanwhile. Raw
 //! frames over the memory transport (whose pipes, like sockets, stop taking bytes when nobody
 //! reads them), paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

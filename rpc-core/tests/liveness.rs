@@ -1,5 +1,6 @@
 //! Heartbeats, reconnect and go-away, on the memory transport with paused time so that every
 //! timer is deterministic and the tests take no real time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! `#[service]` end to end: every method shape, through the generated client and server, over
 //! the memory transport, in every built-in format.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
 use std::time::Duration;

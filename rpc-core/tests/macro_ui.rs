@@ -3,6 +3,7 @@
 //!
 //! Regenerate the snapshots with `TRYBUILD=overwrite`, then read each one: it should point at
 //! the offending tokens with a message saying what to do.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 #[test]
 fn ui() {

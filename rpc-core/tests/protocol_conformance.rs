@@ -1,6 +1,7 @@
 //! What `docs/PROTOCOL.md` says a server does, checked with a client written by hand from the
 //! page: frames are built and read byte by byte over a real TCP connection to 127.0.0.1, so a
 //! client in another language written from the page would see the same.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

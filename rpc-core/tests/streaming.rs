@@ -1,4 +1,5 @@
 //! Server streaming: order, bounded buffering end to end, and cancellation by dropping.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Tower middleware on both sides (feature `tower`): limits and timeouts that act on real calls.
 //! Memory transport and paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

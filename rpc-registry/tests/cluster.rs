@@ -1,5 +1,6 @@
 //! Balancing and failover over a fixed list of members, without a registry. Memory transport
 //! and paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::HashMap;
 use std::sync::Arc;

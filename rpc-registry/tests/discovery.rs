@@ -1,5 +1,6 @@
 //! Discovery-aware calls: spreading, failover, and riding out registry trouble. Memory
 //! transport and paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::collections::HashMap;
 use std::sync::Arc;

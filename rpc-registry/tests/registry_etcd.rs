@@ -1,6 +1,6 @@
 //! The etcd backend against a real etcd, which each test starts on free loopback ports (see
 //! `support/etcd_server.rs`; it needs the `etcd` binary, `apt-get install etcd-server`).
-
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 #![cfg(feature = "etcd")]
 
 #[path = "support/etcd_server.rs"]

@@ -1,6 +1,6 @@
 //! The shared conformance suite against a real etcd (started by the test on free loopback
 //! ports), with a short real lease TTL.
-
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 #![cfg(feature = "etcd")]
 
 #[path = "support/etcd_server.rs"]

@@ -1,4 +1,5 @@
 //! The conformance suite against the embedded registry, on paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! A user-supplied transport through the public traits: a stream wrapper over TCP that XORs
 //! every byte with a key, with its own [`Connector`] and [`Acceptor`].
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

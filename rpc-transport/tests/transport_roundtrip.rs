@@ -1,5 +1,6 @@
 //! The built-in transports end to end: TCP on loopback, Unix sockets in a temporary directory,
 //! and in-process memory pipes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
 

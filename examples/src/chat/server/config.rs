@@ -61,6 +61,8 @@ pub struct ChatServerConfig {
 impl ChatServerConfig {
     /// The default listening endpoint.
     pub const DEFAULT_LISTEN: &'static str = "tcp://127.0.0.1:7300";
+    /// The port of [`Self::DEFAULT_LISTEN`].
+    pub const DEFAULT_PORT: u16 = 7300;
     /// The default presence TTL.
     pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(10);
     /// The default number of posts a room keeps.
@@ -96,11 +98,10 @@ impl ChatServerConfig {
     /// The defaults, with the database in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ChatServerConfig {
-            listen: vec![
-                Self::DEFAULT_LISTEN
-                    .parse()
-                    .expect("the default endpoint is valid"),
-            ],
+            listen: vec![Endpoint::tcp(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                Self::DEFAULT_PORT,
+            )))],
             data_dir: data_dir.into(),
             registry: None,
             presence_ttl: Self::DEFAULT_PRESENCE_TTL,
