@@ -2,6 +2,7 @@
 //! status and an error body.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rpc_codec::{ErrorBody, Format, SerializeError, Status};
@@ -14,13 +15,15 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError<E = String> {
-    /// No connection could be made to the server.
-    #[error("could not connect to {endpoint}: {reason}")]
+    /// No connection could be made to the server. Why is the error's
+    /// [`source`](std::error::Error::source); [`RpcError::report`] prints both.
+    #[error("could not connect to {endpoint}")]
     Connect {
         /// Where the client tried to connect.
         endpoint: String,
         /// The last connection error.
-        reason: String,
+        #[source]
+        cause: Cause,
     },
     /// The endpoint given does not name one (see [`Endpoint`](crate::Endpoint)).
     #[error("invalid endpoint: {0}")]
@@ -28,15 +31,13 @@ pub enum RpcError<E = String> {
     /// The client's settings do not make sense (see [`ClientConfig`](crate::ClientConfig)).
     #[error("invalid client setting: {0}")]
     InvalidConfig(String),
-    /// The connection the call was on broke before the answer arrived.
-    #[error("connection lost: {0}")]
-    ConnectionLost(String),
+    /// The connection the call was on broke before the answer arrived. How is the error's
+    /// [`source`](std::error::Error::source).
+    #[error("connection lost")]
+    ConnectionLost(#[source] Cause),
     /// The call's deadline passed before the answer arrived.
     #[error("deadline exceeded")]
     DeadlineExceeded,
-    /// The call was cancelled.
-    #[error("call cancelled")]
-    Cancelled,
     /// The server does not serve the service (name and version).
     #[error("service not found: {0}")]
     ServiceNotFound(String),
@@ -70,6 +71,13 @@ pub enum RpcError<E = String> {
 }
 
 impl<E> RpcError<E> {
+    /// Converts the application error into another type it converts into, so that code
+    /// returning `RpcError<Mine>` can `?` a call of a method whose error type is `Theirs`
+    /// (given `impl From<Theirs> for Mine`): `call().await.map_err(RpcError::convert)?`.
+    pub fn convert<F: From<E>>(self) -> RpcError<F> {
+        self.map_application(F::from)
+    }
+
     /// Maps the application error type.
     pub fn map_application<F>(self, f: impl FnOnce(E) -> F) -> RpcError<F> {
         match self {
@@ -82,7 +90,6 @@ impl<E> RpcError<E> {
     pub fn status(&self) -> Option<Status> {
         Some(match self {
             RpcError::DeadlineExceeded => Status::DEADLINE_EXCEEDED,
-            RpcError::Cancelled => Status::CANCELLED,
             RpcError::ServiceNotFound(_) => Status::SERVICE_NOT_FOUND,
             RpcError::MethodNotFound(_) => Status::METHOD_NOT_FOUND,
             RpcError::BadRequest(_) => Status::BAD_REQUEST,
@@ -121,12 +128,11 @@ impl<E> RpcError<E> {
     /// into `Internal` rather than panicking.
     pub(crate) fn cast<F>(self) -> RpcError<F> {
         match self {
-            RpcError::Connect { endpoint, reason } => RpcError::Connect { endpoint, reason },
+            RpcError::Connect { endpoint, cause } => RpcError::Connect { endpoint, cause },
             RpcError::BadEndpoint(m) => RpcError::BadEndpoint(m),
             RpcError::InvalidConfig(m) => RpcError::InvalidConfig(m),
             RpcError::ConnectionLost(m) => RpcError::ConnectionLost(m),
             RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
-            RpcError::Cancelled => RpcError::Cancelled,
             RpcError::ServiceNotFound(m) => RpcError::ServiceNotFound(m),
             RpcError::MethodNotFound(m) => RpcError::MethodNotFound(m),
             RpcError::BadRequest(m) => RpcError::BadRequest(m),
@@ -155,7 +161,8 @@ impl<E> RpcError<E> {
             Status::SERVICE_NOT_FOUND => RpcError::ServiceNotFound(m),
             Status::METHOD_NOT_FOUND => RpcError::MethodNotFound(m),
             Status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded,
-            Status::CANCELLED => RpcError::Cancelled,
+            // A cancelled call gets no answer; a server never sends this.
+            Status::CANCELLED => RpcError::Protocol(format!("the server answered CANCELLED: {m}")),
             Status::SERVER_BUSY => RpcError::ServerBusy(m),
             Status::UNAVAILABLE => RpcError::Unavailable(m),
             Status::REJECTED => RpcError::Rejected(m),
@@ -229,6 +236,90 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
+impl<E: fmt::Debug> RpcError<E> {
+    /// The error and its causes on one line, for people: "could not connect to
+    /// tcp://127.0.0.1:7000: connection refused". `Display` alone says what failed; the causes
+    /// are the [`source`](std::error::Error::source) chain.
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// An error and its [`source`](std::error::Error::source) chain, written as "what: why: why".
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a>(pub &'a dyn std::error::Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// The error behind a failure that is not the server's answer (a connection that could not be
+/// made or was lost), kept whole as the failure's [`source`](std::error::Error::source) and
+/// shared, so that [`RpcError`] stays cheap to clone. Two causes are equal when they read the
+/// same.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause(Arc::new(error))
+    }
+
+    /// A cause that is only a message.
+    pub fn message(message: impl Into<String>) -> Self {
+        Cause(Arc::new(Message(message.into())))
+    }
+
+    /// The error kept, to inspect or downcast.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +331,6 @@ mod tests {
             Status::SERVICE_NOT_FOUND,
             Status::METHOD_NOT_FOUND,
             Status::DEADLINE_EXCEEDED,
-            Status::CANCELLED,
             Status::SERVER_BUSY,
             Status::UNAVAILABLE,
             Status::REJECTED,
@@ -261,10 +351,10 @@ mod tests {
     fn classification_for_failover() {
         let connect: RpcError = RpcError::Connect {
             endpoint: "tcp://127.0.0.1:1".into(),
-            reason: "refused".into(),
+            cause: Cause::message("refused"),
         };
         assert!(connect.not_started() && connect.is_connection_error());
-        let lost: RpcError = RpcError::ConnectionLost("reset".into());
+        let lost: RpcError = RpcError::ConnectionLost(Cause::message("reset"));
         assert!(!lost.not_started() && lost.is_connection_error());
         let app: RpcError = RpcError::Application("x".into());
         assert!(!app.not_started() && !app.is_connection_error());

@@ -75,7 +75,7 @@ pub use caller::{
 };
 pub use client::{Client, ClientBuilder, ClientConfig, ConnectionState};
 pub use context::CallContext;
-pub use error::{RpcError, ServerError};
+pub use error::{Cause, Report, RpcError, ServerError};
 pub use filter::{CallFuture, CallOutput, ClientFilter, ServerFilter, TraceCalls};
 pub use rpc_codec::{
     DEFAULT_MAX_BODY_LEN, Format, Formats, Metadata, MetadataError, SerializeError, Serializer,

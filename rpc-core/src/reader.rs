@@ -84,19 +84,34 @@ impl fmt::Display for Disconnect {
         match self {
             Disconnect::PeerClosed => f.write_str("the peer closed the connection"),
             Disconnect::Idle(after) => write!(f, "nothing read for {after:?}"),
-            Disconnect::Malformed(e) => write!(f, "malformed frame: {e}"),
+            Disconnect::Malformed(_) => f.write_str("malformed frame"),
             Disconnect::Protocol(reason) => write!(f, "protocol violation: {reason}"),
             Disconnect::ReadFailed(e) | Disconnect::WriteFailed(e)
                 if e.kind() == io::ErrorKind::ConnectionReset =>
             {
                 f.write_str("connection reset by the peer")
             }
-            Disconnect::ReadFailed(e) => write!(f, "read failed: {e}"),
-            Disconnect::WriteFailed(e) => write!(f, "write failed: {e}"),
+            Disconnect::ReadFailed(_) => f.write_str("read failed"),
+            Disconnect::WriteFailed(_) => f.write_str("write failed"),
             Disconnect::Drained => {
                 f.write_str("the server is draining and every call on the connection is answered")
             }
             Disconnect::Local(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Disconnect {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Disconnect::Malformed(e) => Some(e),
+            // A reset says all there is to say.
+            Disconnect::ReadFailed(e) | Disconnect::WriteFailed(e)
+                if e.kind() != io::ErrorKind::ConnectionReset =>
+            {
+                Some(e)
+            }
+            _ => None,
         }
     }
 }

@@ -109,3 +109,44 @@ async fn a_bad_endpoint_or_setting_fails_where_the_chain_ends() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_connect_error_keeps_its_cause_as_its_source() {
+    use std::error::Error;
+
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Client::connect(format!("tcp://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Connect { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("could not connect to tcp://127.0.0.1:{port}")
+    );
+    let cause = err.source().expect("the transport error is the source");
+    assert!(cause.to_string().contains(&port.to_string()), "{cause}");
+    let report = err.report().to_string();
+    assert!(report.to_lowercase().contains("refused"), "{report}");
+}
+
+#[test]
+fn application_errors_convert_for_question_marks() {
+    #[derive(Debug, PartialEq)]
+    struct Mine(String);
+    impl From<String> for Mine {
+        fn from(s: String) -> Self {
+            Mine(s)
+        }
+    }
+    fn mine() -> Result<(), RpcError<Mine>> {
+        let theirs: Result<(), RpcError<String>> = Err(RpcError::Application("no".into()));
+        theirs.map_err(RpcError::convert)?;
+        Ok(())
+    }
+    assert_eq!(mine(), Err(RpcError::Application(Mine("no".into()))));
+}

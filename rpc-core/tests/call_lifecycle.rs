@@ -541,7 +541,7 @@ async fn a_client_whose_writes_fail_fails_its_calls_at_once_and_reconnects() {
     let started = tokio::time::Instant::now();
     let err = client.sleep(1).await.unwrap_err();
     assert!(matches!(err, RpcError::ConnectionLost(_)), "{err}");
-    assert!(err.to_string().contains("write failed"), "{err}");
+    assert!(err.report().to_string().contains("write failed"), "{err}");
     let err = slow.await.unwrap().unwrap_err();
     assert!(matches!(err, RpcError::ConnectionLost(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(1));

@@ -166,7 +166,11 @@ impl ClientFilter for OneAtATime {
             return Box::pin(async { Err(RpcError::Rejected("no one-way calls".into())) });
         }
         Box::pin(async move {
-            let _turn = self.0.acquire().await.map_err(|_| RpcError::Cancelled)?;
+            let _turn = self
+                .0
+                .acquire()
+                .await
+                .map_err(|_| RpcError::Rejected("the filter is closed".into()))?;
             next.await
         })
     }

@@ -63,7 +63,7 @@ async fn client_detects_a_half_open_server_within_the_idle_timeout() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, RpcError::ConnectionLost(ref m) if m.contains("nothing read")),
+        matches!(err, RpcError::ConnectionLost(ref c) if c.to_string().contains("nothing read")),
         "{err}"
     );
     let waited = start.elapsed();

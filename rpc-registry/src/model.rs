@@ -214,14 +214,14 @@ impl From<rpc_core::RpcError<RegistryError>> for RegistryError {
     fn from(e: rpc_core::RpcError<RegistryError>) -> Self {
         match e {
             rpc_core::RpcError::Application(e) => e,
-            other => RegistryError::Unavailable(other.to_string()),
+            other => RegistryError::Unavailable(other.report().to_string()),
         }
     }
 }
 
 impl From<rpc_core::RpcError> for RegistryError {
     fn from(e: rpc_core::RpcError) -> Self {
-        RegistryError::Unavailable(e.to_string())
+        RegistryError::Unavailable(e.report().to_string())
     }
 }
 

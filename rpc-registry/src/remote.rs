@@ -318,7 +318,7 @@ impl Registry for RemoteRegistry {
                             Ok(None) => continue,
                             Err(e) => e,
                         },
-                        Some(Err(e)) => RegistryError::Unavailable(e.to_string()),
+                        Some(Err(e)) => RegistryError::Unavailable(e.report().to_string()),
                         None if reassembly.is_partial() => {
                             RegistryError::Unavailable("the watch ended inside a snapshot".into())
                         }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::caller::error_from_body;
-use crate::error::RpcError;
+use crate::error::{Cause, Report, RpcError};
 use crate::frame_buf::empty_frame;
 use crate::id_hash::IdHash;
 use crate::reader::{Disconnect, ReadHandler, ReaderConfig, read_frames};
@@ -43,7 +43,7 @@ pub(crate) struct Conn {
     /// Calls waiting on this connection; the writer's coalescing hint.
     pub(crate) outstanding: Arc<AtomicUsize>,
     status: AtomicU8,
-    close_reason: OnceLock<String>,
+    close_cause: OnceLock<Cause>,
     /// Cancelled when the connection closes, from whichever side noticed first (the reader, the
     /// writer, or the client closing).
     closed: CancellationToken,
@@ -56,7 +56,7 @@ impl Conn {
             pending: DashMap::default(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             status: AtomicU8::new(OPEN),
-            close_reason: OnceLock::new(),
+            close_cause: OnceLock::new(),
             closed: CancellationToken::new(),
         }
     }
@@ -78,10 +78,10 @@ impl Conn {
 
     pub(crate) fn lost(&self) -> RpcError {
         RpcError::ConnectionLost(
-            self.close_reason
+            self.close_cause
                 .get()
                 .cloned()
-                .unwrap_or_else(|| "connection closed".to_owned()),
+                .unwrap_or_else(|| Cause::message("connection closed")),
         )
     }
 
@@ -123,8 +123,8 @@ impl Conn {
 
     /// Marks the connection closed, fails every pending call and stops its reader. The first
     /// reason given is the one calls report.
-    pub(crate) fn close(&self, reason: String) {
-        let _ = self.close_reason.set(reason);
+    pub(crate) fn close(&self, cause: Cause) {
+        let _ = self.close_cause.set(cause);
         self.status.store(CLOSED, Ordering::SeqCst);
         // Dropping the senders wakes every waiting call with "connection lost".
         self.pending.clear();
@@ -133,8 +133,8 @@ impl Conn {
     }
 
     /// Why the connection closed, once it has.
-    pub(crate) fn close_reason(&self) -> Option<&str> {
-        self.close_reason.get().map(String::as_str)
+    pub(crate) fn close_reason(&self) -> Option<String> {
+        self.close_cause.get().map(|c| Report(c).to_string())
     }
 }
 
@@ -157,10 +157,9 @@ pub(crate) async fn run_reader(
         on_go_away,
     };
     let reason = read_frames(io, config, &mut handler, None, stop).await;
-    conn.close(reason.to_string());
+    conn.close(Cause::new(reason));
     conn.close_reason()
-        .unwrap_or("connection closed")
-        .to_owned()
+        .unwrap_or_else(|| "connection closed".to_owned())
 }
 
 /// The client's side of reading: answers complete the pending calls.

@@ -27,7 +27,7 @@ use self::state::{DropGuard, Shared};
 use self::supervisor::supervise;
 use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
-use crate::error::RpcError;
+use crate::error::{Cause, RpcError};
 use crate::filter::{CallFuture, CallOutput, ClientFilter, ClientFilters};
 use crate::frame_buf::FrameBuf;
 use crate::service::MethodKind;
@@ -145,7 +145,7 @@ impl ClientBuilder {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(RpcError::Connect {
                 endpoint: client.shared.target.clone(),
-                reason: "client stopped".to_owned(),
+                cause: Cause::message("client stopped"),
             }),
         }
     }
@@ -308,7 +308,7 @@ impl Client {
     fn connect_error(&self, reason: String) -> RpcError {
         RpcError::Connect {
             endpoint: self.shared.target.clone(),
-            reason,
+            cause: Cause::message(reason),
         }
     }
 

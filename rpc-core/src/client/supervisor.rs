@@ -10,7 +10,8 @@ use tracing::{debug, info, warn};
 
 use super::conn::{Conn, run_reader};
 use super::state::{ConnectionState, Shared};
-use crate::error::RpcError;
+use crate::error::{Cause, RpcError};
+use crate::reader::Disconnect;
 use crate::reader::ReaderConfig;
 use crate::writer::run_writer;
 
@@ -36,7 +37,7 @@ pub(crate) async fn supervise(
             r = tokio::time::timeout(config.connect_timeout, connector.connect()) => r,
             () = shared.shutdown.cancelled() => break,
         };
-        let error = match attempt_result {
+        let (error, cause) = match attempt_result {
             Ok(Ok(connection)) => {
                 attempt = 0;
                 number += 1;
@@ -78,14 +79,17 @@ pub(crate) async fn supervise(
                     .send_replace(ConnectionState::Reconnecting { attempt: 0, reason });
                 continue;
             }
-            Ok(Err(e)) => connect_reason(&e),
-            Err(_) => format!("connect timed out after {:?}", config.connect_timeout),
+            Ok(Err(e)) => (connect_reason(&e), Cause::new(e)),
+            Err(_) => {
+                let reason = format!("connect timed out after {:?}", config.connect_timeout);
+                (reason.clone(), Cause::message(reason))
+            }
         };
         attempt += 1;
         if let Some(tx) = first.take() {
             let _ = tx.send(Err(RpcError::Connect {
                 endpoint: shared.target.clone(),
-                reason: error,
+                cause,
             }));
             break;
         }
@@ -130,7 +134,7 @@ fn start_connection(
             // deadlines, and its reader stops, which makes the client reconnect.
             debug!(connection = number, "writer stopped: {e}");
             if let Some(conn) = writer_conn.upgrade() {
-                conn.close(format!("write failed: {e}"));
+                conn.close(Cause::new(Disconnect::WriteFailed(e)));
             }
         }
     });
@@ -150,7 +154,7 @@ fn start_connection(
             reason = reader => reason,
             () = shutdown.cancelled() => {
                 let reason = "client closed".to_owned();
-                reader_conn.close(reason.clone());
+                reader_conn.close(Cause::message(reason.clone()));
                 reason
             }
         };

@@ -26,7 +26,7 @@ use super::control::CallSignal;
 use super::limits::Slot;
 use super::state::{ConnShared, ServerShared};
 use super::warn_limit::Verdict;
-use crate::error::ServerError;
+use crate::error::{Report, ServerError};
 use crate::frame_buf::empty_frame;
 use crate::reader::{Disconnect, ReadHandler, ReadPause, ReaderConfig, read_frames};
 use crate::service::{ReplyInner, ServerCall};
@@ -96,8 +96,9 @@ pub(crate) async fn serve_connection(
     let reason = read_frames(read, config, &mut handler, Some(pause), stop).await;
     drop(handler);
     drop(tx);
+    let report = Report(&reason).to_string();
     if reason.is_orderly() {
-        debug!(connection = number, peer = %conn.peer, %reason, "connection closed");
+        debug!(connection = number, peer = %conn.peer, reason = %report, "connection closed");
     } else {
         let verdict = server
             .warnings
@@ -106,17 +107,17 @@ pub(crate) async fn serve_connection(
             .unwrap_or(Verdict::Log { held_back: 0 });
         match verdict {
             Verdict::Log { held_back: 0 } => {
-                warn!(connection = number, peer = %conn.peer, %reason, "closing connection");
+                warn!(connection = number, peer = %conn.peer, reason = %report, "closing connection");
             }
             Verdict::Log { held_back } => warn!(
                 connection = number,
                 peer = %conn.peer,
-                %reason,
+                reason = %report,
                 held_back,
                 "closing connection (and {held_back} more closed for a fault, not logged)"
             ),
             Verdict::HoldBack => {
-                debug!(connection = number, peer = %conn.peer, %reason, "closing connection");
+                debug!(connection = number, peer = %conn.peer, reason = %report, "closing connection");
             }
         }
     }

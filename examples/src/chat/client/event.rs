@@ -105,7 +105,7 @@ pub enum ClientError {
     #[error("{0}")]
     Chat(#[from] ChatError),
     /// The call did not go through: no connection, connection lost, timeout, protocol error.
-    #[error("{0}")]
+    #[error("{}", .0.report())]
     Rpc(RpcError),
     /// The client was not online within the call timeout (it is reconnecting).
     #[error("not online: {0}")]

@@ -102,11 +102,11 @@ impl Shared {
         connection.mark_unchanged();
         let mut inbox = match self.signal.inbox(token.clone()).await {
             Ok(inbox) => inbox,
-            Err(e) => return Ended::Lost(format!("could not open the inbox: {e}")),
+            Err(e) => return Ended::Lost(format!("could not open the inbox: {}", e.report())),
         };
         let mut presence = match self.signal.presence(token.clone()).await {
             Ok(presence) => presence,
-            Err(e) => return Ended::Lost(format!("could not watch presence: {e}")),
+            Err(e) => return Ended::Lost(format!("could not watch presence: {}", e.report())),
         };
         // The presence stream's first event (who is online) says the server has taken the
         // calls so far, the inbox's included: only then can relayed messages be pushed live
@@ -117,7 +117,9 @@ impl Shared {
                 self.directory().apply(&event);
                 self.sink.emit(ChatEvent::Presence(event));
             }
-            Ok(Some(Err(e))) => return Ended::Lost(format!("presence stream failed: {e}")),
+            Ok(Some(Err(e))) => {
+                return Ended::Lost(format!("presence stream failed: {}", e.report()));
+            }
             Ok(None) => return Ended::Lost("the server ended the presence stream".to_owned()),
             Err(_) => return Ended::Lost(format!("no presence list within {timeout:?}")),
         }
