@@ -81,7 +81,7 @@ pub trait ServerFilter: Send + Sync + fmt::Debug + 'static {
 ///         next: CallFuture<'a>,
 ///     ) -> CallFuture<'a> {
 ///         Box::pin(async move {
-///             let _turn = self.0.acquire().await.map_err(|_| RpcError::Cancelled)?;
+///             let _turn = self.0.acquire().await.map_err(|_| RpcError::Rejected("closed".into()))?;
 ///             next.await
 ///         })
 ///     }
