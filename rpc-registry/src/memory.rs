@@ -251,7 +251,7 @@ impl Registry for MemoryRegistry {
         let mut state = self.inner.lock();
         state.next_lease += 1;
         let id = LeaseId(state.next_lease);
-        let deadline = Instant::now() + ttl;
+        let deadline = expiry(Instant::now(), ttl);
         state.leases.insert(
             id,
             LeaseState {
@@ -274,7 +274,7 @@ impl Registry for MemoryRegistry {
             .get_mut(&lease)
             .ok_or(RegistryError::LeaseNotFound(lease))?;
         state.deadlines.remove(&(l.deadline, lease));
-        l.deadline = Instant::now() + l.ttl;
+        l.deadline = expiry(Instant::now(), l.ttl);
         state.deadlines.insert((l.deadline, lease));
         Ok(Lease {
             id: lease,
@@ -456,4 +456,10 @@ async fn expire_leases(inner: Arc<Inner>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
     }
+}
+/// When a lease of `ttl` granted or renewed `now` expires. A TTL too long for the clock (say
+/// `Duration::MAX`) is held at thirty years, which no process outlives, rather than overflowing.
+fn expiry(now: Instant, ttl: Duration) -> Instant {
+    const LONGEST: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(ttl.min(LONGEST)).unwrap_or(now)
 }

@@ -225,3 +225,14 @@ async fn a_hundred_thousand_instances() {
     tokio::time::sleep(TTL + Duration::from_secs(1)).await;
     assert_eq!(registry.instance_count(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_longer_than_the_clock_can_count_is_granted_and_renewed() {
+    let registry = MemoryRegistry::new();
+    // Adding Duration::MAX to the clock overflowed (a panic under the registry's lock).
+    let lease = registry.grant(Duration::MAX).await.unwrap();
+    assert_eq!(lease.ttl, Duration::MAX);
+    registry.keep_alive(lease.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600 * 24 * 365)).await;
+    registry.keep_alive(lease.id).await.unwrap();
+}
