@@ -24,6 +24,43 @@ pub(crate) struct ReaderConfig {
     pub(crate) max_body_len: usize,
 }
 
+impl ReaderConfig {
+    /// The settings both sides' configurations give: an idle timeout not set is three
+    /// heartbeat intervals. Fails, naming the setting, when they do not make sense together.
+    pub(crate) fn new(
+        heartbeat_interval: Duration,
+        idle_timeout: Option<Duration>,
+        max_body_len: usize,
+    ) -> Result<Self, String> {
+        let idle_timeout = effective_idle_timeout(heartbeat_interval, idle_timeout);
+        if heartbeat_interval.is_zero() {
+            return Err("heartbeat_interval must be more than zero".to_owned());
+        }
+        if idle_timeout < heartbeat_interval {
+            return Err(format!(
+                "idle_timeout ({idle_timeout:?}) must be at least heartbeat_interval \
+                 ({heartbeat_interval:?})"
+            ));
+        }
+        if max_body_len == 0 || max_body_len > u32::MAX as usize {
+            return Err(format!(
+                "max_frame_len must be between 1 and {} bytes, not {max_body_len}",
+                u32::MAX
+            ));
+        }
+        Ok(ReaderConfig {
+            heartbeat_interval,
+            idle_timeout,
+            max_body_len,
+        })
+    }
+}
+
+/// The idle timeout in force: the one set, or three heartbeat intervals.
+pub(crate) fn effective_idle_timeout(heartbeat: Duration, idle: Option<Duration>) -> Duration {
+    idle.unwrap_or_else(|| heartbeat.saturating_mul(3))
+}
+
 /// Stop reading while more than `limit` bytes of answers wait to be written to a peer that does
 /// not read them, or while the whole server holds more than its own limit; read again once they
 /// are down to half.

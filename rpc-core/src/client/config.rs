@@ -7,6 +7,7 @@ use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format};
 
 use crate::backoff::Backoff;
 use crate::filter::ClientFilter;
+use crate::reader::{ReaderConfig, effective_idle_timeout};
 
 /// Client settings. Every field's default is in its description.
 #[derive(Debug, Clone)]
@@ -57,8 +58,16 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// The idle timeout in force: the one set, or three heartbeat intervals.
     pub fn effective_idle_timeout(&self) -> Duration {
-        self.idle_timeout
-            .unwrap_or_else(|| self.heartbeat_interval.saturating_mul(3))
+        effective_idle_timeout(self.heartbeat_interval, self.idle_timeout)
+    }
+
+    /// What the connection's reader runs with; fails as [`ClientConfig::validate`] does.
+    pub(crate) fn reader(&self) -> Result<ReaderConfig, String> {
+        ReaderConfig::new(
+            self.heartbeat_interval,
+            self.idle_timeout,
+            self.max_frame_len,
+        )
     }
 
     /// Checks that the settings make sense together; the error says which does not.
@@ -66,28 +75,13 @@ impl ClientConfig {
         let positive = [
             ("timeout", self.timeout),
             ("connect_timeout", self.connect_timeout),
-            ("heartbeat_interval", self.heartbeat_interval),
         ];
         for (name, value) in positive {
             if value.is_zero() {
                 return Err(format!("{name} must be more than zero"));
             }
         }
-        let idle = self.effective_idle_timeout();
-        if idle < self.heartbeat_interval {
-            return Err(format!(
-                "idle_timeout ({idle:?}) must be at least heartbeat_interval ({:?})",
-                self.heartbeat_interval
-            ));
-        }
-        if self.max_frame_len == 0 || self.max_frame_len > u32::MAX as usize {
-            return Err(format!(
-                "max_frame_len must be between 1 and {} bytes, not {}",
-                u32::MAX,
-                self.max_frame_len
-            ));
-        }
-        Ok(())
+        self.reader().map(drop)
     }
 }
 

@@ -138,6 +138,7 @@ fn start_connection(
             }
         }
     });
+    // Checked when the client was built.
     let reader_config = ReaderConfig {
         heartbeat_interval: config.heartbeat_interval,
         idle_timeout: config.effective_idle_timeout(),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rpc_codec::DEFAULT_MAX_BODY_LEN;
 
+use crate::reader::{ReaderConfig, effective_idle_timeout};
+
 /// Server settings. Every field's default is in its description.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -54,8 +56,16 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The idle timeout in force: the one set, or three heartbeat intervals.
     pub fn effective_idle_timeout(&self) -> Duration {
-        self.idle_timeout
-            .unwrap_or_else(|| self.heartbeat_interval.saturating_mul(3))
+        effective_idle_timeout(self.heartbeat_interval, self.idle_timeout)
+    }
+
+    /// What each connection's reader runs with; fails as [`ServerConfig::validate`] does.
+    pub(crate) fn reader(&self) -> Result<ReaderConfig, String> {
+        ReaderConfig::new(
+            self.heartbeat_interval,
+            self.idle_timeout,
+            self.max_frame_len,
+        )
     }
 
     /// Checks that the settings make sense together; the error says which does not.
@@ -73,23 +83,6 @@ impl ServerConfig {
                 self.connection_buffer, self.max_connection_buffer, self.max_server_buffer
             ));
         }
-        if self.heartbeat_interval.is_zero() {
-            return Err("heartbeat_interval must be more than zero".to_owned());
-        }
-        let idle = self.effective_idle_timeout();
-        if idle < self.heartbeat_interval {
-            return Err(format!(
-                "idle_timeout ({idle:?}) must be at least heartbeat_interval ({:?})",
-                self.heartbeat_interval
-            ));
-        }
-        if self.max_frame_len == 0 || self.max_frame_len > u32::MAX as usize {
-            return Err(format!(
-                "max_frame_len must be between 1 and {} bytes, not {}",
-                u32::MAX,
-                self.max_frame_len
-            ));
-        }
-        Ok(())
+        self.reader().map(drop)
     }
 }
