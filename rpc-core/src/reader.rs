@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use rpc_codec::{Frame, FrameCodec, FrameError};
 use rpc_transport::BoxRead;
@@ -15,6 +16,13 @@ use tokio_util::codec::FramedRead;
 
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::writer::Backlog;
+
+/// What a connection's read buffer starts with; it grows (doubling, or to a frame's size) when
+/// the traffic needs more.
+const INITIAL_READ_BUFFER: usize = 8 * 1024;
+/// A read buffer grown past this is given back when a burst leaves it empty, so an idle
+/// connection holds at most this much for its reads.
+const MAX_IDLE_READ_BUFFER: usize = 256 * 1024;
 
 /// What the reading loop needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -179,7 +187,7 @@ pub(crate) async fn read_frames(
     let mut frames = FramedRead::with_capacity(
         io,
         FrameCodec::with_max_body_len(config.max_body_len),
-        64 * 1024,
+        INITIAL_READ_BUFFER,
     );
     let mut heartbeat = Heartbeat::new(
         config.heartbeat_interval,
@@ -205,9 +213,13 @@ pub(crate) async fn read_frames(
                 let now = Instant::now();
                 heartbeat.on_read(now);
                 let mut next = Some(frame);
+                let mut large = false;
                 while let Some(frame) = next.take() {
                     let handled = match frame {
-                        Some(Ok(frame)) => handler.frame(frame, now),
+                        Some(Ok(frame)) => {
+                            large |= frame.body.len() > MAX_IDLE_READ_BUFFER / 2;
+                            handler.frame(frame, now)
+                        }
                         Some(Err(FrameError::Io(e))) => Err(Disconnect::ReadFailed(e)),
                         Some(Err(e)) => Err(Disconnect::Malformed(e)),
                         None => Err(Disconnect::PeerClosed),
@@ -223,6 +235,12 @@ pub(crate) async fn read_frames(
                 }
                 if let Err(reason) = handler.burst_done() {
                     return reason;
+                }
+                // A large frame grew the buffer to its size (what is left of it after the frame
+                // was split off is all `capacity` shows); an idle connection gives that back.
+                let buffer = frames.read_buffer_mut();
+                if buffer.is_empty() && (large || buffer.capacity() > MAX_IDLE_READ_BUFFER) {
+                    *buffer = BytesMut::with_capacity(INITIAL_READ_BUFFER);
                 }
             }
             () = &mut sleep => {

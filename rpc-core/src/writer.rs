@@ -17,6 +17,11 @@ const LARGE_FRAME: usize = 16 * 1024;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// At most this many buffers go into one vectored write.
 const MAX_IOVECS: usize = 64;
+/// What the buffer of small frames starts with; it grows (doubling) when bursts need more.
+const INITIAL_BATCH_BUFFER: usize = 8 * 1024;
+/// A batch buffer grown past this by a burst is given back once the burst is written, so an idle
+/// connection holds at most this much for its writes.
+const MAX_IDLE_BATCH_BUFFER: usize = 256 * 1024;
 
 /// One frame to write, and what to release once it is written: `T` is the writer's token, a
 /// server call's place in the concurrency limits, so that queued answers count against the
@@ -305,7 +310,8 @@ impl<T> Batch<T> {
             self.segments.push(out.frame);
         } else {
             if self.small.capacity() - self.small.len() < out.frame.len() {
-                self.small.reserve(out.frame.len().max(64 * 1024));
+                self.small
+                    .reserve(out.frame.len().max(INITIAL_BATCH_BUFFER));
             }
             self.small.extend_from_slice(&out.frame);
         }
@@ -324,8 +330,13 @@ impl<T> Batch<T> {
         self.segments.clear();
         self.tokens.clear();
         self.frames = 0;
-        self.bytes = 0;
         self.cost = 0;
+        // The buffer's capacity after `split` is only what is left of it; the bytes of the burst
+        // tell how large it grew.
+        if self.bytes > MAX_IDLE_BATCH_BUFFER || self.small.capacity() > MAX_IDLE_BATCH_BUFFER {
+            self.small = BytesMut::new();
+        }
+        self.bytes = 0;
     }
 }
 
