@@ -4,6 +4,7 @@
 //! reads them), paused time.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -18,7 +19,12 @@ trait Big {
     /// `len` bytes, after a yield (so the call outlives the read step that brought it in).
     async fn big(&self, len: usize) -> ByteBuf;
     async fn ping(&self) -> u8;
+    /// `len` bytes at once (the call answers within the read step that brought it in).
+    async fn big_now(&self, len: usize) -> ByteBuf;
 }
+
+/// How many `big_now` calls have run.
+static BIG_NOW_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 struct Impl;
 
@@ -30,6 +36,11 @@ impl Big for Impl {
 
     async fn ping(&self) -> u8 {
         1
+    }
+
+    async fn big_now(&self, len: usize) -> ByteBuf {
+        BIG_NOW_CALLS.fetch_add(1, Ordering::Relaxed);
+        ByteBuf::from(vec![7u8; len])
     }
 }
 
@@ -65,8 +76,12 @@ fn frame(kind: FrameKind, id: u64, body: &[u8], serializer: SerializerId) -> Byt
 }
 
 fn big_request(id: u64, len: usize) -> Bytes {
+    request(id, "big", len)
+}
+
+fn request(id: u64, method: &str, len: usize) -> Bytes {
     let mut body = BytesMut::new();
-    put_request_head(&mut body, "test.Big", "", "big", None, &Metadata::new()).unwrap();
+    put_request_head(&mut body, "test.Big", "", method, None, &Metadata::new()).unwrap();
     Format::MessagePack.encode(&(len,), &mut body).unwrap();
     frame(FrameKind::Request, id, &body, SerializerId::MESSAGE_PACK)
 }
@@ -119,6 +134,27 @@ async fn a_ping_flood_that_never_reads_costs_what_the_connection_may_buffer() {
         0,
         "a closed connection's memory is given back"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_ready_at_once_count_toward_the_pause_within_a_burst() {
+    let server = start("at-once", 64 * KIB, 1024 * KIB, 4096 * KIB).await;
+    let endpoint = server.local_endpoint().unwrap().clone();
+    // A thousand calls whose 16 KiB answers are ready as soon as each request is read, all in one
+    // write, never read: the server must stop reading after about a connection buffer's worth
+    // (not handle the whole burst and hold 16 MB of answers first).
+    let requests: Vec<Bytes> = (1..=1000).map(|id| request(id, "big_now", 16 * KIB)).collect();
+    let flooder = flood(raw(&endpoint).await, Bytes::from(requests.concat()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = BIG_NOW_CALLS.load(Ordering::Relaxed);
+    assert!(
+        (4..=16).contains(&calls),
+        "{calls} calls ran for a client that reads nothing"
+    );
+    assert!(server.buffered() <= 192 * KIB, "{} bytes held", server.buffered());
+    assert_eq!(server.connection_count(), 1, "the connection is paused, not closed");
+    a_well_behaved_client_is_served(&endpoint).await;
+    drop(flooder.await.unwrap());
 }
 
 #[tokio::test(start_paused = true)]

@@ -92,6 +92,7 @@ pub(crate) async fn serve_connection(
         conn: &conn,
         tx: tx.clone(),
         answers: Vec::new(),
+        held_bytes: 0,
     };
     let reason = read_frames(read, config, &mut handler, Some(pause), stop).await;
     drop(handler);
@@ -141,6 +142,11 @@ pub(crate) async fn serve_connection(
     conn.done.cancel();
 }
 
+/// Answers ready at once are handed to the writer together at the end of a burst, or as soon as
+/// they add up to this many bytes: until then the read pause does not count them, so a burst of
+/// requests with large answers could otherwise pile up any amount of them.
+const MAX_HELD_ANSWERS: usize = 64 * 1024;
+
 /// The server's side of reading: requests start calls, control frames reach them through the
 /// call table, and the answers ready at the end of a burst go to the writer together.
 struct Requests<'a> {
@@ -148,23 +154,41 @@ struct Requests<'a> {
     conn: &'a Arc<ConnShared>,
     tx: OutgoingTx<Slot>,
     answers: Vec<Outgoing<Slot>>,
+    /// The bytes of `answers`.
+    held_bytes: usize,
+}
+
+impl Requests<'_> {
+    fn hand_over(&mut self) {
+        let _ = self.tx.send_many(std::mem::take(&mut self.answers));
+    }
 }
 
 impl ReadHandler for Requests<'_> {
     fn frame(&mut self, frame: Frame, now: Instant) -> Result<(), Disconnect> {
-        handle_frame(
+        let held = self.answers.len();
+        let handled = handle_frame(
             self.server,
             self.conn,
             &self.tx,
             frame,
             now,
             &mut self.answers,
-        )
+        );
+        // The frames are counted as they are added, so a burst sums each answer once.
+        let added: usize = self.answers[held..].iter().map(|a| a.frame.len()).sum();
+        self.held_bytes += added;
+        if self.held_bytes >= MAX_HELD_ANSWERS {
+            self.held_bytes = 0;
+            self.hand_over();
+        }
+        handled
     }
 
     fn burst_done(&mut self) -> Result<(), Disconnect> {
         // One channel operation and one wake-up of the writer per burst, not per call.
-        let _ = self.tx.send_many(std::mem::take(&mut self.answers));
+        self.held_bytes = 0;
+        self.hand_over();
         Ok(())
     }
 
