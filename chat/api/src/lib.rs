@@ -2,8 +2,12 @@
 //! every chat client serves for direct messages (`chat.Peer`).
 //!
 //! These definitions are the contract between the chat server, the chat client and anyone
-//! writing another client: the types here are what travels on the wire.
+//! writing another client: the types here are what travels on the wire. Both sides also quote
+//! what users typed in their error messages the same way, with [`excerpt`].
 
+mod excerpt;
+
+pub use excerpt::{EXCERPT_CHARS, excerpt};
 use rpc_core::{CallContext, ServerStream};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
