@@ -3,7 +3,7 @@
 
 pub use chat_api as api;
 pub use chat_api::{EXCERPT_CHARS, excerpt};
-pub mod client;
+pub use chat_client as client;
 pub mod page;
 pub mod server;
 pub mod store;

@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 
+use chat_api::{PresenceEvent, UserInfo};
 use uuid::Uuid;
-
-use crate::chat::api::{PresenceEvent, UserInfo};
 
 /// Online users and users seen before.
 #[derive(Debug, Default)]

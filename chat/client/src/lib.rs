@@ -15,7 +15,7 @@
 //!   again. [`ChatClient::watch_state`] follows it.
 //!
 //! ```no_run
-//! use examples::chat::client::{ChatClient, ChatClientConfig, ChatEvent};
+//! use chat_client::{ChatClient, ChatClientConfig, ChatEvent};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ChatClientConfig::new("tcp://127.0.0.1:7300".parse()?, "alice");
@@ -44,6 +44,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chat_api::{
+    ChatError, Delivery, Envelope, Page, Path, PeerServer, RoomInfo, Sender, Session, SignalClient,
+    UserInfo, excerpt, now_ms,
+};
 use rpc_core::{Client, Endpoint, RpcError, Server, ServerHandle};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -56,11 +60,6 @@ pub use self::event::{ChatEvent, ClientError, ClientState, SendReport};
 use self::peer::{PeerClients, PeerService, Sink, check_text};
 pub use self::render::{event_json, event_text, path_name, user_json};
 use self::session::Shared;
-use crate::chat::api::{
-    ChatError, Delivery, Envelope, Page, Path, PeerServer, RoomInfo, Sender, Session, SignalClient,
-    UserInfo, now_ms,
-};
-use crate::chat::excerpt;
 
 /// The most items [`ChatClient::who`], [`ChatClient::rooms`], [`ChatClient::members`] and
 /// [`ChatClient::history`] collect before they give up on a list that does not end.
@@ -287,11 +286,11 @@ impl ChatClient {
         let (user, online) = self.resolve(to).await?;
         let envelope = Envelope {
             id: Uuid::new_v4(),
-            from: crate::chat::api::Sender {
+            from: chat_api::Sender {
                 id: self.id(),
                 name: self.name().to_owned(),
             },
-            to: crate::chat::api::Destination::User(user.id),
+            to: chat_api::Destination::User(user.id),
             text: text.to_owned(),
             sent_at_ms: now_ms(),
             path: Path::Direct,

@@ -1,6 +1,6 @@
 //! The commands people and scripts type: `/who`, `/msg bob hi`, `/join lobby`, …
 
-use crate::chat::excerpt;
+use chat_api::excerpt;
 
 /// What `/help` shows.
 pub const HELP: &str = "\

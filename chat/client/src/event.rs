@@ -1,14 +1,13 @@
 //! What a chat client tells its application: events, its state, what a send did, and errors.
 
+use chat_api::{ChatError, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
 use rpc_core::RpcError;
 use uuid::Uuid;
-
-use crate::chat::api::{ChatError, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
 
 /// Something the application should show, read from the receiver [`ChatClient::connect`]
 /// returns.
 ///
-/// [`ChatClient::connect`]: super::ChatClient::connect
+/// [`ChatClient::connect`]: crate::ChatClient::connect
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChatEvent {
@@ -25,7 +24,7 @@ pub enum ChatEvent {
 /// Where a chat client stands. Watch it with [`ChatClient::watch_state`] or read it from
 /// [`ChatEvent::State`].
 ///
-/// [`ChatClient::watch_state`]: super::ChatClient::watch_state
+/// [`ChatClient::watch_state`]: crate::ChatClient::watch_state
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientState {
@@ -75,7 +74,7 @@ impl ClientState {
     }
 }
 
-/// What [`ChatClient::send`](super::ChatClient::send) did.
+/// What [`ChatClient::send`](crate::ChatClient::send) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendReport {
     /// The message's id.

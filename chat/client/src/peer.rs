@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chat_api::{Destination, Envelope, MAX_TEXT_BYTES, Path, Peer, PeerClient, PeerError};
 use rpc_core::{Backoff, Client, Format};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::dedup::SeenIds;
-use super::event::ChatEvent;
-use crate::chat::api::{Destination, Envelope, MAX_TEXT_BYTES, Path, Peer, PeerClient, PeerError};
+use crate::dedup::SeenIds;
+use crate::event::ChatEvent;
 
 /// Where everything that arrives, by any path, is handed to the application: each message once.
 #[derive(Debug)]
@@ -167,7 +167,7 @@ impl PeerClients {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::api::Sender;
+    use chat_api::Sender;
 
     fn envelope(to: Destination, text: &str) -> Envelope {
         Envelope {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chat_api::{ChatError, InboxItem, Path, RegisterRequest, Session, SignalClient};
 use futures::{FutureExt, StreamExt};
 use rpc_core::{ConnectionState, RpcError, RpcStream};
 use tokio::sync::{mpsc, watch};
@@ -13,11 +14,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::config::ChatClientConfig;
-use super::directory::Directory;
-use super::event::{ChatEvent, ClientError, ClientState};
-use super::peer::{PeerClients, Sink};
-use crate::chat::api::{ChatError, InboxItem, Path, RegisterRequest, Session, SignalClient};
+use crate::config::ChatClientConfig;
+use crate::directory::Directory;
+use crate::event::{ChatEvent, ClientError, ClientState};
+use crate::peer::{PeerClients, Sink};
 
 /// Heartbeats that may fail in a row (for reasons other than a lost session) before the
 /// session is given up and registered again.

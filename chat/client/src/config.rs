@@ -11,7 +11,7 @@ pub const DEFAULT_SERVER: &str = "tcp://127.0.0.1:7300";
 /// Where a client serves its peer by default: a free port of the loopback interface.
 pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:0";
 
-/// Settings of a [`ChatClient`](super::ChatClient). Every field's default is in its description;
+/// Settings of a [`ChatClient`](crate::ChatClient). Every field's default is in its description;
 /// [`ChatClientConfig::new`] fills them in.
 #[derive(Clone)]
 #[non_exhaustive]

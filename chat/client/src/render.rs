@@ -1,10 +1,10 @@
 //! How events look: one JSON object per line for scripts, one short line of text for people.
 
+use chat_api::{Destination, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::event::{ChatEvent, ClientState};
-use crate::chat::api::{Destination, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
+use crate::event::{ChatEvent, ClientState};
 
 /// The path's name in output: `direct`, `relayed`, `stored` or `room`.
 pub fn path_name(path: Path) -> &'static str {
@@ -158,7 +158,7 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::api::Sender;
+    use chat_api::Sender;
 
     #[test]
     fn a_message_renders_with_its_path() {
