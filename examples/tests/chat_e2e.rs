@@ -741,7 +741,7 @@ fn malformed_or_oversized_input_gets_a_clear_error_and_the_server_stays_up() {
         quoted.starts_with("/msg alice xxx") && quoted.ends_with('…'),
         "{quoted}"
     );
-    assert_eq!(quoted.chars().count(), examples::chat::EXCERPT_CHARS + 1);
+    assert_eq!(quoted.chars().count(), chat_api::EXCERPT_CHARS + 1);
 
     // Still serving: the old client and a new one.
     let who = alice.command("/who", "who");

@@ -8,12 +8,12 @@ mod support;
 use std::path::Path as FsPath;
 use std::time::Duration;
 
-use examples::chat::api::{
+use chat_api::{
     ChatError, Delivery, InboxItem, MAX_TEXT_BYTES, Page, PresenceEvent, RegisterRequest, RoomInfo,
     Session, SignalClient,
 };
-use examples::chat::page::{ContentLen, MIN_PAGE_BYTES};
-use examples::chat::server::{ChatServer, ChatServerConfig};
+use chat_server::page::{ContentLen, MIN_PAGE_BYTES};
+use chat_server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
 use rpc_core::{Client, Format, RpcError};
 use uuid::Uuid;

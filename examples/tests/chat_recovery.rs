@@ -11,11 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use examples::chat::api::{
-    ChatError, Delivery, Envelope, InboxItem, Path, RegisterRequest, SignalClient,
-};
-use examples::chat::client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents};
-use examples::chat::server::{ChatServer, ChatServerConfig};
+use chat_api::{ChatError, Delivery, Envelope, InboxItem, Path, RegisterRequest, SignalClient};
+use chat_client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents};
+use chat_server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
 use rpc_core::{Client, Endpoint, RpcError};
 use support::Killed;

@@ -6,11 +6,11 @@ use std::io::Write;
 use std::path::Path as FsPath;
 use std::time::Duration;
 
-use examples::chat::api::{
+use chat_api::{
     ChatError, Delivery, Destination, Envelope, InboxItem, MAX_TEXT_BYTES, Path, PresenceEvent,
     RegisterRequest, RoomEvent, Sender, Session, SignalClient, now_ms,
 };
-use examples::chat::server::{ChatServer, ChatServerConfig};
+use chat_server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
 use rpc_core::{Client, RpcError, RpcStream};
 use uuid::Uuid;

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use examples::chat::api::{RegisterRequest, SignalClient};
+use chat_api::{RegisterRequest, SignalClient};
 use examples::hello::GreeterClient;
 use futures::StreamExt;
 use rpc_core::Client;

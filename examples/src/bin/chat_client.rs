@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use examples::chat::api::UserInfo;
-use examples::chat::client::{
+use chat_api::{UserInfo, excerpt};
+use chat_client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
     HELP, event_json, event_text, new_secret, path_name, user_json,
 };
-use examples::chat::excerpt;
+use clap::Parser;
 use rpc_core::{Endpoint, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chat_api::{InboxItem, PresenceEvent, RegisterRequest, SignalClient, now_ms};
 use clap::Parser;
-use examples::chat::api::{InboxItem, PresenceEvent, RegisterRequest, SignalClient, now_ms};
 use futures::StreamExt;
 use rpc_core::{Client, Endpoint};
 use tokio::sync::Semaphore;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_server::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
+use chat_server::{ChatServer, ChatServerConfig};
 use clap::Parser;
-use examples::chat::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
-use examples::chat::server::{ChatServer, ChatServerConfig};
 use rpc_core::Endpoint;
 use rpc_registry::{Registry, RemoteRegistry};
 
@@ -94,9 +94,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    examples::init_logging();
+    chat_server::init_logging();
     let args = Args::parse();
-    let stop = examples::shutdown_signal()?;
+    let stop = chat_server::shutdown_signal()?;
     let mut config = ChatServerConfig::new(&args.data_dir)
         .with_presence_ttl(Duration::from_secs(args.presence_ttl_secs));
     config.listen = args.listen;

@@ -31,7 +31,7 @@ impl fmt::Display for StopSignal {
 ///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
-/// let stop = examples::shutdown_signal()?;
+/// let stop = chat_server::shutdown_signal()?;
 /// // ... start the server and say where it listens ...
 /// let signal = stop.await;
 /// println!("{signal}: draining");

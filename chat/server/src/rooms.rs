@@ -10,20 +10,19 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chat_api::{
+    ChatError, Destination, Envelope, InboxItem, MAX_ROOM_CHARS, Page, Path, RoomEvent, RoomInfo,
+    Sender, excerpt,
+};
 use tracing::debug;
 use uuid::Uuid;
 
-use super::by_name::{ByName, NameCursor};
-use super::inbox::Live;
-use super::state::{Session, Shared, storage_error};
-use super::validate;
-use crate::chat::api::{
-    ChatError, Destination, Envelope, InboxItem, MAX_ROOM_CHARS, Page, Path, RoomEvent, RoomInfo,
-    Sender,
-};
-use crate::chat::excerpt;
-use crate::chat::page::{PageBuilder, PageLimits};
-use crate::chat::store::RoomCreated;
+use crate::by_name::{ByName, NameCursor};
+use crate::inbox::Live;
+use crate::page::{PageBuilder, PageLimits};
+use crate::state::{Session, Shared, storage_error};
+use crate::store::RoomCreated;
+use crate::validate;
 
 /// Every room, by name.
 #[derive(Debug)]

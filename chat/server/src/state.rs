@@ -6,19 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chat_api::{ChatError, RegisterRequest, Sender, Session as SessionReply, UserInfo, excerpt};
 use rpc_registry::{LeaseId, Registry, RegistryError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::inbox::InboxSlot;
-use super::presence::{self, Presence};
-use super::rooms::Rooms;
-use super::validate::{self, name_key};
-use crate::chat::api::{ChatError, RegisterRequest, Sender, Session as SessionReply, UserInfo};
-use crate::chat::excerpt;
-use crate::chat::page::PageLimits;
-use crate::chat::store::{Binding, Store, StoreError};
+use crate::inbox::InboxSlot;
+use crate::page::PageLimits;
+use crate::presence::{self, Presence};
+use crate::rooms::Rooms;
+use crate::store::{Binding, Store, StoreError};
+use crate::validate::{self, name_key};
 
 /// Registrations, leaves and room changes of one user run one at a time; users are spread
 /// over this many locks.

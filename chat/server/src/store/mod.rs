@@ -33,6 +33,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use chat_api::{Envelope, Page, now_ms};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,8 +42,7 @@ use uuid::Uuid;
 use self::engine::Engine;
 pub use self::error::StoreError;
 use self::tables::{MAILBOXES, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
-use crate::chat::api::{Envelope, Page, now_ms};
-use crate::chat::page::{PageBuilder, PageLimits};
+use crate::page::{PageBuilder, PageLimits};
 
 /// The outcome of [`Store::bind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,7 +490,7 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::api::{Destination, Path as MsgPath, Sender};
+    use chat_api::{Destination, Path as MsgPath, Sender};
 
     fn envelope(to: Uuid, text: &str) -> Envelope {
         Envelope {

@@ -1,5 +1,5 @@
 //! The chat signaling server: registration and presence, lookups, relay with store-and-forward,
-//! and rooms, served as `chat.Signal` (see [`Signal`](crate::chat::api::Signal)).
+//! and rooms, served as `chat.Signal` (see [`Signal`](chat_api::Signal)).
 //!
 //! - **Presence** lives in a registry ([`rpc_registry::Registry`], embedded by default): each
 //!   session is an instance of `chat.presence` under its own lease, kept alive by the client's
@@ -17,9 +17,13 @@
 //!   joins are told to every member including the one who joined, leaves to those who stay.
 //!   The last posts of each room are stored.
 //!
+//! The [`store`] and the sizes of a [`page`] are public for the programs and tests that look
+//! into them. [`init_logging`] and [`shutdown_signal`] are what the `chat-server` program, and
+//! the example programs beside it, log with and wait on before they stop gracefully.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use examples::chat::server::{ChatServer, ChatServerConfig};
+//! use chat_server::{ChatServer, ChatServerConfig};
 //!
 //! let mut config = ChatServerConfig::new("chat-data");
 //! config.listen = vec!["tcp://127.0.0.1:0".parse()?];
@@ -32,10 +36,13 @@
 mod by_name;
 mod config;
 mod inbox;
+pub mod page;
 mod presence;
 mod rooms;
 mod service;
+mod shutdown;
 mod state;
+pub mod store;
 mod validate;
 
 use std::fmt;
@@ -43,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_api::SignalServer;
 use rpc_core::{Endpoint, Server, ServerHandle};
 use rpc_registry::MemoryRegistry;
 use tokio::task::JoinHandle;
@@ -51,9 +59,9 @@ use tracing::{info, warn};
 
 pub use self::config::{ChatServerConfig, ConfigError};
 use self::service::ChatService;
+pub use self::shutdown::{StopSignal, shutdown_signal};
 use self::state::{Settings, Shared};
-use crate::chat::api::SignalServer;
-use crate::chat::store::Store;
+use self::store::Store;
 
 /// The name of the database file in [`ChatServerConfig::data_dir`].
 pub const DATABASE_FILE: &str = "chat.redb";
@@ -167,7 +175,7 @@ impl ChatServer {
 
     /// Whether the storage works: `false` while the database is opened again after an I/O
     /// error (calls that need it then fail with
-    /// [`ChatError::StorageUnavailable`](crate::chat::api::ChatError::StorageUnavailable)).
+    /// [`ChatError::StorageUnavailable`](chat_api::ChatError::StorageUnavailable)).
     pub fn is_healthy(&self) -> bool {
         self.shared.store.is_healthy()
     }
@@ -222,4 +230,15 @@ async fn forget_old_ids(store: Store, stop: CancellationToken) {
             Err(e) => warn!("forgetting old message ids: {e}"),
         }
     }
+}
+
+/// Logs to stderr, at `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
 }

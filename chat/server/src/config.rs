@@ -7,15 +7,15 @@ use std::time::Duration;
 use rpc_core::Endpoint;
 use rpc_registry::Registry;
 
-use crate::chat::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
+use crate::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 
-/// How a [`ChatServer`](super::ChatServer) runs. Every field's default is in its description.
+/// How a [`ChatServer`](crate::ChatServer) runs. Every field's default is in its description.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChatServerConfig {
     /// Where to listen. Default: `tcp://127.0.0.1:7300`.
     pub listen: Vec<Endpoint>,
-    /// The directory of the database file ([`DATABASE_FILE`](super::DATABASE_FILE)); created
+    /// The directory of the database file ([`DATABASE_FILE`](crate::DATABASE_FILE)); created
     /// if missing. No default in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
     pub data_dir: PathBuf,
     /// Where presence lives. Default: `None`, an embedded
@@ -33,7 +33,7 @@ pub struct ChatServerConfig {
     pub room_history: usize,
     /// How many unacknowledged messages one user's mailbox may hold, 1 to
     /// [`MAX_PENDING_LIMIT`](Self::MAX_PENDING_LIMIT). A relay beyond it is refused with
-    /// [`ChatError::Quota`](crate::chat::api::ChatError::Quota), so its sender knows; the
+    /// [`ChatError::Quota`](chat_api::ChatError::Quota), so its sender knows; the
     /// messages accepted before are all kept. Default: 10,000.
     pub max_pending: u64,
     /// How many rooms one user may make (by `create_room`, or by joining a room that did not
@@ -45,14 +45,14 @@ pub struct ChatServerConfig {
     pub max_rooms_joined: u32,
     /// The largest frame accepted or sent, from [`MIN_FRAME_LEN`](Self::MIN_FRAME_LEN) to
     /// 4 GiB - 1. Requests are small (a message is at most
-    /// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES)) and lists come a page at a time,
+    /// [`MAX_TEXT_BYTES`](chat_api::MAX_TEXT_BYTES)) and lists come a page at a time,
     /// so answers stay small too. Default: 4 MiB.
     pub max_frame_len: usize,
     /// The most items one page of a list holds (`online`, `rooms`, `members`, `history`, the
     /// online list at the start of `presence`), whatever the client asks, 1 to
     /// [`MAX_PAGE_ITEMS_LIMIT`](Self::MAX_PAGE_ITEMS_LIMIT). Default: 500.
     pub max_page_items: usize,
-    /// The byte budget of one page ([`page`](crate::chat::page)), from
+    /// The byte budget of one page ([`page`](crate::page)), from
     /// [`MIN_PAGE_BYTES`] to `max_frame_len` / [`PAGE_EXPANSION`], so that no page can reach
     /// the frame limit whatever it lists. Default: 64 KiB.
     pub max_page_bytes: usize,

@@ -8,12 +8,12 @@
 //! serializer, an encoded page is at most a small multiple of it (see
 //! [`PAGE_EXPANSION`]).
 
-use crate::chat::api::{Destination, Envelope, Page, RoomInfo, Sender, UserInfo};
+use chat_api::{Destination, Envelope, Page, RoomInfo, Sender, UserInfo};
 
 /// What an item counts for beside its strings: its ids, numbers and field names.
 pub const ITEM_OVERHEAD: usize = 64;
 /// The smallest byte budget of a page: more than the largest item (a post of
-/// [`MAX_TEXT_BYTES`](crate::chat::api::MAX_TEXT_BYTES) from a long name in a long room), so
+/// [`MAX_TEXT_BYTES`](chat_api::MAX_TEXT_BYTES) from a long name in a long room), so
 /// that the one item a page always takes is within the budget too.
 pub const MIN_PAGE_BYTES: usize = 8 << 10;
 /// How much larger than its content a page may be once encoded, at most: JSON escapes a
@@ -143,7 +143,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::chat::api::Path;
+    use chat_api::Path;
 
     fn post(text_len: usize) -> Envelope {
         Envelope {
@@ -208,9 +208,9 @@ mod tests {
             bytes: budget,
         });
         let mut worst = post(0);
-        worst.text = "\u{1}".repeat(crate::chat::api::MAX_TEXT_BYTES);
-        worst.from.name = "\u{1F600}".repeat(crate::chat::api::MAX_NAME_CHARS);
-        worst.to = Destination::Room("\u{1F600}".repeat(crate::chat::api::MAX_ROOM_CHARS));
+        worst.text = "\u{1}".repeat(chat_api::MAX_TEXT_BYTES);
+        worst.from.name = "\u{1F600}".repeat(chat_api::MAX_NAME_CHARS);
+        worst.to = Destination::Room("\u{1F600}".repeat(chat_api::MAX_ROOM_CHARS));
         assert!(worst.content_len() <= MIN_PAGE_BYTES);
         while page.push(worst.clone()).is_ok() {}
         let page = page.finish(Some("cursor".into()));

@@ -10,16 +10,16 @@
 
 use std::sync::{Arc, Mutex};
 
+use chat_api::{ChatError, Delivery, Destination, Envelope, InboxItem, Path};
 use futures::StreamExt;
 use rpc_core::{ServerError, ServerStream, Status};
 use tokio::sync::mpsc;
 use tracing::debug;
 use uuid::Uuid;
 
-use super::state::{Session, Shared, storage_error};
-use super::validate;
-use crate::chat::api::{ChatError, Delivery, Destination, Envelope, InboxItem, Path};
-use crate::chat::store::{Mailbox, Relayed, Store};
+use crate::state::{Session, Shared, storage_error};
+use crate::store::{Mailbox, Relayed, Store};
+use crate::validate;
 
 /// How many items an inbox holds for a client that reads slowly before it is closed (the
 /// client opens it again and gets what is stored).

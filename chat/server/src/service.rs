@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use rpc_core::{CallContext, PeerAddr, ServerStream};
-use uuid::Uuid;
-
-use super::by_name::NameCursor;
-use super::presence;
-use super::state::Shared;
-use crate::chat::api::{
+use chat_api::{
     ChatError, Delivery, Envelope, InboxItem, Page, PresenceEvent, RegisterRequest, RoomInfo,
     Sender, Session, Signal, UserInfo,
 };
+use rpc_core::{CallContext, PeerAddr, ServerStream};
+use uuid::Uuid;
+
+use crate::by_name::NameCursor;
+use crate::presence;
+use crate::state::Shared;
 
 /// Implements [`Signal`] over the server's shared state.
 #[derive(Debug, Clone)]

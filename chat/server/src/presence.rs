@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use chat_api::{ChatError, Page, PresenceEvent, UserInfo};
 use futures::StreamExt;
 use rpc_core::{ServerError, ServerStream, Status};
 use rpc_registry::{Change, Instance, ServiceKey, Snapshot, WatchEvent, WatchStream};
@@ -18,12 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::by_name::{ByName, NameCursor, Named};
-use super::inbox::error_stream;
-use super::state::{Ending, Shared};
-use super::validate::name_key;
-use crate::chat::api::{ChatError, Page, PresenceEvent, UserInfo};
-use crate::chat::page::PageLimits;
+use crate::by_name::{ByName, NameCursor, Named};
+use crate::inbox::error_stream;
+use crate::page::PageLimits;
+use crate::state::{Ending, Shared};
+use crate::validate::name_key;
 
 /// The registry key every chat session is an instance of.
 pub(crate) const PRESENCE_KEY: &str = "chat.presence";

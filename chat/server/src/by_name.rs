@@ -4,10 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
+use chat_api::{ChatError, Page, Sender, UserInfo};
 use uuid::Uuid;
 
-use crate::chat::api::{ChatError, Page, Sender, UserInfo};
-use crate::chat::page::{ContentLen, PageBuilder, PageLimits};
+use crate::page::{ContentLen, PageBuilder, PageLimits};
 
 /// What [`ByName`] keeps: something with an id and a name.
 pub(crate) trait Named {
@@ -129,7 +129,7 @@ pub(crate) struct NameCursor {
 
 impl NameCursor {
     /// The longest cursor: an id and the longest name.
-    const MAX_LEN: usize = 36 + 4 * crate::chat::api::MAX_NAME_CHARS;
+    const MAX_LEN: usize = 36 + 4 * chat_api::MAX_NAME_CHARS;
 
     /// Reads a cursor a client passed back.
     pub(crate) fn parse(cursor: &str) -> Result<NameCursor, ChatError> {

@@ -2,11 +2,9 @@
 
 use std::str::FromStr;
 
+use chat_api::{ChatError, MAX_NAME_CHARS, MAX_ROOM_CHARS, MAX_TEXT_BYTES, excerpt};
 use rpc_core::Endpoint;
 use uuid::Uuid;
-
-use crate::chat::api::{ChatError, MAX_NAME_CHARS, MAX_ROOM_CHARS, MAX_TEXT_BYTES};
-use crate::chat::excerpt;
 
 /// The longest secret, in bytes.
 pub(crate) const MAX_SECRET_BYTES: usize = 256;
