@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use uuid::Uuid;
 
+#[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 use support::{Killed, free_port, lines_of};
 

@@ -3,6 +3,7 @@
 //! per-user quotas.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+#[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 
 use std::path::Path as FsPath;

@@ -3,6 +3,7 @@
 //! `kill`, and must exit by itself with success and say that it drained and stopped.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+#[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

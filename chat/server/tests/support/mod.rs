@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that run the example programs as processes.
+//! Helpers shared by the tests that run the programs as processes, which include this file by
+//! its path.
 
 #![allow(dead_code, unreachable_pub)]
 
