@@ -3,7 +3,6 @@
 //! per-user quotas.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 
 use std::path::Path as FsPath;
@@ -159,24 +158,8 @@ async fn settings_out_of_range_are_refused_when_the_server_starts() {
     assert!(!dir.path().join("chat.redb").exists());
 }
 
-/// Runs a program with arguments that must be refused at startup; returns what it said.
-fn refused_at_startup(program: &str, args: &[&str]) -> String {
-    let child = std::process::Command::new(program)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = support::Killed(child);
-    let status = child.exit_status(Duration::from_secs(10));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(2), "{program} {args:?}: {stderr}");
-    stderr
-}
-
 #[test]
-fn the_programs_refuse_durations_and_sizes_out_of_range() {
+fn the_server_program_refuses_durations_and_sizes_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let server = env!("CARGO_BIN_EXE_chat-server");
@@ -189,7 +172,7 @@ fn the_programs_refuse_durations_and_sizes_out_of_range() {
         ("--max-pending", "0"),
     ] {
         let args: Vec<&str> = base.iter().copied().chain([flag, value]).collect();
-        let said = refused_at_startup(server, &args);
+        let said = support::refused_at_startup(server, &args);
         assert!(said.contains(flag), "{flag} {value}: {said}");
     }
     let help = std::process::Command::new(server)
@@ -205,20 +188,6 @@ fn the_programs_refuse_durations_and_sizes_out_of_range() {
         "--max-page-bytes",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
-    }
-    let client = env!("CARGO_BIN_EXE_chat-client");
-    let base = ["--json", "--name", "ann", "--server", "tcp://127.0.0.1:9"];
-    for (flag, value) in [
-        ("--direct-timeout-ms", "0"),
-        ("--direct-timeout-ms", "18446744073709551615"),
-        ("--for", "-1"),
-        ("--for", "NaN"),
-        ("--for", "1e300"),
-    ] {
-        let given = format!("{flag}={value}");
-        let args: Vec<&str> = base.iter().copied().chain([given.as_str()]).collect();
-        let said = refused_at_startup(client, &args);
-        assert!(said.contains(flag), "{flag} {value}: {said}");
     }
 }
 

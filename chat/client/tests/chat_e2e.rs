@@ -1,6 +1,9 @@
 //! The chat programs end to end: `chat-server` and `chat-client --json` as separate processes
 //! on 127.0.0.1, each test with its own server, port and data directory.
 //!
+//! `chat-server` is another package's program: test it in the same run (`cargo test -p
+//! chat-server -p chat-client`, or `--workspace`) so that it is built, and up to date.
+//!
 //! Every wait is bounded; a failing wait prints what the process said so far.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
@@ -15,9 +18,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use uuid::Uuid;
 
-#[path = "../../chat/server/tests/support/mod.rs"]
+#[path = "../../server/tests/support/mod.rs"]
 mod support;
-use support::{Killed, free_port, lines_of};
+use support::{Killed, free_port, lines_of, program_of};
 
 /// How long any one expected thing may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -82,7 +85,7 @@ impl ChatServer {
     fn spawn(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+            let mut command = Command::new(program_of("chat-server", "chat-server"));
             command
                 .args(["--listen", &self.endpoint(), "--data-dir"])
                 .arg(&self.dir)
@@ -753,45 +756,7 @@ fn malformed_or_oversized_input_gets_a_clear_error_and_the_server_stays_up() {
 }
 
 #[test]
-fn the_demo_runs_and_every_check_passes() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-demo"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut child);
-    let mut child = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not finish within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output: Vec<String> = lines.iter().collect();
-    let output = output.join("\n");
-    assert!(status.success(), "{output}");
-    for expected in [
-        "path direct",
-        "path relayed",
-        "path stored",
-        "saw all three posts",
-        "exactly what she missed",
-        "every check passed",
-    ] {
-        assert!(
-            output.contains(expected),
-            "{expected:?} missing from:\n{output}"
-        );
-    }
-}
-
-#[test]
-fn help_explains_the_programs() {
+fn help_explains_the_program() {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-client"))
         .arg("--help")
         .output()
@@ -808,10 +773,22 @@ fn help_explains_the_programs() {
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-demo"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("alice"), "{text}");
+}
+
+#[test]
+fn the_program_refuses_durations_out_of_range() {
+    let client = env!("CARGO_BIN_EXE_chat-client");
+    let base = ["--json", "--name", "ann", "--server", "tcp://127.0.0.1:9"];
+    for (flag, value) in [
+        ("--direct-timeout-ms", "0"),
+        ("--direct-timeout-ms", "18446744073709551615"),
+        ("--for", "-1"),
+        ("--for", "NaN"),
+        ("--for", "1e300"),
+    ] {
+        let given = format!("{flag}={value}");
+        let args: Vec<&str> = base.iter().copied().chain([given.as_str()]).collect();
+        let said = support::refused_at_startup(client, &args);
+        assert!(said.contains(flag), "{flag} {value}: {said}");
+    }
 }

@@ -3,7 +3,6 @@
 //! of a send.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
-#[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};
