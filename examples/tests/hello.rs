@@ -1,6 +1,7 @@
 //! The hello example programs, run as separate processes on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+#[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

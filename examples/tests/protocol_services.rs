@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use examples::chat::api::{
+use chat_api::{
     ChatError, Delivery, Destination, Envelope, InboxItem, Page as ChatPage, Path, Peer, PeerError,
     PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer,
     UserInfo,

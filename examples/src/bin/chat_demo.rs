@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use chat_api::{Destination, Envelope, Path, PresenceEvent, RoomEvent};
+use chat_client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents, path_name};
+use chat_server::{ChatServer, ChatServerConfig};
 use clap::Parser;
-use examples::chat::api::{Destination, Envelope, Path, PresenceEvent, RoomEvent};
-use examples::chat::client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents, path_name};
-use examples::chat::server::{ChatServer, ChatServerConfig};
 use rpc_core::Endpoint;
 use rpc_registry::MemoryRegistry;
 

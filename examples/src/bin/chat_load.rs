@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chat_api::{InboxItem, PresenceEvent, RegisterRequest, SignalClient, now_ms};
 use clap::Parser;
-use examples::chat::api::{InboxItem, PresenceEvent, RegisterRequest, SignalClient, now_ms};
 use futures::StreamExt;
 use rpc_core::{Client, Endpoint};
 use tokio::sync::Semaphore;
@@ -26,9 +26,9 @@ use uuid::Uuid;
 /// Simulates many chat clients against a chat server and reports the sustained message rate,
 /// delivery latency and the server's memory.
 ///
-/// Without `--server` it starts `chat-server` (found next to this program) as a child process
-/// on a free port with a temporary data directory, so that the memory figure is the server's
-/// alone. Every client has its own connection: with 2,000 clients this process and the server
+/// Without `--server` it starts `chat-server` (found next to this program: build it with
+/// `cargo build -p chat-server` in the same profile) as a child process on a free port with a
+/// temporary data directory, so that the memory figure is the server's alone. Every client has its own connection: with 2,000 clients this process and the server
 /// each hold 2,000 sockets, so `ulimit -n` must allow a few more than `--clients`.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -509,7 +509,13 @@ fn start_server(args: &Args, data: &std::path::Path) -> anyhow::Result<(Endpoint
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} (build it with `cargo build -p chat-server` in the same profile, or \
+                 name it with --server-bin)",
+                program.display()
+            )
+        })?;
     let stdout = child.stdout.take().context("the server's stdout")?;
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();

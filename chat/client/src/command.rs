@@ -1,0 +1,220 @@
+//! The commands people and scripts type: `/who`, `/msg bob hi`, `/join lobby`, …
+
+use chat_api::excerpt;
+
+/// What `/help` shows.
+pub const HELP: &str = "\
+commands:
+  /who                     who is online
+  /whois <name|uuid>       one user's details
+  /msg <name|uuid> <text>  a direct message (peer to peer, else relayed, else stored)
+  /join <room>             join a room (created if needed); it becomes the current room
+  /leave <room>            leave a room
+  /rooms                   every room and how many members it has
+  /members <room>          a room's members
+  /say <room> <text>       post in a room
+  <text>                   post in the current room (the last one joined)
+  /history <room>          a room's last posts
+  /status                  this client's state, id and addresses
+  /help                    this help
+  /quit                    leave the server and exit
+a line starting with // posts the text after the first slash
+on a terminal, Ctrl-R redraws what you were typing if an incoming line cleared it";
+
+/// One parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// `/who`: everyone online.
+    Who,
+    /// `/whois <user>`: one user's details.
+    Whois(String),
+    /// `/msg <user> <text>`: a direct message.
+    Msg {
+        /// The recipient, by name or id.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// `/join <room>`.
+    Join(String),
+    /// `/leave <room>`.
+    Leave(String),
+    /// `/rooms`.
+    Rooms,
+    /// `/members <room>`.
+    Members(String),
+    /// `/say <room> <text>`, or plain text for the current room (`room` is `None`).
+    Say {
+        /// The room, or `None` for the current one.
+        room: Option<String>,
+        /// The text.
+        text: String,
+    },
+    /// `/history <room>`.
+    History(String),
+    /// `/status`.
+    Status,
+    /// `/help`.
+    Help,
+    /// `/quit`.
+    Quit,
+}
+
+impl Command {
+    /// Parses one line: `Ok(None)` for a blank line, `Err` with a message saying what is wrong
+    /// (and how to get help) for a bad one.
+    pub fn parse(line: &str) -> Result<Option<Command>, String> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
+        let Some(rest) = line.trim_start().strip_prefix('/') else {
+            return Ok(Some(Command::Say {
+                room: None,
+                text: line.to_owned(),
+            }));
+        };
+        if rest.starts_with('/') {
+            return Ok(Some(Command::Say {
+                room: None,
+                text: rest.to_owned(),
+            }));
+        }
+        let (word, args) = match rest.split_once(char::is_whitespace) {
+            Some((word, args)) => (word, args.trim()),
+            None => (rest, ""),
+        };
+        let command = match word {
+            "who" | "online" => no_args(word, args, Command::Who)?,
+            "rooms" => no_args(word, args, Command::Rooms)?,
+            "status" => no_args(word, args, Command::Status)?,
+            "help" | "?" => Command::Help,
+            "quit" | "exit" => Command::Quit,
+            "whois" | "lookup" => Command::Whois(one_arg(word, args, "<name|uuid>")?),
+            "join" => Command::Join(one_arg(word, args, "<room>")?),
+            "leave" | "part" => Command::Leave(one_arg(word, args, "<room>")?),
+            "history" => Command::History(one_arg(word, args, "<room>")?),
+            "members" => Command::Members(one_arg(word, args, "<room>")?),
+            "msg" | "m" => {
+                let (to, text) = two_args(word, args, "<name|uuid> <text>")?;
+                Command::Msg { to, text }
+            }
+            "say" => {
+                let (room, text) = two_args(word, args, "<room> <text>")?;
+                Command::Say {
+                    room: Some(room),
+                    text,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown command /{}; /help lists the commands",
+                    excerpt(other)
+                ));
+            }
+        };
+        Ok(Some(command))
+    }
+}
+
+fn no_args(word: &str, args: &str, command: Command) -> Result<Command, String> {
+    if args.is_empty() {
+        Ok(command)
+    } else {
+        Err(format!("/{word} takes no arguments"))
+    }
+}
+
+fn one_arg(word: &str, args: &str, usage: &str) -> Result<String, String> {
+    if args.is_empty() || args.contains(char::is_whitespace) {
+        return Err(format!("usage: /{word} {usage}"));
+    }
+    Ok(args.to_owned())
+}
+
+fn two_args(word: &str, args: &str, usage: &str) -> Result<(String, String), String> {
+    match args.split_once(char::is_whitespace) {
+        Some((first, rest)) if !rest.trim().is_empty() => {
+            Ok((first.to_owned(), rest.trim_start().to_owned()))
+        }
+        _ => Err(format!("usage: /{word} {usage}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Command {
+        Command::parse(line).unwrap().unwrap()
+    }
+
+    #[test]
+    fn commands_parse_with_their_arguments() {
+        assert_eq!(parse("/who"), Command::Who);
+        assert_eq!(
+            parse("/msg bob  hello there "),
+            Command::Msg {
+                to: "bob".into(),
+                text: "hello there".into()
+            }
+        );
+        assert_eq!(parse("/join lobby"), Command::Join("lobby".into()));
+        assert_eq!(parse("/leave lobby\n"), Command::Leave("lobby".into()));
+        assert_eq!(parse("/rooms"), Command::Rooms);
+        assert_eq!(
+            parse("/say lobby hi all"),
+            Command::Say {
+                room: Some("lobby".into()),
+                text: "hi all".into()
+            }
+        );
+        assert_eq!(parse("/history lobby"), Command::History("lobby".into()));
+        assert_eq!(parse("/members lobby"), Command::Members("lobby".into()));
+        assert_eq!(parse("/whois 42"), Command::Whois("42".into()));
+        assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/quit"), Command::Quit);
+        assert_eq!(parse("/status"), Command::Status);
+    }
+
+    #[test]
+    fn plain_text_goes_to_the_current_room() {
+        assert_eq!(
+            parse("hello"),
+            Command::Say {
+                room: None,
+                text: "hello".into()
+            }
+        );
+        assert_eq!(
+            parse("//who is there"),
+            Command::Say {
+                room: None,
+                text: "/who is there".into()
+            }
+        );
+        assert_eq!(Command::parse("   \n"), Ok(None));
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert_eq!(
+            Command::parse("/msg bob"),
+            Err("usage: /msg <name|uuid> <text>".into())
+        );
+        assert_eq!(Command::parse("/join"), Err("usage: /join <room>".into()));
+        assert_eq!(
+            Command::parse("/join a b"),
+            Err("usage: /join <room>".into())
+        );
+        assert_eq!(
+            Command::parse("/who me"),
+            Err("/who takes no arguments".into())
+        );
+        assert!(Command::parse("/dance").unwrap_err().contains("/help"));
+        let flood = format!("/{}", "x".repeat(1 << 20));
+        let refused = Command::parse(&flood).unwrap_err();
+        assert!(refused.len() < 200, "{} bytes", refused.len());
+    }
+}

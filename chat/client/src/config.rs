@@ -1,0 +1,152 @@
+//! What a chat client needs to know: where the server is, who it is, where it serves its peer.
+
+use std::fmt;
+use std::time::Duration;
+
+use rpc_core::{Backoff, Endpoint, Format};
+use uuid::Uuid;
+
+/// The chat server's default endpoint, `tcp://127.0.0.1:7300`.
+pub const DEFAULT_SERVER: &str = "tcp://127.0.0.1:7300";
+/// Where a client serves its peer by default: a free port of the loopback interface.
+pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:0";
+
+/// Settings of a [`ChatClient`](crate::ChatClient). Every field's default is in its description;
+/// [`ChatClientConfig::new`] fills them in.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ChatClientConfig {
+    /// The chat server. Default: [`DEFAULT_SERVER`].
+    pub server: Endpoint,
+    /// The user's id. Default: a new random id (keep it, with the secret, to come back as the
+    /// same user).
+    pub id: Uuid,
+    /// The display name, unique among online users.
+    pub name: String,
+    /// The secret the id is bound to at its first registration. Default: a new random secret.
+    pub secret: String,
+    /// Where this client serves its peer (`chat.Peer`) for direct messages. Default:
+    /// [`DEFAULT_LISTEN`].
+    pub listen: Endpoint,
+    /// The endpoint advertised to others for direct messages. Default: `None`, meaning the
+    /// endpoint the peer is really bound to (with the real port when `listen` asks for port 0).
+    /// Set it when others reach this machine by another address, or to a closed endpoint to
+    /// force others onto the relay.
+    pub advertise: Option<String>,
+    /// How long a direct send may take (connecting included) before the message goes through
+    /// the server instead, 1 ms to 1 h. Default: 1 s.
+    pub direct_timeout: Duration,
+    /// How long a call to the server may take; also how long a call waits for the client to be
+    /// back online while it reconnects; 1 ms to 1 h. Default: 5 s.
+    pub call_timeout: Duration,
+    /// The serializer used with the server and with peers. Default: MessagePack.
+    pub format: Format,
+    /// Delays between attempts to register again after the session was lost. Default: 100 ms
+    /// doubling to 2 s, with full jitter, for ever.
+    pub reconnect: Backoff,
+    /// How long a message sent through the server (`relay`, `post`) whose outcome is unknown
+    /// (the connection was lost before the answer came) is sent again with the same id, as the
+    /// client reconnects; 0 to 1 h, 0 for never. Default: 30 s.
+    pub resend_within: Duration,
+    /// How many recent message ids are remembered to show each message once, 1 to 1,048,576.
+    /// Default: 4,096.
+    pub dedup_capacity: usize,
+}
+
+impl ChatClientConfig {
+    /// A configuration for the user `name` on `server`, with a new random id and secret and
+    /// every other field at its default.
+    pub fn new(server: Endpoint, name: impl Into<String>) -> Self {
+        ChatClientConfig {
+            server,
+            id: Uuid::new_v4(),
+            name: name.into(),
+            secret: new_secret(),
+            listen: Endpoint::Tcp {
+                host: "127.0.0.1".to_owned(),
+                port: 0,
+            },
+            advertise: None,
+            direct_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(5),
+            format: Format::MessagePack,
+            reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            resend_within: Duration::from_secs(30),
+            dedup_capacity: 4096,
+        }
+    }
+
+    /// The shortest direct and call timeouts.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+    /// The longest direct and call timeouts.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// The most message ids the client may be set to remember.
+    pub const MAX_DEDUP_CAPACITY: usize = 1 << 20;
+
+    /// Sets the id and the secret, to come back as a user registered before.
+    pub fn identity(mut self, id: Uuid, secret: impl Into<String>) -> Self {
+        self.id = id;
+        self.secret = secret.into();
+        self
+    }
+}
+
+impl fmt::Debug for ChatClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("ChatClientConfig")
+            .field("server", &self.server)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("secret", &"<hidden>")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("direct_timeout", &self.direct_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("format", &self.format.name())
+            .field("reconnect", &self.reconnect)
+            .field("resend_within", &self.resend_within)
+            .field("dedup_capacity", &self.dedup_capacity)
+            .finish()
+    }
+}
+
+impl ChatClientConfig {
+    /// Checks the settings' ranges, so that a bad one is reported by `connect` rather than
+    /// failing later.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let timeouts = Self::MIN_TIMEOUT..=Self::MAX_TIMEOUT;
+        for (what, value) in [
+            ("direct timeout", self.direct_timeout),
+            ("call timeout", self.call_timeout),
+        ] {
+            if !timeouts.contains(&value) {
+                return Err(format!(
+                    "the {what} is {value:?}; it must be from {:?} to {:?}",
+                    Self::MIN_TIMEOUT,
+                    Self::MAX_TIMEOUT
+                ));
+            }
+        }
+        if self.resend_within > Self::MAX_TIMEOUT {
+            return Err(format!(
+                "the resend window is {:?}; it must be at most {:?}",
+                self.resend_within,
+                Self::MAX_TIMEOUT
+            ));
+        }
+        if !(1..=Self::MAX_DEDUP_CAPACITY).contains(&self.dedup_capacity) {
+            return Err(format!(
+                "the dedup capacity is {}; it must be from 1 to {}",
+                self.dedup_capacity,
+                Self::MAX_DEDUP_CAPACITY
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A new random secret: 244 random bits (two v4 UUIDs) as 64 hex digits.
+pub fn new_secret() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}

@@ -1,0 +1,133 @@
+//! What a chat client tells its application: events, its state, what a send did, and errors.
+
+use chat_api::{ChatError, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
+use rpc_core::RpcError;
+use uuid::Uuid;
+
+/// Something the application should show, read from the receiver [`ChatClient::connect`]
+/// returns.
+///
+/// [`ChatClient::connect`]: crate::ChatClient::connect
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChatEvent {
+    /// A message for this user or one of its rooms, by whichever path it came, once.
+    Message(Envelope),
+    /// Who is online: the whole list after every (re)registration, then joins and leaves.
+    Presence(PresenceEvent),
+    /// A member joined or left one of this user's rooms.
+    Room(RoomEvent),
+    /// The client's state changed.
+    State(ClientState),
+}
+
+/// Where a chat client stands. Watch it with [`ChatClient::watch_state`] or read it from
+/// [`ChatEvent::State`].
+///
+/// [`ChatClient::watch_state`]: crate::ChatClient::watch_state
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientState {
+    /// Registering for the first time.
+    Connecting,
+    /// Registered, heartbeating, with the inbox and presence streams open.
+    Online {
+        /// This user as the server recorded them, with the address it observed.
+        user: UserInfo,
+        /// How many times the client registered again after losing its session.
+        reconnects: u32,
+    },
+    /// The session was lost; the client is registering again by itself.
+    Reconnecting {
+        /// Why the session was lost, or why the last attempt failed.
+        reason: String,
+        /// Failed attempts since the session was lost.
+        attempt: u32,
+    },
+    /// Another client registered as the same user and took the session over; this one
+    /// stopped (registering again would take it back, and the two would fight for ever).
+    Replaced,
+    /// The client was shut down.
+    Closed,
+}
+
+impl ClientState {
+    /// A one-word name: `connecting`, `online`, `reconnecting`, `replaced` or `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientState::Connecting => "connecting",
+            ClientState::Online { .. } => "online",
+            ClientState::Reconnecting { .. } => "reconnecting",
+            ClientState::Replaced => "replaced",
+            ClientState::Closed => "closed",
+        }
+    }
+
+    /// Whether the client stopped for good (shut down, or replaced by another client).
+    pub fn is_final(&self) -> bool {
+        matches!(self, ClientState::Replaced | ClientState::Closed)
+    }
+
+    /// Whether the client is online.
+    pub fn is_online(&self) -> bool {
+        matches!(self, ClientState::Online { .. })
+    }
+}
+
+/// What [`ChatClient::send`](crate::ChatClient::send) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReport {
+    /// The message's id.
+    pub id: Uuid,
+    /// The recipient.
+    pub to: UserInfo,
+    /// How the message went: [`Path::Direct`] (peer to peer), [`Path::Relayed`] (through the
+    /// server to an online user) or [`Path::Stored`] (kept for an offline user).
+    pub path: Path,
+    /// Why the direct path was not used, when it was tried and failed.
+    pub direct_error: Option<String>,
+}
+
+/// Why a chat client operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The peer service could not listen where asked.
+    #[error("could not serve the chat peer on {endpoint}: {reason}")]
+    Listen {
+        /// Where it tried to listen.
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The server refused the request.
+    #[error("{0}")]
+    Chat(#[from] ChatError),
+    /// The call did not go through: no connection, connection lost, timeout, protocol error.
+    #[error("{}", .0.report())]
+    Rpc(RpcError),
+    /// The client was not online within the call timeout (it is reconnecting).
+    #[error("not online: {0}")]
+    Offline(String),
+    /// The request is not valid; nothing was sent.
+    #[error("{0}")]
+    Invalid(String),
+    /// The client was shut down.
+    #[error("the chat client is closed")]
+    Closed,
+}
+
+impl From<RpcError<ChatError>> for ClientError {
+    fn from(error: RpcError<ChatError>) -> Self {
+        match error {
+            RpcError::Application(e) => ClientError::Chat(e),
+            other => ClientError::Rpc(other.map_application(|e| e.to_string())),
+        }
+    }
+}
+
+impl From<RpcError> for ClientError {
+    fn from(error: RpcError) -> Self {
+        ClientError::Rpc(error)
+    }
+}

@@ -1,0 +1,631 @@
+//! The chat client library: registers with the chat server, keeps the session alive, serves its
+//! own `chat.Peer` for direct messages, and sends peer to peer when it can and through the server
+//! when it cannot.
+//!
+//! - [`ChatClient::connect`] starts everything and returns the client and a receiver of
+//!   [`ChatEvent`]s: messages (each shown once, whichever path brought it), presence changes,
+//!   room events and state changes.
+//! - [`ChatClient::send`] looks the recipient up, tries the direct path within
+//!   [`ChatClientConfig::direct_timeout`], and falls back to the server's relay, which stores
+//!   the message if the recipient is offline. The [`SendReport`] says which path was used. A
+//!   relay or post whose answer was lost with the connection is sent again, with the same
+//!   message id, once the client is back online.
+//! - The client reconnects by itself: when the connection drops or the server forgets the
+//!   session, it registers again (same id and secret), re-opens its streams and joins its rooms
+//!   again. [`ChatClient::watch_state`] follows it.
+//!
+//! ```no_run
+//! use chat_client::{ChatClient, ChatClientConfig, ChatEvent};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ChatClientConfig::new("tcp://127.0.0.1:7300".parse()?, "alice");
+//! let (alice, mut events) = ChatClient::connect(config).await?;
+//! let report = alice.send("bob", "hi").await?;
+//! println!("sent by path {:?}", report.path);
+//! while let Some(event) = events.recv().await {
+//!     if let ChatEvent::Message(m) = event {
+//!         println!("{}: {}", m.from.name, m.text);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod command;
+mod config;
+mod dedup;
+mod directory;
+mod event;
+mod peer;
+mod render;
+mod session;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_api::{
+    ChatError, Delivery, Envelope, Page, Path, PeerServer, RoomInfo, Sender, Session, SignalClient,
+    UserInfo, excerpt, now_ms,
+};
+use rpc_core::{Client, Endpoint, RpcError, Server, ServerHandle};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tracing::debug;
+use uuid::Uuid;
+
+pub use self::command::{Command, HELP};
+pub use self::config::{ChatClientConfig, DEFAULT_LISTEN, DEFAULT_SERVER, new_secret};
+pub use self::event::{ChatEvent, ClientError, ClientState, SendReport};
+use self::peer::{PeerClients, PeerService, Sink, check_text};
+pub use self::render::{event_json, event_text, path_name, user_json};
+use self::session::Shared;
+
+/// The most items [`ChatClient::who`], [`ChatClient::rooms`], [`ChatClient::members`] and
+/// [`ChatClient::history`] collect before they give up on a list that does not end.
+pub const MAX_LISTED: usize = 1 << 20;
+
+/// The first and the longest pause before a relay or post whose outcome is unknown is sent
+/// again.
+const RESEND_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// Whether a failed call may have been done, or certainly was not but may be next time: worth
+/// making again with the same message id. Refusals (a bad request, an application error other
+/// than the storage recovering) are final.
+fn outcome_unknown(error: &ClientError) -> bool {
+    match error {
+        ClientError::Rpc(e) => matches!(
+            e,
+            RpcError::ConnectionLost(_)
+                | RpcError::DeadlineExceeded
+                | RpcError::Connect { .. }
+                | RpcError::ServerBusy(_)
+                | RpcError::Unavailable(_)
+        ),
+        ClientError::Chat(ChatError::StorageUnavailable) => true,
+        _ => false,
+    }
+}
+
+/// The events a [`ChatClient`] sends its application. The channel is unbounded so that the
+/// client never waits for the application: read it steadily.
+pub type ChatEvents = mpsc::UnboundedReceiver<ChatEvent>;
+
+/// A connected chat client. Cheap to clone; every clone drives the same session. The client
+/// stops when [`ChatClient::shutdown`] or [`ChatClient::close`] is called, or when the last
+/// clone is dropped.
+#[derive(Debug, Clone)]
+pub struct ChatClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    task: AbortHandle,
+    peer: Mutex<Option<ServerHandle>>,
+    peer_endpoint: Endpoint,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+        let peer = self.peer.get_mut().map(Option::take).unwrap_or(None);
+        if let (Some(server), Ok(runtime)) = (peer, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move { server.abort().await });
+        }
+    }
+}
+
+impl ChatClient {
+    /// Serves the peer, connects to the server and registers. Fails when a setting is out of
+    /// its range, the peer cannot listen, the server cannot be reached, or the server refuses
+    /// the registration (a wrong secret, a name taken, an invalid name); once this succeeded,
+    /// every later loss is recovered by itself.
+    pub async fn connect(
+        config: ChatClientConfig,
+    ) -> Result<(ChatClient, ChatEvents), ClientError> {
+        config.check().map_err(ClientError::Invalid)?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let sink = Arc::new(Sink::new(config.id, config.dedup_capacity, events_tx));
+        let peer = Server::builder()
+            .service(PeerServer::new(PeerService::new(sink.clone())))
+            .listen(config.listen.clone())
+            .start()
+            .await
+            .map_err(|e| ClientError::Listen {
+                endpoint: config.listen.to_string(),
+                reason: e.to_string(),
+            })?;
+        let peer_endpoint = peer
+            .local_endpoint()
+            .cloned()
+            .unwrap_or_else(|| config.listen.clone());
+        let advertised = Some(
+            config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| peer_endpoint.to_string()),
+        );
+        let rpc = Client::builder()
+            .format(config.format.clone())
+            .timeout(config.call_timeout)
+            .connect_timeout(config.call_timeout)
+            .heartbeat_interval(Duration::from_secs(5))
+            .reconnect(config.reconnect)
+            .connect(&config.server)
+            .await;
+        let rpc = match rpc {
+            Ok(rpc) => rpc,
+            Err(e) => {
+                peer.abort().await;
+                return Err(ClientError::Rpc(e));
+            }
+        };
+        let (renew, renew_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            peers: PeerClients::new(config.format.clone(), config.direct_timeout),
+            config,
+            advertised,
+            signal: SignalClient::new(rpc),
+            sink,
+            state: watch::Sender::new(ClientState::Connecting),
+            session: watch::Sender::new(None),
+            directory: Mutex::default(),
+            rooms: Mutex::new(BTreeSet::new()),
+            renew,
+        });
+        shared.set_state(ClientState::Connecting);
+        let session = match shared.register().await {
+            Ok(session) => session,
+            Err(e) => {
+                peer.abort().await;
+                shared.signal.caller().close();
+                return Err(e);
+            }
+        };
+        let task = tokio::spawn(session::run(shared.clone(), session, renew_rx)).abort_handle();
+        let client = ChatClient {
+            inner: Arc::new(Inner {
+                shared,
+                task,
+                peer: Mutex::new(Some(peer)),
+                peer_endpoint,
+            }),
+        };
+        // The streams open right after; waiting for them makes "connected" mean "online". If
+        // they do not open in time the task keeps trying, and the state says so.
+        let mut state = client.watch_state();
+        let timeout = client.inner.shared.config.call_timeout;
+        let _ = tokio::time::timeout(timeout, state.wait_for(ClientState::is_online)).await;
+        Ok((client, events))
+    }
+
+    /// This user's id.
+    pub fn id(&self) -> Uuid {
+        self.inner.shared.config.id
+    }
+
+    /// This user's display name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.config.name
+    }
+
+    /// Where this client's peer service listens (the real port when asked for port 0).
+    pub fn peer_endpoint(&self) -> &Endpoint {
+        &self.inner.peer_endpoint
+    }
+
+    /// The endpoint registered for direct messages.
+    pub fn advertised(&self) -> Option<&str> {
+        self.inner.shared.advertised.as_deref()
+    }
+
+    /// The state now.
+    pub fn state(&self) -> ClientState {
+        self.inner.shared.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of state.
+    pub fn watch_state(&self) -> watch::Receiver<ClientState> {
+        self.inner.shared.state.subscribe()
+    }
+
+    /// The session in force, if online: the token, this user as the server recorded them
+    /// (with the observed address), and the heartbeat and presence timings.
+    pub fn session(&self) -> Option<Session> {
+        self.inner.shared.session.borrow().clone()
+    }
+
+    /// Everyone online, asked of the server a page at a time, by name.
+    pub async fn who(&self) -> Result<Vec<UserInfo>, ClientError> {
+        let users = self
+            .all_pages(|s, token, after| async move { s.online(token, after, 0).await })
+            .await?;
+        self.inner.shared.directory().replace_online(&users);
+        Ok(users)
+    }
+
+    /// One page of who is online (see [`Page`]): the first with `after: None`, the next with
+    /// the `next` of the one before; `limit` 0 asks for as many as the server gives.
+    pub async fn who_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<UserInfo>, ClientError> {
+        self.call(|s, token| {
+            let after = after.clone();
+            async move { s.online(token, after, limit).await }
+        })
+        .await
+    }
+
+    /// One user, by name (online users only) or by id (as text).
+    pub async fn lookup(&self, user: &str) -> Result<UserInfo, ClientError> {
+        let user = user.trim().to_owned();
+        let info = self
+            .call(|s, token| {
+                let user = user.clone();
+                async move { s.lookup(token, user).await }
+            })
+            .await?;
+        self.inner.shared.directory().remember(&info);
+        Ok(info)
+    }
+
+    /// Sends `text` to a user given by name or id: peer to peer if the user is online and
+    /// reachable within the direct timeout, through the server otherwise (stored if the user
+    /// is offline). A user who is offline can be named only if this client saw them before.
+    ///
+    /// When the connection to the server is lost before the relay is answered, the message is
+    /// sent again with the same id once the client is back online (within
+    /// [`ChatClientConfig::resend_within`]): the server recognises it, so it is delivered once
+    /// and the send reports how it went rather than failing.
+    pub async fn send(&self, to: &str, text: &str) -> Result<SendReport, ClientError> {
+        check_text(text).map_err(ClientError::Invalid)?;
+        let (user, online) = self.resolve(to).await?;
+        let envelope = Envelope {
+            id: Uuid::new_v4(),
+            from: chat_api::Sender {
+                id: self.id(),
+                name: self.name().to_owned(),
+            },
+            to: chat_api::Destination::User(user.id),
+            text: text.to_owned(),
+            sent_at_ms: now_ms(),
+            path: Path::Direct,
+        };
+        let mut direct_error = None;
+        match &user.advertised {
+            Some(endpoint) if online && user.id != self.id() => {
+                let peers = &self.inner.shared.peers;
+                match peers.deliver(endpoint, envelope.clone()).await {
+                    Ok(()) => {
+                        return Ok(SendReport {
+                            id: envelope.id,
+                            to: user,
+                            path: Path::Direct,
+                            direct_error: None,
+                        });
+                    }
+                    Err(e) => direct_error = Some(e),
+                }
+            }
+            _ => {}
+        }
+        // The same id as the direct attempt: if that one did arrive after all, the recipient
+        // shows the message once.
+        let (id, to_id, sent_at) = (envelope.id, user.id, envelope.sent_at_ms);
+        let text = envelope.text;
+        let delivery = self
+            .call_until_known(|s, token| {
+                let text = text.clone();
+                async move { s.relay(token, id, to_id, text, sent_at).await }
+            })
+            .await?;
+        Ok(SendReport {
+            id,
+            to: user,
+            path: match delivery {
+                Delivery::Delivered => Path::Relayed,
+                Delivery::Stored => Path::Stored,
+            },
+            direct_error,
+        })
+    }
+
+    /// Joins a room (creating it if needed); it is joined again after every reconnect until
+    /// [`ChatClient::leave_room`].
+    pub async fn join(&self, room: &str) -> Result<RoomInfo, ClientError> {
+        let room = room.trim().to_owned();
+        let info = self
+            .call(|s, token| {
+                let room = room.clone();
+                async move { s.join(token, room).await }
+            })
+            .await?;
+        self.inner.shared.rooms().insert(info.name.clone());
+        Ok(info)
+    }
+
+    /// Leaves a room.
+    pub async fn leave_room(&self, room: &str) -> Result<(), ClientError> {
+        let room = room.trim().to_owned();
+        self.inner.shared.rooms().remove(&room);
+        self.call(|s, token| {
+            let room = room.clone();
+            async move { s.leave_room(token, room).await }
+        })
+        .await
+    }
+
+    /// Posts in a room this user is a member of; returns the message id. Like
+    /// [`ChatClient::send`], a post whose answer was lost with the connection is sent again with
+    /// the same id.
+    pub async fn post(&self, room: &str, text: &str) -> Result<Uuid, ClientError> {
+        check_text(text).map_err(ClientError::Invalid)?;
+        let (room, text, id, sent_at) = (
+            room.trim().to_owned(),
+            text.to_owned(),
+            Uuid::new_v4(),
+            now_ms(),
+        );
+        self.call_until_known(|s, token| {
+            let (room, text) = (room.clone(), text.clone());
+            async move { s.post(token, room, id, text, sent_at).await }
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Every room, with how many members it has, asked of the server a page at a time, by
+    /// name.
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, ClientError> {
+        self.all_pages(|s, token, after| async move { s.rooms(token, after, 0).await })
+            .await
+    }
+
+    /// One page of the rooms (see [`ChatClient::who_page`]).
+    pub async fn rooms_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RoomInfo>, ClientError> {
+        self.call(|s, token| {
+            let after = after.clone();
+            async move { s.rooms(token, after, limit).await }
+        })
+        .await
+    }
+
+    /// A room's members, asked of the server a page at a time, by name.
+    pub async fn members(&self, room: &str) -> Result<Vec<Sender>, ClientError> {
+        let room = room.trim().to_owned();
+        self.all_pages(|s, token, after| {
+            let room = room.clone();
+            async move { s.members(token, room, after, 0).await }
+        })
+        .await
+    }
+
+    /// One page of a room's members (see [`ChatClient::who_page`]).
+    pub async fn members_page(
+        &self,
+        room: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Sender>, ClientError> {
+        let room = room.trim().to_owned();
+        self.call(|s, token| {
+            let (room, after) = (room.clone(), after.clone());
+            async move { s.members(token, room, after, limit).await }
+        })
+        .await
+    }
+
+    /// The rooms this client is in (as far as it knows).
+    pub fn joined_rooms(&self) -> Vec<String> {
+        self.inner.shared.rooms().iter().cloned().collect()
+    }
+
+    /// A room's last posts, oldest first, asked of the server a page at a time.
+    pub async fn history(&self, room: &str) -> Result<Vec<Envelope>, ClientError> {
+        let room = room.trim().to_owned();
+        self.all_pages(|s, token, after| {
+            let room = room.clone();
+            async move { s.history(token, room, after, 0).await }
+        })
+        .await
+    }
+
+    /// One page of a room's last posts (see [`ChatClient::who_page`]).
+    pub async fn history_page(
+        &self,
+        room: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Envelope>, ClientError> {
+        let room = room.trim().to_owned();
+        self.call(|s, token| {
+            let (room, after) = (room.clone(), after.clone());
+            async move { s.history(token, room, after, limit).await }
+        })
+        .await
+    }
+
+    /// Stops serving direct messages, while still advertising the endpoint: others' direct
+    /// sends then fail and go through the relay (what a peer behind a firewall looks like).
+    pub async fn stop_peer(&self) {
+        let server = self.inner.peer.lock().ok().and_then(|mut p| p.take());
+        if let Some(server) = server {
+            server.shutdown(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Leaves the server (the user goes offline at once and leaves their rooms), then stops.
+    pub async fn shutdown(&self) {
+        self.inner.task.abort();
+        let session = self.inner.shared.session.send_replace(None);
+        if let Some(session) = session {
+            let signal = self
+                .inner
+                .shared
+                .signal
+                .with_timeout(Duration::from_secs(1));
+            let _ = signal.leave(session.token).await;
+        }
+        self.close().await;
+    }
+
+    /// Stops without telling the server, as a crash would: the user stays online for others
+    /// until the presence lease expires.
+    pub async fn close(&self) {
+        self.inner.task.abort();
+        self.inner.shared.session.send_replace(None);
+        self.stop_peer().await;
+        self.inner.shared.peers.clear();
+        self.inner.shared.signal.caller().close();
+        if !matches!(self.state(), ClientState::Closed) {
+            self.inner.shared.set_state(ClientState::Closed);
+        }
+    }
+
+    /// Resolves a user given by name or id; the flag says whether they are online.
+    async fn resolve(&self, who: &str) -> Result<(UserInfo, bool), ClientError> {
+        let who = who.trim();
+        let id = Uuid::parse_str(who).ok();
+        if let Some(user) = self.inner.shared.directory().online(id, who) {
+            return Ok((user.clone(), true));
+        }
+        match self.lookup(who).await {
+            // Names resolve to online users only.
+            Ok(user) if id.is_none() => Ok((user, true)),
+            // The server gives no address for a user who is offline: it observed none.
+            Ok(user) => {
+                let online = !user.observed.is_empty();
+                Ok((user, online))
+            }
+            Err(ClientError::Chat(ChatError::UnknownUser(_))) if id.is_none() => {
+                let known = self.inner.shared.directory().known_by_name(who).cloned();
+                match known {
+                    Some(user) => {
+                        // The server has the newest details (an offline user is found by id).
+                        let user = self.lookup(&user.id.to_string()).await.unwrap_or(user);
+                        Ok((user, false))
+                    }
+                    None => Err(ClientError::Chat(ChatError::UnknownUser(
+                        excerpt(who).into_owned(),
+                    ))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes a call with the current session's token; if the server no longer knows the
+    /// session, waits for the client to register again and makes it once more.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(SignalClient, String) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<ChatError>>>,
+    {
+        let shared = &self.inner.shared;
+        let token = self.token_other_than(None).await?;
+        match call(shared.signal.clone(), token.clone()).await {
+            Err(RpcError::Application(ChatError::NoSession)) => {
+                let _ = shared.renew.send(token.clone());
+                let token = self.token_other_than(Some(&token)).await?;
+                Ok(call(shared.signal.clone(), token).await?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    /// Makes a call that carries a message id (`relay`, `post`) and, when it fails without
+    /// saying whether it was done (the connection was lost after the request left, no answer
+    /// came in time, the server's storage was recovering), makes it again with the same id,
+    /// once the client is back online, for up to [`ChatClientConfig::resend_within`]. The
+    /// server recognises the id, so the message is delivered once and reported as sent.
+    async fn call_until_known<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(SignalClient, String) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<ChatError>>>,
+    {
+        let (mut pause, longest) = RESEND_BACKOFF;
+        let within = self.inner.shared.config.resend_within;
+        let until = tokio::time::Instant::now().checked_add(within);
+        loop {
+            let error = match self.call(&call).await {
+                Ok(done) => return Ok(done),
+                Err(error) => error,
+            };
+            let next = tokio::time::Instant::now().checked_add(pause);
+            let in_time = matches!((next, until), (Some(next), Some(until)) if next <= until);
+            if !outcome_unknown(&error) || !in_time {
+                return Err(error);
+            }
+            debug!("sending again with the same id in {pause:?}: {error}");
+            tokio::time::sleep(pause).await;
+            pause = pause.saturating_mul(2).min(longest);
+        }
+    }
+
+    /// Every item of a list, asking for one page after the other.
+    async fn all_pages<T, F, Fut>(&self, page: F) -> Result<Vec<T>, ClientError>
+    where
+        F: Fn(SignalClient, String, Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page<T>, RpcError<ChatError>>>,
+    {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let next = self.call(|s, token| page(s, token, after.clone())).await?;
+            items.extend(next.items);
+            match next.next {
+                None => return Ok(items),
+                // A list that does not move on, or goes on and on, is not one to follow.
+                Some(cursor) if after.as_ref() == Some(&cursor) || items.len() > MAX_LISTED => {
+                    return Err(ClientError::Rpc(RpcError::Protocol(format!(
+                        "the server's list does not end (cursor {:?} after {} items)",
+                        excerpt(&cursor),
+                        items.len()
+                    ))));
+                }
+                Some(cursor) => after = Some(cursor),
+            }
+        }
+    }
+
+    /// The current session's token, waiting up to the call timeout for one (other than
+    /// `stale`) while the client registers.
+    async fn token_other_than(&self, stale: Option<&str>) -> Result<String, ClientError> {
+        let shared = &self.inner.shared;
+        let mut sessions = shared.session.subscribe();
+        let mut states = shared.state.subscribe();
+        let wait = async {
+            loop {
+                if states.borrow_and_update().is_final() {
+                    return Err(ClientError::Closed);
+                }
+                let current = sessions
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|s| s.token.clone());
+                if let Some(token) = current.filter(|t| Some(t.as_str()) != stale) {
+                    return Ok(token);
+                }
+                tokio::select! {
+                    r = sessions.changed() => r.map_err(|_| ClientError::Closed)?,
+                    r = states.changed() => r.map_err(|_| ClientError::Closed)?,
+                }
+            }
+        };
+        match tokio::time::timeout(shared.config.call_timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Offline(match self.state() {
+                ClientState::Reconnecting { reason, .. } => reason,
+                other => other.name().to_owned(),
+            })),
+        }
+    }
+}

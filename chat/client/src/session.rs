@@ -1,0 +1,324 @@
+//! The background task of a chat client: keeps a session with the server alive (heartbeats),
+//! reads the inbox and presence streams, acknowledges what it handed to the application, and
+//! registers again by itself whenever the session is lost.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chat_api::{ChatError, InboxItem, Path, RegisterRequest, Session, SignalClient};
+use futures::{FutureExt, StreamExt};
+use rpc_core::{ConnectionState, RpcError, RpcStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::config::ChatClientConfig;
+use crate::directory::Directory;
+use crate::event::{ChatEvent, ClientError, ClientState};
+use crate::peer::{PeerClients, Sink};
+
+/// Heartbeats that may fail in a row (for reasons other than a lost session) before the
+/// session is given up and registered again.
+const MAX_MISSED_HEARTBEATS: u32 = 2;
+
+/// How long to wait for the inbox to say why the server ended a session.
+const VERDICT_WAIT: Duration = Duration::from_millis(500);
+
+/// What the server says when it ends a session because the same user registered again
+/// elsewhere (the contract has no error variant for it; the inbox ends with this message).
+const REPLACED: &str = "replaced by a newer registration";
+
+/// The shortest and longest heartbeat intervals a client follows, whatever the server says.
+const HEARTBEAT_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_secs(3600));
+
+/// Why a session ended.
+#[derive(Debug)]
+enum Ended {
+    /// Lost (connection, expiry, server restart): register again.
+    Lost(String),
+    /// Another client registered as this user and took the session over: registering again
+    /// would take it back, and the two would fight for ever.
+    Replaced,
+}
+
+/// What the client handle and its background task share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ChatClientConfig,
+    /// The endpoint registered for direct messages.
+    pub(crate) advertised: Option<String>,
+    pub(crate) signal: SignalClient,
+    pub(crate) sink: Arc<Sink>,
+    pub(crate) peers: PeerClients,
+    pub(crate) state: watch::Sender<ClientState>,
+    /// The session in force; `None` while registering.
+    pub(crate) session: watch::Sender<Option<Session>>,
+    pub(crate) directory: Mutex<Directory>,
+    /// The rooms joined, joined again after every new registration.
+    pub(crate) rooms: Mutex<BTreeSet<String>>,
+    /// Tokens the server no longer knows: the task registers again if one is the current one.
+    pub(crate) renew: mpsc::UnboundedSender<String>,
+}
+
+impl Shared {
+    /// Changes the state and tells the application.
+    pub(crate) fn set_state(&self, state: ClientState) {
+        self.state.send_replace(state.clone());
+        self.sink.emit(ChatEvent::State(state));
+    }
+
+    /// Registers this user, opening a new session.
+    pub(crate) async fn register(&self) -> Result<Session, ClientError> {
+        let request = RegisterRequest {
+            id: self.config.id,
+            name: self.config.name.clone(),
+            secret: self.config.secret.clone(),
+            endpoint: self.advertised.clone(),
+        };
+        Ok(self.signal.register(request).await?)
+    }
+
+    pub(crate) fn directory(&self) -> MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn rooms(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves one session until it is lost; returns why.
+    async fn serve(
+        &self,
+        session: &Session,
+        reconnects: u32,
+        renew: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Ended {
+        let token = session.token.clone();
+        // Watch the connection from before the streams open, so a loss in between is seen.
+        let mut connection = self.signal.caller().watch_state();
+        connection.mark_unchanged();
+        let mut inbox = match self.signal.inbox(token.clone()).await {
+            Ok(inbox) => inbox,
+            Err(e) => return Ended::Lost(format!("could not open the inbox: {}", e.report())),
+        };
+        let mut presence = match self.signal.presence(token.clone()).await {
+            Ok(presence) => presence,
+            Err(e) => return Ended::Lost(format!("could not watch presence: {}", e.report())),
+        };
+        // The presence stream's first event (who is online) says the server has taken the
+        // calls so far, the inbox's included: only then can relayed messages be pushed live
+        // rather than stored, and only then is the client online.
+        let timeout = self.config.call_timeout;
+        match tokio::time::timeout(timeout, presence.next()).await {
+            Ok(Some(Ok(event))) => {
+                self.directory().apply(&event);
+                self.sink.emit(ChatEvent::Presence(event));
+            }
+            Ok(Some(Err(e))) => {
+                return Ended::Lost(format!("presence stream failed: {}", e.report()));
+            }
+            Ok(None) => return Ended::Lost("the server ended the presence stream".to_owned()),
+            Err(_) => return Ended::Lost(format!("no presence list within {timeout:?}")),
+        }
+        self.session.send_replace(Some(session.clone()));
+        self.set_state(ClientState::Online {
+            user: session.user.clone(),
+            reconnects,
+        });
+        let period = heartbeat_period(session.heartbeat_ms);
+        let first = Instant::now()
+            .checked_add(period)
+            .unwrap_or_else(Instant::now);
+        let mut beat = tokio::time::interval_at(first, period);
+        beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let heartbeat = self.signal.with_timeout(
+            Duration::from_millis(session.presence_ttl_ms.max(100)).min(self.config.call_timeout),
+        );
+        let mut missed = 0;
+        let reason = loop {
+            tokio::select! {
+                _ = beat.tick() => match heartbeat.heartbeat(token.clone()).await {
+                    Ok(()) => missed = 0,
+                    Err(RpcError::Application(ChatError::NoSession)) => {
+                        break "the server no longer knows the session".to_owned();
+                    }
+                    Err(e) => {
+                        missed += 1;
+                        debug!(missed, "heartbeat failed: {e}");
+                        if missed >= MAX_MISSED_HEARTBEATS {
+                            return Ended::Lost(format!("heartbeats failing: {e}"));
+                        }
+                    }
+                },
+                item = inbox.next() => {
+                    if let Err(ended) = self.drain_inbox(&token, item, &mut inbox).await {
+                        return ended;
+                    }
+                }
+                event = presence.next() => match event {
+                    Some(Ok(event)) => {
+                        self.directory().apply(&event);
+                        self.sink.emit(ChatEvent::Presence(event));
+                    }
+                    Some(Err(e)) => break format!("presence stream failed: {e}"),
+                    None => break "the server ended the presence stream".to_owned(),
+                },
+                Some(stale) = renew.recv() => {
+                    if stale == token {
+                        break "the server no longer knows the session".to_owned();
+                    }
+                }
+                changed = connection.changed() => {
+                    if changed.is_err() {
+                        return Ended::Lost("the connection was closed".to_owned());
+                    }
+                    let state = connection.borrow_and_update().clone();
+                    if let ConnectionState::Reconnecting { reason, .. } = state {
+                        return Ended::Lost(format!("connection lost: {reason}"));
+                    }
+                }
+            }
+        };
+        // The server ended the session. If another client took it over, the inbox's last word
+        // says so; it comes at about the same time as the rest.
+        let verdict = async {
+            loop {
+                let item = inbox.next().await;
+                if let Err(ended) = self.drain_inbox(&token, item, &mut inbox).await {
+                    return ended;
+                }
+            }
+        };
+        match tokio::time::timeout(VERDICT_WAIT, verdict).await {
+            Ok(Ended::Replaced) => Ended::Replaced,
+            _ => Ended::Lost(reason),
+        }
+    }
+
+    /// Handles one inbox item and every other one already waiting, then acknowledges the
+    /// messages among them in one call. An `Err` says why the inbox is finished.
+    async fn drain_inbox(
+        &self,
+        token: &str,
+        mut item: Option<Result<InboxItem, RpcError>>,
+        inbox: &mut RpcStream<InboxItem>,
+    ) -> Result<(), Ended> {
+        let mut acks = Vec::new();
+        let outcome = loop {
+            match item {
+                Some(Ok(InboxItem::Message(envelope))) => {
+                    let id = envelope.id;
+                    let ack = envelope.path != Path::Room;
+                    // Handed to the application first, acknowledged after: a crash in between
+                    // means a replay (shown once, thanks to the id), never a loss.
+                    self.sink.offer(envelope);
+                    if ack {
+                        acks.push(id);
+                    }
+                }
+                Some(Ok(InboxItem::Room(event))) => self.sink.emit(ChatEvent::Room(event)),
+                Some(Err(RpcError::Application(message))) if message.contains(REPLACED) => {
+                    break Err(Ended::Replaced);
+                }
+                Some(Err(e)) => break Err(Ended::Lost(format!("inbox failed: {e}"))),
+                None => break Err(Ended::Lost("the server ended the inbox".to_owned())),
+            }
+            match inbox.next().now_or_never() {
+                Some(next) => item = next,
+                None => break Ok(()),
+            }
+        };
+        if !acks.is_empty() {
+            self.ack(token, acks).await.map_err(Ended::Lost)?;
+        }
+        outcome
+    }
+
+    async fn ack(&self, token: &str, ids: Vec<Uuid>) -> Result<(), String> {
+        match self.signal.ack(token.to_owned(), ids).await {
+            Ok(()) => Ok(()),
+            Err(RpcError::Application(ChatError::NoSession)) => {
+                Err("the server no longer knows the session".to_owned())
+            }
+            // Unacknowledged messages come again on the next inbox and are shown once.
+            Err(e) => {
+                debug!("ack failed: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Registers again until it works, telling the application each attempt.
+    async fn register_again(&self, mut reason: String) -> Session {
+        let mut attempt = 0u32;
+        loop {
+            self.set_state(ClientState::Reconnecting {
+                reason: reason.clone(),
+                attempt,
+            });
+            if attempt > 0 {
+                let backoff = &self.config.reconnect;
+                let delay = backoff
+                    .delay(attempt, fastrand::f64())
+                    .unwrap_or(backoff.cap);
+                tokio::time::sleep(delay).await;
+            }
+            match self.register().await {
+                Ok(session) => return session,
+                Err(e) => {
+                    debug!(attempt, "registering again failed: {e}");
+                    reason = e.to_string();
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Joins again the rooms this user was in, which the server may have forgotten.
+    async fn rejoin(&self, session: &Session) {
+        let rooms: Vec<String> = self.rooms().iter().cloned().collect();
+        for room in rooms {
+            if let Err(e) = self.signal.join(session.token.clone(), room.clone()).await {
+                warn!(%room, "could not join again: {e}");
+            }
+        }
+    }
+}
+
+/// The interval to heartbeat at when the server asks for `heartbeat_ms`, within
+/// [`HEARTBEAT_BOUNDS`]: the number comes from the network.
+fn heartbeat_period(heartbeat_ms: u64) -> Duration {
+    let (shortest, longest) = HEARTBEAT_BOUNDS;
+    Duration::from_millis(heartbeat_ms).clamp(shortest, longest)
+}
+
+/// The background task: serves sessions one after the other, for ever (until aborted).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut session: Session,
+    mut renew: mpsc::UnboundedReceiver<String>,
+) {
+    let mut reconnects = 0;
+    loop {
+        let ended = shared.serve(&session, reconnects, &mut renew).await;
+        shared.session.send_replace(None);
+        let reason = match ended {
+            Ended::Lost(reason) => reason,
+            Ended::Replaced => {
+                warn!(user = %shared.config.name, "another client registered as this user; stopping");
+                shared.set_state(ClientState::Replaced);
+                return;
+            }
+        };
+        // Peers may have moved while we were away.
+        shared.peers.clear();
+        warn!(user = %shared.config.name, %reason, "session lost; registering again");
+        session = shared.register_again(reason).await;
+        reconnects += 1;
+        info!(user = %shared.config.name, reconnects, "registered again");
+        shared.rejoin(&session).await;
+    }
+}

@@ -1,0 +1,208 @@
+//! How a chat server is set up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::Endpoint;
+use rpc_registry::Registry;
+
+use crate::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
+
+/// How a [`ChatServer`](crate::ChatServer) runs. Every field's default is in its description.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChatServerConfig {
+    /// Where to listen. Default: `tcp://127.0.0.1:7300`.
+    pub listen: Vec<Endpoint>,
+    /// The directory of the database file ([`DATABASE_FILE`](crate::DATABASE_FILE)); created
+    /// if missing. No default in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
+    pub data_dir: PathBuf,
+    /// Where presence lives. Default: `None`, an embedded
+    /// [`MemoryRegistry`](rpc_registry::MemoryRegistry).
+    pub registry: Option<Arc<dyn Registry>>,
+    /// After this long without a heartbeat a user is dropped (the TTL of presence leases).
+    /// From [`MIN_PRESENCE_TTL`](Self::MIN_PRESENCE_TTL) to
+    /// [`MAX_PRESENCE_TTL`](Self::MAX_PRESENCE_TTL). Default: 10 s.
+    pub presence_ttl: Duration,
+    /// How often clients are told to heartbeat; positive and shorter than `presence_ttl`.
+    /// Default: `presence_ttl / 3`.
+    pub heartbeat: Duration,
+    /// How many posts each room keeps, 1 to [`MAX_ROOM_HISTORY`](Self::MAX_ROOM_HISTORY).
+    /// Default: 100.
+    pub room_history: usize,
+    /// How many unacknowledged messages one user's mailbox may hold, 1 to
+    /// [`MAX_PENDING_LIMIT`](Self::MAX_PENDING_LIMIT). A relay beyond it is refused with
+    /// [`ChatError::Quota`](chat_api::ChatError::Quota), so its sender knows; the
+    /// messages accepted before are all kept. Default: 10,000.
+    pub max_pending: u64,
+    /// How many rooms one user may make (by `create_room`, or by joining a room that did not
+    /// exist), 1 to [`MAX_QUOTA`](Self::MAX_QUOTA). Rooms are never deleted, so this counts
+    /// every room the user ever made. Default: 100.
+    pub max_rooms_created: u32,
+    /// How many rooms one user may be in at once, 1 to [`MAX_QUOTA`](Self::MAX_QUOTA).
+    /// Default: 100.
+    pub max_rooms_joined: u32,
+    /// The largest frame accepted or sent, from [`MIN_FRAME_LEN`](Self::MIN_FRAME_LEN) to
+    /// 4 GiB - 1. Requests are small (a message is at most
+    /// [`MAX_TEXT_BYTES`](chat_api::MAX_TEXT_BYTES)) and lists come a page at a time,
+    /// so answers stay small too. Default: 4 MiB.
+    pub max_frame_len: usize,
+    /// The most items one page of a list holds (`online`, `rooms`, `members`, `history`, the
+    /// online list at the start of `presence`), whatever the client asks, 1 to
+    /// [`MAX_PAGE_ITEMS_LIMIT`](Self::MAX_PAGE_ITEMS_LIMIT). Default: 500.
+    pub max_page_items: usize,
+    /// The byte budget of one page ([`page`](crate::page)), from
+    /// [`MIN_PAGE_BYTES`] to `max_frame_len` / [`PAGE_EXPANSION`], so that no page can reach
+    /// the frame limit whatever it lists. Default: 64 KiB.
+    pub max_page_bytes: usize,
+}
+
+impl ChatServerConfig {
+    /// The default listening endpoint.
+    pub const DEFAULT_LISTEN: &'static str = "tcp://127.0.0.1:7300";
+    /// The port of [`Self::DEFAULT_LISTEN`].
+    pub const DEFAULT_PORT: u16 = 7300;
+    /// The default presence TTL.
+    pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(10);
+    /// The default number of posts a room keeps.
+    pub const DEFAULT_ROOM_HISTORY: usize = 100;
+    /// The default mailbox limit.
+    pub const DEFAULT_MAX_PENDING: u64 = 10_000;
+    /// The default frame limit.
+    pub const DEFAULT_MAX_FRAME_LEN: usize = 4 << 20;
+    /// The shortest presence TTL.
+    pub const MIN_PRESENCE_TTL: Duration = Duration::from_millis(100);
+    /// The longest presence TTL (as long as a registry server grants by default).
+    pub const MAX_PRESENCE_TTL: Duration = Duration::from_secs(3600);
+    /// The most posts a room may be set to keep.
+    pub const MAX_ROOM_HISTORY: usize = 100_000;
+    /// The largest mailbox limit.
+    pub const MAX_PENDING_LIMIT: u64 = 1_000_000;
+    /// The default number of rooms one user may make.
+    pub const DEFAULT_MAX_ROOMS_CREATED: u32 = 100;
+    /// The default number of rooms one user may be in.
+    pub const DEFAULT_MAX_ROOMS_JOINED: u32 = 100;
+    /// The largest room quota.
+    pub const MAX_QUOTA: u32 = 1_000_000;
+    /// The smallest frame limit: room for the largest request with plenty to spare, and for
+    /// the smallest page budget.
+    pub const MIN_FRAME_LEN: usize = PAGE_EXPANSION * MIN_PAGE_BYTES;
+    /// The default number of items in a page.
+    pub const DEFAULT_MAX_PAGE_ITEMS: usize = 500;
+    /// The largest number of items a page may be set to hold.
+    pub const MAX_PAGE_ITEMS_LIMIT: usize = 10_000;
+    /// The default byte budget of a page.
+    pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 << 10;
+
+    /// The defaults, with the database in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ChatServerConfig {
+            listen: vec![Endpoint::tcp(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                Self::DEFAULT_PORT,
+            )))],
+            data_dir: data_dir.into(),
+            registry: None,
+            presence_ttl: Self::DEFAULT_PRESENCE_TTL,
+            heartbeat: Self::DEFAULT_PRESENCE_TTL / 3,
+            room_history: Self::DEFAULT_ROOM_HISTORY,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            max_rooms_created: Self::DEFAULT_MAX_ROOMS_CREATED,
+            max_rooms_joined: Self::DEFAULT_MAX_ROOMS_JOINED,
+            max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
+            max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
+            max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
+        }
+    }
+
+    /// Sets the presence TTL and the heartbeat interval to a third of it.
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self.heartbeat = ttl / 3;
+        self
+    }
+
+    /// Checks every setting against its range, and the settings that depend on each other,
+    /// so that a bad one is reported when the server starts rather than failing later.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError("no endpoint to listen on".into()));
+        }
+        in_range(
+            "the presence TTL",
+            self.presence_ttl,
+            Self::MIN_PRESENCE_TTL..=Self::MAX_PRESENCE_TTL,
+        )?;
+        if self.heartbeat.is_zero() || self.heartbeat >= self.presence_ttl {
+            return Err(ConfigError(format!(
+                "the heartbeat interval ({:?}) must be positive and shorter than the presence \
+                 TTL ({:?})",
+                self.heartbeat, self.presence_ttl
+            )));
+        }
+        in_range(
+            "the room history",
+            self.room_history,
+            1..=Self::MAX_ROOM_HISTORY,
+        )?;
+        in_range(
+            "the mailbox limit",
+            self.max_pending,
+            1..=Self::MAX_PENDING_LIMIT,
+        )?;
+        in_range(
+            "the quota of rooms made",
+            self.max_rooms_created,
+            1..=Self::MAX_QUOTA,
+        )?;
+        in_range(
+            "the quota of rooms joined",
+            self.max_rooms_joined,
+            1..=Self::MAX_QUOTA,
+        )?;
+        in_range(
+            "the frame limit",
+            self.max_frame_len,
+            Self::MIN_FRAME_LEN..=u32::MAX as usize,
+        )?;
+        in_range(
+            "the page item limit",
+            self.max_page_items,
+            1..=Self::MAX_PAGE_ITEMS_LIMIT,
+        )?;
+        in_range(
+            "the page byte budget",
+            self.max_page_bytes,
+            MIN_PAGE_BYTES..=self.max_frame_len / PAGE_EXPANSION,
+        )?;
+        Ok(())
+    }
+}
+
+/// A setting of a [`ChatServerConfig`] that is out of its range or at odds with another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chat server setting: {0}")]
+pub struct ConfigError(String);
+
+fn in_range<T: PartialOrd + std::fmt::Debug>(
+    what: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "{what} is {value:?}; it must be from {:?} to {:?}",
+        range.start(),
+        range.end()
+    )))
+}
+
+impl Default for ChatServerConfig {
+    /// [`ChatServerConfig::new`] with the data in `chat-data` in the current directory.
+    fn default() -> Self {
+        Self::new("chat-data")
+    }
+}

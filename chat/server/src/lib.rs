@@ -1,0 +1,244 @@
+//! The chat signaling server: registration and presence, lookups, relay with store-and-forward,
+//! and rooms, served as `chat.Signal` (see [`Signal`](chat_api::Signal)).
+//!
+//! - **Presence** lives in a registry ([`rpc_registry::Registry`], embedded by default): each
+//!   session is an instance of `chat.presence` under its own lease, kept alive by the client's
+//!   `heartbeat`. When a client stops, its lease expires, the server's watch on the key sees the
+//!   instance go, the session ends, rooms are told and every `presence` stream sees `Left`.
+//! - **Identity**: the first registration of a user id binds it to the secret given (a salted
+//!   SHA-256 in the store); later registrations must present it. Registering again with the
+//!   right secret replaces the previous session. Names are unique among online users, compared
+//!   case-insensitively.
+//! - **Relay and store-and-forward**: every relayed message is committed to the store
+//!   ([`Store`], one redb file) before it is pushed and before
+//!   `relay` returns, and deleted only when the recipient acknowledges it. A new inbox replays
+//!   what is stored, in order, then live messages. Message ids make relaying idempotent.
+//! - **Rooms**: members get posts and join/leave events in their inbox (not stored, no ack);
+//!   joins are told to every member including the one who joined, leaves to those who stay.
+//!   The last posts of each room are stored.
+//!
+//! The [`store`] and the sizes of a [`page`] are public for the programs and tests that look
+//! into them. [`init_logging`] and [`shutdown_signal`] are what the `chat-server` program, and
+//! the example programs beside it, log with and wait on before they stop gracefully.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use chat_server::{ChatServer, ChatServerConfig};
+//!
+//! let mut config = ChatServerConfig::new("chat-data");
+//! config.listen = vec!["tcp://127.0.0.1:0".parse()?];
+//! let server = ChatServer::start(config).await?;
+//! println!("serving on {:?}", server.endpoints());
+//! server.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod by_name;
+mod config;
+mod inbox;
+pub mod page;
+mod presence;
+mod rooms;
+mod service;
+mod shutdown;
+mod state;
+pub mod store;
+mod validate;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_api::SignalServer;
+use rpc_core::{Endpoint, Server, ServerHandle};
+use rpc_registry::MemoryRegistry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::config::{ChatServerConfig, ConfigError};
+use self::service::ChatService;
+pub use self::shutdown::{StopSignal, shutdown_signal};
+use self::state::{Settings, Shared};
+use self::store::Store;
+
+/// The name of the database file in [`ChatServerConfig::data_dir`].
+pub const DATABASE_FILE: &str = "chat.redb";
+
+/// How long acknowledged message ids and room post ids are remembered, so that relaying or
+/// posting one again does not deliver it again.
+const REMEMBER_IDS: Duration = Duration::from_secs(24 * 3600);
+
+/// A running chat server.
+pub struct ChatServer {
+    handle: ServerHandle,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ChatServer {
+    /// Opens the database, starts watching presence and listens on every endpoint. Fails with a
+    /// [`ConfigError`] if a setting is out of its range, before anything is opened.
+    pub async fn start(config: ChatServerConfig) -> anyhow::Result<ChatServer> {
+        config.check()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let path = config.data_dir.join(DATABASE_FILE);
+        let store = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Store::open(&path))
+        }
+        .await?
+        .with_context(|| format!("opening {}", path.display()))?;
+        let rooms = match store.rooms().await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                store.close().await;
+                return Err(e).context("reading rooms");
+            }
+        };
+        let registry = config
+            .registry
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
+        let settings = Settings {
+            presence_ttl: config.presence_ttl,
+            heartbeat: config.heartbeat,
+            room_history: config.room_history,
+            max_pending: config.max_pending,
+            max_rooms_created: config.max_rooms_created,
+            max_rooms_joined: config.max_rooms_joined,
+            max_page_items: config.max_page_items,
+            max_page_bytes: config.max_page_bytes,
+        };
+        let shared = Arc::new(Shared::new(settings, store, registry.clone(), rooms));
+        let stop = CancellationToken::new();
+        // Watching before serving: no session can expire unseen.
+        let first_watch = match tokio::time::timeout(
+            Duration::from_secs(5),
+            registry.watch(&presence::key(), None),
+        )
+        .await
+        {
+            Ok(Ok(watch)) => Some(watch),
+            Ok(Err(e)) => {
+                warn!("presence watch could not start yet: {e}");
+                None
+            }
+            Err(_) => {
+                warn!("presence watch could not start yet: the registry does not answer");
+                None
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(presence::watch_registry(
+                shared.clone(),
+                first_watch,
+                stop.clone(),
+            )),
+            tokio::spawn(forget_old_ids(shared.store.clone(), stop.clone())),
+        ];
+        let mut builder = Server::builder()
+            .service(SignalServer::new(ChatService::new(shared.clone())))
+            .max_frame_len(config.max_frame_len);
+        for endpoint in &config.listen {
+            builder = builder.listen(endpoint.clone());
+        }
+        let handle = match builder.start().await {
+            Ok(handle) => handle,
+            Err(e) => {
+                stop.cancel();
+                shared.store.close().await;
+                return Err(e).context("listening");
+            }
+        };
+        info!(
+            endpoints = ?handle.local_endpoints(),
+            database = %path.display(),
+            presence_ttl = ?config.presence_ttl,
+            "chat server started"
+        );
+        Ok(ChatServer {
+            handle,
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the server listens; TCP endpoints bound to port 0 show the real port.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        self.handle.local_endpoints()
+    }
+
+    /// Whether the storage works: `false` while the database is opened again after an I/O
+    /// error (calls that need it then fail with
+    /// [`ChatError::StorageUnavailable`](chat_api::ChatError::StorageUnavailable)).
+    pub fn is_healthy(&self) -> bool {
+        self.shared.store.is_healthy()
+    }
+
+    /// How many users are online (on this server and, through a shared registry, others).
+    pub fn online_count(&self) -> usize {
+        self.shared.presence.count()
+    }
+
+    /// Stops accepting, lets calls in flight finish for up to `grace`, ends every session
+    /// (revoking its presence lease) and closes the database, so that it can be opened again.
+    pub async fn shutdown(self, grace: Duration) {
+        let drain = self.handle.shutdown(grace);
+        let mut drain = std::pin::pin!(drain);
+        // The first poll stops accepting and tells every client the server is draining, so no
+        // new call starts. Inboxes and presence streams would run until the grace period is
+        // over: end them (and the sessions) now, then wait for the other calls in flight.
+        if futures::poll!(drain.as_mut()).is_pending() {
+            self.shared.close_all().await;
+            drain.await;
+        }
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.shared.store.close().await;
+        info!("chat server stopped");
+    }
+}
+
+impl fmt::Debug for ChatServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatServer")
+            .field("endpoints", &self.endpoints())
+            .field("store", &self.shared.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Forgets old acknowledged message ids and room post ids, hourly.
+async fn forget_old_ids(store: Store, stop: CancellationToken) {
+    let max_age = u64::try_from(REMEMBER_IDS.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match store.forget_old_ids(max_age).await {
+            Ok(0) => {}
+            Ok(n) => info!(forgotten = n, "forgot old message ids"),
+            Err(e) => warn!("forgetting old message ids: {e}"),
+        }
+    }
+}
+
+/// Logs to stderr, at `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}

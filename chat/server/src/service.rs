@@ -1,0 +1,160 @@
+//! The `chat.Signal` service: each call checks its input and hands over to the server's state.
+
+use std::sync::Arc;
+
+use chat_api::{
+    ChatError, Delivery, Envelope, InboxItem, Page, PresenceEvent, RegisterRequest, RoomInfo,
+    Sender, Session, Signal, UserInfo,
+};
+use rpc_core::{CallContext, PeerAddr, ServerStream};
+use uuid::Uuid;
+
+use crate::by_name::NameCursor;
+use crate::presence;
+use crate::state::Shared;
+
+/// Implements [`Signal`] over the server's shared state.
+#[derive(Debug, Clone)]
+pub(crate) struct ChatService {
+    shared: Arc<Shared>,
+}
+
+impl ChatService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ChatService { shared }
+    }
+}
+
+impl Signal for ChatService {
+    async fn register(
+        &self,
+        ctx: CallContext,
+        request: RegisterRequest,
+    ) -> Result<Session, ChatError> {
+        self.shared.register(observed(ctx.peer()), request).await
+    }
+
+    async fn heartbeat(&self, token: String) -> Result<(), ChatError> {
+        self.shared.heartbeat(&token).await
+    }
+
+    async fn leave(&self, token: String) -> Result<(), ChatError> {
+        self.shared.leave(&token).await
+    }
+
+    async fn lookup(&self, token: String, user: String) -> Result<UserInfo, ChatError> {
+        self.shared.lookup(&token, &user).await
+    }
+
+    async fn online(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<UserInfo>, ChatError> {
+        self.shared.session(&token)?;
+        let after = after.as_deref().map(NameCursor::parse).transpose()?;
+        let limits = self.shared.settings.page(limit);
+        Ok(self.shared.presence.page(after.as_ref(), limits))
+    }
+
+    async fn presence(&self, token: String) -> ServerStream<PresenceEvent> {
+        presence::stream(self.shared.clone(), &token)
+    }
+
+    async fn relay(
+        &self,
+        token: String,
+        id: Uuid,
+        to: Uuid,
+        text: String,
+        sent_at_ms: u64,
+    ) -> Result<Delivery, ChatError> {
+        self.shared.relay(&token, id, to, text, sent_at_ms).await
+    }
+
+    async fn inbox(&self, token: String) -> ServerStream<InboxItem> {
+        self.shared.open_inbox(&token).await
+    }
+
+    async fn ack(&self, token: String, ids: Vec<Uuid>) -> Result<(), ChatError> {
+        self.shared.ack(&token, ids).await
+    }
+
+    async fn create_room(&self, token: String, room: String) -> Result<RoomInfo, ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.rooms.create(&self.shared, &session, room).await
+    }
+
+    async fn join(&self, token: String, room: String) -> Result<RoomInfo, ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.rooms.join(&self.shared, &session, room).await
+    }
+
+    async fn leave_room(&self, token: String, room: String) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.rooms.leave(&self.shared, &session, room).await
+    }
+
+    async fn rooms(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RoomInfo>, ChatError> {
+        self.shared.session(&token)?;
+        let limits = self.shared.settings.page(limit);
+        self.shared.rooms.page(after, limits)
+    }
+
+    async fn members(
+        &self,
+        token: String,
+        room: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Sender>, ChatError> {
+        self.shared.session(&token)?;
+        let limits = self.shared.settings.page(limit);
+        self.shared.rooms.members(&room, after, limits).await
+    }
+
+    async fn post(
+        &self,
+        token: String,
+        room: String,
+        id: Uuid,
+        text: String,
+        sent_at_ms: u64,
+    ) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared
+            .rooms
+            .post(&self.shared, &session, room, (id, text, sent_at_ms))
+            .await
+    }
+
+    async fn history(
+        &self,
+        token: String,
+        room: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Envelope>, ChatError> {
+        self.shared.session(&token)?;
+        let limits = self.shared.settings.page(limit);
+        self.shared
+            .rooms
+            .history(&self.shared, &room, after, limits)
+            .await
+    }
+}
+
+/// The caller's address as this server saw it: `ip:port` for TCP (the user's public address
+/// when it comes through a NAT), the transport's own description otherwise.
+fn observed(peer: &PeerAddr) -> String {
+    match peer {
+        PeerAddr::Tcp(addr) => addr.to_string(),
+        other => other.to_string(),
+    }
+}

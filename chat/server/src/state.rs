@@ -1,0 +1,439 @@
+//! What the server knows: sessions by token and by user, presence, rooms, the store, and the
+//! session lifecycle (register, heartbeat, leave, expiry).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chat_api::{ChatError, RegisterRequest, Sender, Session as SessionReply, UserInfo, excerpt};
+use rpc_registry::{LeaseId, Registry, RegistryError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::inbox::InboxSlot;
+use crate::page::PageLimits;
+use crate::presence::{self, Presence};
+use crate::rooms::Rooms;
+use crate::store::{Binding, Store, StoreError};
+use crate::validate::{self, name_key};
+
+/// Registrations, leaves and room changes of one user run one at a time; users are spread
+/// over this many locks.
+const USER_LOCKS: usize = 256;
+
+/// The settings the running server uses.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) presence_ttl: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) room_history: usize,
+    pub(crate) max_pending: u64,
+    pub(crate) max_rooms_created: u32,
+    pub(crate) max_rooms_joined: u32,
+    pub(crate) max_page_items: usize,
+    pub(crate) max_page_bytes: usize,
+}
+
+impl Settings {
+    /// The limits of a page asked for with `limit` items.
+    pub(crate) fn page(&self, limit: u32) -> PageLimits {
+        PageLimits::asked(limit, self.max_page_items, self.max_page_bytes)
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) store: Store,
+    pub(crate) registry: Arc<dyn Registry>,
+    /// Tells this server's presence instances from those of other servers on the same
+    /// registry.
+    pub(crate) server_id: String,
+    pub(crate) presence: Presence,
+    pub(crate) rooms: Rooms,
+    sessions: Mutex<Sessions>,
+    next_serial: AtomicU64,
+    user_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_token: HashMap<String, Arc<Session>>,
+    by_user: HashMap<Uuid, Arc<Session>>,
+    /// The names of online users and of registrations in progress ([`name_key`]), to their
+    /// user.
+    names: HashMap<String, Uuid>,
+}
+
+/// One registered session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) token: String,
+    /// Numbers sessions; travels in the presence instance's metadata so that a registry event
+    /// can be matched to the session it is about.
+    pub(crate) serial: u64,
+    pub(crate) info: UserInfo,
+    pub(crate) lease: LeaseId,
+    /// The registry's revision after the session's instance was registered.
+    pub(crate) revision: u64,
+    pub(crate) inbox: InboxSlot,
+    /// Cancelled when the session ends (ends its presence streams).
+    pub(crate) ended: CancellationToken,
+    /// The rooms the user is in.
+    pub(crate) rooms: Mutex<BTreeSet<String>>,
+}
+
+impl Session {
+    /// The user as a message sender.
+    pub(crate) fn sender(&self) -> Sender {
+        Sender {
+            id: self.info.id,
+            name: self.info.name.clone(),
+        }
+    }
+
+    pub(crate) fn rooms(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The user called `leave`.
+    Left,
+    /// The presence lease expired (no heartbeats).
+    Expired,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        settings: Settings,
+        store: Store,
+        registry: Arc<dyn Registry>,
+        rooms: Vec<String>,
+    ) -> Self {
+        Shared {
+            settings,
+            store,
+            registry,
+            server_id: Uuid::new_v4().simple().to_string(),
+            presence: Presence::new(),
+            rooms: Rooms::new(rooms),
+            sessions: Mutex::default(),
+            next_serial: AtomicU64::new(1),
+            user_locks: (0..USER_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// Registers a user and opens a session, replacing the user's previous one.
+    pub(crate) async fn register(
+        &self,
+        observed: String,
+        request: RegisterRequest,
+    ) -> Result<SessionReply, ChatError> {
+        validate::display_name(&request.name)?;
+        validate::secret(&request.secret)?;
+        let advertised = validate::endpoint(request.endpoint)?;
+        let id = request.id;
+        let _user = self.lock_user(id).await;
+        self.check_identity(id, &request.name, &request.secret)
+            .await?;
+        let key = name_key(&request.name);
+        self.reserve_name(id, &key, &request.name)?;
+        let info = UserInfo {
+            id,
+            name: request.name,
+            advertised,
+            observed,
+        };
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let (lease, revision) = match self.announce(&info, serial).await {
+            Ok(announced) => announced,
+            Err(e) => {
+                self.release_name(id, &key);
+                return Err(e);
+            }
+        };
+        let session = Arc::new(Session {
+            token: new_token(),
+            serial,
+            info: info.clone(),
+            lease,
+            revision,
+            inbox: InboxSlot::default(),
+            ended: CancellationToken::new(),
+            rooms: Mutex::default(),
+        });
+        let old = {
+            let mut sessions = self.sessions();
+            let old = sessions.by_user.insert(id, session.clone());
+            sessions
+                .by_token
+                .insert(session.token.clone(), session.clone());
+            if let Some(old) = &old {
+                sessions.by_token.remove(&old.token);
+                let old_key = name_key(&old.info.name);
+                if old_key != key {
+                    sessions.names.remove(&old_key);
+                }
+            }
+            old
+        };
+        if let Some(old) = old {
+            // The same user again (a new connection, a restarted client): the old token stops
+            // working, the user stays online and in their rooms.
+            *session.rooms() = std::mem::take(&mut *old.rooms());
+            old.inbox.close("session replaced by a newer registration");
+            old.ended.cancel();
+            if old.info.name != info.name {
+                self.rooms.rename(&session).await;
+            }
+            // The instance now lives under the new lease: revoking the old one removes nothing.
+            if let Err(e) = self.registry.revoke(old.lease).await {
+                warn!(user = %id, "revoking the replaced session's lease: {e}");
+            }
+        }
+        self.presence.upsert(info.clone(), true);
+        info!(user = %id, name = %info.name, observed = %info.observed, "registered");
+        Ok(SessionReply {
+            token: session.token.clone(),
+            user: info,
+            heartbeat_ms: millis(self.settings.heartbeat),
+            presence_ttl_ms: millis(self.settings.presence_ttl),
+        })
+    }
+
+    /// Renews the session's presence lease.
+    pub(crate) async fn heartbeat(&self, token: &str) -> Result<(), ChatError> {
+        let session = self.session(token)?;
+        match self.registry.keep_alive(session.lease).await {
+            Ok(_) => Ok(()),
+            Err(RegistryError::LeaseNotFound(_)) => {
+                self.end_session(&session, Ending::Expired).await;
+                Err(ChatError::NoSession)
+            }
+            Err(e) => Err(ChatError::Storage(format!("presence registry: {e}"))),
+        }
+    }
+
+    /// Ends the caller's session at once.
+    pub(crate) async fn leave(&self, token: &str) -> Result<(), ChatError> {
+        let session = self.session(token)?;
+        self.end_session(&session, Ending::Left).await;
+        Ok(())
+    }
+
+    /// One user by id (online or not) or by name (online only).
+    pub(crate) async fn lookup(&self, token: &str, user: &str) -> Result<UserInfo, ChatError> {
+        self.session(token)?;
+        let Ok(id) = Uuid::parse_str(user) else {
+            return self
+                .presence
+                .find_name(&name_key(user))
+                .ok_or_else(|| ChatError::UnknownUser(excerpt(user).into_owned()));
+        };
+        if let Some(info) = self.presence.get(id) {
+            return Ok(info);
+        }
+        match self.store.user(id).await.map_err(storage_error)? {
+            // Offline: where it was is no use to anyone now.
+            Some(stored) => Ok(UserInfo {
+                id,
+                name: stored.name,
+                advertised: None,
+                observed: String::new(),
+            }),
+            None => Err(ChatError::UnknownUser(excerpt(user).into_owned())),
+        }
+    }
+
+    /// Ends a session, if it is still the user's current one: the inbox and presence streams
+    /// end, watchers see the user leave, rooms are told.
+    pub(crate) async fn end_session(&self, session: &Arc<Session>, ending: Ending) {
+        let id = session.info.id;
+        let _user = self.lock_user(id).await;
+        let current = {
+            let mut sessions = self.sessions();
+            let current = sessions
+                .by_user
+                .get(&id)
+                .is_some_and(|s| s.serial == session.serial);
+            if current {
+                sessions.by_user.remove(&id);
+                sessions.by_token.remove(&session.token);
+                let key = name_key(&session.info.name);
+                if sessions.names.get(&key) == Some(&id) {
+                    sessions.names.remove(&key);
+                }
+            }
+            current
+        };
+        if !current {
+            return;
+        }
+        session.close_inbox();
+        session.ended.cancel();
+        match ending {
+            Ending::Left => info!(user = %id, name = %session.info.name, "left"),
+            Ending::Expired => info!(user = %id, name = %session.info.name, "presence expired"),
+        }
+        self.presence.remove(id, true);
+        self.rooms.leave_all(self, session).await;
+        if ending == Ending::Left {
+            // Expired leases are gone already.
+            if let Err(e) = self.registry.revoke(session.lease).await {
+                warn!(user = %id, "revoking the lease: {e}");
+            }
+        }
+    }
+
+    /// Ends every session without telling anyone (the server is stopping): revokes their
+    /// leases so that a shared registry drops them now.
+    pub(crate) async fn close_all(&self) {
+        let sessions: Vec<_> = {
+            let mut sessions = self.sessions();
+            sessions.by_token.clear();
+            sessions.names.clear();
+            sessions.by_user.drain().map(|(_, s)| s).collect()
+        };
+        let revokes = sessions.iter().map(|session| {
+            session.close_inbox();
+            session.ended.cancel();
+            let registry = self.registry.clone();
+            let lease = session.lease;
+            async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), registry.revoke(lease)).await;
+            }
+        });
+        futures::future::join_all(revokes).await;
+    }
+
+    /// The session a token stands for.
+    pub(crate) fn session(&self, token: &str) -> Result<Arc<Session>, ChatError> {
+        self.sessions()
+            .by_token
+            .get(token)
+            .cloned()
+            .ok_or(ChatError::NoSession)
+    }
+
+    /// The current session of a user, if online here.
+    pub(crate) fn session_of(&self, user: Uuid) -> Option<Arc<Session>> {
+        self.sessions().by_user.get(&user).cloned()
+    }
+
+    /// The current sessions, for reconciling with a registry snapshot.
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions().by_user.values().cloned().collect()
+    }
+
+    /// Waits for the lock of a user's lifecycle changes.
+    pub(crate) async fn lock_user(&self, id: Uuid) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = (id.as_u128() % self.user_locks.len() as u128) as usize;
+        self.user_locks[stripe].lock().await
+    }
+
+    /// Checks (or, the first time, binds) the user's secret.
+    async fn check_identity(&self, id: Uuid, name: &str, secret: &str) -> Result<(), ChatError> {
+        // The common case, a known user with an unchanged name, needs no write.
+        match self.store.user(id).await.map_err(storage_error)? {
+            Some(user) if !user.verify(secret) => {
+                warn!(user = %id, "registration with a wrong secret");
+                return Err(ChatError::WrongSecret(id));
+            }
+            Some(user) if user.name == name => return Ok(()),
+            _ => {}
+        }
+        match self
+            .store
+            .bind(id, name, secret)
+            .await
+            .map_err(storage_error)?
+        {
+            Binding::Created => {
+                info!(user = %id, "new user id bound to its secret");
+                Ok(())
+            }
+            Binding::Verified => Ok(()),
+            Binding::WrongSecret => Err(ChatError::WrongSecret(id)),
+        }
+    }
+
+    fn reserve_name(&self, id: Uuid, key: &str, name: &str) -> Result<(), ChatError> {
+        let mut sessions = self.sessions();
+        match sessions.names.get(key) {
+            Some(owner) if *owner != id => Err(ChatError::NameTaken(name.to_owned())),
+            _ => {
+                sessions.names.insert(key.to_owned(), id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives a reserved name back unless the user's current session uses it.
+    fn release_name(&self, id: Uuid, key: &str) {
+        let mut sessions = self.sessions();
+        let in_use = sessions
+            .by_user
+            .get(&id)
+            .is_some_and(|s| name_key(&s.info.name) == key);
+        if !in_use && sessions.names.get(key) == Some(&id) {
+            sessions.names.remove(key);
+        }
+    }
+
+    /// Puts the user's presence in the registry under a new lease.
+    async fn announce(&self, info: &UserInfo, serial: u64) -> Result<(LeaseId, u64), ChatError> {
+        let unavailable = |e: RegistryError| {
+            error!(user = %info.id, "presence registry: {e}");
+            ChatError::Storage(format!("presence registry: {e}"))
+        };
+        let lease = self
+            .registry
+            .grant(self.settings.presence_ttl)
+            .await
+            .map_err(unavailable)?;
+        let instance = presence::instance(info, &self.server_id, serial);
+        match self.registry.register(instance, lease.id).await {
+            Ok(revision) => Ok((lease.id, revision)),
+            Err(e) => {
+                let _ = self.registry.revoke(lease.id).await;
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        // Every mutation completes under the lock without panicking paths in between.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A storage failure as the caller sees it (the details go to the log).
+pub(crate) fn storage_error(e: StoreError) -> ChatError {
+    match e {
+        StoreError::Unavailable(e) => {
+            warn!("store unavailable: {e}");
+            ChatError::StorageUnavailable
+        }
+        e => {
+            error!("store: {e}");
+            ChatError::Storage(e.to_string())
+        }
+    }
+}
+
+/// 244 random bits from the OS generator, as 64 hex digits.
+fn new_token() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
