@@ -1,6 +1,12 @@
 //! Serves a registry over RPC, backed by the embedded store or by etcd, until Ctrl-C or SIGTERM,
 //! then shuts down gracefully.
 
+/// The allocator that keeps a long-running server's memory flat as clients come and go (see
+/// docs/BENCHMARKS.md, "Memory under attack"); without the `jemalloc` feature, the system's.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
