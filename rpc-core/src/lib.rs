@@ -83,8 +83,8 @@ pub use rpc_codec::{
 };
 pub use rpc_macros::service;
 pub use rpc_transport::{
-    Acceptor, AsyncStream, Connection, Connector, Endpoint, EndpointConnector, IntoEndpoint,
-    PeerAddr, TransportError,
+    Acceptor, AsyncStream, Connection, Connector, Endpoint, EndpointConnector, Failover,
+    IntoEndpoint, PeerAddr, TransportError,
 };
 pub use serde;
 pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle, StartError};

@@ -11,7 +11,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures::StreamExt;
 use rpc_core::{
-    CallOptions, Caller, Client, ClientBuilder, MethodTarget, RawStream, Response, RpcError,
+    CallOptions, Caller, Client, ClientBuilder, Failover, MethodTarget, RawStream, Response,
+    RpcError,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -102,6 +103,38 @@ impl Discovery {
     /// The instances known now.
     pub fn instances(&self) -> Vec<Instance> {
         self.shared.instances.load().to_vec()
+    }
+
+    /// A connector to one of the service's healthy instances as they are known at each connect,
+    /// for a client that keeps one connection to the service and moves to another instance
+    /// when its instance dies (see [`Failover`]); the discovery keeps watching while the
+    /// connector lives.
+    ///
+    /// ```no_run
+    /// # async fn demo(registry: std::sync::Arc<dyn rpc_registry::Registry>) -> Result<(), rpc_core::RpcError> {
+    /// use std::time::Duration;
+    /// use rpc_registry::{Discovery, ServiceKey};
+    ///
+    /// let discovery = Discovery::new(registry, ServiceKey::new("chat.Signal").with_version("1"));
+    /// discovery.wait_for(1, Duration::from_secs(5)).await;
+    /// let client = rpc_core::Client::builder()
+    ///     .connect_with(discovery.failover(Duration::from_secs(1)))
+    ///     .await?;
+    /// # drop(client); Ok(()) }
+    /// ```
+    pub fn failover(&self, timeout: Duration) -> Failover {
+        let discovery = self.clone();
+        Failover::from_fn(
+            move || {
+                discovery
+                    .instances()
+                    .iter()
+                    .filter(|i| i.healthy)
+                    .filter_map(|i| i.endpoint.parse().ok())
+                    .collect()
+            },
+            timeout,
+        )
     }
 
     /// Waits until at least `count` instances are known, or `timeout` passes. Returns whether

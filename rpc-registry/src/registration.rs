@@ -89,7 +89,9 @@ impl Registration {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        match self.state.borrow().clone() {
+        // Read before the match: a guard held across the revoke would make this future !Send.
+        let state = self.state.borrow().clone();
+        match state {
             RegistrationState::Registered { lease } => {
                 match self.registry.revoke(lease).await {
                     // Already gone is what was wanted.

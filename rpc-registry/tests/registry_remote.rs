@@ -151,8 +151,11 @@ async fn a_registry_restart_heals_registrations_without_the_application() {
         vec![instance]
     );
 
-    // Withdrawing removes it at once.
-    registration.withdraw().await.unwrap();
+    // Withdrawing removes it at once, from any task (the future is Send).
+    tokio::spawn(registration.withdraw())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(remote.discover(&key).await.unwrap().instances.is_empty());
     second.shutdown(Duration::from_secs(1)).await;
 }

@@ -44,6 +44,7 @@ mod builtin;
 mod connection;
 mod endpoint;
 mod error;
+mod failover;
 mod memory;
 mod tcp;
 mod transport;
@@ -54,6 +55,7 @@ pub use builtin::{EndpointConnector, Listener, connect, listen};
 pub use connection::{AsyncStream, BoxRead, BoxWrite, Connection, PeerAddr};
 pub use endpoint::{Endpoint, IntoEndpoint};
 pub use error::TransportError;
+pub use failover::Failover;
 pub use transport::{Acceptor, Connector};
 
 // Re-exported so a user transport implements `Connector` and `Acceptor` with the same version,
