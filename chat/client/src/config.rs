@@ -18,6 +18,10 @@ pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:0";
 pub struct ChatClientConfig {
     /// The chat server. Default: [`DEFAULT_SERVER`].
     pub server: Endpoint,
+    /// Other nodes of the same chat service (sharing its registry), tried in order when
+    /// `server` cannot be reached, at the first connect and whenever the connection is lost:
+    /// the client registers again on the node that answers and stays with it. Default: none.
+    pub fallback_servers: Vec<Endpoint>,
     /// The user's id. Default: a new random id (keep it, with the secret, to come back as the
     /// same user).
     pub id: Uuid,
@@ -59,6 +63,7 @@ impl ChatClientConfig {
     pub fn new(server: Endpoint, name: impl Into<String>) -> Self {
         ChatClientConfig {
             server,
+            fallback_servers: Vec::new(),
             id: Uuid::new_v4(),
             name: name.into(),
             secret: new_secret(),
@@ -96,6 +101,7 @@ impl fmt::Debug for ChatClientConfig {
         // The secret stays out of logs.
         f.debug_struct("ChatClientConfig")
             .field("server", &self.server)
+            .field("fallback_servers", &self.fallback_servers)
             .field("id", &self.id)
             .field("name", &self.name)
             .field("secret", &"<hidden>")

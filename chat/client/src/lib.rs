@@ -48,7 +48,7 @@ use chat_api::{
     ChatError, Delivery, Envelope, Page, Path, PeerServer, RoomInfo, Sender, Session, SignalClient,
     UserInfo, excerpt, now_ms,
 };
-use rpc_core::{Client, Endpoint, RpcError, Server, ServerHandle};
+use rpc_core::{Client, Endpoint, Failover, RpcError, Server, ServerHandle};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::debug;
@@ -147,14 +147,22 @@ impl ChatClient {
                 .clone()
                 .unwrap_or_else(|| peer_endpoint.to_string()),
         );
-        let rpc = Client::builder()
+        let builder = Client::builder()
             .format(config.format.clone())
             .timeout(config.call_timeout)
             .connect_timeout(config.call_timeout)
             .heartbeat_interval(Duration::from_secs(5))
-            .reconnect(config.reconnect)
-            .connect(&config.server)
-            .await;
+            .reconnect(config.reconnect);
+        let rpc = if config.fallback_servers.is_empty() {
+            builder.connect(&config.server).await
+        } else {
+            let nodes = std::iter::once(config.server.clone())
+                .chain(config.fallback_servers.iter().cloned())
+                .collect();
+            builder
+                .connect_with(Failover::new(nodes, config.call_timeout))
+                .await
+        };
         let rpc = match rpc {
             Ok(rpc) => rpc,
             Err(e) => {

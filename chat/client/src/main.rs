@@ -68,9 +68,11 @@ user and took over; 2 for a bad identity file.";
     long_about = LONG_ABOUT
 )]
 struct Args {
-    /// The chat server: tcp://host:port, unix:///path or mem://name.
+    /// The chat server: tcp://host:port, unix:///path or mem://name. Repeat it to name other
+    /// nodes of the same service: when the first cannot be reached the client goes to the next
+    /// that answers, and registers again there.
     #[arg(long, default_value = DEFAULT_SERVER)]
-    server: Endpoint,
+    server: Vec<Endpoint>,
     /// The display name, unique among online users (at most 32 characters).
     #[arg(long)]
     name: String,
@@ -220,8 +222,12 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
             )
         }
     };
-    let mut config =
-        ChatClientConfig::new(args.server.clone(), args.name.clone()).identity(id, secret);
+    let (server, fallbacks) = args
+        .server
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("--server: at least one endpoint is needed"))?;
+    let mut config = ChatClientConfig::new(server.clone(), args.name.clone()).identity(id, secret);
+    config.fallback_servers = fallbacks.to_vec();
     config.listen = args.listen.clone();
     config.advertise = args.advertise.clone();
     config.direct_timeout = Duration::from_millis(args.direct_timeout_ms);

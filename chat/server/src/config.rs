@@ -21,6 +21,11 @@ pub struct ChatServerConfig {
     /// Where presence lives. Default: `None`, an embedded
     /// [`MemoryRegistry`](rpc_registry::MemoryRegistry).
     pub registry: Option<Arc<dyn Registry>>,
+    /// The endpoints this server is registered under in the registry (as instances of
+    /// `chat.Signal`, so that clients find a node through it and move to another when theirs
+    /// dies). Default: empty, meaning the endpoints it listens on (with the real port for port
+    /// 0); set them when it listens on `0.0.0.0` or behind a NAT.
+    pub advertise: Vec<String>,
     /// After this long without a heartbeat a user is dropped (the TTL of presence leases).
     /// From [`MIN_PRESENCE_TTL`](Self::MIN_PRESENCE_TTL) to
     /// [`MAX_PRESENCE_TTL`](Self::MAX_PRESENCE_TTL). Default: 10 s.
@@ -104,6 +109,7 @@ impl ChatServerConfig {
             )))],
             data_dir: data_dir.into(),
             registry: None,
+            advertise: Vec::new(),
             presence_ttl: Self::DEFAULT_PRESENCE_TTL,
             heartbeat: Self::DEFAULT_PRESENCE_TTL / 3,
             room_history: Self::DEFAULT_ROOM_HISTORY,

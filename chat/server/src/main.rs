@@ -39,6 +39,10 @@ struct Args {
     /// with other chat servers.
     #[arg(long, default_value = "embedded")]
     registry: String,
+    /// An endpoint clients should use to reach this server, registered in the registry as a
+    /// node of chat.Signal (repeat for several). Default: the endpoints it listens on.
+    #[arg(long)]
+    advertise: Vec<String>,
     /// Seconds without a heartbeat after which a user is dropped and everyone sees them leave
     /// (1 to 3600). Clients are told to heartbeat every third of it.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ChatServerConfig::new(&args.data_dir)
         .with_presence_ttl(Duration::from_secs(args.presence_ttl_secs));
     config.listen = args.listen;
+    config.advertise = args.advertise;
     config.room_history = usize::try_from(args.room_history)?;
     config.max_pending = args.max_pending;
     config.max_rooms_created = args.max_rooms_created;
