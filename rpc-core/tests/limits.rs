@@ -143,7 +143,9 @@ async fn answers_ready_at_once_count_toward_the_pause_within_a_burst() {
     // A thousand calls whose 16 KiB answers are ready as soon as each request is read, all in one
     // write, never read: the server must stop reading after about a connection buffer's worth
     // (not handle the whole burst and hold 16 MB of answers first).
-    let requests: Vec<Bytes> = (1..=1000).map(|id| request(id, "big_now", 16 * KIB)).collect();
+    let requests: Vec<Bytes> = (1..=1000)
+        .map(|id| request(id, "big_now", 16 * KIB))
+        .collect();
     let flooder = flood(raw(&endpoint).await, Bytes::from(requests.concat()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let calls = BIG_NOW_CALLS.load(Ordering::Relaxed);
@@ -151,8 +153,16 @@ async fn answers_ready_at_once_count_toward_the_pause_within_a_burst() {
         (4..=16).contains(&calls),
         "{calls} calls ran for a client that reads nothing"
     );
-    assert!(server.buffered() <= 192 * KIB, "{} bytes held", server.buffered());
-    assert_eq!(server.connection_count(), 1, "the connection is paused, not closed");
+    assert!(
+        server.buffered() <= 192 * KIB,
+        "{} bytes held",
+        server.buffered()
+    );
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "the connection is paused, not closed"
+    );
     a_well_behaved_client_is_served(&endpoint).await;
     drop(flooder.await.unwrap());
 }

@@ -134,7 +134,11 @@ impl Drop for Server {
 impl Server {
     fn start(bin_dir: &Path, target: Target) -> anyhow::Result<Server> {
         let data = tempfile::tempdir()?;
-        let program = bin_dir.join(format!("{}{}", target.program(), std::env::consts::EXE_SUFFIX));
+        let program = bin_dir.join(format!(
+            "{}{}",
+            target.program(),
+            std::env::consts::EXE_SUFFIX
+        ));
         let mut command = Command::new(&program);
         command.args(["--listen", "tcp://127.0.0.1:0"]);
         if target == Target::Chat {
@@ -425,20 +429,20 @@ async fn junk(addr: std::net::SocketAddr, until: Instant) -> (u64, u64) {
 async fn churn_cycle(addr: std::net::SocketAddr, count: u64) -> u64 {
     let ping = frame(FrameKind::Ping, 1, Status::OK, &[]);
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    let all_open = Arc::new(tokio::sync::Barrier::new(usize::try_from(count).unwrap_or(1)));
+    let all_open = Arc::new(tokio::sync::Barrier::new(
+        usize::try_from(count).unwrap_or(1),
+    ));
     let mut set = JoinSet::new();
     for _ in 0..count {
         let (ping, gate, all_open) = (ping.clone(), gate.clone(), all_open.clone());
         set.spawn(async move {
             let answered = async {
                 let _permit = gate.acquire().await.ok()?;
-                let mut socket = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    TcpStream::connect(addr),
-                )
-                .await
-                .ok()?
-                .ok()?;
+                let mut socket =
+                    tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+                        .await
+                        .ok()?
+                        .ok()?;
                 socket.write_all(&ping).await.ok()?;
                 let mut pong = [0u8; HEADER_LEN];
                 tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut pong))
@@ -536,7 +540,10 @@ async fn big_message(server: &Server, until: Instant) -> anyhow::Result<(u64, u6
         let write = socket.write_all(&message);
         let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
         let mut sink = vec![0u8; 4096];
-        let read = async { while socket.read(&mut sink).await.ok()? > 0 {} Some(()) };
+        let read = async {
+            while socket.read(&mut sink).await.ok()? > 0 {}
+            Some(())
+        };
         if let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(5), read).await {
             closed += 1;
         }
@@ -555,7 +562,10 @@ async fn discover(server: &Server, connections: u64, until: Instant) -> anyhow::
         let (api, key) = (api.clone(), key.clone());
         set.spawn(async move {
             for i in 0..1_000u32 {
-                let instance = Instance::new(key.clone(), format!("tcp://127.0.0.1:{}", 1 + shard * 1000 + i));
+                let instance = Instance::new(
+                    key.clone(),
+                    format!("tcp://127.0.0.1:{}", 1 + shard * 1000 + i),
+                );
                 api.register(instance, lease.id).await?;
             }
             anyhow::Ok(())
@@ -656,7 +666,10 @@ async fn run_attack(
         }
         "junk" => {
             let (tried, closed) = junk(addr, until).await;
-            let _ = write!(detail, "{closed} of {tried} junk connections closed by the server");
+            let _ = write!(
+                detail,
+                "{closed} of {tried} junk connections closed by the server"
+            );
         }
         "churn" => {
             let mut after_cycles = Vec::new();
@@ -675,11 +688,17 @@ async fn run_attack(
         "history" => history(&server, args.flood_connections, until).await?,
         "rooms" => {
             let (created, refused) = rooms(&server, until).await?;
-            let _ = write!(detail, "{created} rooms created, {refused} refused at a quota");
+            let _ = write!(
+                detail,
+                "{created} rooms created, {refused} refused at a quota"
+            );
         }
         "big-message" => {
             let (sent, closed) = big_message(&server, until).await?;
-            let _ = write!(detail, "{closed} of {sent} 20 MB messages refused by closing");
+            let _ = write!(
+                detail,
+                "{closed} of {sent} 20 MB messages refused by closing"
+            );
         }
         "discover" => {
             let instances = discover(&server, args.flood_connections, until).await?;
@@ -760,7 +779,10 @@ async fn main() -> anyhow::Result<()> {
         args.server.clone()
     };
     for name in &args.attack {
-        if !Target::ALL.iter().any(|t| t.attacks().contains(&name.as_str())) {
+        if !Target::ALL
+            .iter()
+            .any(|t| t.attacks().contains(&name.as_str()))
+        {
             bail!("no attack named {name:?}");
         }
     }
@@ -791,7 +813,9 @@ async fn main() -> anyhow::Result<()> {
             outcomes.push(outcome);
         }
     }
-    println!("| server | attack | RSS before (MiB) | peak | after | well-behaved calls ok / failed | slowest | bounds |");
+    println!(
+        "| server | attack | RSS before (MiB) | peak | after | well-behaved calls ok / failed | slowest | bounds |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---|");
     let mut broken = 0;
     for o in &outcomes {
