@@ -8,12 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chat_api::{Envelope, Page, now_ms};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::engine::Engine;
 use super::tables::{MAILBOXES, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
-use super::{Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser};
+use super::{
+    Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser, decode, encode,
+};
 use crate::page::{PageBuilder, PageLimits};
 
 /// The store in one embedded redb file. Cheap to clone; all clones share one file and one
@@ -354,14 +355,6 @@ impl fmt::Debug for RedbStore {
             .field("healthy", &self.engine.is_healthy())
             .finish()
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(value).map_err(|e| StoreError::Record(e.to_string()))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Record(e.to_string()))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! conformance suite checks (`chat/server/tests/store_conformance.rs`). The backend:
 //!
 //! - [`RedbStore`], the default: one embedded [redb] file, for a single server.
+//! - [`PgStore`]: a PostgreSQL database, which several servers can share, so that a user's
+//!   messages survive the loss of any server and reach them wherever they reconnect.
 //!
 //! # The redb backend
 //!
@@ -30,10 +32,28 @@
 //! their own read transactions, concurrently with the writer. After an I/O error (a full disk)
 //! the store opens its database again by itself, and answers [`StoreError::Unavailable`] until
 //! it has.
+//!
+//! # The PostgreSQL backend
+//!
+//! The same records in tables created on connect (envelopes are postcard bytes, as in redb):
+//!
+//! ```text
+//! table               primary key                  columns
+//! chat_users          id                           name, salt, hash
+//! chat_mailboxes      recipient                    last_seq, pending
+//! chat_pending        (recipient, seq)             envelope
+//! chat_message_ids    (recipient, message_id)      seq (0 once acknowledged), at_ms
+//! chat_rooms          name                         created_at_ms
+//! chat_rooms_created  creator                      made
+//! chat_room_heads     room                         last_number
+//! chat_room_posts     (room, number)               envelope
+//! chat_room_post_ids  (room, message_id)           number, at_ms
+//! ```
 
 mod embedded;
 mod engine;
 mod error;
+mod postgres;
 mod tables;
 
 use std::fmt;
@@ -46,6 +66,7 @@ use uuid::Uuid;
 
 pub use self::embedded::RedbStore;
 pub use self::error::StoreError;
+pub use self::postgres::PgStore;
 use crate::page::PageLimits;
 
 /// The outcome of [`Store::bind`].
@@ -209,4 +230,12 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Finishes the writes under way and lets go of the database, so that it can be opened
     /// again. Later operations fail with [`StoreError::Closed`].
     async fn close(&self);
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Record(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Record(e.to_string()))
 }
