@@ -182,8 +182,9 @@ impl ChatServer {
         self.handle.local_endpoints()
     }
 
-    /// Whether the storage works: `false` while the database is opened again after an I/O
-    /// error (calls that need it then fail with
+    /// Whether the storage works: `false` while the store recovers from a failure (the redb
+    /// file opened again after an I/O error, PostgreSQL not answering; calls that need it then
+    /// fail with
     /// [`ChatError::StorageUnavailable`](chat_api::ChatError::StorageUnavailable)).
     pub fn is_healthy(&self) -> bool {
         self.shared.store.is_healthy()
