@@ -8,12 +8,15 @@
 #   libprotobuf-dev    the protos `protoc` imports from /usr/include (google/protobuf/*.proto);
 #                      the etcd client's protos import descriptor.proto
 #   etcd-server        `etcd`, which the etcd backend's tests start
+#   postgresql         `initdb`, `pg_ctl` and `postgres` (in /usr/lib/postgresql/*/bin), which
+#                      the chat server's PostgreSQL store's tests start
 #
 # With `fuzz`, also what building the fuzz targets needs:
 #
 #   g++                the C++ compiler of libFuzzer's sources
 #
-# A plain `cargo build` or `cargo test` (default features) needs only the first two lines.
+# A plain `cargo build` (default features) needs only the first two lines; a plain `cargo test`
+# also postgresql.
 set -euo pipefail
 
 missing=()
@@ -23,6 +26,8 @@ type -P kill >/dev/null 2>&1 || missing+=(procps)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# Debian's postgresql puts its programs outside PATH, under the major version.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 for extra in "$@"; do
   case "$extra" in
     fuzz) command -v c++ >/dev/null 2>&1 || missing+=(g++) ;;

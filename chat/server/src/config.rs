@@ -8,6 +8,7 @@ use rpc_core::Endpoint;
 use rpc_registry::Registry;
 
 use crate::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
+use crate::store::Store;
 
 /// How a [`ChatServer`](crate::ChatServer) runs. Every field's default is in its description.
 #[derive(Debug, Clone)]
@@ -15,9 +16,13 @@ use crate::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 pub struct ChatServerConfig {
     /// Where to listen. Default: `tcp://127.0.0.1:7300`.
     pub listen: Vec<Endpoint>,
-    /// The directory of the database file ([`DATABASE_FILE`](crate::DATABASE_FILE)); created
-    /// if missing. No default in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
+    /// The directory of the database file ([`DATABASE_FILE`](crate::DATABASE_FILE)) of the
+    /// default store; created if missing (and unused with [`store`](Self::store)). No default
+    /// in [`ChatServerConfig::new`]; `chat-data` in [`Default`].
     pub data_dir: PathBuf,
+    /// Where the durable state lives. Default: `None`, a [`RedbStore`](crate::store::RedbStore)
+    /// in `data_dir`. A store given here is closed when the server shuts down.
+    pub store: Option<Arc<dyn Store>>,
     /// Where presence lives. Default: `None`, an embedded
     /// [`MemoryRegistry`](rpc_registry::MemoryRegistry).
     pub registry: Option<Arc<dyn Registry>>,
@@ -108,6 +113,7 @@ impl ChatServerConfig {
                 Self::DEFAULT_PORT,
             )))],
             data_dir: data_dir.into(),
+            store: None,
             registry: None,
             advertise: Vec::new(),
             presence_ttl: Self::DEFAULT_PRESENCE_TTL,

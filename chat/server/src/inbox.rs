@@ -253,7 +253,7 @@ enum Phase {
 /// The inbox stream: the stored messages, read from the store a page at a time as the client
 /// takes them (so that a full mailbox is never all in memory at once), then live items.
 fn inbox_stream(
-    store: Store,
+    store: Arc<dyn Store>,
     user: Uuid,
     first: Mailbox,
     rx: mpsc::Receiver<Live>,

@@ -9,9 +9,9 @@
 //!   SHA-256 in the store); later registrations must present it. Registering again with the
 //!   right secret replaces the previous session. Names are unique among online users, compared
 //!   case-insensitively.
-//! - **Relay and store-and-forward**: every relayed message is committed to the store
-//!   ([`Store`], one redb file) before it is pushed and before
-//!   `relay` returns, and deleted only when the recipient acknowledges it. A new inbox replays
+//! - **Relay and store-and-forward**: every relayed message is committed to the
+//!   [`Store`] (by default [`RedbStore`], one redb file) before
+//!   it is pushed and before `relay` returns, and deleted only when the recipient acknowledges it. A new inbox replays
 //!   what is stored, in order, then live messages. Message ids make relaying idempotent.
 //! - **Rooms**: members get posts and join/leave events in their inbox (not stored, no ack);
 //!   joins are told to every member including the one who joined, leaves to those who stay.
@@ -61,7 +61,7 @@ pub use self::config::{ChatServerConfig, ConfigError};
 use self::service::ChatService;
 pub use self::shutdown::{StopSignal, shutdown_signal};
 use self::state::{Settings, Shared};
-use self::store::Store;
+use self::store::{RedbStore, Store};
 
 /// The name of the database file in [`ChatServerConfig::data_dir`].
 pub const DATABASE_FILE: &str = "chat.redb";
@@ -79,19 +79,28 @@ pub struct ChatServer {
 }
 
 impl ChatServer {
-    /// Opens the database, starts watching presence and listens on every endpoint. Fails with a
+    /// Opens the database (or takes [`ChatServerConfig::store`]), starts watching presence and listens on every endpoint. Fails with a
     /// [`ConfigError`] if a setting is out of its range, before anything is opened.
     pub async fn start(config: ChatServerConfig) -> anyhow::Result<ChatServer> {
         config.check()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let path = config.data_dir.join(DATABASE_FILE);
-        let store = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || Store::open(&path))
-        }
-        .await?
-        .with_context(|| format!("opening {}", path.display()))?;
+        let (store, database) = match &config.store {
+            Some(store) => (store.clone(), format!("{store:?}")),
+            None => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("creating {}", config.data_dir.display()))?;
+                let path = config.data_dir.join(DATABASE_FILE);
+                let store = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || RedbStore::open(&path))
+                }
+                .await?
+                .with_context(|| format!("opening {}", path.display()))?;
+                (
+                    Arc::new(store) as Arc<dyn Store>,
+                    path.display().to_string(),
+                )
+            }
+        };
         let rooms = match store.rooms().await {
             Ok(rooms) => rooms,
             Err(e) => {
@@ -172,7 +181,7 @@ impl ChatServer {
         )));
         info!(
             endpoints = ?handle.local_endpoints(),
-            database = %path.display(),
+            %database,
             presence_ttl = ?config.presence_ttl,
             "chat server started"
         );
@@ -189,8 +198,9 @@ impl ChatServer {
         self.handle.local_endpoints()
     }
 
-    /// Whether the storage works: `false` while the database is opened again after an I/O
-    /// error (calls that need it then fail with
+    /// Whether the storage works: `false` while the store recovers from a failure (the redb
+    /// file opened again after an I/O error, PostgreSQL not answering; calls that need it then
+    /// fail with
     /// [`ChatError::StorageUnavailable`](chat_api::ChatError::StorageUnavailable)).
     pub fn is_healthy(&self) -> bool {
         self.shared.store.is_healthy()
@@ -202,7 +212,7 @@ impl ChatServer {
     }
 
     /// Stops accepting, lets calls in flight finish for up to `grace`, ends every session
-    /// (revoking its presence lease) and closes the database, so that it can be opened again.
+    /// (revoking its presence lease) and closes the store, so that it can be opened again.
     pub async fn shutdown(self, grace: Duration) {
         let drain = self.handle.shutdown(grace);
         let mut drain = std::pin::pin!(drain);
@@ -273,7 +283,7 @@ async fn register_node(
 }
 
 /// Forgets old acknowledged message ids and room post ids, hourly.
-async fn forget_old_ids(store: Store, stop: CancellationToken) {
+async fn forget_old_ids(store: Arc<dyn Store>, stop: CancellationToken) {
     let max_age = u64::try_from(REMEMBER_IDS.as_millis()).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {

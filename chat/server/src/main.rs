@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_server::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
+use chat_server::store::{PgStore, Store};
 use chat_server::{ChatServer, ChatServerConfig};
 use clap::Parser;
 use rpc_core::Endpoint;
@@ -23,17 +24,28 @@ use rpc_registry::{Registry, RemoteRegistry};
 ///
 /// Messages awaiting delivery, the secrets user ids are bound to and the rooms' last posts are
 /// kept in one database file (`chat.redb`) in the data directory, so they survive a restart or
-/// a crash. On Ctrl-C or SIGTERM the server stops accepting, finishes the calls in flight and
-/// exits.
+/// a crash; or, with `--store postgres://...`, in a PostgreSQL database that several chat
+/// servers can share, so that a user's messages reach them whichever server they reconnect to.
+/// On Ctrl-C or SIGTERM the server stops accepting, finishes the calls in flight and exits.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
     /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
     #[arg(long, default_value = ChatServerConfig::DEFAULT_LISTEN)]
     listen: Vec<Endpoint>,
-    /// The directory of the database file (chat.redb); created if missing.
+    /// The directory of the database file (chat.redb); created if missing. Unused with a
+    /// PostgreSQL --store.
     #[arg(long, default_value = "chat-data")]
     data_dir: PathBuf,
+    /// Where messages, identities and rooms are kept: `redb` (the file chat.redb in
+    /// --data-dir), or the URL of a PostgreSQL database, e.g.
+    /// postgres://chat@127.0.0.1:5432/chat (its tables are created if missing; no TLS).
+    #[arg(long, default_value = "redb")]
+    store: String,
+    /// How long to wait for PostgreSQL at startup, in seconds (0 to 3600): the server retries
+    /// with backoff, saying so, so it may start before its database.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    store_wait_secs: u64,
     /// Where presence is kept: `embedded` (an in-process registry), or the endpoint of a
     /// registry server (e.g. tcp://127.0.0.1:7100, see `registry-server`) to share presence
     /// with other chat servers.
@@ -126,11 +138,24 @@ async fn main() -> anyhow::Result<()> {
             Some(Arc::new(RemoteRegistry::connect_lazy(&endpoint)?) as Arc<dyn Registry>)
         }
     };
+    let data = match args.store.as_str() {
+        "redb" => args.data_dir.display().to_string(),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let wait = Duration::from_secs(args.store_wait_secs);
+            let store = PgStore::connect_within(url, wait)
+                .await
+                .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+            let description = format!("PostgreSQL at {}", store.database());
+            config.store = Some(Arc::new(store) as Arc<dyn Store>);
+            description
+        }
+        other => anyhow::bail!("--store {other:?}: expected `redb` or a postgres:// URL"),
+    };
     let server = ChatServer::start(config).await?;
     for endpoint in server.endpoints() {
         println!("chat-server listening on {endpoint}");
     }
-    println!("chat-server data in {}", args.data_dir.display());
+    println!("chat-server data in {data}");
     let signal = stop.await;
     println!(
         "{signal}: draining, calls in flight have {} s to finish",

@@ -47,7 +47,7 @@ impl Settings {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) registry: Arc<dyn Registry>,
     /// Tells this server's presence instances from those of other servers on the same
     /// registry.
@@ -112,7 +112,7 @@ pub(crate) enum Ending {
 impl Shared {
     pub(crate) fn new(
         settings: Settings,
-        store: Store,
+        store: Arc<dyn Store>,
         registry: Arc<dyn Registry>,
         rooms: Vec<String>,
     ) -> Self {

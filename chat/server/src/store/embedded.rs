@@ -1,0 +1,493 @@
+//! The [`Store`] in one embedded [redb] file: see the layout in the [module's](super)
+//! documentation.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_api::{Envelope, Page, now_ms};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use uuid::Uuid;
+
+use super::engine::Engine;
+use super::tables::{MAILBOXES, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
+use super::{
+    Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser, decode, encode,
+};
+use crate::page::{PageBuilder, PageLimits};
+
+/// The store in one embedded redb file. Cheap to clone; all clones share one file and one
+/// writer.
+#[derive(Clone)]
+pub struct RedbStore {
+    engine: Arc<Engine>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database at `path`. Blocks while the file is opened, and repaired
+    /// if the last process using it was killed.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        Ok(RedbStore {
+            engine: Arc::new(Engine::open(path)?),
+        })
+    }
+
+    async fn write<T, F>(&self, apply: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.engine.write(apply).await
+    }
+
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.engine.read(read).await
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    /// Binds `id` to `secret` if it is new, or checks the secret if not; records `name` as the
+    /// user's name either way (unless the secret is wrong).
+    async fn bind(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
+        let (id, name, secret) = (id.as_u128(), name.to_owned(), secret.to_owned());
+        self.write(move |t| {
+            let existing = match t.users.get(id).map_err(StoreError::db)? {
+                Some(bytes) => Some(decode::<StoredUser>(bytes.value())?),
+                None => None,
+            };
+            let (user, binding) = match existing {
+                None => (StoredUser::new(&name, &secret), Binding::Created),
+                Some(user) if !user.verify(&secret) => return Ok(Binding::WrongSecret),
+                Some(user) if user.name == name => return Ok(Binding::Verified),
+                Some(user) => (StoredUser { name, ..user }, Binding::Verified),
+            };
+            t.users
+                .insert(id, encode(&user)?.as_slice())
+                .map_err(StoreError::db)?;
+            Ok(binding)
+        })
+        .await
+    }
+
+    /// The stored binding of `id`, if it was ever registered.
+    async fn user(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
+        self.read(move |txn| {
+            let users = txn.open_table(USERS).map_err(StoreError::db)?;
+            match users.get(id.as_u128()).map_err(StoreError::db)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Stores `envelope` in the mailbox of `to`, unless a message with the same id is already
+    /// there (or was acknowledged) or the mailbox holds `max_pending` messages.
+    async fn relay(
+        &self,
+        to: Uuid,
+        envelope: &Envelope,
+        max_pending: u64,
+    ) -> Result<Relayed, StoreError> {
+        let bytes = encode(envelope)?;
+        let (to, id) = (to.as_u128(), envelope.id.as_u128());
+        self.write(move |t| {
+            if t.users.get(to).map_err(StoreError::db)?.is_none() {
+                return Ok(Relayed::UnknownRecipient);
+            }
+            if let Some(entry) = t.message_ids.get((to, id)).map_err(StoreError::db)? {
+                let (seq, _) = entry.value();
+                return Ok(Relayed::Duplicate {
+                    acknowledged: seq == 0,
+                });
+            }
+            let (last, count) = t.mailbox(to)?;
+            if count >= max_pending {
+                return Ok(Relayed::MailboxFull);
+            }
+            let seq = last + 1;
+            t.pending
+                .insert((to, seq), bytes.as_slice())
+                .map_err(StoreError::db)?;
+            t.message_ids
+                .insert((to, id), (seq, now_ms()))
+                .map_err(StoreError::db)?;
+            t.mailboxes
+                .insert(to, (seq, count + 1))
+                .map_err(StoreError::db)?;
+            Ok(Relayed::Stored { seq })
+        })
+        .await
+    }
+
+    /// The first `limit` messages waiting in the mailbox of `user` after sequence number `after`
+    /// (0: from the first), in order.
+    async fn mailbox(&self, user: Uuid, after: u64, limit: usize) -> Result<Mailbox, StoreError> {
+        let user = user.as_u128();
+        self.read(move |txn| {
+            // One read transaction: `last_seq` and `messages` are of the same moment.
+            let mailboxes = txn.open_table(MAILBOXES).map_err(StoreError::db)?;
+            let last_seq = match mailboxes.get(user).map_err(StoreError::db)? {
+                Some(entry) => entry.value().0,
+                None => 0,
+            };
+            let pending = txn.open_table(PENDING).map_err(StoreError::db)?;
+            let mut messages = Vec::new();
+            let Some(first) = after.checked_add(1) else {
+                return Ok(Mailbox { messages, last_seq });
+            };
+            for entry in pending
+                .range((user, first)..=(user, u64::MAX))
+                .map_err(StoreError::db)?
+                .take(limit)
+            {
+                let (key, value) = entry.map_err(StoreError::db)?;
+                messages.push((key.value().1, decode(value.value())?));
+            }
+            Ok(Mailbox { messages, last_seq })
+        })
+        .await
+    }
+
+    /// Deletes the acknowledged messages of `user` by id; returns how many were waiting. Ids
+    /// that are unknown or acknowledged already are ignored.
+    async fn ack(&self, user: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
+        let user = user.as_u128();
+        let ids: Vec<u128> = ids.iter().map(|id| id.as_u128()).collect();
+        self.write(move |t| {
+            let mut removed = 0;
+            for &id in &ids {
+                let seq = match t.message_ids.get((user, id)).map_err(StoreError::db)? {
+                    Some(entry) => entry.value().0,
+                    None => continue,
+                };
+                if seq == 0 {
+                    continue;
+                }
+                t.pending.remove((user, seq)).map_err(StoreError::db)?;
+                // The id stays, marked acknowledged, so that relaying it again is recognised.
+                t.message_ids
+                    .insert((user, id), (0, now_ms()))
+                    .map_err(StoreError::db)?;
+                removed += 1;
+            }
+            if removed > 0 {
+                let (last, count) = t.mailbox(user)?;
+                t.mailboxes
+                    .insert(user, (last, count.saturating_sub(removed as u64)))
+                    .map_err(StoreError::db)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Forgets the ids of acknowledged messages and of room posts older than `max_age_ms`: a
+    /// message relayed or posted again after that is delivered again. Returns how many were
+    /// forgotten.
+    async fn forget_old_ids(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = now_ms().saturating_sub(max_age_ms);
+        self.write(move |t| {
+            let before = t.message_ids.len().map_err(StoreError::db)?
+                + t.room_post_ids.len().map_err(StoreError::db)?;
+            t.message_ids
+                .retain(|_, (seq, at)| seq != 0 || at >= cutoff)
+                .map_err(StoreError::db)?;
+            t.room_post_ids
+                .retain(|_, (_, at)| at >= cutoff)
+                .map_err(StoreError::db)?;
+            let after = t.message_ids.len().map_err(StoreError::db)?
+                + t.room_post_ids.len().map_err(StoreError::db)?;
+            Ok(before - after)
+        })
+        .await
+    }
+
+    /// Records a room made by `creator`, unless it exists or `creator` has made `max_created`
+    /// rooms already.
+    async fn create_room(
+        &self,
+        room: &str,
+        creator: Uuid,
+        max_created: u64,
+    ) -> Result<RoomCreated, StoreError> {
+        let (room, creator) = (room.to_owned(), creator.as_u128());
+        self.write(move |t| {
+            if t.rooms
+                .get(room.as_str())
+                .map_err(StoreError::db)?
+                .is_some()
+            {
+                return Ok(RoomCreated::Exists);
+            }
+            let made = t
+                .rooms_created
+                .get(creator)
+                .map_err(StoreError::db)?
+                .map_or(0, |entry| entry.value());
+            if made >= max_created {
+                return Ok(RoomCreated::QuotaReached);
+            }
+            t.rooms
+                .insert(room.as_str(), now_ms())
+                .map_err(StoreError::db)?;
+            t.rooms_created
+                .insert(creator, made + 1)
+                .map_err(StoreError::db)?;
+            Ok(RoomCreated::Created)
+        })
+        .await
+    }
+
+    /// Every room ever created, by name.
+    async fn rooms(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let rooms = txn.open_table(ROOMS).map_err(StoreError::db)?;
+            let mut names = Vec::new();
+            for entry in rooms.iter().map_err(StoreError::db)? {
+                names.push(entry.map_err(StoreError::db)?.0.value().to_owned());
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Adds a post to a room's history, keeping the last `keep`; returns `false` (and stores
+    /// nothing) if a post with the same id was made in the room before (and its id not yet
+    /// forgotten, see [`Store::forget_old_ids`]), even if it is no longer kept.
+    async fn post(&self, room: &str, envelope: &Envelope, keep: usize) -> Result<bool, StoreError> {
+        let bytes = encode(envelope)?;
+        let (room, id) = (room.to_owned(), envelope.id.as_u128());
+        let keep = u64::try_from(keep).unwrap_or(u64::MAX);
+        self.write(move |t| {
+            let room = room.as_str();
+            if t.room_post_ids
+                .get((room, id))
+                .map_err(StoreError::db)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let last = t
+                .room_posts
+                .range((room, 0)..=(room, u64::MAX))
+                .map_err(StoreError::db)?
+                .next_back()
+                .transpose()
+                .map_err(StoreError::db)?
+                .map_or(0, |(key, _)| key.value().1);
+            let number = last + 1;
+            t.room_posts
+                .insert((room, number), bytes.as_slice())
+                .map_err(StoreError::db)?;
+            t.room_post_ids
+                .insert((room, id), (number, now_ms()))
+                .map_err(StoreError::db)?;
+            // Post numbers follow each other, so the posts beyond the last `keep` are those
+            // numbered up to `number - keep`: usually the one oldest post.
+            let cutoff = number.saturating_sub(keep);
+            if cutoff > 0 {
+                t.room_posts
+                    .retain_in((room, 0)..=(room, cutoff), |_, _| false)
+                    .map_err(StoreError::db)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// A page of a room's kept posts, oldest first: those numbered after `after` (0: from the
+    /// first kept). The next page's cursor is the number of the page's last post, in decimal.
+    async fn history(
+        &self,
+        room: &str,
+        after: u64,
+        limits: PageLimits,
+    ) -> Result<Page<Envelope>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |txn| {
+            let posts = txn.open_table(ROOM_POSTS).map_err(StoreError::db)?;
+            let room = room.as_str();
+            let mut page = PageBuilder::new(limits);
+            let mut last = None;
+            let Some(first) = after.checked_add(1) else {
+                return Ok(page.finish(None));
+            };
+            for entry in posts
+                .range((room, first)..=(room, u64::MAX))
+                .map_err(StoreError::db)?
+            {
+                let (key, value) = entry.map_err(StoreError::db)?;
+                if page.push(decode(value.value())?).is_err() {
+                    return Ok(page.finish(last.map(|n: u64| n.to_string())));
+                }
+                last = Some(key.value().1);
+            }
+            Ok(page.finish(None))
+        })
+        .await
+    }
+
+    /// Whether the store works: open, and not opening its database again after an I/O error
+    /// (meanwhile every operation fails with [`StoreError::Unavailable`]).
+    fn is_healthy(&self) -> bool {
+        self.engine.is_healthy()
+    }
+
+    /// Finishes the queued writes and closes the file, so that it can be opened again. Later
+    /// operations fail with [`StoreError::Closed`].
+    async fn close(&self) {
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.close()).await;
+    }
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("open", &self.engine.is_open())
+            .field("healthy", &self.engine.is_healthy())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_api::{Destination, Path as MsgPath, Sender};
+
+    fn envelope(to: Uuid, text: &str) -> Envelope {
+        Envelope {
+            id: Uuid::new_v4(),
+            from: Sender {
+                id: Uuid::new_v4(),
+                name: "a".into(),
+            },
+            to: Destination::User(to),
+            text: text.into(),
+            sent_at_ms: 1,
+            path: MsgPath::Stored,
+        }
+    }
+
+    #[tokio::test]
+    async fn relay_is_idempotent_and_ack_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+        let bob = Uuid::new_v4();
+        assert_eq!(store.bind(bob, "bob", "s").await.unwrap(), Binding::Created);
+        assert_eq!(
+            store.bind(bob, "bob", "x").await.unwrap(),
+            Binding::WrongSecret
+        );
+        let m1 = envelope(bob, "one");
+        let m2 = envelope(bob, "two");
+        assert_eq!(
+            store.relay(bob, &m1, 10).await.unwrap(),
+            Relayed::Stored { seq: 1 }
+        );
+        assert_eq!(
+            store.relay(bob, &m1, 10).await.unwrap(),
+            Relayed::Duplicate {
+                acknowledged: false
+            }
+        );
+        assert_eq!(
+            store.relay(bob, &m2, 10).await.unwrap(),
+            Relayed::Stored { seq: 2 }
+        );
+        let mailbox = store.mailbox(bob, 0, 100).await.unwrap();
+        assert_eq!(mailbox.last_seq, 2);
+        assert_eq!(mailbox.messages, vec![(1, m1.clone()), (2, m2.clone())]);
+        let page = store.mailbox(bob, 0, 1).await.unwrap();
+        assert_eq!((page.messages, page.last_seq), (vec![(1, m1.clone())], 2));
+        let page = store.mailbox(bob, 1, 1).await.unwrap();
+        assert_eq!(page.messages, vec![(2, m2.clone())]);
+        assert_eq!(store.ack(bob, &[m1.id, m1.id]).await.unwrap(), 1);
+        assert_eq!(
+            store.relay(bob, &m1, 10).await.unwrap(),
+            Relayed::Duplicate { acknowledged: true }
+        );
+        assert_eq!(
+            store.mailbox(bob, 0, 100).await.unwrap().messages,
+            vec![(2, m2)]
+        );
+        assert_eq!(
+            store.relay(Uuid::new_v4(), &m1, 10).await.unwrap(),
+            Relayed::UnknownRecipient
+        );
+        store.close().await;
+        assert_eq!(store.mailbox(bob, 0, 100).await, Err(StoreError::Closed));
+    }
+
+    #[tokio::test]
+    async fn mailbox_limit_and_room_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let bob = Uuid::new_v4();
+        store.bind(bob, "bob", "s").await.unwrap();
+        store.relay(bob, &envelope(bob, "1"), 1).await.unwrap();
+        assert_eq!(
+            store.relay(bob, &envelope(bob, "2"), 1).await.unwrap(),
+            Relayed::MailboxFull
+        );
+        assert_eq!(
+            store.create_room("lobby", bob, 2).await.unwrap(),
+            RoomCreated::Created
+        );
+        assert_eq!(
+            store.create_room("lobby", bob, 2).await.unwrap(),
+            RoomCreated::Exists
+        );
+        assert_eq!(
+            store.create_room("hall", bob, 2).await.unwrap(),
+            RoomCreated::Created
+        );
+        assert_eq!(
+            store.create_room("attic", bob, 2).await.unwrap(),
+            RoomCreated::QuotaReached
+        );
+        let posts: Vec<_> = (0..5).map(|i| envelope(bob, &i.to_string())).collect();
+        for post in &posts {
+            assert!(store.post("lobby", post, 3).await.unwrap());
+        }
+        assert!(!store.post("lobby", &posts[4], 3).await.unwrap());
+        // A post no longer kept is still known by its id: posting it again adds nothing.
+        assert!(!store.post("lobby", &posts[0], 3).await.unwrap());
+        // Ids are per room.
+        assert!(store.post("attic", &posts[0], 3).await.unwrap());
+        store.close().await;
+        // Reopening finds everything.
+        let store = RedbStore::open(&path).unwrap();
+        let all = PageLimits {
+            items: 100,
+            bytes: 1 << 20,
+        };
+        let history = store.history("lobby", 0, all).await.unwrap();
+        assert_eq!((history.items, history.next), (posts[2..].to_vec(), None));
+        let two = PageLimits { items: 2, ..all };
+        let first = store.history("lobby", 0, two).await.unwrap();
+        assert_eq!(first.items, posts[2..4].to_vec());
+        let after = first.next.unwrap().parse().unwrap();
+        let rest = store.history("lobby", after, two).await.unwrap();
+        assert_eq!((rest.items, rest.next), (posts[4..].to_vec(), None));
+        assert_eq!(store.rooms().await.unwrap(), ["hall", "lobby"]);
+        // The count survives a restart too.
+        assert_eq!(
+            store.create_room("attic", bob, 2).await.unwrap(),
+            RoomCreated::QuotaReached
+        );
+        let attic = store.history("attic", 0, all).await.unwrap();
+        assert_eq!(attic.items, posts[..1].to_vec());
+        assert_eq!(store.mailbox(bob, 0, 100).await.unwrap().messages.len(), 1);
+        assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
+        store.close().await;
+    }
+}

@@ -1,0 +1,777 @@
+//! The [`Store`] in a PostgreSQL database, which several chat servers can share: see the
+//! schema in the [module's](super) documentation.
+//!
+//! Each operation takes a connection from a small pool and runs in one transaction; the rows
+//! it changes together are serialized by locking one row first (`FOR UPDATE`): the recipient's
+//! mailbox for relays and acks, the creator's count for room creation, the room's head for
+//! posts. A connection that fails (the server restarted, the network dropped) is answered
+//! [`StoreError::Unavailable`] and replaced by a new one on a later call.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_api::{Envelope, Page, now_ms};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use rpc_core::Backoff;
+use tokio::time::Instant;
+use tokio_postgres::config::Host;
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{
+    Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser, decode, encode,
+};
+use crate::page::{PageBuilder, PageLimits};
+
+/// How many connections one store opens at most.
+const POOL_SIZE: usize = 8;
+/// How long opening a connection, or waiting for a free one, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Serializes the schema's creation among servers starting together (`CREATE TABLE IF NOT
+/// EXISTS` is not safe to run concurrently).
+const SCHEMA_LOCK: i64 = 0x6368_6174_7374_6f72; // "chatstor"
+
+/// The tables, created when a store connects (see the [module's](super) documentation).
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS chat_users (
+    id UUID PRIMARY KEY,
+    name TEXT NOT NULL,
+    salt BYTEA NOT NULL,
+    hash BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_mailboxes (
+    recipient UUID PRIMARY KEY,
+    last_seq BIGINT NOT NULL,
+    pending BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_pending (
+    recipient UUID NOT NULL,
+    seq BIGINT NOT NULL,
+    envelope BYTEA NOT NULL,
+    PRIMARY KEY (recipient, seq)
+);
+CREATE TABLE IF NOT EXISTS chat_message_ids (
+    recipient UUID NOT NULL,
+    message_id UUID NOT NULL,
+    seq BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (recipient, message_id)
+);
+CREATE TABLE IF NOT EXISTS chat_rooms (
+    name TEXT PRIMARY KEY,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_rooms_created (
+    creator UUID PRIMARY KEY,
+    made BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_room_heads (
+    room TEXT PRIMARY KEY,
+    last_number BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_room_posts (
+    room TEXT NOT NULL,
+    number BIGINT NOT NULL,
+    envelope BYTEA NOT NULL,
+    PRIMARY KEY (room, number)
+);
+CREATE TABLE IF NOT EXISTS chat_room_post_ids (
+    room TEXT NOT NULL,
+    message_id UUID NOT NULL,
+    number BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (room, message_id)
+);
+"#;
+
+/// The store in a PostgreSQL database.
+pub struct PgStore {
+    pool: Pool,
+    /// Where the database is, for the log (the URL without its password).
+    target: String,
+    closed: AtomicBool,
+    /// Whether the last operation reached the database.
+    healthy: AtomicBool,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/dbname`, or the
+    /// `key=value` form of libpq) and creates the tables that are missing. Fails with
+    /// [`StoreError::Unavailable`] if the database does not answer, and
+    /// [`StoreError::Database`] if the URL is not one or the database refuses the schema.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Database(format!("not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Database(format!("connection pool: {e}")))?;
+        let store = PgStore {
+            pool,
+            target,
+            closed: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+        };
+        store.create_schema().await?;
+        Ok(store)
+    }
+
+    /// [`PgStore::connect`], tried again with a growing pause while the database does not
+    /// answer, for up to `wait`, saying so in the log: a server may start before its database.
+    pub async fn connect_within(url: &str, wait: Duration) -> Result<PgStore, StoreError> {
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let deadline = Instant::now() + wait;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reason = match PgStore::connect(url).await {
+                Ok(store) => {
+                    if attempt > 1 {
+                        info!(attempt, "connected to {}", store.target);
+                    }
+                    return Ok(store);
+                }
+                Err(StoreError::Unavailable(reason)) => reason,
+                Err(e) => return Err(e),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL did not answer within {} s: {reason}",
+                    wait.as_secs()
+                )));
+            }
+            // Half the ceiling plus a random half of it: servers restarted together do not
+            // retry together.
+            let ceiling = backoff.ceiling(attempt);
+            let delay = (ceiling / 2 + ceiling.mul_f64(fastrand::f64()) / 2).min(left);
+            warn!("waiting for PostgreSQL, retrying in {delay:.1?}: {reason}");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Where the database is: `host:port/dbname` (the URL without its user and password).
+    pub fn database(&self) -> &str {
+        &self.target
+    }
+
+    async fn create_schema(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(pg)?;
+        txn.batch_execute(SCHEMA).await.map_err(pg)?;
+        txn.commit().await.map_err(pg)
+    }
+
+    /// A connection from the pool, unless the store is closed.
+    async fn client(&self) -> Result<Object, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => pg(e),
+            PoolError::Closed => StoreError::Closed,
+            e => StoreError::Unavailable(e.to_string()),
+        })
+    }
+
+    /// Records whether the database answered, logging the changes.
+    fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Err(StoreError::Unavailable(e)) => {
+                if self.healthy.swap(false, Ordering::AcqRel) {
+                    warn!("PostgreSQL at {} is unavailable: {e}", self.target);
+                }
+            }
+            Err(StoreError::Closed) => {}
+            _ => {
+                if !self.healthy.swap(true, Ordering::AcqRel) {
+                    info!("PostgreSQL at {} answers again", self.target);
+                }
+            }
+        }
+        result
+    }
+
+    async fn bind_in(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
+        let new = StoredUser::new(name, secret);
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO chat_users (id, name, salt, hash) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &new.name, &new.salt.as_slice(), &new.hash.as_slice()],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 1 {
+            return Ok(Binding::Created);
+        }
+        let row = client
+            .query_one(
+                "SELECT name, salt, hash FROM chat_users WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        let user = stored_user(&row)?;
+        if !user.verify(secret) {
+            return Ok(Binding::WrongSecret);
+        }
+        if user.name != name {
+            client
+                .execute(
+                    "UPDATE chat_users SET name = $2 WHERE id = $1",
+                    &[&id, &name],
+                )
+                .await
+                .map_err(pg)?;
+        }
+        Ok(Binding::Verified)
+    }
+
+    async fn user_in(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT name, salt, hash FROM chat_users WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(stored_user).transpose()
+    }
+
+    async fn relay_in(
+        &self,
+        to: Uuid,
+        envelope: &Envelope,
+        max_pending: u64,
+    ) -> Result<Relayed, StoreError> {
+        let bytes = encode(envelope)?;
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let known = txn
+            .query_opt("SELECT 1 FROM chat_users WHERE id = $1", &[&to])
+            .await
+            .map_err(pg)?;
+        if known.is_none() {
+            return Ok(Relayed::UnknownRecipient);
+        }
+        // The mailbox's row is the lock that orders the relays and acks of one recipient.
+        txn.execute(
+            "INSERT INTO chat_mailboxes (recipient, last_seq, pending) VALUES ($1, 0, 0) \
+             ON CONFLICT (recipient) DO NOTHING",
+            &[&to],
+        )
+        .await
+        .map_err(pg)?;
+        let row = txn
+            .query_one(
+                "SELECT last_seq, pending FROM chat_mailboxes WHERE recipient = $1 FOR UPDATE",
+                &[&to],
+            )
+            .await
+            .map_err(pg)?;
+        let (last, count): (i64, i64) = (row.get(0), row.get(1));
+        let seen = txn
+            .query_opt(
+                "SELECT seq FROM chat_message_ids WHERE recipient = $1 AND message_id = $2",
+                &[&to, &envelope.id],
+            )
+            .await
+            .map_err(pg)?;
+        if let Some(seen) = seen {
+            let seq: i64 = seen.get(0);
+            return Ok(Relayed::Duplicate {
+                acknowledged: seq == 0,
+            });
+        }
+        if unsigned(count)? >= max_pending {
+            return Ok(Relayed::MailboxFull);
+        }
+        let seq = last + 1;
+        txn.execute(
+            "INSERT INTO chat_pending (recipient, seq, envelope) VALUES ($1, $2, $3)",
+            &[&to, &seq, &bytes],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "INSERT INTO chat_message_ids (recipient, message_id, seq, at_ms) \
+             VALUES ($1, $2, $3, $4)",
+            &[&to, &envelope.id, &seq, &now()],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "UPDATE chat_mailboxes SET last_seq = $2, pending = pending + 1 \
+             WHERE recipient = $1",
+            &[&to, &seq],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(Relayed::Stored {
+            seq: unsigned(seq)?,
+        })
+    }
+
+    async fn mailbox_in(
+        &self,
+        user: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Mailbox, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot: `last_seq` and `messages` are of the same moment.
+        let txn = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg)?;
+        let last_seq = match txn
+            .query_opt(
+                "SELECT last_seq FROM chat_mailboxes WHERE recipient = $1",
+                &[&user],
+            )
+            .await
+            .map_err(pg)?
+        {
+            Some(row) => unsigned(row.get(0))?,
+            None => 0,
+        };
+        let mut messages = Vec::new();
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Mailbox { messages, last_seq });
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = txn
+            .query(
+                "SELECT seq, envelope FROM chat_pending WHERE recipient = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+                &[&user, &after, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        for row in rows {
+            let bytes: &[u8] = row.get(1);
+            messages.push((unsigned(row.get(0))?, decode(bytes)?));
+        }
+        Ok(Mailbox { messages, last_seq })
+    }
+
+    async fn ack_in(&self, user: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = ids.to_vec();
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let mailbox = txn
+            .query_opt(
+                "SELECT pending FROM chat_mailboxes WHERE recipient = $1 FOR UPDATE",
+                &[&user],
+            )
+            .await
+            .map_err(pg)?;
+        if mailbox.is_none() {
+            return Ok(0);
+        }
+        let seqs: Vec<i64> = txn
+            .query(
+                "SELECT seq FROM chat_message_ids \
+                 WHERE recipient = $1 AND message_id = ANY($2) AND seq <> 0",
+                &[&user, &ids],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        txn.execute(
+            "DELETE FROM chat_pending WHERE recipient = $1 AND seq = ANY($2)",
+            &[&user, &seqs],
+        )
+        .await
+        .map_err(pg)?;
+        // The ids stay, marked acknowledged, so that relaying one again is recognised.
+        txn.execute(
+            "UPDATE chat_message_ids SET seq = 0, at_ms = $3 \
+             WHERE recipient = $1 AND message_id = ANY($2) AND seq <> 0",
+            &[&user, &ids, &now()],
+        )
+        .await
+        .map_err(pg)?;
+        let removed = i64::try_from(seqs.len()).unwrap_or(i64::MAX);
+        txn.execute(
+            "UPDATE chat_mailboxes SET pending = GREATEST(pending - $2, 0) WHERE recipient = $1",
+            &[&user, &removed],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(seqs.len())
+    }
+
+    async fn forget_old_ids_in(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = i64::try_from(now_ms().saturating_sub(max_age_ms)).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let messages = txn
+            .execute(
+                "DELETE FROM chat_message_ids WHERE seq = 0 AND at_ms < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg)?;
+        let posts = txn
+            .execute(
+                "DELETE FROM chat_room_post_ids WHERE at_ms < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(messages + posts)
+    }
+
+    async fn create_room_in(
+        &self,
+        room: &str,
+        creator: Uuid,
+        max_created: u64,
+    ) -> Result<RoomCreated, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        // The creator's count is the lock that orders the rooms one user makes.
+        txn.execute(
+            "INSERT INTO chat_rooms_created (creator, made) VALUES ($1, 0) \
+             ON CONFLICT (creator) DO NOTHING",
+            &[&creator],
+        )
+        .await
+        .map_err(pg)?;
+        let made: i64 = txn
+            .query_one(
+                "SELECT made FROM chat_rooms_created WHERE creator = $1 FOR UPDATE",
+                &[&creator],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let exists = txn
+            .query_opt("SELECT 1 FROM chat_rooms WHERE name = $1", &[&room])
+            .await
+            .map_err(pg)?;
+        if exists.is_some() {
+            return Ok(RoomCreated::Exists);
+        }
+        if unsigned(made)? >= max_created {
+            return Ok(RoomCreated::QuotaReached);
+        }
+        let inserted = txn
+            .execute(
+                "INSERT INTO chat_rooms (name, created_at_ms) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&room, &now()],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 0 {
+            // Another user made it meanwhile.
+            return Ok(RoomCreated::Exists);
+        }
+        txn.execute(
+            "UPDATE chat_rooms_created SET made = made + 1 WHERE creator = $1",
+            &[&creator],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(RoomCreated::Created)
+    }
+
+    async fn rooms_in(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                r#"SELECT name FROM chat_rooms ORDER BY name COLLATE "C""#,
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn post_in(
+        &self,
+        room: &str,
+        envelope: &Envelope,
+        keep: usize,
+    ) -> Result<bool, StoreError> {
+        let bytes = encode(envelope)?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        // The room's head is the lock that orders its posts.
+        txn.execute(
+            "INSERT INTO chat_room_heads (room, last_number) VALUES ($1, 0) \
+             ON CONFLICT (room) DO NOTHING",
+            &[&room],
+        )
+        .await
+        .map_err(pg)?;
+        let last: i64 = txn
+            .query_one(
+                "SELECT last_number FROM chat_room_heads WHERE room = $1 FOR UPDATE",
+                &[&room],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let seen = txn
+            .query_opt(
+                "SELECT 1 FROM chat_room_post_ids WHERE room = $1 AND message_id = $2",
+                &[&room, &envelope.id],
+            )
+            .await
+            .map_err(pg)?;
+        if seen.is_some() {
+            return Ok(false);
+        }
+        let number = last + 1;
+        txn.execute(
+            "INSERT INTO chat_room_posts (room, number, envelope) VALUES ($1, $2, $3)",
+            &[&room, &number, &bytes],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "INSERT INTO chat_room_post_ids (room, message_id, number, at_ms) \
+             VALUES ($1, $2, $3, $4)",
+            &[&room, &envelope.id, &number, &now()],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "UPDATE chat_room_heads SET last_number = $2 WHERE room = $1",
+            &[&room, &number],
+        )
+        .await
+        .map_err(pg)?;
+        let cutoff = number.saturating_sub(keep);
+        if cutoff > 0 {
+            txn.execute(
+                "DELETE FROM chat_room_posts WHERE room = $1 AND number <= $2",
+                &[&room, &cutoff],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        txn.commit().await.map_err(pg)?;
+        Ok(true)
+    }
+
+    async fn history_in(
+        &self,
+        room: &str,
+        after: u64,
+        limits: PageLimits,
+    ) -> Result<Page<Envelope>, StoreError> {
+        let mut page = PageBuilder::new(limits);
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(page.finish(None));
+        };
+        // One more than a page holds tells whether there is more.
+        let fetch = i64::try_from(limits.items)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT number, envelope FROM chat_room_posts WHERE room = $1 AND number > $2 \
+                 ORDER BY number LIMIT $3",
+                &[&room, &after, &fetch],
+            )
+            .await
+            .map_err(pg)?;
+        let mut last = None;
+        for row in rows {
+            let bytes: &[u8] = row.get(1);
+            if page.push(decode(bytes)?).is_err() {
+                return Ok(page.finish(last.map(|n: u64| n.to_string())));
+            }
+            last = Some(unsigned(row.get(0))?);
+        }
+        Ok(page.finish(None))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn bind(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
+        self.track(self.bind_in(id, name, secret).await)
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
+        self.track(self.user_in(id).await)
+    }
+
+    async fn relay(
+        &self,
+        to: Uuid,
+        envelope: &Envelope,
+        max_pending: u64,
+    ) -> Result<Relayed, StoreError> {
+        self.track(self.relay_in(to, envelope, max_pending).await)
+    }
+
+    async fn mailbox(&self, user: Uuid, after: u64, limit: usize) -> Result<Mailbox, StoreError> {
+        self.track(self.mailbox_in(user, after, limit).await)
+    }
+
+    async fn ack(&self, user: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
+        self.track(self.ack_in(user, ids).await)
+    }
+
+    async fn forget_old_ids(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        self.track(self.forget_old_ids_in(max_age_ms).await)
+    }
+
+    async fn create_room(
+        &self,
+        room: &str,
+        creator: Uuid,
+        max_created: u64,
+    ) -> Result<RoomCreated, StoreError> {
+        self.track(self.create_room_in(room, creator, max_created).await)
+    }
+
+    async fn rooms(&self) -> Result<Vec<String>, StoreError> {
+        self.track(self.rooms_in().await)
+    }
+
+    async fn post(&self, room: &str, envelope: &Envelope, keep: usize) -> Result<bool, StoreError> {
+        self.track(self.post_in(room, envelope, keep).await)
+    }
+
+    async fn history(
+        &self,
+        room: &str,
+        after: u64,
+        limits: PageLimits,
+    ) -> Result<Page<Envelope>, StoreError> {
+        self.track(self.history_in(room, after, limits).await)
+    }
+
+    fn is_healthy(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+    }
+
+    async fn close(&self) {
+        // Every operation commits before it answers: nothing is queued.
+        self.closed.store(true, Ordering::Release);
+        self.pool.close();
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.target)
+            .field("open", &!self.closed.load(Ordering::Acquire))
+            .field("healthy", &self.healthy.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+/// Where a configuration points, without its password: `host:port/dbname`.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+fn stored_user(row: &Row) -> Result<StoredUser, StoreError> {
+    let salt: &[u8] = row.get(1);
+    let hash: &[u8] = row.get(2);
+    Ok(StoredUser {
+        name: row.get(0),
+        salt: salt
+            .try_into()
+            .map_err(|_| StoreError::Record("a salt is not 16 bytes".into()))?,
+        hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Record("a hash is not 32 bytes".into()))?,
+    })
+}
+
+/// The time now, as stored.
+fn now() -> i64 {
+    i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
+
+/// A stored count or number, which is never negative.
+fn unsigned(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Record(format!("a negative number: {n}")))
+}
+
+/// A PostgreSQL error, told apart: a lost connection, or a server that is shutting down,
+/// starting or out of resources, makes the store unavailable for now; anything else is the
+/// database refusing what was asked.
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let transient = ["08", "53", "57P", "40001", "40P01"]
+            .iter()
+            .any(|prefix| code.starts_with(prefix));
+        return if transient {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        };
+    }
+    let io = std::error::Error::source(&e).is_some_and(|source| source.is::<std::io::Error>());
+    if e.is_closed() || io {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Database(e.to_string())
+    }
+}
