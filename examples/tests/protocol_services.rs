@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use chat_api::{
-    ChatError, Delivery, Destination, Envelope, InboxItem, Page as ChatPage, Path, Peer, PeerError,
-    PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer,
-    UserInfo,
+    ChatError, Delivery, Destination, Envelope, InboxItem, Node, NodeServer, Page as ChatPage,
+    Path, Peer, PeerError, PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session,
+    Signal, SignalServer, UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
@@ -210,6 +210,15 @@ impl Peer for PeerMethods {
     }
 }
 
+/// Stands in for the chat server's node service, whose type is private.
+struct NodeMethods;
+
+impl Node for NodeMethods {
+    async fn wake(&self, _: Uuid, _: u64) -> bool {
+        unreachable!("{UNCALLED}")
+    }
+}
+
 // The memory registry behind the registry service runs a task: a runtime is needed.
 #[tokio::test]
 async fn the_page_lists_every_example_service_with_its_methods() {
@@ -222,6 +231,7 @@ async fn the_page_lists_every_example_service_with_its_methods() {
         &registry,
         &SignalServer::new(SignalMethods),
         &PeerServer::new(PeerMethods),
+        &NodeServer::new(NodeMethods),
     ]
     .into_iter()
     .map(as_listed)

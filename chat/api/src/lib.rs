@@ -355,3 +355,15 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// What chat servers sharing a registry and a store call on each other.
+#[rpc_core::service(name = "chat.Node", version = "1")]
+pub trait Node {
+    /// Tells the server holding `user`'s session that their mailbox in the shared store has a
+    /// new message, numbered `seq` in it: the server reads what is new from the store and
+    /// pushes it to the user's open inbox. Answers whether it did: the message is in the store
+    /// that server reads, and an inbox was open to take it. It carries no message, so a caller
+    /// can make a server read what is already stored, and nothing else.
+    #[rpc(idempotent)]
+    async fn wake(&self, user: Uuid, seq: u64) -> bool;
+}

@@ -35,6 +35,8 @@ pub(crate) enum Live {
     Message { seq: u64, envelope: Envelope },
     /// Anything not stored: room events and posts.
     Item(InboxItem),
+    /// The mailbox has messages stored by another server: read them from the store.
+    Wake,
 }
 
 /// Why an inbox ended, told to its reader as the stream's error.
@@ -132,7 +134,8 @@ impl Shared {
         let session = self.session(token)?;
         let reachable = self
             .session_of(to)
-            .is_some_and(|recipient| recipient.inbox.is_open());
+            .is_some_and(|recipient| recipient.inbox.is_open())
+            || self.presence.node_of(to).is_some();
         let envelope = Envelope {
             id,
             from: session.sender(),
@@ -154,9 +157,14 @@ impl Shared {
             Relayed::Stored { seq } => {
                 // The recipient may have registered again while the commit ran: push to whoever
                 // holds the id now.
-                let pushed = self
+                let mut pushed = self
                     .session_of(to)
                     .is_some_and(|recipient| recipient.inbox.push(Live::Message { seq, envelope }));
+                if !pushed && let Some(node) = self.presence.node_of(to) {
+                    // Another server holds the recipient's session: it reads the message from
+                    // the shared store.
+                    pushed = self.nodes.wake(&*self.registry, &node, to, seq).await;
+                }
                 debug!(from = %session.info.id, %to, message = %id, seq, pushed, "relayed");
                 Ok(if pushed {
                     Delivery::Delivered
@@ -237,17 +245,30 @@ pub(crate) fn error_stream<T: Send + 'static>(error: &ChatError) -> ServerStream
     ))
 }
 
-/// Where an inbox stream is: replaying the stored messages (up to the last sequence number the
-/// mailbox had when the inbox opened), or passing on what arrives.
+/// Where an inbox stream is: replaying the stored messages (up to `upto`: the last sequence
+/// number the mailbox had when the inbox opened, or no bound when another server said more were
+/// stored), or passing on what arrives.
 enum Phase {
     Replay {
         page: std::vec::IntoIter<(u64, Envelope)>,
-        /// The sequence number of the last message replayed.
+        /// The sequence number of the last message read from the store.
         last: u64,
         /// Whether the store may have more after this page.
         more: bool,
+        /// The last sequence number to replay; later ones come live.
+        upto: u64,
     },
     Live,
+}
+
+/// What an inbox stream carries from one item to the next.
+struct InboxState {
+    phase: Phase,
+    rx: mpsc::Receiver<Live>,
+    reason: CloseReason,
+    /// The highest sequence number sent or to be sent by the replay under way: a message at or
+    /// below it that also comes live is not sent twice.
+    high: u64,
 }
 
 /// The inbox stream: the stored messages, read from the store a page at a time as the client
@@ -259,37 +280,48 @@ fn inbox_stream(
     rx: mpsc::Receiver<Live>,
     reason: CloseReason,
 ) -> ServerStream<InboxItem> {
-    let replayed = first.last_seq;
-    let phase = Phase::Replay {
-        more: first.messages.len() >= REPLAY_PAGE,
-        page: first.messages.into_iter(),
-        last: 0,
+    let state = InboxState {
+        phase: Phase::Replay {
+            more: first.messages.len() >= REPLAY_PAGE,
+            page: first.messages.into_iter(),
+            last: 0,
+            upto: first.last_seq,
+        },
+        rx,
+        reason,
+        high: first.last_seq,
     };
-    let state = (phase, rx, reason);
     let stream = futures::stream::unfold(Some(state), move |state| {
         let store = store.clone();
         async move {
-            let (mut phase, mut rx, reason) = state?;
+            let mut state = state?;
             loop {
-                match &mut phase {
-                    Phase::Replay { page, last, more } => {
+                match &mut state.phase {
+                    Phase::Replay {
+                        page,
+                        last,
+                        more,
+                        upto,
+                    } => {
                         if let Some((seq, envelope)) = page.next() {
                             *last = seq;
+                            state.high = state.high.max(seq);
                             let item = Ok(InboxItem::Message(envelope));
-                            return Some((item, Some((phase, rx, reason))));
+                            return Some((item, Some(state)));
                         }
-                        if !*more || *last >= replayed {
-                            phase = Phase::Live;
+                        if !*more || *last >= *upto {
+                            state.phase = Phase::Live;
                             continue;
                         }
                         match store.mailbox(user, *last, REPLAY_PAGE).await {
                             Ok(next) => {
                                 *more = next.messages.len() >= REPLAY_PAGE;
                                 // Later ones come live.
+                                let upto = *upto;
                                 let kept: Vec<_> = next
                                     .messages
                                     .into_iter()
-                                    .filter(|(seq, _)| *seq <= replayed)
+                                    .filter(|(seq, _)| *seq <= upto)
                                     .collect();
                                 *page = kept.into_iter();
                             }
@@ -300,18 +332,29 @@ fn inbox_stream(
                             }
                         }
                     }
-                    Phase::Live => match rx.recv().await {
-                        // Already sent from the store.
-                        Some(Live::Message { seq, .. }) if seq <= replayed => continue,
-                        Some(Live::Message { envelope, .. }) => {
+                    Phase::Live => match state.rx.recv().await {
+                        // Already sent, from the store or live.
+                        Some(Live::Message { seq, .. }) if seq <= state.high => continue,
+                        Some(Live::Message { seq, envelope }) => {
+                            state.high = seq;
                             let item = Ok(InboxItem::Message(envelope));
-                            return Some((item, Some((phase, rx, reason))));
+                            return Some((item, Some(state)));
                         }
-                        Some(Live::Item(item)) => {
-                            return Some((Ok(item), Some((phase, rx, reason))));
+                        Some(Live::Item(item)) => return Some((Ok(item), Some(state))),
+                        Some(Live::Wake) => {
+                            state.phase = Phase::Replay {
+                                page: Vec::new().into_iter(),
+                                last: state.high,
+                                more: true,
+                                upto: u64::MAX,
+                            };
                         }
                         None => {
-                            let why = reason.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+                            let why = state
+                                .reason
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .take()?;
                             let error = ServerError::new(Status::APPLICATION_ERROR, why);
                             return Some((Err(error), None));
                         }

@@ -36,6 +36,7 @@
 mod by_name;
 mod config;
 mod inbox;
+mod nodes;
 pub mod page;
 mod presence;
 mod rooms;
@@ -50,12 +51,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_api::{SignalClient, SignalServer};
-use rpc_core::{Backoff, Endpoint, Server, ServerHandle};
-use rpc_registry::{Instance, MemoryRegistry, Registration, Registry, ServiceKey};
+use chat_api::{NodeServer, SignalServer};
+use rpc_core::{Endpoint, Server, ServerHandle};
+use rpc_registry::MemoryRegistry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use self::config::{ChatServerConfig, ConfigError};
 use self::service::ChatService;
@@ -151,6 +152,7 @@ impl ChatServer {
         ];
         let mut builder = Server::builder()
             .service(SignalServer::new(ChatService::new(shared.clone())))
+            .service(NodeServer::new(nodes::NodeService::new(shared.clone())))
             .max_frame_len(config.max_frame_len);
         for endpoint in &config.listen {
             builder = builder.listen(endpoint.clone());
@@ -173,8 +175,9 @@ impl ChatServer {
             config.advertise.clone()
         };
         let mut tasks = tasks;
-        tasks.push(tokio::spawn(register_node(
+        tasks.push(tokio::spawn(nodes::register_node(
             registry.clone(),
+            shared.server_id.clone(),
             advertise,
             config.presence_ttl,
             stop.clone(),
@@ -238,47 +241,6 @@ impl fmt::Debug for ChatServer {
             .field("endpoints", &self.endpoints())
             .field("store", &self.shared.store)
             .finish_non_exhaustive()
-    }
-}
-
-/// Registers this server as an instance of `chat.Signal` in the registry (trying again with
-/// backoff while the registry cannot be reached) until `stop`, then withdraws it.
-async fn register_node(
-    registry: Arc<dyn Registry>,
-    endpoints: Vec<String>,
-    ttl: Duration,
-    stop: CancellationToken,
-) {
-    let key = ServiceKey::of::<SignalClient<rpc_core::Client>>();
-    let instances: Vec<Instance> = endpoints
-        .iter()
-        .map(|endpoint| Instance::new(key.clone(), endpoint.clone()))
-        .collect();
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let mut attempt = 0;
-    let registration = loop {
-        match Registration::start(registry.clone(), instances.clone(), ttl).await {
-            Ok(registration) => break registration,
-            Err(e) => {
-                warn!(
-                    attempt,
-                    "registering this node in the registry: {e}; trying again"
-                );
-                let wait = backoff
-                    .delay(attempt, fastrand::f64())
-                    .unwrap_or(Duration::from_secs(10));
-                attempt += 1;
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        }
-    };
-    info!(endpoints = ?endpoints, "this node is registered as {key}");
-    stop.cancelled().await;
-    if let Err(e) = registration.withdraw().await {
-        debug!("withdrawing this node from the registry: {e}");
     }
 }
 

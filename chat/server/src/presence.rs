@@ -81,6 +81,8 @@ struct Entry {
     info: UserInfo,
     /// Registered by this server (else mirrored from another server through the registry).
     local: bool,
+    /// The id of the server that holds the session, when it is another one.
+    node: Option<String>,
 }
 
 impl Named for Entry {
@@ -101,24 +103,38 @@ impl Presence {
         }
     }
 
-    /// Someone is online with these details; watchers are told if anything changed.
-    pub(crate) fn upsert(&self, info: UserInfo, local: bool) {
+    /// Someone is online with these details, on this server (`node` is `None`) or on the one
+    /// named; watchers are told if anything they see changed.
+    pub(crate) fn upsert(&self, info: UserInfo, node: Option<String>) {
+        let local = node.is_none();
         let mut online = self.lock();
         if let Some(entry) = online.get(&info.id) {
-            if entry.info == info {
+            if entry.info == info && entry.node == node {
                 return;
             }
+            let unchanged = entry.info == info;
             if entry.local && !local {
                 // This server's session wins over another server's claim of the same user.
+                return;
+            }
+            if unchanged {
+                // Only the server holding the session changed; nobody sees that.
+                online.insert(Entry { info, local, node });
                 return;
             }
         }
         online.insert(Entry {
             info: info.clone(),
             local,
+            node,
         });
         // Sent under the lock, so that a watcher sees the changes in the order they were made.
         let _ = self.events.send(PresenceEvent::Joined(info));
+    }
+
+    /// The id of the other server holding this user's session, if another one does.
+    pub(crate) fn node_of(&self, id: Uuid) -> Option<String> {
+        self.lock().get(&id).and_then(|e| e.node.clone())
     }
 
     /// Someone left; watchers are told.
@@ -154,7 +170,7 @@ impl Presence {
     }
 
     /// Makes the users of other servers those of a registry snapshot.
-    fn replace_foreign(&self, foreign: Vec<UserInfo>) {
+    fn replace_foreign(&self, foreign: Vec<(UserInfo, String)>) {
         let known: Vec<Uuid> = self
             .lock()
             .values()
@@ -162,12 +178,12 @@ impl Presence {
             .map(|e| e.info.id)
             .collect();
         for id in known {
-            if !foreign.iter().any(|info| info.id == id) {
+            if !foreign.iter().any(|(info, _)| info.id == id) {
                 self.remove(id, false);
             }
         }
-        for info in foreign {
-            self.upsert(info, false);
+        for (info, node) in foreign {
+            self.upsert(info, Some(node));
         }
     }
 
@@ -309,7 +325,9 @@ fn apply(shared: &Arc<Shared>, event: WatchEvent) {
             } else if removed {
                 shared.presence.remove(announced.info.id, false);
             } else {
-                shared.presence.upsert(announced.info, false);
+                shared
+                    .presence
+                    .upsert(announced.info, Some(announced.server));
             }
         }
         WatchEvent::Snapshot(snapshot) => apply_snapshot(shared, &snapshot),
@@ -333,7 +351,7 @@ fn apply_snapshot(shared: &Arc<Shared>, snapshot: &Snapshot) {
     let foreign = announced
         .into_iter()
         .filter(|a| a.server != shared.server_id)
-        .map(|a| a.info)
+        .map(|a| (a.info, a.server))
         .collect();
     shared.presence.replace_foreign(foreign);
 }

@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::inbox::InboxSlot;
+use crate::nodes::NodeLinks;
 use crate::page::PageLimits;
 use crate::presence::{self, Presence};
 use crate::rooms::Rooms;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) server_id: String,
     pub(crate) presence: Presence,
     pub(crate) rooms: Rooms,
+    /// Clients of the other chat servers on the same registry.
+    pub(crate) nodes: NodeLinks,
     sessions: Mutex<Sessions>,
     next_serial: AtomicU64,
     user_locks: Vec<tokio::sync::Mutex<()>>,
@@ -123,6 +126,7 @@ impl Shared {
             server_id: Uuid::new_v4().simple().to_string(),
             presence: Presence::new(),
             rooms: Rooms::new(rooms),
+            nodes: NodeLinks::default(),
             sessions: Mutex::default(),
             next_serial: AtomicU64::new(1),
             user_locks: (0..USER_LOCKS)
@@ -199,7 +203,7 @@ impl Shared {
                 warn!(user = %id, "revoking the replaced session's lease: {e}");
             }
         }
-        self.presence.upsert(info.clone(), true);
+        self.presence.upsert(info.clone(), None);
         info!(user = %id, name = %info.name, observed = %info.observed, "registered");
         Ok(SessionReply {
             token: session.token.clone(),

@@ -1,13 +1,19 @@
 //! Several chat servers sharing one registry: each registers itself as a node of `chat.Signal`,
-//! and a client given more than one node moves to another when its node goes away.
+//! a client given more than one node moves to another when its node goes away, and a message
+//! relayed on one node to a user online on another reaches them at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_api::{Delivery, InboxItem, RegisterRequest, Session, SignalClient};
 use chat_client::{ChatClient, ChatClientConfig};
+use chat_server::store::{RedbStore, Store};
 use chat_server::{ChatServer, ChatServerConfig};
+use futures::StreamExt;
+use rpc_core::Client;
 use rpc_registry::{MemoryRegistry, Registry, ServiceKey};
+use uuid::Uuid;
 
 /// How long anything that should happen may take before the test gives up.
 const WAIT: Duration = Duration::from_secs(20);
@@ -78,4 +84,106 @@ async fn a_client_moves_to_another_node_when_its_node_goes_away() {
     client.close().await;
     b.shutdown(Duration::from_millis(200)).await;
     assert!(nodes_listed(&registry).await.is_empty(), "b withdrew too");
+}
+
+async fn shared_node(
+    dir: &std::path::Path,
+    registry: &Arc<dyn Registry>,
+    store: &Arc<dyn Store>,
+) -> ChatServer {
+    let mut config = ChatServerConfig::new(dir);
+    config.listen = vec!["tcp://127.0.0.1:0".parse().unwrap()];
+    config.registry = Some(registry.clone());
+    config.store = Some(store.clone());
+    ChatServer::start(config).await.unwrap()
+}
+
+async fn register(server: &ChatServer, name: &str) -> (SignalClient<Client>, Session) {
+    let api = SignalClient::new(Client::connect(&server.endpoints()[0]).await.unwrap());
+    let session = api
+        .register(RegisterRequest {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            secret: format!("the secret of {name}"),
+            endpoint: None,
+        })
+        .await
+        .unwrap();
+    (api, session)
+}
+
+#[tokio::test]
+async fn a_message_relayed_on_one_node_reaches_a_user_online_on_another_at_once() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("chat.redb")).unwrap());
+    let a = shared_node(dir.path(), &registry, &store).await;
+    let b = shared_node(dir.path(), &registry, &store).await;
+    let (alice, alice_session) = register(&a, "alice").await;
+    let (bob, bob_session) = register(&b, "bob").await;
+    let mut inbox = bob.inbox(bob_session.token.clone()).await.unwrap();
+    // Node a sees bob online (through the registry) before alice writes to him.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.online_count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "a sees bob");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let id = Uuid::new_v4();
+    let delivery = alice
+        .relay(
+            alice_session.token.clone(),
+            id,
+            bob_session.user.id,
+            "across nodes".into(),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(delivery, Delivery::Delivered);
+    let item = tokio::time::timeout(WAIT, inbox.next())
+        .await
+        .expect("the message arrives")
+        .unwrap()
+        .unwrap();
+    let InboxItem::Message(envelope) = item else {
+        panic!("{item:?}")
+    };
+    assert_eq!((envelope.id, envelope.text.as_str()), (id, "across nodes"));
+
+    // Sent again (its answer lost), it is not delivered twice; a second message follows it.
+    let again = alice
+        .relay(
+            alice_session.token.clone(),
+            id,
+            bob_session.user.id,
+            "across nodes".into(),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Delivery::Delivered);
+    let second = Uuid::new_v4();
+    alice
+        .relay(
+            alice_session.token,
+            second,
+            bob_session.user.id,
+            "second".into(),
+            0,
+        )
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(WAIT, inbox.next())
+        .await
+        .expect("the second message arrives")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&next, InboxItem::Message(e) if e.id == second),
+        "{next:?}"
+    );
+
+    a.shutdown(Duration::from_millis(200)).await;
+    b.shutdown(Duration::from_millis(200)).await;
 }
