@@ -1,9 +1,11 @@
 //! What a chat client needs to know: where the server is, who it is, where it serves its peer.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::{Backoff, Endpoint, Format};
+use rpc_registry::Registry;
 use uuid::Uuid;
 
 /// The chat server's default endpoint, `tcp://127.0.0.1:7300`.
@@ -22,6 +24,11 @@ pub struct ChatClientConfig {
     /// `server` cannot be reached, at the first connect and whenever the connection is lost:
     /// the client registers again on the node that answers and stays with it. Default: none.
     pub fallback_servers: Vec<Endpoint>,
+    /// A registry the chat servers register in (as nodes of `chat.Signal`): when set, the
+    /// client connects to one of the nodes it lists, as they are when it connects, and moves to
+    /// another when its node goes away; `server` and `fallback_servers` are used while it lists
+    /// none. Default: none.
+    pub registry: Option<Arc<dyn Registry>>,
     /// The user's id. Default: a new random id (keep it, with the secret, to come back as the
     /// same user).
     pub id: Uuid,
@@ -64,6 +71,7 @@ impl ChatClientConfig {
         ChatClientConfig {
             server,
             fallback_servers: Vec::new(),
+            registry: None,
             id: Uuid::new_v4(),
             name: name.into(),
             secret: new_secret(),
@@ -102,6 +110,7 @@ impl fmt::Debug for ChatClientConfig {
         f.debug_struct("ChatClientConfig")
             .field("server", &self.server)
             .field("fallback_servers", &self.fallback_servers)
+            .field("registry", &self.registry.is_some())
             .field("id", &self.id)
             .field("name", &self.name)
             .field("secret", &"<hidden>")

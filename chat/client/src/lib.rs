@@ -49,6 +49,7 @@ use chat_api::{
     UserInfo, excerpt, now_ms,
 };
 use rpc_core::{Client, Endpoint, Failover, RpcError, Server, ServerHandle};
+use rpc_registry::{Discovery, ServiceKey};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::debug;
@@ -153,15 +154,35 @@ impl ChatClient {
             .connect_timeout(config.call_timeout)
             .heartbeat_interval(Duration::from_secs(5))
             .reconnect(config.reconnect);
-        let rpc = if config.fallback_servers.is_empty() {
-            builder.connect(&config.server).await
-        } else {
-            let nodes = std::iter::once(config.server.clone())
-                .chain(config.fallback_servers.iter().cloned())
-                .collect();
+        let nodes: Vec<Endpoint> = std::iter::once(config.server.clone())
+            .chain(config.fallback_servers.iter().cloned())
+            .collect();
+        let rpc = if let Some(registry) = &config.registry {
+            let discovery =
+                Discovery::new(registry.clone(), ServiceKey::of::<SignalClient<Client>>());
+            discovery.wait_for(1, config.call_timeout).await;
+            let listed = move || {
+                let found: Vec<Endpoint> = discovery
+                    .instances()
+                    .iter()
+                    .filter(|i| i.healthy)
+                    .filter_map(|i| i.endpoint.parse().ok())
+                    .collect();
+                if found.is_empty() {
+                    nodes.clone()
+                } else {
+                    found
+                }
+            };
+            builder
+                .connect_with(Failover::from_fn(listed, config.call_timeout))
+                .await
+        } else if nodes.len() > 1 {
             builder
                 .connect_with(Failover::new(nodes, config.call_timeout))
                 .await
+        } else {
+            builder.connect(&config.server).await
         };
         let rpc = match rpc {
             Ok(rpc) => rpc,

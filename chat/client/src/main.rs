@@ -15,6 +15,7 @@ use chat_client::{
 };
 use clap::Parser;
 use rpc_core::{Endpoint, Format};
+use rpc_registry::RemoteRegistry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -73,6 +74,11 @@ struct Args {
     /// that answers, and registers again there.
     #[arg(long, default_value = DEFAULT_SERVER)]
     server: Vec<Endpoint>,
+    /// A registry server the chat servers register in (e.g. tcp://127.0.0.1:7100): the client
+    /// connects to one of the chat servers it lists and moves to another when that one goes
+    /// away; --server is used while it lists none.
+    #[arg(long)]
+    registry: Option<Endpoint>,
     /// The display name, unique among online users (at most 32 characters).
     #[arg(long)]
     name: String,
@@ -228,6 +234,11 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
         .ok_or_else(|| anyhow::anyhow!("--server: at least one endpoint is needed"))?;
     let mut config = ChatClientConfig::new(server.clone(), args.name.clone()).identity(id, secret);
     config.fallback_servers = fallbacks.to_vec();
+    if let Some(registry) = &args.registry {
+        let remote = RemoteRegistry::connect_lazy(registry)
+            .map_err(|e| anyhow::anyhow!("--registry {registry}: {e}"))?;
+        config.registry = Some(Arc::new(remote));
+    }
     config.listen = args.listen.clone();
     config.advertise = args.advertise.clone();
     config.direct_timeout = Duration::from_millis(args.direct_timeout_ms);

@@ -86,6 +86,46 @@ async fn a_client_moves_to_another_node_when_its_node_goes_away() {
     assert!(nodes_listed(&registry).await.is_empty(), "b withdrew too");
 }
 
+#[tokio::test]
+async fn a_client_that_finds_its_nodes_in_the_registry_moves_when_its_node_goes_away() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dir_a.path(), &registry).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes_listed(&registry).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "a is listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The configured server is nowhere: the registry's list is what the client uses.
+    let nowhere = "tcp://127.0.0.1:1".parse().unwrap();
+    let mut config = ChatClientConfig::new(nowhere, "finder");
+    config.registry = Some(registry.clone());
+    config.call_timeout = Duration::from_secs(2);
+    let (client, _events) = ChatClient::connect(config).await.unwrap();
+    assert_eq!(a.online_count(), 1);
+
+    // A second node comes up, the first goes away: the client registers on the second.
+    let b = node(dir_b.path(), &registry).await;
+    while nodes_listed(&registry).await.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "b is listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown(Duration::from_millis(200)).await;
+    let mut state = client.watch_state();
+    tokio::time::timeout(WAIT, async {
+        while !(b.online_count() > 0 && state.borrow().is_online()) {
+            let _ = tokio::time::timeout(Duration::from_millis(50), state.changed()).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the client is online on node b: {:?}", client.state()));
+    // Node a is gone: a call that succeeds went to node b.
+    let me = client.lookup(&client.id().to_string()).await.unwrap();
+    assert_eq!(me.name, "finder");
+    client.close().await;
+    b.shutdown(Duration::from_millis(200)).await;
+}
+
 async fn shared_node(
     dir: &std::path::Path,
     registry: &Arc<dyn Registry>,
