@@ -157,6 +157,19 @@ impl ChatClientConfig {
                 Self::MAX_DEDUP_CAPACITY
             ));
         }
+        if let Endpoint::Tcp { host, .. } = &self.listen
+            && self.advertise.is_none()
+            && host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "the peer listens on {} (every interface), which others cannot connect to: \
+                 give the endpoint they should use as `advertise` (--advertise)",
+                self.listen
+            ));
+        }
         Ok(())
     }
 }
@@ -164,4 +177,26 @@ impl ChatClientConfig {
 /// A new random secret: 244 random bits (two v4 UUIDs) as 64 hex digits.
 pub fn new_secret() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_wildcard_listen_needs_an_advertised_endpoint() {
+        let server: Endpoint = DEFAULT_SERVER.parse().unwrap();
+        for wildcard in ["tcp://0.0.0.0:0", "tcp://[::]:7400"] {
+            let mut config = ChatClientConfig::new(server.clone(), "x");
+            config.listen = wildcard.parse().unwrap();
+            let refused = config.check().unwrap_err();
+            assert!(refused.contains("--advertise"), "{refused}");
+            config.advertise = Some("tcp://198.51.100.7:7400".into());
+            assert_eq!(config.check(), Ok(()));
+        }
+        let config = ChatClientConfig::new(server, "x");
+        assert_eq!(config.check(), Ok(()), "the default listen is fine");
+    }
 }
