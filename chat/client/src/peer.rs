@@ -8,6 +8,7 @@ use std::time::Duration;
 use chat_api::{Destination, Envelope, MAX_TEXT_BYTES, Path, Peer, PeerClient, PeerError};
 use rpc_core::{Backoff, Client, Format};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::dedup::SeenIds;
@@ -97,16 +98,25 @@ pub(crate) fn check_text(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Connections to other clients' peers, one per advertised endpoint, kept while they work.
+/// Connections to other clients' peers, one per advertised endpoint, kept while they work, and
+/// the endpoints whose direct path failed lately.
 #[derive(Debug)]
 pub(crate) struct PeerClients {
     format: Format,
     timeout: Duration,
     clients: Mutex<HashMap<String, PeerClient>>,
+    /// When each endpoint's direct path last failed, and why: messages to it go through the
+    /// server at once until [`DIRECT_RETRY_AFTER`] has passed, instead of each waiting for the
+    /// direct timeout again.
+    failed: Mutex<HashMap<String, (Instant, String)>>,
 }
 
-/// Beyond this many cached peer connections the cache starts again from empty.
+/// Beyond this many cached peer connections (or remembered failures) the cache starts again
+/// from empty.
 const MAX_CACHED_PEERS: usize = 256;
+
+/// How long after a direct path failed messages to that peer skip it and go through the server.
+pub(crate) const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl PeerClients {
     pub(crate) fn new(format: Format, timeout: Duration) -> Self {
@@ -114,11 +124,20 @@ impl PeerClients {
             format,
             timeout,
             clients: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Delivers `envelope` to the peer at `endpoint` within the direct-send timeout.
+    /// Delivers `envelope` to the peer at `endpoint` within the direct-send timeout; fails at
+    /// once when the direct path to it failed less than [`DIRECT_RETRY_AFTER`] ago.
     pub(crate) async fn deliver(&self, endpoint: &str, envelope: Envelope) -> Result<(), String> {
+        if let Some((at, why)) = self.failed_lately(endpoint) {
+            return Err(format!(
+                "the direct path failed {}s ago ({why}); tried again after {}s",
+                at.elapsed().as_secs(),
+                DIRECT_RETRY_AFTER.as_secs()
+            ));
+        }
         let client = self.client(endpoint)?;
         let result = tokio::time::timeout(self.timeout, client.deliver(envelope)).await;
         let error = match result {
@@ -126,14 +145,38 @@ impl PeerClients {
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", self.timeout),
         };
-        // A peer that failed once is connected afresh next time (it may have moved or restarted).
+        // A peer that failed once is connected afresh next time (it may have moved or restarted),
+        // and not before a while.
         self.lock().remove(endpoint);
+        let mut failed = self.lock_failed();
+        if failed.len() >= MAX_CACHED_PEERS {
+            failed.clear();
+        }
+        failed.insert(endpoint.to_owned(), (Instant::now(), error.clone()));
         Err(error)
     }
 
-    /// Drops every cached connection.
+    /// When and why the direct path to `endpoint` failed, if less than [`DIRECT_RETRY_AFTER`]
+    /// ago.
+    fn failed_lately(&self, endpoint: &str) -> Option<(Instant, String)> {
+        let mut failed = self.lock_failed();
+        match failed.get(endpoint) {
+            Some((at, _)) if at.elapsed() >= DIRECT_RETRY_AFTER => {
+                failed.remove(endpoint);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
+
+    /// Drops every cached connection and remembered failure.
     pub(crate) fn clear(&self) {
         self.lock().clear();
+        self.lock_failed().clear();
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, String)>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn client(&self, endpoint: &str) -> Result<PeerClient, String> {
@@ -181,6 +224,44 @@ mod tests {
             sent_at_ms: 1,
             path: Path::Relayed,
         }
+    }
+
+    #[tokio::test]
+    async fn a_peer_whose_direct_path_failed_is_skipped_for_a_while() {
+        // A peer that takes connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("tcp://{}", silent.local_addr().unwrap());
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        let peers = PeerClients::new(Format::MessagePack, Duration::from_millis(100));
+        let message = envelope(Destination::User(Uuid::new_v4()), "hi");
+        let first = peers.deliver(&endpoint, message.clone()).await.unwrap_err();
+        assert!(!first.contains("the direct path failed"), "{first}");
+        // Within the retry window the direct path is not tried: the error says so.
+        let second = peers.deliver(&endpoint, message.clone()).await.unwrap_err();
+        assert!(second.contains("the direct path failed"), "{second}");
+        assert!(second.contains(&first), "{second}");
+        // Forgetting (as when the session changes) tries it again.
+        peers.clear();
+        let third = peers.deliver(&endpoint, message).await.unwrap_err();
+        assert_eq!(third, first, "tried again, failing the same way");
+        accepting.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_direct_path_is_tried_again_after_the_retry_window() {
+        let peers = PeerClients::new(Format::MessagePack, Duration::from_millis(100));
+        peers.lock_failed().insert(
+            "tcp://127.0.0.1:9".into(),
+            (Instant::now(), "refused".into()),
+        );
+        assert!(peers.failed_lately("tcp://127.0.0.1:9").is_some());
+        tokio::time::advance(DIRECT_RETRY_AFTER).await;
+        assert!(peers.failed_lately("tcp://127.0.0.1:9").is_none());
     }
 
     #[tokio::test]
