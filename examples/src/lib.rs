@@ -1,6 +1,7 @@
 //! Services shared by the example programs.
 //!
 //! - [`hello`]: the smallest service, served by `hello-server` and called by `hello-client`.
+//! - [`proc_status`]: a process's memory, for `chat-load` and `soak`.
 //! - [`shutdown_signal`]: what every server program waits on before it drains and stops.
 //! - [`init_logging`]: logs to stderr, at `info` unless `RUST_LOG` says otherwise.
 //!
@@ -9,5 +10,6 @@
 //! `chat-client`.
 
 pub mod hello;
+pub mod proc_status;
 
 pub use chat_server::{StopSignal, init_logging, shutdown_signal};

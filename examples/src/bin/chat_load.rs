@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chat_api::{InboxItem, PresenceEvent, RegisterRequest, SignalClient, now_ms};
 use clap::Parser;
+use examples::proc_status::status_kib;
 use futures::StreamExt;
 use rpc_core::{Client, Endpoint};
 use tokio::sync::Semaphore;
@@ -533,18 +534,6 @@ fn start_server(args: &Args, data: &std::path::Path) -> anyhow::Result<(Endpoint
 
 fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
-}
-
-/// A `kB` field of `/proc/<pid>/status` (Linux only; `None` elsewhere).
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Warns when the open-file limit is too low for one socket per client (Linux only).

@@ -20,6 +20,7 @@ use bytes::{BufMut, BytesMut};
 use chat_api::{RegisterRequest, SignalClient};
 use clap::{Parser, ValueEnum};
 use examples::hello::GreeterClient;
+use examples::proc_status::status_kib;
 use rpc_core::codec::{FrameKind, HEADER_LEN, Header, RequestHead, Status};
 use rpc_core::{Client, Endpoint, Format};
 use rpc_registry::{Instance, PageRequest, RegistryApiClient, ServiceKey};
@@ -189,18 +190,6 @@ impl Server {
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
-}
-
-/// A `kB` field of `/proc/<pid>/status`.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// What the well-behaved client saw.
@@ -476,25 +465,30 @@ async fn history(server: &Server, connections: u64, until: Instant) -> anyhow::R
         "history",
         &(token, "big", None::<String>, 0u32),
     );
+    amplify(server.addr, &body, connections, until).await;
+    Ok(())
+}
+
+/// Answer amplification: up to 3 connections each write 3,000 copies of the request `body` in
+/// one go and hold the connection, never reading an answer, until the attack's time is up.
+async fn amplify(addr: std::net::SocketAddr, body: &[u8], connections: u64, until: Instant) {
+    let mut batch = BytesMut::new();
+    for id in 1..=3_000 {
+        batch.unsplit(frame(FrameKind::Request, id, Status::OK, body));
+    }
+    let batch = batch.freeze();
     let mut set = JoinSet::new();
     for _ in 0..connections.min(3) {
-        let body = body.clone();
-        let addr = server.addr;
+        let batch = batch.clone();
         set.spawn(async move {
             let Ok(mut socket) = TcpStream::connect(addr).await else {
                 return;
             };
-            let mut batch = BytesMut::new();
-            for id in 1..=3_000 {
-                batch.unsplit(frame(FrameKind::Request, id, Status::OK, &body));
-            }
             let _ = tokio::time::timeout_at(until.into(), socket.write_all(&batch)).await;
-            // Hold the connection, unread, until the attack's time is up.
             tokio::time::sleep_until(until.into()).await;
         });
     }
     set.join_all().await;
-    Ok(())
 }
 
 /// The rooms attack: accounts create rooms until their quota is spent, up to 60,000 rooms or
@@ -581,22 +575,7 @@ async fn discover(server: &Server, connections: u64, until: Instant) -> anyhow::
         "discover",
         &(key, PageRequest::default()),
     );
-    let mut set = JoinSet::new();
-    for _ in 0..connections.min(3) {
-        let (body, addr) = (body.clone(), server.addr);
-        set.spawn(async move {
-            let Ok(mut socket) = TcpStream::connect(addr).await else {
-                return;
-            };
-            let mut batch = BytesMut::new();
-            for id in 1..=3_000 {
-                batch.unsplit(frame(FrameKind::Request, id, Status::OK, &body));
-            }
-            let _ = tokio::time::timeout_at(until.into(), socket.write_all(&batch)).await;
-            tokio::time::sleep_until(until.into()).await;
-        });
-    }
-    set.join_all().await;
+    amplify(server.addr, &body, connections, until).await;
     Ok(10_000)
 }
 
