@@ -366,4 +366,14 @@ pub trait Node {
     /// can make a server read what is already stored, and nothing else.
     #[rpc(idempotent)]
     async fn wake(&self, user: Uuid, seq: u64) -> bool;
+    /// Pushes `item`, which is not stored (a room or friend event), to the open inboxes of
+    /// those of `users` whose sessions this server holds; answers how many it reached.
+    /// `node_secret` proves the caller is a chat server on the same store (every server reads
+    /// it there): a call with another is refused with [`ChatError::Invalid`] and pushes nothing.
+    async fn push(
+        &self,
+        node_secret: String,
+        users: Vec<Uuid>,
+        item: InboxItem,
+    ) -> Result<u32, ChatError>;
 }

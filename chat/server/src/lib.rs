@@ -102,11 +102,11 @@ impl ChatServer {
                 )
             }
         };
-        let rooms = match store.rooms().await {
-            Ok(rooms) => rooms,
+        let (rooms, node_secret) = match tokio::try_join!(store.rooms(), store.node_secret()) {
+            Ok(read) => read,
             Err(e) => {
                 store.close().await;
-                return Err(e).context("reading rooms");
+                return Err(e).context("reading rooms and the node secret");
             }
         };
         let registry = config
@@ -123,7 +123,13 @@ impl ChatServer {
             max_page_items: config.max_page_items,
             max_page_bytes: config.max_page_bytes,
         };
-        let shared = Arc::new(Shared::new(settings, store, registry.clone(), rooms));
+        let shared = Arc::new(Shared::new(
+            settings,
+            store,
+            registry.clone(),
+            rooms,
+            node_secret,
+        ));
         let stop = CancellationToken::new();
         // Watching before serving: no session can expire unseen.
         let first_watch = match tokio::time::timeout(

@@ -1,14 +1,16 @@
 //! Chat servers on one registry and one store reach each other: each registers itself as a node
 //! of `chat.Signal` (with its server id), and a message relayed on one node to a user whose
 //! session another node holds is stored, then that node is told to read it (`chat.Node`'s
-//! `wake`), which it pushes to the user's open inbox.
+//! `wake`), which it pushes to the user's open inbox. Events that are not stored (room and
+//! friend events) reach users on other nodes through `push`, which only servers that know the
+//! store's node secret may call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_api::{Node, NodeClient, SignalClient};
-use rpc_core::{Backoff, Client};
+use chat_api::{ChatError, InboxItem, Node, NodeClient, SignalClient};
+use rpc_core::{Backoff, Client, RpcError};
 use rpc_registry::{Instance, Registration, Registry, ServiceKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -51,6 +53,65 @@ impl Node for NodeService {
             .is_ok_and(|mailbox| mailbox.messages.first().is_some_and(|(s, _)| *s == seq));
         stored && session.inbox.push(Live::Wake)
     }
+
+    async fn push(
+        &self,
+        node_secret: String,
+        users: Vec<Uuid>,
+        item: InboxItem,
+    ) -> Result<u32, ChatError> {
+        if !constant_time_eq(node_secret.as_bytes(), self.shared.node_secret.as_bytes()) {
+            warn!("a push with a wrong node secret was refused");
+            return Err(ChatError::Invalid(
+                "wrong node secret: pushes come from chat servers on the same store".into(),
+            ));
+        }
+        Ok(self.shared.push_local(&users, &item))
+    }
+}
+
+/// Whether two byte strings are equal, in a time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Shared {
+    /// Pushes `item` to the open inboxes of those of `users` whose sessions this server holds;
+    /// how many it reached.
+    pub(crate) fn push_local(&self, users: &[Uuid], item: &InboxItem) -> u32 {
+        let mut reached = 0;
+        for user in users {
+            if let Some(session) = self.session_of(*user)
+                && session.inbox.push(Live::Item(item.clone()))
+            {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Pushes `item` (not stored: a room or friend event) to the open inboxes of `users`,
+    /// wherever their sessions are: here, or on the other nodes their presence names (all of
+    /// those at once). How many inboxes it reached.
+    pub(crate) async fn push_everywhere(&self, users: &[Uuid], item: &InboxItem) -> u32 {
+        let mut here = Vec::new();
+        let mut elsewhere: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for &user in users {
+            match self.presence.node_of(user) {
+                Some(node) if node != self.server_id && self.session_of(user).is_none() => {
+                    elsewhere.entry(node).or_default().push(user);
+                }
+                _ => here.push(user),
+            }
+        }
+        let reached = self.push_local(&here, item);
+        let remote = elsewhere.into_iter().map(|(node, users)| async move {
+            self.nodes
+                .push(&*self.registry, &node, &self.node_secret, users, item)
+                .await
+        });
+        reached + futures::future::join_all(remote).await.iter().sum::<u32>()
+    }
 }
 
 /// Clients of the other nodes, by server id, made when first needed.
@@ -78,6 +139,36 @@ impl NodeLinks {
                 debug!(node = server_id, %user, "waking another node: {e}");
                 self.lock().remove(server_id);
                 false
+            }
+        }
+    }
+
+    /// Asks the node with `server_id` to push `item` to those of `users` it holds; how many
+    /// inboxes it reached (0 when the node cannot be reached: the item is not stored).
+    pub(crate) async fn push(
+        &self,
+        registry: &dyn Registry,
+        server_id: &str,
+        node_secret: &str,
+        users: Vec<Uuid>,
+        item: &InboxItem,
+    ) -> u32 {
+        let Some(client) = self.client(registry, server_id).await else {
+            return 0;
+        };
+        match client
+            .push(node_secret.to_owned(), users, item.clone())
+            .await
+        {
+            Ok(reached) => reached,
+            Err(RpcError::Application(e)) => {
+                warn!(node = server_id, "another node refused a push: {e}");
+                0
+            }
+            Err(e) => {
+                debug!(node = server_id, "pushing to another node: {e}");
+                self.lock().remove(server_id);
+                0
             }
         }
     }

@@ -18,7 +18,6 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::by_name::{ByName, NameCursor};
-use crate::inbox::Live;
 use crate::page::{PageBuilder, PageLimits};
 use crate::state::{Session, Shared, storage_error};
 use crate::store::RoomCreated;
@@ -114,7 +113,7 @@ impl Rooms {
             room: name,
             user: session.sender(),
         };
-        notify(shared, &members, &InboxItem::Room(event));
+        notify(shared, &members, &InboxItem::Room(event)).await;
         Ok(())
     }
 
@@ -130,7 +129,7 @@ impl Rooms {
                     room: name,
                     user: session.sender(),
                 };
-                notify(shared, &members, &InboxItem::Room(event));
+                notify(shared, &members, &InboxItem::Room(event)).await;
             }
         }
     }
@@ -178,7 +177,7 @@ impl Rooms {
             .map_err(storage_error)?;
         if fresh {
             debug!(room = %name, from = %session.info.id, post = %id, "posted");
-            notify(shared, &members, &InboxItem::Message(envelope));
+            notify(shared, &members, &InboxItem::Message(envelope)).await;
         }
         Ok(())
     }
@@ -299,7 +298,7 @@ impl Rooms {
                 room: room.name.clone(),
                 user: session.sender(),
             };
-            notify(shared, &members, &InboxItem::Room(event));
+            notify(shared, &members, &InboxItem::Room(event)).await;
         }
         Ok(RoomInfo {
             name: room.name.clone(),
@@ -347,11 +346,8 @@ fn check_joined(shared: &Shared, session: &Session) -> Result<(), ChatError> {
     Ok(())
 }
 
-/// Pushes an item to the open inbox of every member.
-fn notify(shared: &Shared, members: &ByName<Sender>, item: &InboxItem) {
-    for id in members.ids() {
-        if let Some(member) = shared.session_of(*id) {
-            member.inbox.push(Live::Item(item.clone()));
-        }
-    }
+/// Pushes an item to the open inbox of every member, on whichever node they are.
+async fn notify(shared: &Shared, members: &ByName<Sender>, item: &InboxItem) {
+    let ids: Vec<Uuid> = members.ids().copied().collect();
+    shared.push_everywhere(&ids, item).await;
 }

@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     /// Tells this server's presence instances from those of other servers on the same
     /// registry.
     pub(crate) server_id: String,
+    /// What the servers sharing the store prove to each other that they do with (see
+    /// [`Store::node_secret`]).
+    pub(crate) node_secret: String,
     pub(crate) presence: Presence,
     pub(crate) rooms: Rooms,
     /// Clients of the other chat servers on the same registry.
@@ -118,12 +121,14 @@ impl Shared {
         store: Arc<dyn Store>,
         registry: Arc<dyn Registry>,
         rooms: Vec<String>,
+        node_secret: String,
     ) -> Self {
         Shared {
             settings,
             store,
             registry,
             server_id: Uuid::new_v4().simple().to_string(),
+            node_secret,
             presence: Presence::new(),
             rooms: Rooms::new(rooms),
             nodes: NodeLinks::default(),

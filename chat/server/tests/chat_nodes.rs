@@ -6,12 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_api::{Delivery, InboxItem, RegisterRequest, Session, SignalClient};
+use chat_api::{
+    ChatError, Delivery, InboxItem, NodeClient, RegisterRequest, RoomEvent, Sender, Session,
+    SignalClient,
+};
 use chat_client::{ChatClient, ChatClientConfig};
 use chat_server::store::{RedbStore, Store};
 use chat_server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
-use rpc_core::Client;
+use rpc_core::{Client, RpcError};
 use rpc_registry::{MemoryRegistry, Registry, ServiceKey};
 use uuid::Uuid;
 
@@ -226,4 +229,45 @@ async fn a_message_relayed_on_one_node_reaches_a_user_online_on_another_at_once(
 
     a.shutdown(Duration::from_millis(200)).await;
     b.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_push_without_the_stores_node_secret_is_refused_and_pushes_nothing() {
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("chat.redb")).unwrap());
+    let a = shared_node(dir.path(), &registry, &store).await;
+    let (bob, bob_session) = register(&a, "bob").await;
+    let mut inbox = bob.inbox(bob_session.token.clone()).await.unwrap();
+    let node = NodeClient::new(Client::connect(&a.endpoints()[0]).await.unwrap());
+    let forged = InboxItem::Room(RoomEvent::Joined {
+        room: "lobby".into(),
+        user: Sender {
+            id: Uuid::new_v4(),
+            name: "mallory".into(),
+        },
+    });
+
+    let refused = node
+        .push("a guess".into(), vec![bob_session.user.id], forged.clone())
+        .await;
+    assert!(
+        matches!(&refused, Err(RpcError::Application(ChatError::Invalid(why))) if why.contains("node secret")),
+        "{refused:?}"
+    );
+    // With the store's secret (as another node on the same store has it) the item arrives.
+    let secret = store.node_secret().await.unwrap();
+    let reached = node
+        .push(secret, vec![bob_session.user.id], forged.clone())
+        .await
+        .unwrap();
+    assert_eq!(reached, 1);
+    let item = tokio::time::timeout(WAIT, inbox.next())
+        .await
+        .expect("the pushed item arrives")
+        .unwrap()
+        .unwrap();
+    // The refused one never arrived: the first item is the one pushed with the secret.
+    assert_eq!(item, forged);
+    a.shutdown(Duration::from_millis(200)).await;
 }

@@ -11,7 +11,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::tables::{MAILBOXES, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
+use super::tables::{MAILBOXES, NODE_SECRET, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
 use super::{
     Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser, decode, encode,
 };
@@ -241,6 +241,20 @@ impl Store for RedbStore {
                 .insert(creator, made + 1)
                 .map_err(StoreError::db)?;
             Ok(RoomCreated::Created)
+        })
+        .await
+    }
+
+    async fn node_secret(&self) -> Result<String, StoreError> {
+        let made = Uuid::new_v4().simple().to_string();
+        self.write(move |t| {
+            if let Some(secret) = t.meta.get(NODE_SECRET).map_err(StoreError::db)? {
+                return Ok(secret.value().to_owned());
+            }
+            t.meta
+                .insert(NODE_SECRET, made.as_str())
+                .map_err(StoreError::db)?;
+            Ok(made)
         })
         .await
     }

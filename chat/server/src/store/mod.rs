@@ -24,6 +24,7 @@
 //! rooms_created   user id (u128)                    how many rooms the user created
 //! room_posts      (room name, post number)          postcard(Envelope), the last N per room
 //! room_post_ids   (room name, message id)           (post number, ms)
+//! meta            key                               value (the node secret)
 //! ```
 //!
 //! Every write goes through one writer thread that commits whatever is queued in one
@@ -48,6 +49,7 @@
 //! chat_room_heads     room                         last_number
 //! chat_room_posts     (room, number)               envelope
 //! chat_room_post_ids  (room, message_id)           number, at_ms
+//! chat_meta           key                          value (the node secret)
 //! ```
 
 mod embedded;
@@ -222,6 +224,10 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
         after: u64,
         limits: PageLimits,
     ) -> Result<Page<Envelope>, StoreError>;
+
+    /// A secret made at random the first time any server asks and the same ever after: the
+    /// servers sharing this store prove to each other with it that they do (`chat.Node`).
+    async fn node_secret(&self) -> Result<String, StoreError>;
 
     /// Whether the store works: open, and not recovering from a failure (meanwhile every
     /// operation fails with [`StoreError::Unavailable`]).

@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS chat_room_posts (
     envelope BYTEA NOT NULL,
     PRIMARY KEY (room, number)
 );
+CREATE TABLE IF NOT EXISTS chat_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS chat_room_post_ids (
     room TEXT NOT NULL,
     message_id UUID NOT NULL,
@@ -520,6 +524,25 @@ impl PgStore {
         Ok(RoomCreated::Created)
     }
 
+    async fn node_secret_in(&self) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        let made = Uuid::new_v4().simple().to_string();
+        // The first server to ask makes it; every later one (even at the same moment) reads it.
+        client
+            .execute(
+                "INSERT INTO chat_meta (key, value) VALUES ('node_secret', $1) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&made],
+            )
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_one("SELECT value FROM chat_meta WHERE key = 'node_secret'", &[])
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
     async fn rooms_in(&self) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
         let rows = client
@@ -678,6 +701,10 @@ impl Store for PgStore {
 
     async fn rooms(&self) -> Result<Vec<String>, StoreError> {
         self.track(self.rooms_in().await)
+    }
+
+    async fn node_secret(&self) -> Result<String, StoreError> {
+        self.track(self.node_secret_in().await)
     }
 
     async fn post(&self, room: &str, envelope: &Envelope, keep: usize) -> Result<bool, StoreError> {

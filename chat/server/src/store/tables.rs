@@ -17,6 +17,10 @@ pub(super) const ROOM_POSTS: TableDefinition<'_, (&str, u64), &[u8]> =
     TableDefinition::new("room_posts");
 pub(super) const ROOM_POST_IDS: TableDefinition<'_, (&str, u128), (u64, u64)> =
     TableDefinition::new("room_post_ids");
+pub(super) const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
+
+/// The key of the node secret in [`META`].
+pub(super) const NODE_SECRET: &str = "node_secret";
 
 /// The tables of one write transaction.
 pub(super) struct Tables<'txn> {
@@ -28,6 +32,7 @@ pub(super) struct Tables<'txn> {
     pub(super) rooms_created: Table<'txn, u128, u64>,
     pub(super) room_posts: Table<'txn, (&'static str, u64), &'static [u8]>,
     pub(super) room_post_ids: Table<'txn, (&'static str, u128), (u64, u64)>,
+    pub(super) meta: Table<'txn, &'static str, &'static str>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -41,6 +46,7 @@ impl<'txn> Tables<'txn> {
             rooms_created: txn.open_table(ROOMS_CREATED).map_err(StoreError::db)?,
             room_posts: txn.open_table(ROOM_POSTS).map_err(StoreError::db)?,
             room_post_ids: txn.open_table(ROOM_POST_IDS).map_err(StoreError::db)?,
+            meta: txn.open_table(META).map_err(StoreError::db)?,
         })
     }
 

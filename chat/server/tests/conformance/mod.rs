@@ -30,6 +30,7 @@ pub async fn run(backend: &impl Backend) {
     rooms_are_created_once_within_a_quota(&backend.open("rooms").await).await;
     posts_are_idempotent_and_history_keeps_the_last(&backend.open("posts").await).await;
     concurrent_relays_get_consecutive_numbers(&backend.open("concurrent").await).await;
+    the_node_secret_is_made_once(&backend.open("secret").await).await;
     everything_survives_close_and_reopen(backend).await;
 }
 
@@ -389,6 +390,20 @@ async fn concurrent_relays_get_consecutive_numbers(store: &Arc<dyn Store>) {
     store.close().await;
 }
 
+async fn the_node_secret_is_made_once(store: &Arc<dyn Store>) {
+    let asks = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.node_secret().await.unwrap() })
+    });
+    let secrets: Vec<String> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|secret| secret.unwrap())
+        .collect();
+    assert!(secrets[0].len() >= 32, "{:?}", secrets[0]);
+    assert!(secrets.iter().all(|s| *s == secrets[0]), "{secrets:?}");
+}
+
 async fn everything_survives_close_and_reopen(backend: &impl Backend) {
     let store = backend.open("reopen").await;
     let bob = user(&store, "bob").await;
@@ -397,6 +412,7 @@ async fn everything_survives_close_and_reopen(backend: &impl Backend) {
         relay(&store, bob, message).await;
     }
     store.ack(bob, &[m[0].id]).await.unwrap();
+    let secret = store.node_secret().await.unwrap();
     assert_eq!(
         store.create_room("lobby", bob, 1).await.unwrap(),
         RoomCreated::Created
@@ -413,6 +429,7 @@ async fn everything_survives_close_and_reopen(backend: &impl Backend) {
 
     let store = backend.open("reopen").await;
     assert!(store.is_healthy());
+    assert_eq!(store.node_secret().await.unwrap(), secret);
     let user = store.user(bob).await.unwrap().unwrap();
     assert_eq!(user.name, "bob");
     assert!(user.verify("secret"));
