@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use chat_api::{
-    ChatError, Delivery, Destination, Envelope, InboxItem, Node, NodeServer, Page as ChatPage,
-    Path, Peer, PeerError, PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session,
-    Signal, SignalServer, UserInfo,
+    Access, ChatError, Delivery, Destination, Envelope, Friend, FriendState, InboxItem,
+    LoginRequest, Membership, Node, NodeServer, Page as ChatPage, Path, Peer, PeerError,
+    PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer,
+    UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
@@ -151,7 +152,44 @@ impl Signal for SignalMethods {
     async fn ack(&self, _: String, _: Vec<Uuid>) -> Result<(), ChatError> {
         unreachable!("{UNCALLED}")
     }
-    async fn create_room(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {
+    async fn login(&self, _: CallContext, _: LoginRequest) -> Result<Session, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn create_room(&self, _: String, _: String, _: Access) -> Result<RoomInfo, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn invite(&self, _: String, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn add_member(&self, _: String, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn remove_member(&self, _: String, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn my_rooms(
+        &self,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ChatPage<RoomInfo>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn request_friend(&self, _: String, _: Uuid) -> Result<FriendState, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn accept_friend(&self, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn unfriend(&self, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn friends(
+        &self,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ChatPage<Friend>, ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {
@@ -215,6 +253,9 @@ struct NodeMethods;
 
 impl Node for NodeMethods {
     async fn wake(&self, _: Uuid, _: u64) -> bool {
+        unreachable!("{UNCALLED}")
+    }
+    async fn push(&self, _: String, _: Vec<Uuid>, _: InboxItem) -> Result<u32, ChatError> {
         unreachable!("{UNCALLED}")
     }
 }
@@ -285,6 +326,9 @@ fn the_pages_json_examples_are_what_the_types_serialize_to() {
         items: vec![RoomInfo {
             name: "lobby".to_owned(),
             member_count: 3,
+            owner: Uuid::from_u128(2),
+            access: Access::Open,
+            membership: Membership::Member,
         }],
         next: Some("lobby".to_owned()),
     };

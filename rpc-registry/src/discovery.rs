@@ -115,7 +115,7 @@ impl Discovery {
     /// use std::time::Duration;
     /// use rpc_registry::{Discovery, ServiceKey};
     ///
-    /// let discovery = Discovery::new(registry, ServiceKey::new("chat.Signal").with_version("1"));
+    /// let discovery = Discovery::new(registry, ServiceKey::new("chat.Signal").with_version("2"));
     /// discovery.wait_for(1, Duration::from_secs(5)).await;
     /// let client = rpc_core::Client::builder()
     ///     .connect_with(discovery.failover(Duration::from_secs(1)))

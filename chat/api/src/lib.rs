@@ -44,12 +44,27 @@ pub struct Sender {
 /// What `register` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
-    /// The user's id. The first registration of an id binds it to `secret`.
+    /// The user's id. The first registration of an id makes the account: it binds the id to
+    /// `secret` and reserves `name` to it.
     pub id: Uuid,
-    /// The display name; unique among online users.
+    /// The display name, reserved to this id for good (case and width folded): nobody else
+    /// may register or be renamed to it, online or not. Registering the id again with another
+    /// name that is free renames the account and frees the old name.
     pub name: String,
-    /// The secret that proves the id is yours on later registrations.
+    /// The account's password: proves the id (or, with `login`, the name) is yours on later
+    /// registrations. The server keeps only a slow hash of it (argon2id).
     pub secret: String,
+    /// Where this user's chat peer (the `chat.Peer` service) listens, for direct messages.
+    pub endpoint: Option<String>,
+}
+
+/// What `login` needs: the account's name and password instead of its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The account's name (as registered; case and width folded).
+    pub name: String,
+    /// The account's password (the `secret` it was registered with).
+    pub password: String,
     /// Where this user's chat peer (the `chat.Peer` service) listens, for direct messages.
     pub endpoint: Option<String>,
 }
@@ -144,22 +159,38 @@ pub struct Envelope {
     pub path: Path,
 }
 
-/// Something that happened in a room.
+/// Something that happened in a room, pushed to its members who are online (on any server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RoomEvent {
-    /// A member joined.
+    /// A member joined (or was added by the owner).
     Joined {
         /// The room.
         room: String,
         /// Who joined.
         user: Sender,
     },
-    /// A member left (or was dropped when their presence expired).
+    /// A member left.
     Left {
         /// The room.
         room: String,
         /// Who left.
         user: Sender,
+    },
+    /// The owner removed a member (the removed user is told too).
+    Removed {
+        /// The room.
+        room: String,
+        /// Who was removed.
+        user: Sender,
+        /// The owner.
+        by: Sender,
+    },
+    /// The caller was invited to the room (told to the invited user only).
+    Invited {
+        /// The room.
+        room: String,
+        /// The member who invited them.
+        by: Sender,
     },
 }
 
@@ -172,6 +203,8 @@ pub enum InboxItem {
     Message(Envelope),
     /// A room membership change.
     Room(RoomEvent),
+    /// A change in the user's friends.
+    Friend(FriendEvent),
 }
 
 /// What happened to a relayed message.
@@ -183,14 +216,87 @@ pub enum Delivery {
     Stored,
 }
 
-/// A room: its name and how many members it has (the members themselves are listed by
-/// `members`, a page at a time).
+/// Who may join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Access {
+    /// Anyone may join (and `join` makes the room if it does not exist).
+    Open,
+    /// A group: only those its members invited, or its owner added, may join; outsiders do not
+    /// see it listed.
+    InviteOnly,
+}
+
+/// Where the caller stands in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Membership {
+    /// The caller made the room: they may add and remove members.
+    Owner,
+    /// The caller is a member.
+    Member,
+    /// The caller is invited and may join.
+    Invited,
+    /// The caller is none of these.
+    Outsider,
+}
+
+/// A room (a group of users; membership lasts until the member leaves or is removed): its
+/// name, owner, access, how many members it has (the members themselves are listed by
+/// `members`, a page at a time) and where the caller stands in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
     /// The room's name.
     pub name: String,
     /// How many members it has.
     pub member_count: u32,
+    /// Who made it.
+    pub owner: Uuid,
+    /// Who may join.
+    pub access: Access,
+    /// Where the caller stands in it.
+    pub membership: Membership,
+}
+
+/// Where two users stand with each other, as one of them sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FriendState {
+    /// Both agreed.
+    Friends,
+    /// The caller asked; the other has not answered.
+    RequestSent,
+    /// The other asked the caller; accept with `accept_friend`, decline with `unfriend`.
+    RequestReceived,
+}
+
+/// One of the caller's friends or friend requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Friend {
+    /// The other user (their name as they last registered it).
+    pub user: Sender,
+    /// Where the two stand.
+    pub state: FriendState,
+    /// Whether the other user is online now (on any server).
+    pub online: bool,
+}
+
+/// A change in the caller's friends, pushed to the inbox of the user it concerns when they are
+/// online (offline, they find it in `friends` when they return).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FriendEvent {
+    /// `from` asked to be friends.
+    Requested {
+        /// Who asked.
+        from: Sender,
+    },
+    /// `by` accepted the caller's request: they are friends.
+    Accepted {
+        /// Who accepted.
+        by: Sender,
+    },
+    /// `by` removed the friendship, withdrew their request or declined the caller's.
+    Removed {
+        /// Who removed it.
+        by: Sender,
+    },
 }
 
 /// Why a chat call failed.
@@ -205,9 +311,13 @@ pub enum ChatError {
     /// No user with that id or name is known (or online, for lookups by name).
     #[error("unknown user {0}")]
     UnknownUser(String),
-    /// The display name is taken by another online user.
+    /// The display name is reserved to another account.
     #[error("the name {0:?} is taken")]
     NameTaken(String),
+    /// `login` with a name that no account has, or with the wrong password (the two are not
+    /// told apart).
+    #[error("wrong name or password")]
+    WrongLogin,
     /// No room with that name.
     #[error("unknown room {0:?}")]
     UnknownRoom(String),
@@ -217,6 +327,15 @@ pub enum ChatError {
     /// The caller is not a member of the room.
     #[error("not a member of room {0:?}")]
     NotAMember(String),
+    /// The room is invite-only and the caller was not invited.
+    #[error("room {0:?} is invite-only; ask a member to invite you")]
+    NotInvited(String),
+    /// `accept_friend` without a request from that user to accept.
+    #[error("no friend request from {0} to accept")]
+    NoFriendRequest(String),
+    /// Only the room's owner may do that.
+    #[error("only the owner of room {0:?} may do that")]
+    NotTheOwner(String),
     /// The request broke a rule (empty or too long name or text, …).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -235,7 +354,7 @@ pub enum ChatError {
 }
 
 /// The signaling server: registration and presence, lookups, relay and store-and-forward, rooms.
-#[rpc_core::service(name = "chat.Signal", version = "1")]
+#[rpc_core::service(name = "chat.Signal", version = "2")]
 pub trait Signal {
     /// Registers a user (the first time binding the id to the secret) and opens a session. The
     /// server records the address it observed for this connection and returns it.
@@ -244,10 +363,13 @@ pub trait Signal {
         ctx: CallContext,
         request: RegisterRequest,
     ) -> Result<Session, ChatError>;
+    /// Opens a session on an existing account by its name and password, like `register` with
+    /// the account's id and secret.
+    async fn login(&self, ctx: CallContext, request: LoginRequest) -> Result<Session, ChatError>;
     /// Keeps the session's presence alive; call it every `Session::heartbeat_ms`.
     #[rpc(idempotent)]
     async fn heartbeat(&self, token: String) -> Result<(), ChatError>;
-    /// Ends the session at once: the user goes offline and leaves their rooms.
+    /// Ends the session at once: the user goes offline (and stays a member of their rooms).
     async fn leave(&self, token: String) -> Result<(), ChatError>;
     /// One user, by id (as text) or display name; offline users are found by id only.
     #[rpc(idempotent)]
@@ -280,14 +402,39 @@ pub trait Signal {
     /// Acknowledges messages: the server deletes them from storage.
     #[rpc(idempotent)]
     async fn ack(&self, token: String, ids: Vec<Uuid>) -> Result<(), ChatError>;
-    /// Creates a room and joins it; the answer counts the caller among the members.
-    async fn create_room(&self, token: String, room: String) -> Result<RoomInfo, ChatError>;
-    /// Joins a room (created if it does not exist); members are told. The answer counts the
-    /// caller among the members.
+    /// Creates a room owned by the caller, open or invite-only (a group), and joins it; the
+    /// answer counts the caller among the members.
+    async fn create_room(
+        &self,
+        token: String,
+        room: String,
+        access: Access,
+    ) -> Result<RoomInfo, ChatError>;
+    /// Joins a room: an open one (made, open and owned by the caller, if it does not exist), or
+    /// an invite-only one the caller was invited to. Members are told. Membership lasts across
+    /// sessions until the member leaves. The answer counts the caller among the members.
     async fn join(&self, token: String, room: String) -> Result<RoomInfo, ChatError>;
-    /// Leaves a room; members are told.
+    /// Leaves a room for good; members are told.
     async fn leave_room(&self, token: String, room: String) -> Result<(), ChatError>;
-    /// Every room, a page at a time (see [`Page`]), by name.
+    /// Invites a user to a room the caller is a member of; the user is told (when online) and
+    /// may then `join`. Inviting a member or an invited user again changes nothing.
+    async fn invite(&self, token: String, room: String, user: Uuid) -> Result<(), ChatError>;
+    /// Adds a user to the caller's room at once (the owner only); members and the user are told.
+    async fn add_member(&self, token: String, room: String, user: Uuid) -> Result<(), ChatError>;
+    /// Removes a member from the caller's room (the owner only); members and the user are told.
+    async fn remove_member(&self, token: String, room: String, user: Uuid)
+    -> Result<(), ChatError>;
+    /// The rooms the caller owns, is a member of, or is invited to, a page at a time (see
+    /// [`Page`]), by name.
+    #[rpc(idempotent)]
+    async fn my_rooms(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RoomInfo>, ChatError>;
+    /// Every open room and the invite-only rooms the caller belongs to, a page at a time (see
+    /// [`Page`]), by name.
     #[rpc(idempotent)]
     async fn rooms(
         &self,
@@ -295,7 +442,7 @@ pub trait Signal {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<RoomInfo>, ChatError>;
-    /// A room's members, a page at a time (see [`Page`]), by name then id.
+    /// A room's members, a page at a time (see [`Page`]), by name then id; members only.
     #[rpc(idempotent)]
     async fn members(
         &self,
@@ -304,9 +451,11 @@ pub trait Signal {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<Sender>, ChatError>;
-    /// Posts in a room; every member online gets it in their inbox. The room keeps its last
-    /// posts. Posting the same message id in the same room again (within 24 hours) does not
-    /// post it twice, so a post whose answer was lost can be sent again.
+    /// Posts in a room (members only). Every member gets it in their inbox: at once if online
+    /// (on any server), else when they return, like a relayed message (it is acknowledged with
+    /// `ack`). The room keeps its last posts. Posting the same message id in the same room
+    /// again (within 24 hours) does not post it twice, so a post whose answer was lost can be
+    /// sent again.
     #[rpc(idempotent)]
     async fn post(
         &self,
@@ -316,7 +465,7 @@ pub trait Signal {
         text: String,
         sent_at_ms: u64,
     ) -> Result<(), ChatError>;
-    /// The room's last posts, oldest first, a page at a time (see [`Page`]).
+    /// The room's last posts, oldest first, a page at a time (see [`Page`]); members only.
     #[rpc(idempotent)]
     async fn history(
         &self,
@@ -325,6 +474,24 @@ pub trait Signal {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<Envelope>, ChatError>;
+    /// Asks a user to be friends; they are told. If they had asked the caller already, the two
+    /// are friends at once (the answer says which). Asking again changes nothing.
+    async fn request_friend(&self, token: String, user: Uuid) -> Result<FriendState, ChatError>;
+    /// Accepts a user's friend request; they are told.
+    async fn accept_friend(&self, token: String, user: Uuid) -> Result<(), ChatError>;
+    /// Ends a friendship, withdraws the caller's request, or declines the other's; they are
+    /// told. Idempotent: nothing to remove is not an error.
+    #[rpc(idempotent)]
+    async fn unfriend(&self, token: String, user: Uuid) -> Result<(), ChatError>;
+    /// The caller's friends and friend requests, a page at a time (see [`Page`]), by name then
+    /// id, each with whether the other is online.
+    #[rpc(idempotent)]
+    async fn friends(
+        &self,
+        token: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Page<Friend>, ChatError>;
 }
 
 /// Why a peer refused a direct message.

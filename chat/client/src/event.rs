@@ -1,6 +1,6 @@
 //! What a chat client tells its application: events, its state, what a send did, and errors.
 
-use chat_api::{ChatError, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
+use chat_api::{ChatError, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, UserInfo};
 use rpc_core::RpcError;
 use uuid::Uuid;
 
@@ -15,8 +15,10 @@ pub enum ChatEvent {
     Message(Envelope),
     /// Who is online: the whole list after every (re)registration, then joins and leaves.
     Presence(PresenceEvent),
-    /// A member joined or left one of this user's rooms.
+    /// A member joined or left one of this user's rooms, or this user was invited to one.
     Room(RoomEvent),
+    /// A friend request, or an answer to one, or a friendship ended.
+    Friend(FriendEvent),
     /// The client's state changed.
     State(ClientState),
 }

@@ -1,6 +1,6 @@
 //! How events look: one JSON object per line for scripts, one short line of text for people.
 
-use chat_api::{Destination, Envelope, Path, PresenceEvent, RoomEvent, UserInfo};
+use chat_api::{Destination, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, UserInfo};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -77,6 +77,21 @@ pub fn event_json(event: &ChatEvent) -> Value {
         ChatEvent::Room(RoomEvent::Left { room, user }) => json!({
             "event": "room", "room": room, "left": user.name, "id": user.id,
         }),
+        ChatEvent::Room(RoomEvent::Removed { room, user, by }) => json!({
+            "event": "room", "room": room, "removed": user.name, "id": user.id, "by": by.name,
+        }),
+        ChatEvent::Room(RoomEvent::Invited { room, by }) => json!({
+            "event": "room", "room": room, "invited_by": by.name, "id": by.id,
+        }),
+        ChatEvent::Friend(FriendEvent::Requested { from }) => json!({
+            "event": "friend", "requested_by": from.name, "id": from.id,
+        }),
+        ChatEvent::Friend(FriendEvent::Accepted { by }) => json!({
+            "event": "friend", "accepted_by": by.name, "id": by.id,
+        }),
+        ChatEvent::Friend(FriendEvent::Removed { by }) => json!({
+            "event": "friend", "removed_by": by.name, "id": by.id,
+        }),
         ChatEvent::State(state) => state_json(state),
     }
 }
@@ -125,7 +140,29 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
         ChatEvent::Room(RoomEvent::Left { room, user }) if user.id != me => {
             format!("* {} left #{room}", user.name)
         }
+        ChatEvent::Room(RoomEvent::Removed { room, user, by }) if user.id == me => {
+            format!("* {} removed you from #{room}", by.name)
+        }
+        ChatEvent::Room(RoomEvent::Removed { room, user, by }) => {
+            format!("* {} removed {} from #{room}", by.name, user.name)
+        }
+        ChatEvent::Room(RoomEvent::Invited { room, by }) => {
+            format!("* {} invited you to #{room} (/join {room})", by.name)
+        }
         ChatEvent::Room(_) => return None,
+        ChatEvent::Friend(FriendEvent::Requested { from }) => format!(
+            "* {} asks to be friends (/friend accept {})",
+            from.name, from.name
+        ),
+        ChatEvent::Friend(FriendEvent::Accepted { by }) => {
+            format!("* {} and you are friends now", by.name)
+        }
+        ChatEvent::Friend(FriendEvent::Removed { by }) => {
+            format!(
+                "* {} is no longer a friend (or withdrew or declined a request)",
+                by.name
+            )
+        }
         ChatEvent::State(ClientState::Online {
             user,
             reconnects: 0,

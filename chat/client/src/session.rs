@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chat_api::{ChatError, InboxItem, Path, RegisterRequest, Session, SignalClient};
+use chat_api::{ChatError, InboxItem, RegisterRequest, Session, SignalClient};
 use futures::{FutureExt, StreamExt};
 use rpc_core::{ConnectionState, RpcError, RpcStream};
 use tokio::sync::{mpsc, watch};
@@ -210,16 +210,13 @@ impl Shared {
         let outcome = loop {
             match item {
                 Some(Ok(InboxItem::Message(envelope))) => {
-                    let id = envelope.id;
-                    let ack = envelope.path != Path::Room;
                     // Handed to the application first, acknowledged after: a crash in between
                     // means a replay (shown once, thanks to the id), never a loss.
+                    acks.push(envelope.id);
                     self.sink.offer(envelope);
-                    if ack {
-                        acks.push(id);
-                    }
                 }
                 Some(Ok(InboxItem::Room(event))) => self.sink.emit(ChatEvent::Room(event)),
+                Some(Ok(InboxItem::Friend(event))) => self.sink.emit(ChatEvent::Friend(event)),
                 Some(Err(RpcError::Application(message))) if message.contains(REPLACED) => {
                     break Err(Ended::Replaced);
                 }

@@ -623,10 +623,10 @@ fn the_same_user_starting_again_elsewhere_takes_over() {
     );
 }
 
-/// A request frame (protocol §2 and §4) in JSON, to `chat.Signal` version 1.
+/// A request frame (protocol §2 and §4) in JSON, to `chat.Signal` version 2.
 fn request_frame(id: u64, method: &str, args: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
-    for part in ["chat.Signal", "1", method] {
+    for part in ["chat.Signal", "2", method] {
         body.push(part.len() as u8);
         body.extend_from_slice(part.as_bytes());
     }

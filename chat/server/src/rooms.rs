@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_api::{
-    ChatError, Destination, Envelope, InboxItem, MAX_ROOM_CHARS, Page, Path, RoomEvent, RoomInfo,
-    Sender, excerpt,
+    Access, ChatError, Destination, Envelope, InboxItem, MAX_ROOM_CHARS, Membership, Page, Path,
+    RoomEvent, RoomInfo, Sender, excerpt,
 };
 use tracing::debug;
 use uuid::Uuid;
@@ -203,6 +203,9 @@ impl Rooms {
             let info = RoomInfo {
                 name: name.clone(),
                 member_count: room.member_count.load(Ordering::Relaxed),
+                owner: Uuid::nil(),               // PLACEHOLDER(groups)
+                access: Access::Open,             // PLACEHOLDER(groups)
+                membership: Membership::Outsider, // PLACEHOLDER(groups)
             };
             if page.push(info).is_err() {
                 return Ok(page.finish(last.map(str::to_owned)));
@@ -303,6 +306,9 @@ impl Rooms {
         Ok(RoomInfo {
             name: room.name.clone(),
             member_count: room.member_count.load(Ordering::Relaxed),
+            owner: Uuid::nil(),             // PLACEHOLDER(groups)
+            access: Access::Open,           // PLACEHOLDER(groups)
+            membership: Membership::Member, // PLACEHOLDER(groups)
         })
     }
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use chat_api::{
-    ChatError, Delivery, Envelope, InboxItem, Page, PresenceEvent, RegisterRequest, RoomInfo,
-    Sender, Session, Signal, UserInfo,
+    Access, ChatError, Delivery, Envelope, Friend, FriendState, InboxItem, LoginRequest, Page,
+    PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, UserInfo,
 };
 use rpc_core::{CallContext, PeerAddr, ServerStream};
 use uuid::Uuid;
@@ -32,6 +32,10 @@ impl Signal for ChatService {
         request: RegisterRequest,
     ) -> Result<Session, ChatError> {
         self.shared.register(observed(ctx.peer()), request).await
+    }
+
+    async fn login(&self, _ctx: CallContext, _request: LoginRequest) -> Result<Session, ChatError> {
+        Err(not_served("login")) // PLACEHOLDER(accounts)
     }
 
     async fn heartbeat(&self, token: String) -> Result<(), ChatError> {
@@ -81,8 +85,16 @@ impl Signal for ChatService {
         self.shared.ack(&token, ids).await
     }
 
-    async fn create_room(&self, token: String, room: String) -> Result<RoomInfo, ChatError> {
+    async fn create_room(
+        &self,
+        token: String,
+        room: String,
+        access: Access,
+    ) -> Result<RoomInfo, ChatError> {
         let session = self.shared.session(&token)?;
+        if access == Access::InviteOnly {
+            return Err(not_served("invite-only rooms")); // PLACEHOLDER(groups)
+        }
         self.shared.rooms.create(&self.shared, &session, room).await
     }
 
@@ -148,6 +160,64 @@ impl Signal for ChatService {
             .history(&self.shared, &room, after, limits)
             .await
     }
+
+    async fn invite(&self, _token: String, _room: String, _user: Uuid) -> Result<(), ChatError> {
+        Err(not_served("invite")) // PLACEHOLDER(groups)
+    }
+
+    async fn add_member(
+        &self,
+        _token: String,
+        _room: String,
+        _user: Uuid,
+    ) -> Result<(), ChatError> {
+        Err(not_served("add_member")) // PLACEHOLDER(groups)
+    }
+
+    async fn remove_member(
+        &self,
+        _token: String,
+        _room: String,
+        _user: Uuid,
+    ) -> Result<(), ChatError> {
+        Err(not_served("remove_member")) // PLACEHOLDER(groups)
+    }
+
+    async fn my_rooms(
+        &self,
+        _token: String,
+        _after: Option<String>,
+        _limit: u32,
+    ) -> Result<Page<RoomInfo>, ChatError> {
+        Err(not_served("my_rooms")) // PLACEHOLDER(groups)
+    }
+
+    async fn request_friend(&self, _token: String, _user: Uuid) -> Result<FriendState, ChatError> {
+        Err(not_served("request_friend")) // PLACEHOLDER(accounts)
+    }
+
+    async fn accept_friend(&self, _token: String, _user: Uuid) -> Result<(), ChatError> {
+        Err(not_served("accept_friend")) // PLACEHOLDER(accounts)
+    }
+
+    async fn unfriend(&self, _token: String, _user: Uuid) -> Result<(), ChatError> {
+        Err(not_served("unfriend")) // PLACEHOLDER(accounts)
+    }
+
+    async fn friends(
+        &self,
+        _token: String,
+        _after: Option<String>,
+        _limit: u32,
+    ) -> Result<Page<Friend>, ChatError> {
+        Err(not_served("friends")) // PLACEHOLDER(accounts)
+    }
+}
+
+// PLACEHOLDER(groups)
+// PLACEHOLDER(accounts)
+fn not_served(what: &str) -> ChatError {
+    ChatError::Invalid(format!("{what}: not served yet"))
 }
 
 /// The caller's address as this server saw it: `ip:port` for TCP (the user's public address

@@ -9,8 +9,8 @@ use std::path::Path as FsPath;
 use std::time::Duration;
 
 use chat_api::{
-    ChatError, Delivery, InboxItem, MAX_TEXT_BYTES, Page, PresenceEvent, RegisterRequest, RoomInfo,
-    Session, SignalClient,
+    Access, ChatError, Delivery, InboxItem, MAX_TEXT_BYTES, Membership, Page, PresenceEvent,
+    RegisterRequest, RoomInfo, Session, SignalClient,
 };
 use chat_server::page::{ContentLen, MIN_PAGE_BYTES};
 use chat_server::{ChatServer, ChatServerConfig};
@@ -232,16 +232,19 @@ async fn thousands_of_rooms_list_in_pages_each_under_the_frame_limit() {
     let api = connect(&server).await;
     let users = 30;
     let per_user = 100;
-    let mut tokens = Vec::new();
+    let mut makers = Vec::new();
     for i in 0..users {
-        tokens.push(register(&api, &format!("maker{i}")).await.token);
+        makers.push(register(&api, &format!("maker{i}")).await);
     }
+    let tokens: Vec<String> = makers.iter().map(|s| s.token.clone()).collect();
     let created: Vec<String> = futures::stream::iter(0..users * per_user)
         .map(|i| {
             let (api, token) = (api.clone(), tokens[i / per_user].clone());
             async move {
                 let name = format!("room-{i:05}");
-                api.create_room(token, name.clone()).await.unwrap();
+                api.create_room(token, name.clone(), Access::Open)
+                    .await
+                    .unwrap();
                 name
             }
         })
@@ -253,9 +256,20 @@ async fn thousands_of_rooms_list_in_pages_each_under_the_frame_limit() {
 
     let listed: Vec<RoomInfo> = expected
         .iter()
-        .map(|name| RoomInfo {
-            name: name.clone(),
-            member_count: 1,
+        .map(|name| {
+            // room-00000 to room-00099 were made by the first maker, who lists them.
+            let i: usize = name["room-".len()..].parse().unwrap();
+            RoomInfo {
+                name: name.clone(),
+                member_count: 1,
+                owner: makers[i / per_user].user.id,
+                access: Access::Open,
+                membership: if i / per_user == 0 {
+                    Membership::Owner
+                } else {
+                    Membership::Outsider
+                },
+            }
         })
         .collect();
     // All of them in one answer would not fit in a frame.
@@ -401,11 +415,18 @@ async fn each_user_has_quotas_of_rooms_made_rooms_joined_and_messages_waiting() 
     };
 
     // Rooms made: by create_room, or by joining a room nobody made yet.
-    api.create_room(alice.clone(), "r1".into()).await.unwrap();
-    api.create_room(alice.clone(), "r2".into()).await.unwrap();
+    api.create_room(alice.clone(), "r1".into(), Access::Open)
+        .await
+        .unwrap();
+    api.create_room(alice.clone(), "r2".into(), Access::Open)
+        .await
+        .unwrap();
     api.join(alice.clone(), "r3".into()).await.unwrap();
     quota(
-        app_error(api.create_room(alice.clone(), "r4".into()).await),
+        app_error(
+            api.create_room(alice.clone(), "r4".into(), Access::Open)
+                .await,
+        ),
         "3 rooms",
     );
     quota(
@@ -416,8 +437,12 @@ async fn each_user_has_quotas_of_rooms_made_rooms_joined_and_messages_waiting() 
     assert_eq!(rooms.len(), 3, "{rooms:?}");
 
     // Rooms joined at once.
-    api.create_room(bob.clone(), "b1".into()).await.unwrap();
-    api.create_room(bob.clone(), "b2".into()).await.unwrap();
+    api.create_room(bob.clone(), "b1".into(), Access::Open)
+        .await
+        .unwrap();
+    api.create_room(bob.clone(), "b2".into(), Access::Open)
+        .await
+        .unwrap();
     api.join(alice.clone(), "b1".into()).await.unwrap();
     quota(
         app_error(api.join(alice.clone(), "b2".into()).await),
@@ -466,7 +491,10 @@ async fn each_user_has_quotas_of_rooms_made_rooms_joined_and_messages_waiting() 
     let api = connect(&server).await;
     let alice = api.register(alice_request).await.unwrap().token;
     quota(
-        app_error(api.create_room(alice.clone(), "r5".into()).await),
+        app_error(
+            api.create_room(alice.clone(), "r5".into(), Access::Open)
+                .await,
+        ),
         "3 rooms",
     );
     server.shutdown(Duration::from_secs(1)).await;

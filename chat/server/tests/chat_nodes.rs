@@ -29,7 +29,7 @@ async fn node(dir: &std::path::Path, registry: &Arc<dyn Registry>) -> ChatServer
 }
 
 async fn nodes_listed(registry: &Arc<dyn Registry>) -> Vec<String> {
-    let key = ServiceKey::new("chat.Signal").with_version("1");
+    let key = ServiceKey::new("chat.Signal").with_version("2");
     let mut listed: Vec<String> = registry
         .discover(&key)
         .await

@@ -7,8 +7,8 @@ use std::path::Path as FsPath;
 use std::time::Duration;
 
 use chat_api::{
-    ChatError, Delivery, Destination, Envelope, InboxItem, MAX_TEXT_BYTES, Path, PresenceEvent,
-    RegisterRequest, RoomEvent, Sender, Session, SignalClient, now_ms,
+    Access, ChatError, Delivery, Destination, Envelope, InboxItem, MAX_TEXT_BYTES, Path,
+    PresenceEvent, RegisterRequest, RoomEvent, Sender, Session, SignalClient, now_ms,
 };
 use chat_server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
@@ -394,12 +394,15 @@ async fn rooms_tell_their_members_of_joins_leaves_and_posts() {
 
     let info = alice
         .api
-        .create_room(alice.token(), "lobby".into())
+        .create_room(alice.token(), "lobby".into(), Access::Open)
         .await
         .unwrap();
     assert_eq!(info.member_count, 1);
     assert_eq!(next(&mut a).await, joined(&alice));
-    let again = bob.api.create_room(bob.token(), "lobby".into()).await;
+    let again = bob
+        .api
+        .create_room(bob.token(), "lobby".into(), Access::Open)
+        .await;
     assert_eq!(app_error(again), ChatError::RoomExists("lobby".into()));
     bob.api.join(bob.token(), "lobby".into()).await.unwrap();
     let info = carol.api.join(carol.token(), "lobby".into()).await.unwrap();
@@ -789,7 +792,7 @@ async fn a_post_sent_again_with_its_id_is_posted_once_even_after_it_left_the_his
         match next(&mut inbox).await {
             InboxItem::Message(m) if m.id == marker => break,
             InboxItem::Message(m) => received.push(m.id),
-            InboxItem::Room(_) => {}
+            InboxItem::Room(_) | InboxItem::Friend(_) => {}
         }
     }
     assert_eq!(received, ids);

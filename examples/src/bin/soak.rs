@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::{BufMut, BytesMut};
-use chat_api::{RegisterRequest, SignalClient};
+use chat_api::{Access, RegisterRequest, SignalClient};
 use clap::{Parser, ValueEnum};
 use examples::hello::GreeterClient;
 use examples::proc_status::status_kib;
@@ -330,7 +330,7 @@ fn cheap_call(target: Target) -> BytesMut {
             "discover",
             &(ServiceKey::new("soak.Flood"), PageRequest::default()),
         ),
-        Target::Chat => request_body("chat.Signal", "1", "heartbeat", &("not a token",)),
+        Target::Chat => request_body("chat.Signal", "2", "heartbeat", &("not a token",)),
     }
 }
 
@@ -453,7 +453,8 @@ async fn churn_cycle(addr: std::net::SocketAddr, count: u64) -> u64 {
 /// calls whose answers are never read.
 async fn history(server: &Server, connections: u64, until: Instant) -> anyhow::Result<()> {
     let (api, token) = chat_user(&server.endpoint, "poster").await?;
-    api.create_room(token.clone(), "big".into()).await?;
+    api.create_room(token.clone(), "big".into(), Access::Open)
+        .await?;
     let text = "x".repeat(4000);
     for _ in 0..100 {
         api.post(token.clone(), "big".into(), Uuid::new_v4(), text.clone(), 0)
@@ -461,7 +462,7 @@ async fn history(server: &Server, connections: u64, until: Instant) -> anyhow::R
     }
     let body = request_body(
         "chat.Signal",
-        "1",
+        "2",
         "history",
         &(token, "big", None::<String>, 0u32),
     );
@@ -501,7 +502,7 @@ async fn rooms(server: &Server, until: Instant) -> anyhow::Result<(u64, u64)> {
         let (api, token) = chat_user(&server.endpoint, &format!("rooms{account}")).await?;
         loop {
             let room = format!("r{account}-{created}-{refused}");
-            match api.create_room(token.clone(), room).await {
+            match api.create_room(token.clone(), room, Access::Open).await {
                 Ok(_) => created += 1,
                 Err(_) => {
                     refused += 1;
@@ -523,7 +524,7 @@ async fn big_message(server: &Server, until: Instant) -> anyhow::Result<(u64, u6
     let text = "y".repeat(20 << 20);
     let body = request_body(
         "chat.Signal",
-        "1",
+        "2",
         "relay",
         &(token, Uuid::new_v4(), Uuid::new_v4(), text, 0u64),
     );
