@@ -1,23 +1,33 @@
 //! The commands people and scripts type: `/who`, `/msg bob hi`, `/join lobby`, …
 
-use chat_api::excerpt;
+use chat_api::{Access, excerpt};
 
 /// What `/help` shows.
 pub const HELP: &str = "\
 commands:
-  /who                     who is online
-  /whois <name|uuid>       one user's details
-  /msg <name|uuid> <text>  a direct message (peer to peer, else relayed, else stored)
-  /join <room>             join a room (created if needed); it becomes the current room
-  /leave <room>            leave a room
-  /rooms                   every room and how many members it has
-  /members <room>          a room's members
-  /say <room> <text>       post in a room
-  <text>                   post in the current room (the last one joined)
-  /history <room>          a room's last posts
-  /status                  this client's state, id and addresses
-  /help                    this help
-  /quit                    leave the server and exit
+  /who                      who is online
+  /whois <name|uuid>        one user's details
+  /msg <name|uuid> <text>   a direct message (peer to peer, else relayed, else stored)
+  /join <room>              join an open room (made if needed) or a group you were invited to
+  /create <room>            make an open room, owned by you
+  /group <room>             make an invite-only room (a group), owned by you
+  /invite <room> <user>     invite a user to a room you are in
+  /add <room> <user>        add a user to a room you own
+  /remove <room> <user>     remove a member from a room you own
+  /leave <room>             leave a room for good
+  /rooms                    the open rooms and yours, with how many members each has
+  /myrooms                  the rooms you own, are in, or are invited to
+  /members <room>           a room's members
+  /say <room> <text>        post in a room
+  <text>                    post in the current room (the last one joined)
+  /history <room>           a room's last posts
+  /friend <user>            ask a user to be friends (or accept their request)
+  /accept <user>            accept a friend request
+  /unfriend <user>          end a friendship, withdraw or decline a request
+  /friends                  your friends and requests, and who of them is online
+  /status                   this client's state, id and addresses
+  /help                     this help
+  /quit                     leave the server and exit
 a line starting with // posts the text after the first slash
 on a terminal, Ctrl-R redraws what you were typing if an incoming line cleared it";
 
@@ -42,6 +52,44 @@ pub enum Command {
     Leave(String),
     /// `/rooms`.
     Rooms,
+    /// `/myrooms`.
+    MyRooms,
+    /// `/create <room>` (open) or `/group <room>` (invite-only).
+    Create {
+        /// The room.
+        room: String,
+        /// Who may join.
+        access: Access,
+    },
+    /// `/invite <room> <user>`.
+    Invite {
+        /// The room.
+        room: String,
+        /// The user, by name or id.
+        user: String,
+    },
+    /// `/add <room> <user>`.
+    Add {
+        /// The room.
+        room: String,
+        /// The user, by name or id.
+        user: String,
+    },
+    /// `/remove <room> <user>`.
+    Remove {
+        /// The room.
+        room: String,
+        /// The member, by name or id.
+        user: String,
+    },
+    /// `/friend <user>`.
+    Friend(String),
+    /// `/accept <user>`.
+    Accept(String),
+    /// `/unfriend <user>`.
+    Unfriend(String),
+    /// `/friends`.
+    Friends,
     /// `/members <room>`.
     Members(String),
     /// `/say <room> <text>`, or plain text for the current room (`room` is `None`).
@@ -88,6 +136,31 @@ impl Command {
         let command = match word {
             "who" | "online" => no_args(word, args, Command::Who)?,
             "rooms" => no_args(word, args, Command::Rooms)?,
+            "myrooms" => no_args(word, args, Command::MyRooms)?,
+            "friends" => no_args(word, args, Command::Friends)?,
+            "create" => Command::Create {
+                room: one_arg(word, args, "<room>")?,
+                access: Access::Open,
+            },
+            "group" => Command::Create {
+                room: one_arg(word, args, "<room>")?,
+                access: Access::InviteOnly,
+            },
+            "invite" => {
+                let (room, user) = pair(word, args, "<room> <name|uuid>")?;
+                Command::Invite { room, user }
+            }
+            "add" => {
+                let (room, user) = pair(word, args, "<room> <name|uuid>")?;
+                Command::Add { room, user }
+            }
+            "remove" | "kick" => {
+                let (room, user) = pair(word, args, "<room> <name|uuid>")?;
+                Command::Remove { room, user }
+            }
+            "friend" => Command::Friend(one_arg(word, args, "<name|uuid>")?),
+            "accept" => Command::Accept(one_arg(word, args, "<name|uuid>")?),
+            "unfriend" => Command::Unfriend(one_arg(word, args, "<name|uuid>")?),
             "status" => no_args(word, args, Command::Status)?,
             "help" | "?" => Command::Help,
             "quit" | "exit" => Command::Quit,
@@ -133,6 +206,14 @@ fn one_arg(word: &str, args: &str, usage: &str) -> Result<String, String> {
     Ok(args.to_owned())
 }
 
+/// Two arguments of one word each.
+fn pair(word: &str, args: &str, usage: &str) -> Result<(String, String), String> {
+    match two_args(word, args, usage)? {
+        (first, second) if !second.contains(char::is_whitespace) => Ok((first, second)),
+        _ => Err(format!("usage: /{word} {usage}")),
+    }
+}
+
 fn two_args(word: &str, args: &str, usage: &str) -> Result<(String, String), String> {
     match args.split_once(char::is_whitespace) {
         Some((first, rest)) if !rest.trim().is_empty() => {
@@ -176,6 +257,43 @@ mod tests {
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit);
         assert_eq!(parse("/status"), Command::Status);
+        assert_eq!(parse("/myrooms"), Command::MyRooms);
+        assert_eq!(
+            parse("/group team"),
+            Command::Create {
+                room: "team".into(),
+                access: Access::InviteOnly
+            }
+        );
+        assert_eq!(
+            parse("/create lobby"),
+            Command::Create {
+                room: "lobby".into(),
+                access: Access::Open
+            }
+        );
+        assert_eq!(
+            parse("/invite team bob"),
+            Command::Invite {
+                room: "team".into(),
+                user: "bob".into()
+            }
+        );
+        assert_eq!(
+            parse("/kick team bob"),
+            Command::Remove {
+                room: "team".into(),
+                user: "bob".into()
+            }
+        );
+        assert_eq!(parse("/friend bob"), Command::Friend("bob".into()));
+        assert_eq!(parse("/accept bob"), Command::Accept("bob".into()));
+        assert_eq!(parse("/unfriend bob"), Command::Unfriend("bob".into()));
+        assert_eq!(parse("/friends"), Command::Friends);
+        assert_eq!(
+            Command::parse("/invite team bob carol"),
+            Err("usage: /invite <room> <name|uuid>".into())
+        );
     }
 
     #[test]

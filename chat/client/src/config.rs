@@ -30,12 +30,17 @@ pub struct ChatClientConfig {
     /// none. Default: none.
     pub registry: Option<Arc<dyn Registry>>,
     /// The user's id. Default: a new random id (keep it, with the secret, to come back as the
-    /// same user).
+    /// same user). With `login`, the id the server knows the name by replaces it.
     pub id: Uuid,
-    /// The display name, unique among online users.
+    /// The display name, reserved to the id for good at its first registration.
     pub name: String,
-    /// The secret the id is bound to at its first registration. Default: a new random secret.
+    /// The account's password: the secret the id is bound to at its first registration.
+    /// Default: a new random secret.
     pub secret: String,
+    /// Whether to log in to an existing account by `name` and `secret` (its password) rather
+    /// than register `id`: the server tells the id, and the client registers with it from then
+    /// on. Default: false.
+    pub login: bool,
     /// Where this client serves its peer (`chat.Peer`) for direct messages. Default:
     /// [`DEFAULT_LISTEN`].
     pub listen: Endpoint,
@@ -62,6 +67,10 @@ pub struct ChatClientConfig {
     /// How many recent message ids are remembered to show each message once, 1 to 1,048,576.
     /// Default: 4,096.
     pub dedup_capacity: usize,
+    /// How many attempts in a row to register again after the session was lost before the
+    /// client gives up (its state becomes [`ClientState::GaveUp`](crate::ClientState::GaveUp));
+    /// `None` for no limit. Default: `None`.
+    pub max_reconnect_attempts: Option<u32>,
 }
 
 impl ChatClientConfig {
@@ -75,6 +84,7 @@ impl ChatClientConfig {
             id: Uuid::new_v4(),
             name: name.into(),
             secret: new_secret(),
+            login: false,
             listen: Endpoint::Tcp {
                 host: "127.0.0.1".to_owned(),
                 port: 0,
@@ -86,6 +96,7 @@ impl ChatClientConfig {
             reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
             resend_within: Duration::from_secs(30),
             dedup_capacity: 4096,
+            max_reconnect_attempts: None,
         }
     }
 
@@ -102,6 +113,13 @@ impl ChatClientConfig {
         self.secret = secret.into();
         self
     }
+
+    /// Logs in to the existing account `name` with its password, instead of registering an id.
+    pub fn login(mut self, password: impl Into<String>) -> Self {
+        self.secret = password.into();
+        self.login = true;
+        self
+    }
 }
 
 impl fmt::Debug for ChatClientConfig {
@@ -114,6 +132,7 @@ impl fmt::Debug for ChatClientConfig {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("secret", &"<hidden>")
+            .field("login", &self.login)
             .field("listen", &self.listen)
             .field("advertise", &self.advertise)
             .field("direct_timeout", &self.direct_timeout)
@@ -122,6 +141,7 @@ impl fmt::Debug for ChatClientConfig {
             .field("reconnect", &self.reconnect)
             .field("resend_within", &self.resend_within)
             .field("dedup_capacity", &self.dedup_capacity)
+            .field("max_reconnect_attempts", &self.max_reconnect_attempts)
             .finish()
     }
 }

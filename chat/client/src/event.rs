@@ -49,25 +49,40 @@ pub enum ClientState {
     /// Another client registered as the same user and took the session over; this one
     /// stopped (registering again would take it back, and the two would fight for ever).
     Replaced,
+    /// The session was lost and registering again failed as many times in a row as
+    /// [`ChatClientConfig::max_reconnect_attempts`](crate::ChatClientConfig) allows; the client
+    /// stopped.
+    GaveUp {
+        /// Why the last attempt failed.
+        reason: String,
+        /// How many attempts failed.
+        attempts: u32,
+    },
     /// The client was shut down.
     Closed,
 }
 
 impl ClientState {
-    /// A one-word name: `connecting`, `online`, `reconnecting`, `replaced` or `closed`.
+    /// A one-word name: `connecting`, `online`, `reconnecting`, `replaced`, `gave-up` or
+    /// `closed`.
     pub fn name(&self) -> &'static str {
         match self {
             ClientState::Connecting => "connecting",
             ClientState::Online { .. } => "online",
             ClientState::Reconnecting { .. } => "reconnecting",
             ClientState::Replaced => "replaced",
+            ClientState::GaveUp { .. } => "gave-up",
             ClientState::Closed => "closed",
         }
     }
 
-    /// Whether the client stopped for good (shut down, or replaced by another client).
+    /// Whether the client stopped for good (shut down, replaced by another client, or gave up
+    /// reconnecting).
     pub fn is_final(&self) -> bool {
-        matches!(self, ClientState::Replaced | ClientState::Closed)
+        matches!(
+            self,
+            ClientState::Replaced | ClientState::GaveUp { .. } | ClientState::Closed
+        )
     }
 
     /// Whether the client is online.

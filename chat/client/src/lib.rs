@@ -11,8 +11,8 @@
 //!   relay or post whose answer was lost with the connection is sent again, with the same
 //!   message id, once the client is back online.
 //! - The client reconnects by itself: when the connection drops or the server forgets the
-//!   session, it registers again (same id and secret), re-opens its streams and joins its rooms
-//!   again. [`ChatClient::watch_state`] follows it.
+//!   session, it registers again (same id and secret) and re-opens its streams; the server
+//!   keeps its rooms. [`ChatClient::watch_state`] follows it.
 //!
 //! ```no_run
 //! use chat_client::{ChatClient, ChatClientConfig, ChatEvent};
@@ -45,8 +45,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_api::{
-    ChatError, Delivery, Envelope, Page, Path, PeerServer, RoomInfo, Sender, Session, SignalClient,
-    UserInfo, excerpt, now_ms,
+    Access, ChatError, Delivery, Envelope, Friend, FriendState, LoginRequest, Membership, Page,
+    Path, PeerServer, RoomInfo, Sender, Session, SignalClient, UserInfo, excerpt, now_ms,
 };
 use rpc_core::{Client, Endpoint, Failover, RpcError, Server, ServerHandle};
 use rpc_registry::{Discovery, ServiceKey};
@@ -124,7 +124,7 @@ impl ChatClient {
     /// the registration (a wrong secret, a name taken, an invalid name); once this succeeded,
     /// every later loss is recovered by itself.
     pub async fn connect(
-        config: ChatClientConfig,
+        mut config: ChatClientConfig,
     ) -> Result<(ChatClient, ChatEvents), ClientError> {
         config.check().map_err(ClientError::Invalid)?;
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -191,12 +191,36 @@ impl ChatClient {
                 return Err(ClientError::Rpc(e));
             }
         };
+        let signal = SignalClient::new(rpc);
+        // Logging in by name tells the id, which every later registration uses.
+        let login = if config.login {
+            let request = LoginRequest {
+                name: config.name.clone(),
+                password: config.secret.clone(),
+                endpoint: advertised.clone(),
+            };
+            match signal.login(request).await {
+                Ok(session) => {
+                    config.id = session.user.id;
+                    config.name = session.user.name.clone();
+                    sink.set_me(config.id);
+                    Some(session)
+                }
+                Err(e) => {
+                    peer.abort().await;
+                    signal.caller().close();
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         let (renew, renew_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             peers: PeerClients::new(config.format.clone(), config.direct_timeout),
             config,
             advertised,
-            signal: SignalClient::new(rpc),
+            signal,
             sink,
             state: watch::Sender::new(ClientState::Connecting),
             session: watch::Sender::new(None),
@@ -205,13 +229,16 @@ impl ChatClient {
             renew,
         });
         shared.set_state(ClientState::Connecting);
-        let session = match shared.register().await {
-            Ok(session) => session,
-            Err(e) => {
-                peer.abort().await;
-                shared.signal.caller().close();
-                return Err(e);
-            }
+        let session = match login {
+            Some(session) => session,
+            None => match shared.register().await {
+                Ok(session) => session,
+                Err(e) => {
+                    peer.abort().await;
+                    shared.signal.caller().close();
+                    return Err(e);
+                }
+            },
         };
         let task = tokio::spawn(session::run(shared.clone(), session, renew_rx)).abort_handle();
         let client = ChatClient {
@@ -363,7 +390,8 @@ impl ChatClient {
         })
     }
 
-    /// Joins a room (creating it if needed); it is joined again after every reconnect until
+    /// Joins a room: an open one (made if it does not exist) or an invite-only one this user
+    /// was invited to. The server keeps the membership, across sessions, until
     /// [`ChatClient::leave_room`].
     pub async fn join(&self, room: &str) -> Result<RoomInfo, ClientError> {
         let room = room.trim().to_owned();
@@ -377,15 +405,136 @@ impl ChatClient {
         Ok(info)
     }
 
-    /// Leaves a room.
+    /// Makes a room owned by this user, open to anyone or invite-only (a group), and joins it.
+    pub async fn create_room(&self, room: &str, access: Access) -> Result<RoomInfo, ClientError> {
+        let room = room.trim().to_owned();
+        let info = self
+            .call(|s, token| {
+                let room = room.clone();
+                async move { s.create_room(token, room, access).await }
+            })
+            .await?;
+        self.inner.shared.rooms().insert(info.name.clone());
+        Ok(info)
+    }
+
+    /// Leaves a room for good.
     pub async fn leave_room(&self, room: &str) -> Result<(), ClientError> {
         let room = room.trim().to_owned();
-        self.inner.shared.rooms().remove(&room);
         self.call(|s, token| {
             let room = room.clone();
             async move { s.leave_room(token, room).await }
         })
-        .await
+        .await?;
+        self.inner.shared.rooms().remove(&room);
+        Ok(())
+    }
+
+    /// Invites a user (by name or id) to a room this user is a member of; they may then join.
+    pub async fn invite(&self, room: &str, user: &str) -> Result<UserInfo, ClientError> {
+        let (user, _) = self.resolve(user).await?;
+        let (room, id) = (room.trim().to_owned(), user.id);
+        self.call(|s, token| {
+            let room = room.clone();
+            async move { s.invite(token, room, id).await }
+        })
+        .await?;
+        Ok(user)
+    }
+
+    /// Adds a user (by name or id) to a room this user owns, at once.
+    pub async fn add_member(&self, room: &str, user: &str) -> Result<UserInfo, ClientError> {
+        let (user, _) = self.resolve(user).await?;
+        let (room, id) = (room.trim().to_owned(), user.id);
+        self.call(|s, token| {
+            let room = room.clone();
+            async move { s.add_member(token, room, id).await }
+        })
+        .await?;
+        Ok(user)
+    }
+
+    /// Removes a member (by name or id) from a room this user owns.
+    pub async fn remove_member(&self, room: &str, user: &str) -> Result<UserInfo, ClientError> {
+        let (user, _) = self.resolve(user).await?;
+        let (room, id) = (room.trim().to_owned(), user.id);
+        self.call(|s, token| {
+            let room = room.clone();
+            async move { s.remove_member(token, room, id).await }
+        })
+        .await?;
+        Ok(user)
+    }
+
+    /// The rooms this user owns, is a member of, or is invited to, asked of the server a page
+    /// at a time, by name.
+    pub async fn my_rooms(&self) -> Result<Vec<RoomInfo>, ClientError> {
+        let rooms = self
+            .all_pages(|s, token, after| async move { s.my_rooms(token, after, 0).await })
+            .await?;
+        *self.inner.shared.rooms() = rooms
+            .iter()
+            .filter(|r| matches!(r.membership, Membership::Owner | Membership::Member))
+            .map(|r| r.name.clone())
+            .collect();
+        Ok(rooms)
+    }
+
+    /// Asks a user (by name or id) to be friends; if they had asked already, the two are
+    /// friends at once (the answer says which).
+    pub async fn request_friend(&self, user: &str) -> Result<(UserInfo, FriendState), ClientError> {
+        let (user, _) = self.resolve(user).await?;
+        let id = user.id;
+        let state = self
+            .call(|s, token| async move { s.request_friend(token, id).await })
+            .await?;
+        Ok((user, state))
+    }
+
+    /// Accepts a user's friend request (the user by name or id).
+    pub async fn accept_friend(&self, user: &str) -> Result<UserInfo, ClientError> {
+        let user = self.resolve_friend(user).await?;
+        let id = user.id;
+        self.call(|s, token| async move { s.accept_friend(token, id).await })
+            .await?;
+        Ok(user)
+    }
+
+    /// Ends a friendship, withdraws this user's request, or declines the other's (the user by
+    /// name or id).
+    pub async fn unfriend(&self, user: &str) -> Result<UserInfo, ClientError> {
+        let user = self.resolve_friend(user).await?;
+        let id = user.id;
+        self.call(|s, token| async move { s.unfriend(token, id).await })
+            .await?;
+        Ok(user)
+    }
+
+    /// This user's friends and friend requests, each with whether the other is online, asked
+    /// of the server a page at a time, by name.
+    pub async fn friends(&self) -> Result<Vec<Friend>, ClientError> {
+        self.all_pages(|s, token, after| async move { s.friends(token, after, 0).await })
+            .await
+    }
+
+    /// A user named in a friend command: among this user's friends and requests first (they
+    /// may be offline, and then not found by name), else as [`ChatClient::send`] finds them.
+    async fn resolve_friend(&self, who: &str) -> Result<UserInfo, ClientError> {
+        let who = who.trim();
+        let id = Uuid::parse_str(who).ok();
+        if let Ok(friends) = self.friends().await
+            && let Some(friend) = friends
+                .into_iter()
+                .find(|f| Some(f.user.id) == id || f.user.name == who)
+        {
+            return Ok(UserInfo {
+                id: friend.user.id,
+                name: friend.user.name,
+                advertised: None,
+                observed: String::new(),
+            });
+        }
+        Ok(self.resolve(who).await?.0)
     }
 
     /// Posts in a room this user is a member of; returns the message id. Like
@@ -452,7 +601,8 @@ impl ChatClient {
         .await
     }
 
-    /// The rooms this client is in (as far as it knows).
+    /// The rooms this user belongs to, as last read from the server (at every registration and
+    /// by [`ChatClient::my_rooms`]) or changed by this client.
     pub fn joined_rooms(&self) -> Vec<String> {
         self.inner.shared.rooms().iter().cloned().collect()
     }
@@ -491,7 +641,7 @@ impl ChatClient {
         }
     }
 
-    /// Leaves the server (the user goes offline at once and leaves their rooms), then stops.
+    /// Leaves the server (the user goes offline at once; their rooms keep them), then stops.
     pub async fn shutdown(&self) {
         self.inner.task.abort();
         let session = self.inner.shared.session.send_replace(None);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_api::{UserInfo, excerpt};
+use chat_api::{Access, Friend, FriendState, Membership, RoomInfo, UserInfo, excerpt};
 use chat_client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
     HELP, event_json, event_text, new_secret, path_name, user_json,
@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+/// How long leaving the server may hold up the exit.
+const QUIT_WAIT: Duration = Duration::from_millis(300);
+
 /// What `--help` says above the options.
 const LONG_ABOUT: &str = "\
 Chat client of the chat.Signal service (see chat-server).
@@ -32,33 +35,41 @@ an online user goes directly to that user's client; when the direct connection f
 the server and delivered when they come back. Whatever arrives by either path is shown once.
 When the server goes away the client reconnects and registers again by itself, and says so.
 
-Identity: a user is a UUID bound to a secret at its first registration. Without both --id and
---secret, the client keeps them in an identity file (--identity; by default
-$HOME/.chat-client/<name>.json, or ./.chat-client-<name>.json without $HOME), created on first
-use; values given on the command line take precedence over the file's.
+Identity: an account is a UUID bound to a password (the secret) and to the display name, both
+reserved to it for good at its first registration. Without both --id and --secret, the client
+keeps them in an identity file (--identity; by default $HOME/.chat-client/<name>.json, or
+./.chat-client-<name>.json without $HOME), created on first use; values given on the command
+line take precedence over the file's. On another device, --login with --name and --password
+(the secret) logs in to the account without its id.
 
 Interactive mode (the default) reads commands typed at a prompt and prints incoming messages,
 presence changes and state changes above it. Commands (/help lists them):
-  /who, /whois <name|uuid>, /msg <name|uuid> <text>, /join <room>, /leave <room>, /rooms,
-  /members <room>, /say <room> <text> (or plain text for the last room joined),
-  /history <room>, /status, /help, /quit
-Lists (/who, /rooms, /members, /history) are fetched from the server a page at a time.
+  /who, /whois <name|uuid>, /msg <name|uuid> <text>,
+  /join <room>, /create <room>, /group <room>, /invite <room> <user>, /add <room> <user>,
+  /remove <room> <user>, /leave <room>, /rooms, /myrooms, /members <room>,
+  /say <room> <text> (or plain text for the last room joined), /history <room>,
+  /friend <user>, /accept <user>, /unfriend <user>, /friends, /status, /help, /quit
+Rooms and groups last: the server keeps your memberships and the posts you missed while away.
+Lists (/who, /rooms, /members, /history, /friends) are fetched a page at a time.
 
 Script mode (--json) reads the same commands from stdin, one per line and without a prompt, and
 prints every event and every command's result as one JSON object per line on stdout, its kind
-under \"event\": message, presence, room, state, sent, who, user, joined, left, rooms, members,
-posted, history, status, help, error. For example:
+under \"event\". Events: message, presence, room, friend, state; every object of a kind has the
+same keys (null where one does not apply) and says what changed under \"change\". Results: sent,
+who, user, joined, created, invited, added, removed, left, rooms, members, posted, history,
+friend, friends, status, help, and error. For example:
   {\"event\":\"state\",\"state\":\"online\",\"name\":\"alice\",\"observed\":\"127.0.0.1:50712\",...}
   {\"event\":\"sent\",\"to\":\"bob\",\"path\":\"direct\",\"id\":\"...\",...}
-  {\"event\":\"message\",\"from\":\"bob\",\"text\":\"hi\",\"path\":\"relayed\",\"id\":\"...\",...}
-  {\"event\":\"presence\",\"left\":\"carol\",\"user\":{...}}
+  {\"event\":\"message\",\"from\":\"bob\",\"room\":null,\"text\":\"hi\",\"path\":\"relayed\",...}
+  {\"event\":\"presence\",\"change\":\"left\",\"users\":[{...}],\"more\":false}
   {\"event\":\"error\",\"command\":\"/msg zed hi\",\"message\":\"unknown user zed\"}
 It exits when stdin closes (after the commands read so far are done) or, with --for, that many
 seconds later.
 
 Exit status: 0 after /quit or the end of input; 1 when the first registration fails
-(unreachable server, wrong secret, name taken) or when another client registered as the same
-user and took over; 2 for a bad identity file.";
+(unreachable server, wrong secret, name taken, wrong login), when another client registered as
+the same user and took over, or when --max-reconnect-attempts attempts to reconnect failed; 2 for
+a bad identity file or option.";
 
 /// The command line; see [`LONG_ABOUT`].
 #[derive(Parser, Debug)]
@@ -79,15 +90,23 @@ struct Args {
     /// away; --server is used while it lists none.
     #[arg(long)]
     registry: Option<Endpoint>,
-    /// The display name, unique among online users (at most 32 characters).
+    /// The display name, reserved to this user's id for good (at most 32 characters).
     #[arg(long)]
     name: String,
+    /// Log in to the existing account --name with its password (--password), without its id.
+    #[arg(long, requires = "secret")]
+    login: bool,
     /// The user's UUID. Default: from the identity file, or a new one saved there.
     #[arg(long)]
     id: Option<Uuid>,
-    /// The secret that proves the UUID is yours. Default: from the identity file, or a new one
-    /// saved there.
-    #[arg(long, env = "CHAT_SECRET", hide_env_values = true)]
+    /// The account's password (its secret), which proves the UUID (or with --login the name)
+    /// is yours. Default: from the identity file, or a new one saved there.
+    #[arg(
+        long,
+        visible_alias = "password",
+        env = "CHAT_SECRET",
+        hide_env_values = true
+    )]
     secret: Option<String>,
     /// The identity file holding the id and secret (JSON). Default:
     /// $HOME/.chat-client/NAME.json. Not used when both --id and --secret are given.
@@ -104,6 +123,10 @@ struct Args {
     /// (1 to 60000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     direct_timeout_ms: u64,
+    /// Give up (and exit with status 1) after this many failed attempts in a row to reconnect
+    /// after the session was lost (1 to 1000000). Default: keep trying.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_reconnect_attempts: Option<u32>,
     /// The serializer: msgpack, postcard or json.
     #[arg(long, default_value = "msgpack")]
     format: Format,
@@ -205,7 +228,9 @@ async fn run(args: Args, out: Output) -> i32 {
             _ = state.wait_for(ClientState::is_final) => code = 1,
         }
     }
-    client.shutdown().await;
+    // Telling the server we leave is worth a moment, not a wait: without it the server drops
+    // the user when their presence expires.
+    let _ = tokio::time::timeout(QUIT_WAIT, client.shutdown()).await;
     // Let the last events (the "closed" state) reach the output.
     tokio::time::sleep(Duration::from_millis(20)).await;
     printer.abort();
@@ -216,6 +241,8 @@ async fn run(args: Args, out: Output) -> i32 {
 fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
     let (id, secret) = match (args.id, &args.secret) {
         (Some(id), Some(secret)) => (id, secret.clone()),
+        // The server tells the id.
+        (None, Some(password)) if args.login => (Uuid::nil(), password.clone()),
         _ => {
             let path = args
                 .identity
@@ -233,6 +260,8 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("--server: at least one endpoint is needed"))?;
     let mut config = ChatClientConfig::new(server.clone(), args.name.clone()).identity(id, secret);
+    config.login = args.login;
+    config.max_reconnect_attempts = args.max_reconnect_attempts;
     config.fallback_servers = fallbacks.to_vec();
     if let Some(registry) = &args.registry {
         let remote = RemoteRegistry::connect_lazy(registry)
@@ -350,14 +379,9 @@ impl Session {
             Command::Who => {
                 let mut users = client.who().await.map_err(|e| e.to_string())?;
                 users.sort_by(|a, b| a.name.cmp(&b.name));
-                let text = users
-                    .iter()
-                    .map(|u| describe(u, client.id()))
-                    .collect::<Vec<_>>()
-                    .join("\n");
                 out.result(
                     json!({"event": "who", "online": users.iter().map(user_json).collect::<Vec<_>>()}),
-                    format!("* {} online:\n{text}", users.len()),
+                    who_table(&users, client.id()),
                 );
             }
             Command::Whois(user) => {
@@ -414,18 +438,11 @@ impl Session {
             }
             Command::Rooms => {
                 let rooms = client.rooms().await.map_err(|e| e.to_string())?;
-                let value: Vec<Value> = rooms
-                    .iter()
-                    .map(|r| json!({"name": r.name, "member_count": r.member_count}))
-                    .collect();
+                let value: Vec<Value> = rooms.iter().map(room_json).collect();
                 let text = if rooms.is_empty() {
                     "* no rooms yet; /join <room> creates one".to_owned()
                 } else {
-                    rooms
-                        .iter()
-                        .map(|r| format!("* #{} ({})", r.name, members(r.member_count)))
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    rooms.iter().map(room_line).collect::<Vec<_>>().join("\n")
                 };
                 out.result(json!({"event": "rooms", "rooms": value}), text);
             }
@@ -460,6 +477,106 @@ impl Session {
                 out.result(
                     json!({"event": "history", "room": room, "messages": messages}),
                     text,
+                );
+            }
+            Command::MyRooms => {
+                let rooms = client.my_rooms().await.map_err(|e| e.to_string())?;
+                let text = if rooms.is_empty() {
+                    "* you are in no room; /join <room> or /group <room>".to_owned()
+                } else {
+                    rooms.iter().map(room_line).collect::<Vec<_>>().join("\n")
+                };
+                let value: Vec<Value> = rooms.iter().map(room_json).collect();
+                out.result(json!({"event": "rooms", "rooms": value}), text);
+            }
+            Command::Create { room, access } => {
+                let info = client
+                    .create_room(&room, access)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.room = Some(info.name.clone());
+                out.set_room(self.room.clone());
+                let what = match access {
+                    Access::Open => "open room",
+                    Access::InviteOnly => "invite-only group (/invite or /add members)",
+                };
+                out.result(
+                    json!({"event": "created", "room": room_json(&info)}),
+                    format!("* made #{}, an {what}", info.name),
+                );
+            }
+            Command::Invite { room, user } => {
+                let user = client
+                    .invite(&room, &user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.result(
+                    json!({"event": "invited", "room": room, "user": user.name, "user_id": user.id}),
+                    format!("* invited {} to #{room}", user.name),
+                );
+            }
+            Command::Add { room, user } => {
+                let user = client
+                    .add_member(&room, &user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.result(
+                    json!({"event": "added", "room": room, "user": user.name, "user_id": user.id}),
+                    format!("* added {} to #{room}", user.name),
+                );
+            }
+            Command::Remove { room, user } => {
+                let user = client
+                    .remove_member(&room, &user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.result(
+                    json!({"event": "removed", "room": room, "user": user.name, "user_id": user.id}),
+                    format!("* removed {} from #{room}", user.name),
+                );
+            }
+            Command::Friend(user) => {
+                let (user, state) = client
+                    .request_friend(&user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let text = match state {
+                    FriendState::Friends => format!("* {} and you are friends now", user.name),
+                    _ => format!("* asked {} to be friends", user.name),
+                };
+                out.result(
+                    json!({"event": "friend", "user": user.name, "user_id": user.id, "state": friend_state(state)}),
+                    text,
+                );
+            }
+            Command::Accept(user) => {
+                let user = client
+                    .accept_friend(&user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.result(
+                    json!({"event": "friend", "user": user.name, "user_id": user.id, "state": friend_state(FriendState::Friends)}),
+                    format!("* {} and you are friends now", user.name),
+                );
+            }
+            Command::Unfriend(user) => {
+                let user = client.unfriend(&user).await.map_err(|e| e.to_string())?;
+                out.result(
+                    json!({"event": "friend", "user": user.name, "user_id": user.id, "state": null}),
+                    format!("* {} is not a friend (nor asked to be) any more", user.name),
+                );
+            }
+            Command::Friends => {
+                let friends = client.friends().await.map_err(|e| e.to_string())?;
+                let value: Vec<Value> = friends
+                    .iter()
+                    .map(|f| {
+                        json!({"user": f.user.name, "user_id": f.user.id, "state": friend_state(f.state), "online": f.online})
+                    })
+                    .collect();
+                out.result(
+                    json!({"event": "friends", "friends": value}),
+                    friends_table(&friends),
                 );
             }
             Command::Status => {
@@ -501,6 +618,105 @@ fn members(count: u32) -> String {
         1 => "1 member".to_owned(),
         n => format!("{n} members"),
     }
+}
+
+/// A room in JSON, as `/rooms`, `/myrooms` and `/create` give it.
+fn room_json(room: &RoomInfo) -> Value {
+    json!({
+        "name": room.name,
+        "member_count": room.member_count,
+        "owner_id": room.owner,
+        "access": match room.access {
+            Access::Open => "open",
+            Access::InviteOnly => "invite-only",
+        },
+        "membership": match room.membership {
+            Membership::Owner => "owner",
+            Membership::Member => "member",
+            Membership::Invited => "invited",
+            Membership::Outsider => "outsider",
+        },
+    })
+}
+
+/// A room as a line: `* #team (3 members; invite-only; you own it)`.
+fn room_line(room: &RoomInfo) -> String {
+    let mut notes = vec![members(room.member_count)];
+    if room.access == Access::InviteOnly {
+        notes.push("invite-only".to_owned());
+    }
+    match room.membership {
+        Membership::Owner => notes.push("you own it".to_owned()),
+        Membership::Member => notes.push("you are in it".to_owned()),
+        Membership::Invited => notes.push(format!("you are invited: /join {}", room.name)),
+        Membership::Outsider => {}
+    }
+    format!("* #{} ({})", room.name, notes.join("; "))
+}
+
+fn friend_state(state: FriendState) -> &'static str {
+    match state {
+        FriendState::Friends => "friends",
+        FriendState::RequestSent => "request-sent",
+        FriendState::RequestReceived => "request-received",
+    }
+}
+
+/// `/friends` for people: one aligned line each.
+fn friends_table(friends: &[Friend]) -> String {
+    if friends.is_empty() {
+        return "* no friends yet; /friend <user> asks someone".to_owned();
+    }
+    let width = friends
+        .iter()
+        .map(|f| f.user.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = format!("* {} friends and requests:", friends.len());
+    for f in friends {
+        let state = match f.state {
+            FriendState::Friends if f.online => "online".to_owned(),
+            FriendState::Friends => "offline".to_owned(),
+            FriendState::RequestSent => "asked by you".to_owned(),
+            FriendState::RequestReceived => format!("asks you: /accept {}", f.user.name),
+        };
+        text.push_str(&format!("\n  {}  {state}", pad(&f.user.name, width)));
+    }
+    text
+}
+
+/// `/who` for people: a line per user, the columns aligned, ids left to `/whois`.
+fn who_table(users: &[UserInfo], me: Uuid) -> String {
+    let name = |u: &UserInfo| {
+        if u.id == me {
+            format!("{} (you)", u.name)
+        } else {
+            u.name.clone()
+        }
+    };
+    let names: Vec<String> = users.iter().map(name).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let seen = users
+        .iter()
+        .map(|u| u.observed.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = format!("* {} online:", users.len());
+    for (user, name) in users.iter().zip(&names) {
+        let peer = user.advertised.as_deref().unwrap_or("no direct messages");
+        text.push_str(&format!(
+            "\n  {}  {}  {peer}",
+            pad(name, width),
+            pad(&user.observed, seen)
+        ));
+    }
+    text
+}
+
+/// `text` followed by spaces up to `width` characters.
+fn pad(text: &str, width: usize) -> String {
+    let fill = width.saturating_sub(text.chars().count());
+    format!("{text}{}", " ".repeat(fill))
 }
 
 fn describe(user: &UserInfo, me: Uuid) -> String {

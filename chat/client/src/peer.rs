@@ -17,7 +17,8 @@ use crate::event::ChatEvent;
 /// Where everything that arrives, by any path, is handed to the application: each message once.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    me: Uuid,
+    /// This client's user; set again once a login by name tells the id.
+    me: Mutex<Uuid>,
     seen: Mutex<SeenIds>,
     events: mpsc::UnboundedSender<ChatEvent>,
 }
@@ -25,7 +26,7 @@ pub(crate) struct Sink {
 impl Sink {
     pub(crate) fn new(me: Uuid, capacity: usize, events: mpsc::UnboundedSender<ChatEvent>) -> Self {
         Sink {
-            me,
+            me: Mutex::new(me),
             seen: Mutex::new(SeenIds::new(capacity)),
             events,
         }
@@ -41,6 +42,16 @@ impl Sink {
         }
         let _ = self.events.send(ChatEvent::Message(envelope));
         true
+    }
+
+    /// This client's user.
+    pub(crate) fn me(&self) -> Uuid {
+        *self.me.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records this client's user, learned by logging in by name.
+    pub(crate) fn set_me(&self, me: Uuid) {
+        *self.me.lock().unwrap_or_else(|p| p.into_inner()) = me;
     }
 
     /// Hands any other event to the application.
@@ -64,7 +75,7 @@ impl PeerService {
 impl Peer for PeerService {
     async fn deliver(&self, mut envelope: Envelope) -> Result<(), PeerError> {
         match envelope.to {
-            Destination::User(to) if to == self.sink.me => {}
+            Destination::User(to) if to == self.sink.me() => {}
             Destination::User(to) => return Err(PeerError::WrongRecipient(to)),
             Destination::Room(_) => {
                 return Err(PeerError::Invalid(
@@ -80,7 +91,7 @@ impl Peer for PeerService {
     }
 
     async fn whoami(&self) -> Uuid {
-        self.sink.me
+        self.sink.me()
     }
 }
 

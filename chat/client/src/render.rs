@@ -1,6 +1,8 @@
 //! How events look: one JSON object per line for scripts, one short line of text for people.
 
-use chat_api::{Destination, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, UserInfo};
+use chat_api::{
+    Destination, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, Sender, UserInfo,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -26,92 +28,119 @@ pub fn user_json(user: &UserInfo) -> Value {
     })
 }
 
-/// A message as a JSON object with `"event": "message"`.
+/// A message as a JSON object with `"event": "message"`; `to_id` is null for a room post and
+/// `room` null for a direct message.
 fn message_json(m: &Envelope) -> Value {
-    let mut value = json!({
+    let (to_id, room) = match &m.to {
+        Destination::User(id) => (Some(*id), None),
+        Destination::Room(room) => (None, Some(room.as_str())),
+    };
+    json!({
         "event": "message",
         "id": m.id,
         "from": m.from.name,
         "from_id": m.from.id,
+        "to_id": to_id,
+        "room": room,
         "text": m.text,
         "path": path_name(m.path),
         "sent_at_ms": m.sent_at_ms,
-    });
-    match &m.to {
-        Destination::User(id) => value["to_id"] = json!(id),
-        Destination::Room(room) => value["room"] = json!(room),
-    }
-    value
+    })
 }
 
-/// An event as one JSON object, its kind under `"event"`:
+/// An event as one JSON object, its kind under `"event"`. Every object of a kind has the same
+/// keys (null where one does not apply), and what changed is under `"change"`:
 ///
 /// ```text
-/// {"event":"message","id":"…","from":"alice","from_id":"…","to_id":"…","text":"hi","path":"direct","sent_at_ms":…}
-/// {"event":"message",…,"room":"lobby","path":"room"}
-/// {"event":"presence","online":[{"id":"…","name":"bob",…}],"more":false}
-/// {"event":"presence","joined":"bob","user":{…}}
-/// {"event":"presence","left":"bob","user":{…}}
-/// {"event":"room","room":"lobby","joined":"bob","id":"…"}
-/// {"event":"room","room":"lobby","left":"bob","id":"…"}
-/// {"event":"state","state":"online","id":"…","name":"alice","observed":"…","advertised":"…","reconnects":0}
-/// {"event":"state","state":"reconnecting","reason":"…","attempt":1}
+/// {"event":"message","id":"…","from":"alice","from_id":"…","to_id":"…","room":null,"text":"hi","path":"direct","sent_at_ms":…}
+/// {"event":"message","id":"…","from":"alice","from_id":"…","to_id":null,"room":"lobby","text":"hi","path":"room","sent_at_ms":…}
+/// {"event":"presence","change":"online","users":[{"id":"…","name":"bob",…}],"more":false}
+/// {"event":"presence","change":"joined","users":[{"id":"…","name":"bob",…}],"more":false}
+/// {"event":"presence","change":"left","users":[{…}],"more":false}
+/// {"event":"room","change":"joined","room":"lobby","user":"bob","user_id":"…","by":null,"by_id":null}
+/// {"event":"room","change":"left",…}   {"event":"room","change":"removed",…,"by":"alice","by_id":"…"}
+/// {"event":"room","change":"invited","room":"team","user":null,"user_id":null,"by":"alice","by_id":"…"}
+/// {"event":"friend","change":"requested","user":"bob","user_id":"…"}   (also accepted, removed)
+/// {"event":"state","state":"online","id":"…","name":"alice","observed":"…","advertised":"…","reconnects":0,"reason":null,"attempt":null}
+/// {"event":"state","state":"reconnecting","id":null,…,"reason":"…","attempt":1}
 /// ```
 pub fn event_json(event: &ChatEvent) -> Value {
     match event {
         ChatEvent::Message(m) => message_json(m),
-        ChatEvent::Presence(PresenceEvent::Online { users, more }) => json!({
-            "event": "presence",
-            "online": users.iter().map(user_json).collect::<Vec<_>>(),
-            "more": more,
-        }),
-        ChatEvent::Presence(PresenceEvent::Joined(user)) => json!({
-            "event": "presence", "joined": user.name, "user": user_json(user),
-        }),
-        ChatEvent::Presence(PresenceEvent::Left(user)) => json!({
-            "event": "presence", "left": user.name, "user": user_json(user),
-        }),
-        ChatEvent::Room(RoomEvent::Joined { room, user }) => json!({
-            "event": "room", "room": room, "joined": user.name, "id": user.id,
-        }),
-        ChatEvent::Room(RoomEvent::Left { room, user }) => json!({
-            "event": "room", "room": room, "left": user.name, "id": user.id,
-        }),
-        ChatEvent::Room(RoomEvent::Removed { room, user, by }) => json!({
-            "event": "room", "room": room, "removed": user.name, "id": user.id, "by": by.name,
-        }),
-        ChatEvent::Room(RoomEvent::Invited { room, by }) => json!({
-            "event": "room", "room": room, "invited_by": by.name, "id": by.id,
-        }),
-        ChatEvent::Friend(FriendEvent::Requested { from }) => json!({
-            "event": "friend", "requested_by": from.name, "id": from.id,
-        }),
-        ChatEvent::Friend(FriendEvent::Accepted { by }) => json!({
-            "event": "friend", "accepted_by": by.name, "id": by.id,
-        }),
-        ChatEvent::Friend(FriendEvent::Removed { by }) => json!({
-            "event": "friend", "removed_by": by.name, "id": by.id,
-        }),
+        ChatEvent::Presence(PresenceEvent::Online { users, more }) => {
+            presence_json("online", users, *more)
+        }
+        ChatEvent::Presence(PresenceEvent::Joined(user)) => {
+            presence_json("joined", std::slice::from_ref(user), false)
+        }
+        ChatEvent::Presence(PresenceEvent::Left(user)) => {
+            presence_json("left", std::slice::from_ref(user), false)
+        }
+        ChatEvent::Room(RoomEvent::Joined { room, user }) => {
+            room_json("joined", room, Some(user), None)
+        }
+        ChatEvent::Room(RoomEvent::Left { room, user }) => {
+            room_json("left", room, Some(user), None)
+        }
+        ChatEvent::Room(RoomEvent::Removed { room, user, by }) => {
+            room_json("removed", room, Some(user), Some(by))
+        }
+        ChatEvent::Room(RoomEvent::Invited { room, by }) => {
+            room_json("invited", room, None, Some(by))
+        }
+        ChatEvent::Friend(FriendEvent::Requested { from }) => friend_json("requested", from),
+        ChatEvent::Friend(FriendEvent::Accepted { by }) => friend_json("accepted", by),
+        ChatEvent::Friend(FriendEvent::Removed { by }) => friend_json("removed", by),
         ChatEvent::State(state) => state_json(state),
     }
 }
 
+fn presence_json(change: &str, users: &[UserInfo], more: bool) -> Value {
+    json!({
+        "event": "presence",
+        "change": change,
+        "users": users.iter().map(user_json).collect::<Vec<_>>(),
+        "more": more,
+    })
+}
+
+fn room_json(change: &str, room: &str, user: Option<&Sender>, by: Option<&Sender>) -> Value {
+    json!({
+        "event": "room",
+        "change": change,
+        "room": room,
+        "user": user.map(|u| &u.name),
+        "user_id": user.map(|u| u.id),
+        "by": by.map(|u| &u.name),
+        "by_id": by.map(|u| u.id),
+    })
+}
+
+fn friend_json(change: &str, user: &Sender) -> Value {
+    json!({"event": "friend", "change": change, "user": user.name, "user_id": user.id})
+}
+
 fn state_json(state: &ClientState) -> Value {
-    match state {
-        ClientState::Online { user, reconnects } => json!({
-            "event": "state",
-            "state": "online",
-            "id": user.id,
-            "name": user.name,
-            "observed": user.observed,
-            "advertised": user.advertised,
-            "reconnects": reconnects,
-        }),
-        ClientState::Reconnecting { reason, attempt } => json!({
-            "event": "state", "state": "reconnecting", "reason": reason, "attempt": attempt,
-        }),
-        other => json!({"event": "state", "state": other.name()}),
-    }
+    let (user, reconnects) = match state {
+        ClientState::Online { user, reconnects } => (Some(user), Some(*reconnects)),
+        _ => (None, None),
+    };
+    let (reason, attempt) = match state {
+        ClientState::Reconnecting { reason, attempt } => (Some(reason.as_str()), Some(*attempt)),
+        ClientState::GaveUp { reason, attempts } => (Some(reason.as_str()), Some(*attempts)),
+        _ => (None, None),
+    };
+    json!({
+        "event": "state",
+        "state": state.name(),
+        "id": user.map(|u| u.id),
+        "name": user.map(|u| &u.name),
+        "observed": user.map(|u| &u.observed),
+        "advertised": user.and_then(|u| u.advertised.as_ref()),
+        "reconnects": reconnects,
+        "reason": reason,
+        "attempt": attempt,
+    })
 }
 
 /// An event as a line for people; `me` is this client's user, whose own presence changes and
@@ -188,6 +217,9 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
         ChatEvent::State(ClientState::Replaced) => {
             "* another client registered as this user and took over; this one stopped".to_owned()
         }
+        ChatEvent::State(ClientState::GaveUp { reason, attempts }) => {
+            format!("* gave up reconnecting after {attempts} attempts: {reason}")
+        }
         ChatEvent::State(ClientState::Closed) => "* disconnected".to_owned(),
     })
 }
@@ -195,7 +227,6 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat_api::Sender;
 
     #[test]
     fn a_message_renders_with_its_path() {
@@ -230,12 +261,94 @@ mod tests {
         };
         let joined = ChatEvent::Presence(PresenceEvent::Joined(me.clone()));
         assert_eq!(event_text(&joined, me.id), None);
-        assert_eq!(event_json(&joined)["joined"], "me");
+        assert_eq!(event_json(&joined)["change"], "joined");
+        assert_eq!(event_json(&joined)["users"][0]["name"], "me");
         let state = ChatEvent::State(ClientState::Reconnecting {
             reason: "connection lost".into(),
             attempt: 2,
         });
         assert_eq!(event_json(&state)["state"], "reconnecting");
         assert!(event_text(&state, me.id).unwrap().contains("attempt 2"));
+    }
+
+    #[test]
+    fn every_event_of_a_kind_has_the_same_keys() {
+        let user = UserInfo {
+            id: Uuid::new_v4(),
+            name: "bob".into(),
+            advertised: None,
+            observed: "127.0.0.1:9".into(),
+        };
+        let sender = Sender {
+            id: user.id,
+            name: "bob".into(),
+        };
+        let message = |to| {
+            ChatEvent::Message(Envelope {
+                id: Uuid::new_v4(),
+                from: sender.clone(),
+                to,
+                text: "hi".into(),
+                sent_at_ms: 1,
+                path: Path::Relayed,
+            })
+        };
+        let room = "lobby".to_owned();
+        let events = [
+            message(Destination::User(user.id)),
+            message(Destination::Room(room.clone())),
+            ChatEvent::Presence(PresenceEvent::Online {
+                users: vec![user.clone()],
+                more: true,
+            }),
+            ChatEvent::Presence(PresenceEvent::Joined(user.clone())),
+            ChatEvent::Presence(PresenceEvent::Left(user.clone())),
+            ChatEvent::Room(RoomEvent::Joined {
+                room: room.clone(),
+                user: sender.clone(),
+            }),
+            ChatEvent::Room(RoomEvent::Left {
+                room: room.clone(),
+                user: sender.clone(),
+            }),
+            ChatEvent::Room(RoomEvent::Removed {
+                room: room.clone(),
+                user: sender.clone(),
+                by: sender.clone(),
+            }),
+            ChatEvent::Room(RoomEvent::Invited {
+                room,
+                by: sender.clone(),
+            }),
+            ChatEvent::Friend(FriendEvent::Requested {
+                from: sender.clone(),
+            }),
+            ChatEvent::Friend(FriendEvent::Accepted { by: sender.clone() }),
+            ChatEvent::Friend(FriendEvent::Removed { by: sender }),
+            ChatEvent::State(ClientState::Connecting),
+            ChatEvent::State(ClientState::Online {
+                user,
+                reconnects: 1,
+            }),
+            ChatEvent::State(ClientState::Reconnecting {
+                reason: "lost".into(),
+                attempt: 2,
+            }),
+            ChatEvent::State(ClientState::GaveUp {
+                reason: "lost".into(),
+                attempts: 3,
+            }),
+            ChatEvent::State(ClientState::Closed),
+        ];
+        let mut shapes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for event in &events {
+            let value = event_json(event);
+            let kind = value["event"].as_str().unwrap().to_owned();
+            let keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+            let shape = shapes.entry(kind.clone()).or_insert_with(|| keys.clone());
+            assert_eq!(*shape, keys, "{kind}: {value}");
+        }
+        let kinds: Vec<&str> = shapes.keys().map(String::as_str).collect();
+        assert_eq!(kinds, ["friend", "message", "presence", "room", "state"]);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chat_api::{ChatError, InboxItem, RegisterRequest, Session, SignalClient};
+use chat_api::{ChatError, InboxItem, Membership, RegisterRequest, Session, SignalClient};
 use futures::{FutureExt, StreamExt};
 use rpc_core::{ConnectionState, RpcError, RpcStream};
 use tokio::sync::{mpsc, watch};
@@ -57,7 +57,7 @@ pub(crate) struct Shared {
     /// The session in force; `None` while registering.
     pub(crate) session: watch::Sender<Option<Session>>,
     pub(crate) directory: Mutex<Directory>,
-    /// The rooms joined, joined again after every new registration.
+    /// The rooms this user belongs to, as last read from the server or changed by this client.
     pub(crate) rooms: Mutex<BTreeSet<String>>,
     /// Tokens the server no longer knows: the task registers again if one is the current one.
     pub(crate) renew: mpsc::UnboundedSender<String>,
@@ -118,7 +118,7 @@ impl Shared {
                 self.sink.emit(ChatEvent::Presence(event));
             }
             Ok(Some(Err(e))) => {
-                return Ended::Lost(format!("presence stream failed: {}", e.report()));
+                return Ended::Lost(format!("presence stream failed: {}", readable(&e)));
             }
             Ok(None) => return Ended::Lost("the server ended the presence stream".to_owned()),
             Err(_) => return Ended::Lost(format!("no presence list within {timeout:?}")),
@@ -163,7 +163,7 @@ impl Shared {
                         self.directory().apply(&event);
                         self.sink.emit(ChatEvent::Presence(event));
                     }
-                    Some(Err(e)) => break format!("presence stream failed: {e}"),
+                    Some(Err(e)) => break format!("presence stream failed: {}", readable(&e)),
                     None => break "the server ended the presence stream".to_owned(),
                 },
                 Some(stale) = renew.recv() => {
@@ -220,7 +220,7 @@ impl Shared {
                 Some(Err(RpcError::Application(message))) if message.contains(REPLACED) => {
                     break Err(Ended::Replaced);
                 }
-                Some(Err(e)) => break Err(Ended::Lost(format!("inbox failed: {e}"))),
+                Some(Err(e)) => break Err(Ended::Lost(format!("inbox failed: {}", readable(&e)))),
                 None => break Err(Ended::Lost("the server ended the inbox".to_owned())),
             }
             match inbox.next().now_or_never() {
@@ -248,10 +248,18 @@ impl Shared {
         }
     }
 
-    /// Registers again until it works, telling the application each attempt.
-    async fn register_again(&self, mut reason: String) -> Session {
+    /// Registers again until it works, telling the application each attempt; `Err` with the
+    /// last failure once [`ChatClientConfig::max_reconnect_attempts`] attempts failed.
+    async fn register_again(&self, mut reason: String) -> Result<Session, (String, u32)> {
         let mut attempt = 0u32;
         loop {
+            if self
+                .config
+                .max_reconnect_attempts
+                .is_some_and(|most| attempt >= most)
+            {
+                return Err((reason, attempt));
+            }
             self.set_state(ClientState::Reconnecting {
                 reason: reason.clone(),
                 attempt,
@@ -264,7 +272,7 @@ impl Shared {
                 tokio::time::sleep(delay).await;
             }
             match self.register().await {
-                Ok(session) => return session,
+                Ok(session) => return Ok(session),
                 Err(e) => {
                     debug!(attempt, "registering again failed: {e}");
                     reason = e.to_string();
@@ -274,14 +282,40 @@ impl Shared {
         }
     }
 
-    /// Joins again the rooms this user was in, which the server may have forgotten.
-    async fn rejoin(&self, session: &Session) {
-        let rooms: Vec<String> = self.rooms().iter().cloned().collect();
-        for room in rooms {
-            if let Err(e) = self.signal.join(session.token.clone(), room.clone()).await {
-                warn!(%room, "could not join again: {e}");
+    /// Reads the rooms this user belongs to (the server keeps memberships across sessions),
+    /// for [`ChatClient::joined_rooms`](crate::ChatClient::joined_rooms).
+    async fn refresh_rooms(&self, session: &Session) {
+        let mut rooms = BTreeSet::new();
+        let mut after = None;
+        loop {
+            let page = match self.signal.my_rooms(session.token.clone(), after, 0).await {
+                Ok(page) => page,
+                Err(e) => {
+                    debug!("could not list this user's rooms: {e}");
+                    return;
+                }
+            };
+            rooms.extend(
+                page.items
+                    .into_iter()
+                    .filter(|r| matches!(r.membership, Membership::Owner | Membership::Member))
+                    .map(|r| r.name),
+            );
+            match page.next {
+                Some(next) if rooms.len() < crate::MAX_LISTED => after = Some(next),
+                _ => break,
             }
         }
+        *self.rooms() = rooms;
+    }
+}
+
+/// An error of the server's streams as people read it: the server's own words when it ended
+/// the stream itself, else what went wrong with the call.
+pub(crate) fn readable(error: &RpcError) -> String {
+    match error {
+        RpcError::Application(message) => message.clone(),
+        other => other.report().to_string(),
     }
 }
 
@@ -298,6 +332,7 @@ pub(crate) async fn run(
     mut session: Session,
     mut renew: mpsc::UnboundedReceiver<String>,
 ) {
+    shared.refresh_rooms(&session).await;
     let mut reconnects = 0;
     loop {
         let ended = shared.serve(&session, reconnects, &mut renew).await;
@@ -313,9 +348,16 @@ pub(crate) async fn run(
         // Peers may have moved while we were away.
         shared.peers.clear();
         warn!(user = %shared.config.name, %reason, "session lost; registering again");
-        session = shared.register_again(reason).await;
+        session = match shared.register_again(reason).await {
+            Ok(session) => session,
+            Err((reason, attempts)) => {
+                warn!(user = %shared.config.name, attempts, %reason, "giving up reconnecting");
+                shared.set_state(ClientState::GaveUp { reason, attempts });
+                return;
+            }
+        };
         reconnects += 1;
         info!(user = %shared.config.name, reconnects, "registered again");
-        shared.rejoin(&session).await;
+        shared.refresh_rooms(&session).await;
     }
 }

@@ -232,7 +232,7 @@ impl Client {
     fn messages(&self) -> Vec<&Value> {
         self.seen
             .iter()
-            .filter(|e| e["event"] == "message" && e.get("room").is_none())
+            .filter(|e| e["event"] == "message" && e["room"].is_null())
             .collect()
     }
 
@@ -296,7 +296,7 @@ fn register_lookup_and_the_online_list() {
 
     // alice learns of bob through her presence stream.
     alice.expect("bob coming online", WAIT, |e| {
-        e["event"] == "presence" && e["joined"] == "bob"
+        e["event"] == "presence" && e["change"] == "joined" && e["users"][0]["name"] == "bob"
     });
 
     let who = alice.command("/who", "who");
@@ -371,14 +371,14 @@ fn a_client_that_stops_heartbeating_disappears() {
     let mut alice = Client::online(&server, "alice", &[]);
     let mut bob = Client::online(&server, "bob", &[]);
     alice.expect("bob coming online", WAIT, |e| {
-        e["event"] == "presence" && e["joined"] == "bob"
+        e["event"] == "presence" && e["change"] == "joined" && e["users"][0]["name"] == "bob"
     });
 
     // SIGKILL: bob neither leaves nor heartbeats any more.
     bob.process.0.kill().unwrap();
     bob.process.0.wait().unwrap();
     alice.expect("bob leaving within the TTL", WAIT, |e| {
-        e["event"] == "presence" && e["left"] == "bob"
+        e["event"] == "presence" && e["change"] == "left" && e["users"][0]["name"] == "bob"
     });
     let who = alice.command("/who", "who");
     assert_eq!(names(&who["online"]), ["alice"]);
@@ -431,12 +431,12 @@ fn store_and_forward_survives_a_server_kill_and_restart() {
     let mut bob = Client::spawn(&server, "bob", bob_id, bob_secret, &bob_args);
     bob.expect("online", WAIT, |e| is_state(e, "online"));
     alice.expect("bob coming online", WAIT, |e| {
-        e["event"] == "presence" && e["joined"] == "bob"
+        e["event"] == "presence" && e["change"] == "joined" && e["users"][0]["name"] == "bob"
     });
     bob.send("/quit");
     assert_eq!(bob.exit_code(WAIT), Some(0));
     alice.expect("bob leaving", WAIT, |e| {
-        e["event"] == "presence" && e["left"] == "bob"
+        e["event"] == "presence" && e["change"] == "left" && e["users"][0]["name"] == "bob"
     });
 
     let texts: Vec<String> = (1..=7).map(|i| format!("message {i}")).collect();
@@ -497,13 +497,13 @@ fn a_room_with_three_members() {
         assert_eq!(joined["room"], "lobby");
     }
     people[0].expect("bob and carol joining", WAIT, |e| {
-        e["event"] == "room" && e["joined"] == "carol"
+        e["event"] == "room" && e["change"] == "joined" && e["user"] == "carol"
     });
     assert!(
         people[0]
             .seen
             .iter()
-            .any(|e| e["event"] == "room" && e["joined"] == "bob")
+            .any(|e| e["event"] == "room" && e["change"] == "joined" && e["user"] == "bob")
     );
 
     people[0].command("/say lobby hello from alice", "posted");
@@ -525,7 +525,7 @@ fn a_room_with_three_members() {
 
     people[2].command("/leave lobby", "left");
     people[0].expect("carol leaving", WAIT, |e| {
-        e["event"] == "room" && e["left"] == "carol"
+        e["event"] == "room" && e["change"] == "left" && e["user"] == "carol"
     });
     let history = people[0].command("/history lobby", "history");
     let texts: Vec<&str> = history["messages"]

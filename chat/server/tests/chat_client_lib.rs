@@ -1,0 +1,79 @@
+//! The chat client library against a real chat server: how it rides out, or gives up on, a
+//! server that goes away.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use chat_client::{ChatClient, ChatClientConfig, ClientState};
+use chat_server::{ChatServer, ChatServerConfig};
+use rpc_core::Backoff;
+
+/// How long anything that should happen may take before the test gives up.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn server(dir: &std::path::Path) -> ChatServer {
+    let mut config = ChatServerConfig::new(dir);
+    config.listen = vec!["tcp://127.0.0.1:0".parse().unwrap()];
+    ChatServer::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_gives_up_after_its_reconnect_limit_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut config = ChatClientConfig::new(server.endpoints()[0].clone(), "quitter");
+    config.call_timeout = Duration::from_millis(500);
+    config.reconnect = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+    config.max_reconnect_attempts = Some(3);
+    let (client, _events) = ChatClient::connect(config).await.unwrap();
+    assert!(client.state().is_online(), "{:?}", client.state());
+
+    // The server goes away for good: three attempts fail, then the client stops.
+    server.shutdown(Duration::from_millis(100)).await;
+    let mut state = client.watch_state();
+    let last = tokio::time::timeout(WAIT, state.wait_for(ClientState::is_final))
+        .await
+        .expect("the client gives up")
+        .unwrap()
+        .clone();
+    match last {
+        ClientState::GaveUp { reason, attempts } => {
+            assert_eq!(attempts, 3);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    // A call now says the client is closed rather than waiting.
+    assert!(client.who().await.is_err());
+}
+
+#[tokio::test]
+async fn without_a_limit_a_client_keeps_trying_until_the_server_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = server(dir.path()).await;
+    let endpoint = first.endpoints()[0].clone();
+    let mut config = ChatClientConfig::new(endpoint.clone(), "stayer");
+    config.call_timeout = Duration::from_millis(500);
+    config.reconnect = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+    let (client, _events) = ChatClient::connect(config).await.unwrap();
+    first.shutdown(Duration::from_millis(100)).await;
+    let mut state = client.watch_state();
+    tokio::time::timeout(WAIT, async {
+        while !matches!(&*state.borrow(), ClientState::Reconnecting { attempt, .. } if *attempt >= 5)
+        {
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("several failed attempts");
+    // The same address again: the client is back by itself.
+    let mut config = ChatServerConfig::new(dir.path());
+    config.listen = vec![endpoint];
+    let second = ChatServer::start(config).await.unwrap();
+    tokio::time::timeout(WAIT, state.wait_for(ClientState::is_online))
+        .await
+        .expect("back online")
+        .unwrap();
+    client.shutdown().await;
+    second.shutdown(Duration::from_millis(100)).await;
+}
