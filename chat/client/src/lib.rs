@@ -59,7 +59,7 @@ pub use self::command::{Command, HELP};
 pub use self::config::{ChatClientConfig, DEFAULT_LISTEN, DEFAULT_SERVER, new_secret};
 pub use self::event::{ChatEvent, ClientError, ClientState, SendReport};
 use self::peer::{PeerClients, PeerService, Sink, check_text};
-pub use self::render::{event_json, event_text, path_name, user_json};
+pub use self::render::{event_json, event_text, path_name, printable, user_json};
 use self::session::Shared;
 
 /// The most items [`ChatClient::who`], [`ChatClient::rooms`], [`ChatClient::members`] and

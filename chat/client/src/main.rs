@@ -11,7 +11,7 @@ use anyhow::Context;
 use chat_api::{Access, Friend, FriendState, Membership, RoomInfo, UserInfo, excerpt};
 use chat_client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
-    HELP, event_json, event_text, new_secret, path_name, user_json,
+    HELP, event_json, event_text, new_secret, path_name, printable, user_json,
 };
 use clap::Parser;
 use rpc_core::{Endpoint, Format};
@@ -472,7 +472,11 @@ impl Session {
                     .collect();
                 let mut text = format!("* last {} posts in #{room}:", posts.len());
                 for m in &posts {
-                    text.push_str(&format!("\n  {}: {}", m.from.name, m.text));
+                    text.push_str(&format!(
+                        "\n  {}: {}",
+                        printable(&m.from.name),
+                        printable(&m.text)
+                    ));
                 }
                 out.result(
                     json!({"event": "history", "room": room, "messages": messages}),

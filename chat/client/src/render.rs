@@ -4,6 +4,7 @@ use chat_api::{
     Destination, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, Sender, UserInfo,
 };
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use uuid::Uuid;
 
 use crate::event::{ChatEvent, ClientState};
@@ -143,14 +144,42 @@ fn state_json(state: &ClientState) -> Value {
     })
 }
 
+/// `text` safe to print on a terminal: control characters (which could move the cursor,
+/// clear the screen or retitle the window: escape sequences), and the Unicode controls that
+/// reorder or hide text (bidirectional embeddings, overrides and isolates, zero-width
+/// characters), are shown as `\u{…}` escapes; a line break is kept, indented under the line it
+/// belongs to.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
+    };
+    if !text.chars().any(|c| hidden(c) || c == '\n') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\n    "),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// An event as a line for people; `me` is this client's user, whose own presence changes and
 /// room joins are not worth a line.
 pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
     Some(match event {
-        ChatEvent::Message(m) => match &m.to {
-            Destination::Room(room) => format!("[#{room}] {}: {}", m.from.name, m.text),
-            Destination::User(_) => format!("[{}] {}: {}", path_name(m.path), m.from.name, m.text),
-        },
+        ChatEvent::Message(m) => {
+            let (from, text) = (printable(&m.from.name), printable(&m.text));
+            match &m.to {
+                Destination::Room(room) => format!("[#{}] {from}: {text}", printable(room)),
+                Destination::User(_) => format!("[{}] {from}: {text}", path_name(m.path)),
+            }
+        }
         ChatEvent::Presence(PresenceEvent::Online { users, more }) => {
             let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
             let more = if *more { ", and more:" } else { "" };
@@ -350,5 +379,29 @@ mod tests {
         }
         let kinds: Vec<&str> = shapes.keys().map(String::as_str).collect();
         assert_eq!(kinds, ["friend", "message", "presence", "room", "state"]);
+    }
+
+    #[test]
+    fn text_that_could_take_over_a_terminal_is_escaped() {
+        assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("x\u{202E}txt.exe"), "x\\u{202e}txt.exe");
+        assert_eq!(printable("bell\x07\r"), "bell\\u{7}\\u{d}");
+        assert_eq!(printable("two\nlines"), "two\n    lines");
+        let me = Uuid::new_v4();
+        let message = Envelope {
+            id: Uuid::new_v4(),
+            from: Sender {
+                id: Uuid::new_v4(),
+                name: "eve".into(),
+            },
+            to: Destination::User(me),
+            text: "\x1b]0;pwned\x07hi".into(),
+            sent_at_ms: 5,
+            path: Path::Direct,
+        };
+        let line = event_text(&ChatEvent::Message(message), me).unwrap();
+        assert!(!line.chars().any(char::is_control), "{line:?}");
     }
 }
