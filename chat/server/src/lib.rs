@@ -7,8 +7,8 @@
 //!   instance go, the session ends, rooms are told and every `presence` stream sees `Left`.
 //! - **Identity**: the first registration of a user id binds it to the secret given (a salted
 //!   SHA-256 in the store); later registrations must present it. Registering again with the
-//!   right secret replaces the previous session. Names are unique among online users, compared
-//!   case-insensitively.
+//!   right secret replaces the previous session. Names are compared by a key that folds case,
+//!   width and look-alike characters (see `validate::name_key`).
 //! - **Relay and store-and-forward**: every relayed message is committed to the
 //!   [`Store`] (by default [`RedbStore`], one redb file) before
 //!   it is pushed and before `relay` returns, and deleted only when the recipient acknowledges it. A new inbox replays

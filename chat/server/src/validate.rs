@@ -4,6 +4,8 @@ use std::str::FromStr;
 
 use chat_api::{ChatError, MAX_NAME_CHARS, MAX_ROOM_CHARS, MAX_TEXT_BYTES, excerpt};
 use rpc_core::Endpoint;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::confusable_detection::skeleton;
 use uuid::Uuid;
 
 /// The longest secret, in bytes.
@@ -74,10 +76,14 @@ pub(crate) fn endpoint(endpoint: Option<String>) -> Result<Option<String>, ChatE
     }
 }
 
-/// How names are compared for uniqueness and lookups: case-insensitively, so that "Alice" and
-/// "alice" cannot be online at once.
+/// How names are compared for uniqueness and lookups: two names that a reader could take for
+/// one another have the same key, so that one user cannot pass for another. The key folds case
+/// and width (NFKC after lowercasing: "Alice", "ALICE" and the fullwidth "ａｌｉｃｅ" are one name)
+/// and maps each character to its confusable prototype (the skeleton of Unicode Technical
+/// Standard #39: the Cyrillic "аlice" and "alice" are one name, as are "rn" and "m").
 pub(crate) fn name_key(name: &str) -> String {
-    name.to_lowercase()
+    let folded: String = name.to_lowercase().nfkc().collect();
+    skeleton(&folded).collect()
 }
 
 /// Whether a character shows nothing, or changes how the text around it shows, so that two
@@ -171,6 +177,25 @@ mod tests {
             assert!(display_name(bad).is_err(), "{bad:?}");
         }
         assert!(display_name(&Uuid::new_v4().to_string()).is_err());
+    }
+
+    #[test]
+    fn names_that_look_alike_have_one_key() {
+        let alice = name_key("alice");
+        for alike in [
+            "Alice",
+            "ALICE",
+            "\u{FF41}lice",
+            "\u{430}lice",
+            "ａｌｉｃｅ",
+        ] {
+            assert_eq!(name_key(alike), alice, "{alike:?}");
+        }
+        assert_eq!(name_key("modern"), name_key("rnodern"));
+        assert_eq!(name_key("paypal"), name_key("paypa1"));
+        for other in ["alicia", "bob", "al ice"] {
+            assert_ne!(name_key(other), alice, "{other:?}");
+        }
     }
 
     #[test]
