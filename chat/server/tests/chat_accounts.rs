@@ -3,6 +3,8 @@
 //! and across two servers sharing a store and a registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -397,4 +399,105 @@ async fn friend_events_reach_a_user_on_another_node() {
     assert_eq!(again.user.id, bob_session.user.id);
     a.shutdown(Duration::from_millis(200)).await;
     b.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_password_hashed_with_other_parameters_is_hashed_again_at_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.redb");
+    let open = || Arc::new(RedbStore::open(&path).unwrap()) as Arc<dyn Store>;
+    let with = |store: &Arc<dyn Store>, iterations: u32| {
+        let mut config = config(dir.path());
+        config.store = Some(store.clone());
+        config.password_hashing.iterations = iterations;
+        ChatServer::start(config)
+    };
+    let store = open();
+    let server = with(&store, 1).await.unwrap();
+    let api = connect(&server).await;
+    let id = Uuid::new_v4();
+    register_as(&api, id, "dora", "pw").await.unwrap();
+    let before = store.user(id).await.unwrap().unwrap().credential;
+    assert!(
+        before.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+        "{before}"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+
+    let store = open();
+    let server = with(&store, 2).await.unwrap();
+    let api = connect(&server).await;
+    // The old hash still verifies (a wrong password still does not), and is replaced.
+    assert_eq!(
+        refused(login(&api, "dora", "wrong").await),
+        ChatError::WrongLogin
+    );
+    assert_eq!(store.user(id).await.unwrap().unwrap().credential, before);
+    let session = login(&api, "dora", "pw").await.unwrap();
+    assert_eq!(session.user.id, id);
+    let after = store.user(id).await.unwrap().unwrap().credential;
+    assert!(after.starts_with("$argon2id$v=19$m=64,t=2,p=1$"), "{after}");
+    // And the new one verifies.
+    register_as(&api, id, "dora", "pw").await.unwrap();
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn account_settings_out_of_range_are_refused_when_the_server_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |configure: fn(&mut ChatServerConfig)| {
+        let mut config = config(dir.path());
+        configure(&mut config);
+        async move {
+            match ChatServer::start(config).await {
+                Ok(server) => {
+                    server.shutdown(Duration::from_secs(1)).await;
+                    panic!("the server started");
+                }
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    let error = refused(|c| c.max_friends = 0).await;
+    assert!(error.contains("friends"), "{error}");
+    let error = refused(|c| c.password_hashing.memory_kib = 7).await;
+    assert!(error.contains("password hashing memory"), "{error}");
+    let error = refused(|c| c.password_hashing.iterations = 0).await;
+    assert!(error.contains("iterations"), "{error}");
+    let error = refused(|c| c.password_hashing.parallelism = 65).await;
+    assert!(error.contains("parallelism"), "{error}");
+    // Each lane needs 8 KiB.
+    let error = refused(|c| {
+        c.password_hashing.memory_kib = 8;
+        c.password_hashing.parallelism = 2;
+    })
+    .await;
+    assert!(error.contains("password hashing"), "{error}");
+    assert!(!dir.path().join("chat.redb").exists());
+}
+
+#[test]
+fn the_server_program_refuses_account_settings_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = env!("CARGO_BIN_EXE_chat-server");
+    let base = ["--listen", "tcp://127.0.0.1:0", "--data-dir", data];
+    for (flag, value) in [
+        ("--max-friends", "0"),
+        ("--password-memory-kib", "7"),
+        ("--password-memory-kib", "4194305"),
+        ("--password-iterations", "0"),
+        ("--password-parallelism", "65"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain([flag, value]).collect();
+        let said = support::refused_at_startup(server, &args);
+        assert!(said.contains(flag), "{flag} {value}: {said}");
+    }
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--password-memory-kib", "8", "--password-parallelism", "2"])
+        .collect();
+    let said = support::refused_at_startup(server, &args);
+    assert!(said.contains("password hashing"), "{said}");
 }
