@@ -27,6 +27,7 @@ pub async fn run(backend: &impl Backend) {
     names_are_reserved_for_good_and_freed_by_a_rename(&backend.open("names").await).await;
     friends_request_accept_and_unfriend(&backend.open("friends").await).await;
     the_friends_quota_counts_both_sides(&backend.open("friend_quota").await).await;
+    concurrent_claims_on_a_name_and_crossing_requests(&backend.open("races").await).await;
     relay_stores_in_order_and_is_idempotent_by_id(&backend.open("relay").await).await;
     mailbox_pages_after_a_cursor(&backend.open("mailbox").await).await;
     ack_deletes_and_is_idempotent(&backend.open("ack").await).await;
@@ -315,6 +316,51 @@ async fn the_friends_quota_counts_both_sides(store: &Arc<dyn Store>) {
     assert_eq!(
         store.request_friend(dan, ann, 2).await.unwrap(),
         FriendRequested::Requested
+    );
+    store.close().await;
+}
+
+async fn concurrent_claims_on_a_name_and_crossing_requests(store: &Arc<dyn Store>) {
+    // Ten new ids claim one name at once: one gets it.
+    let claims = (0..10).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let name = if i % 2 == 0 { "Race" } else { "race" };
+            store.bind(Uuid::new_v4(), name, "c", None).await.unwrap()
+        })
+    });
+    let outcomes: Vec<Binding> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let created = outcomes.iter().filter(|b| **b == Binding::Created).count();
+    let taken = outcomes
+        .iter()
+        .filter(|b| **b == Binding::NameTaken)
+        .count();
+    assert_eq!((created, taken), (1, 9), "{outcomes:?}");
+
+    // Two users ask each other at once: one request, one acceptance, friends either way.
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let (a, b) = tokio::join!(
+        store.request_friend(ann, bob, 10),
+        store.request_friend(bob, ann, 10)
+    );
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| *o == FriendRequested::Accepted);
+    assert_eq!(
+        outcomes,
+        [FriendRequested::Requested, FriendRequested::Accepted]
+    );
+    assert_eq!(
+        sorted_friends(store, ann).await,
+        [friend(bob, "bob", FriendState::Friends)]
+    );
+    assert_eq!(
+        sorted_friends(store, bob).await,
+        [friend(ann, "ann", FriendState::Friends)]
     );
     store.close().await;
 }
