@@ -79,7 +79,7 @@ struct Args {
     /// away; --server is used while it lists none.
     #[arg(long)]
     registry: Option<Endpoint>,
-    /// The display name, unique among online users (at most 32 characters).
+    /// The display name (at most 32 characters), reserved to this id for good by the server.
     #[arg(long)]
     name: String,
     /// The user's UUID. Default: from the identity file, or a new one saved there.
