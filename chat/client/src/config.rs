@@ -32,7 +32,8 @@ pub struct ChatClientConfig {
     /// The user's id. Default: a new random id (keep it, with the secret, to come back as the
     /// same user). With `login`, the id the server knows the name by replaces it.
     pub id: Uuid,
-    /// The display name, reserved to the id for good at its first registration.
+    /// The display name, reserved to this id for good by the server (no other account may take
+    /// it, online or not).
     pub name: String,
     /// The account's password: the secret the id is bound to at its first registration.
     /// Default: a new random secret.

@@ -66,6 +66,72 @@ pub struct ChatServerConfig {
     /// [`MIN_PAGE_BYTES`] to `max_frame_len` / [`PAGE_EXPANSION`], so that no page can reach
     /// the frame limit whatever it lists. Default: 64 KiB.
     pub max_page_bytes: usize,
+    /// How many friends and friend requests (sent or received) one user may have, 1 to
+    /// [`MAX_QUOTA`](Self::MAX_QUOTA). A request past it, on either side, is refused with
+    /// [`ChatError::Quota`](chat_api::ChatError::Quota). Default: 1,000.
+    pub max_friends: u32,
+    /// How account passwords are hashed (argon2id). Default: [`PasswordHashing::default`],
+    /// OWASP's recommendation.
+    pub password_hashing: PasswordHashing,
+}
+
+/// The argon2id parameters account passwords are hashed with. Each hash records the
+/// parameters it was made with, so changing them leaves existing passwords working; a password
+/// hashed with other parameters is hashed again with these when its user next signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PasswordHashing {
+    /// Memory per hash, in KiB, from [`MIN_MEMORY_KIB`](Self::MIN_MEMORY_KIB) (and at least
+    /// 8 × `parallelism`) to [`MAX_MEMORY_KIB`](Self::MAX_MEMORY_KIB). Default: 19,456
+    /// (19 MiB).
+    pub memory_kib: u32,
+    /// Passes over the memory, 1 to [`MAX_ITERATIONS`](Self::MAX_ITERATIONS). Default: 2.
+    pub iterations: u32,
+    /// Lanes, 1 to [`MAX_PARALLELISM`](Self::MAX_PARALLELISM). Default: 1.
+    pub parallelism: u32,
+}
+
+impl PasswordHashing {
+    /// The smallest memory setting argon2 allows.
+    pub const MIN_MEMORY_KIB: u32 = 8;
+    /// The largest memory setting: 4 GiB.
+    pub const MAX_MEMORY_KIB: u32 = 4 << 20;
+    /// The most passes.
+    pub const MAX_ITERATIONS: u32 = 100;
+    /// The most lanes.
+    pub const MAX_PARALLELISM: u32 = 64;
+
+    /// These settings as argon2 parameters, if argon2 accepts them.
+    pub(crate) fn params(&self) -> Result<argon2::Params, ConfigError> {
+        in_range(
+            "the password hashing memory (KiB)",
+            self.memory_kib,
+            Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB,
+        )?;
+        in_range(
+            "the password hashing iterations",
+            self.iterations,
+            1..=Self::MAX_ITERATIONS,
+        )?;
+        in_range(
+            "the password hashing parallelism",
+            self.parallelism,
+            1..=Self::MAX_PARALLELISM,
+        )?;
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| ConfigError(format!("password hashing parameters: {e}")))
+    }
+}
+
+impl Default for PasswordHashing {
+    /// OWASP's recommendation for argon2id: 19 MiB, 2 iterations, 1 lane.
+    fn default() -> Self {
+        PasswordHashing {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
 }
 
 impl ChatServerConfig {
@@ -104,6 +170,8 @@ impl ChatServerConfig {
     pub const MAX_PAGE_ITEMS_LIMIT: usize = 10_000;
     /// The default byte budget of a page.
     pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 << 10;
+    /// The default number of friends and friend requests one user may have.
+    pub const DEFAULT_MAX_FRIENDS: u32 = 1_000;
 
     /// The defaults, with the database in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -125,6 +193,8 @@ impl ChatServerConfig {
             max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
             max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
             max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
+            max_friends: Self::DEFAULT_MAX_FRIENDS,
+            password_hashing: PasswordHashing::default(),
         }
     }
 
@@ -137,7 +207,7 @@ impl ChatServerConfig {
 
     /// Checks every setting against its range, and the settings that depend on each other,
     /// so that a bad one is reported when the server starts rather than failing later.
-    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(ConfigError("no endpoint to listen on".into()));
         }
@@ -188,6 +258,12 @@ impl ChatServerConfig {
             self.max_page_bytes,
             MIN_PAGE_BYTES..=self.max_frame_len / PAGE_EXPANSION,
         )?;
+        in_range(
+            "the quota of friends",
+            self.max_friends,
+            1..=Self::MAX_QUOTA,
+        )?;
+        self.password_hashing.params()?;
         Ok(())
     }
 }

@@ -5,10 +5,14 @@
 //!   session is an instance of `chat.presence` under its own lease, kept alive by the client's
 //!   `heartbeat`. When a client stops, its lease expires, the server's watch on the key sees the
 //!   instance go, the session ends, rooms are told and every `presence` stream sees `Left`.
-//! - **Identity**: the first registration of a user id binds it to the secret given (a salted
-//!   SHA-256 in the store); later registrations must present it. Registering again with the
-//!   right secret replaces the previous session. Names are compared by a key that folds case,
-//!   width and look-alike characters (see `validate::name_key`).
+//! - **Accounts**: the first registration of a user id makes its account: the secret given is
+//!   its password (an argon2id hash in the store) and the name is reserved to it for good,
+//!   compared by a key that folds case, width and look-alike characters
+//!   (see `validate::name_key`); later registrations must present the password, and may
+//!   rename to a free name. `login` opens a session by name and password. Registering again
+//!   replaces the previous session.
+//! - **Friends**: requests, acceptance and the list live in the store; each change is pushed
+//!   to the other user wherever they are online.
 //! - **Relay and store-and-forward**: every relayed message is committed to the
 //!   [`Store`] (by default [`RedbStore`], one redb file) before
 //!   it is pushed and before `relay` returns, and deleted only when the recipient acknowledges it. A new inbox replays
@@ -35,9 +39,11 @@
 
 mod by_name;
 mod config;
+mod friends;
 mod inbox;
 mod nodes;
 pub mod page;
+mod password;
 mod presence;
 mod rooms;
 mod service;
@@ -58,7 +64,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::config::{ChatServerConfig, ConfigError};
+pub use self::config::{ChatServerConfig, ConfigError, PasswordHashing};
 use self::service::ChatService;
 pub use self::shutdown::{StopSignal, shutdown_signal};
 use self::state::{Settings, Shared};
@@ -122,6 +128,8 @@ impl ChatServer {
             max_rooms_joined: config.max_rooms_joined,
             max_page_items: config.max_page_items,
             max_page_bytes: config.max_page_bytes,
+            max_friends: config.max_friends,
+            password_hashing: config.password_hashing,
         };
         let shared = Arc::new(Shared::new(
             settings,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chat_server::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 use chat_server::store::{PgStore, Store};
-use chat_server::{ChatServer, ChatServerConfig};
+use chat_server::{ChatServer, ChatServerConfig, PasswordHashing};
 use clap::Parser;
 use rpc_core::Endpoint;
 use rpc_registry::{Registry, RemoteRegistry};
@@ -109,6 +109,39 @@ struct Args {
         ),
     )]
     max_page_bytes: u64,
+    /// How many friends and friend requests (sent or received) one user may have (1 to
+    /// 1000000). Past it, on either side, requests are refused with a "quota reached" error.
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_FRIENDS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
+    )]
+    max_friends: u32,
+    /// The memory of one password hash (argon2id), in KiB (8 to 4194304, and at least 8 per
+    /// lane). Existing passwords keep working when it changes; they are hashed again with the
+    /// new settings when their users sign in.
+    #[arg(
+        long,
+        default_value_t = PasswordHashing::default().memory_kib,
+        value_parser = clap::value_parser!(u32).range(
+            i64::from(PasswordHashing::MIN_MEMORY_KIB)..=i64::from(PasswordHashing::MAX_MEMORY_KIB)
+        ),
+    )]
+    password_memory_kib: u32,
+    /// The passes of one password hash over its memory (1 to 100).
+    #[arg(
+        long,
+        default_value_t = PasswordHashing::default().iterations,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(PasswordHashing::MAX_ITERATIONS)),
+    )]
+    password_iterations: u32,
+    /// The lanes of one password hash (1 to 64).
+    #[arg(
+        long,
+        default_value_t = PasswordHashing::default().parallelism,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(PasswordHashing::MAX_PARALLELISM)),
+    )]
+    password_parallelism: u32,
     /// How long calls in flight may take to finish at shutdown, in seconds (0 to 3600).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace: u64,
@@ -129,6 +162,15 @@ async fn main() -> anyhow::Result<()> {
     config.max_rooms_joined = args.max_rooms_joined;
     config.max_page_items = usize::try_from(args.max_page_items)?;
     config.max_page_bytes = usize::try_from(args.max_page_bytes)?;
+    config.max_friends = args.max_friends;
+    config.password_hashing.memory_kib = args.password_memory_kib;
+    config.password_hashing.iterations = args.password_iterations;
+    config.password_hashing.parallelism = args.password_parallelism;
+    if let Err(e) = config.check() {
+        // A usage error, like the ranges clap checks: the lanes need memory.
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     config.registry = match args.registry.as_str() {
         "embedded" => None,
         endpoint => {

@@ -8,7 +8,7 @@
 //! serializer, an encoded page is at most a small multiple of it (see
 //! [`PAGE_EXPANSION`]).
 
-use chat_api::{Destination, Envelope, Page, RoomInfo, Sender, UserInfo};
+use chat_api::{Destination, Envelope, Friend, Page, RoomInfo, Sender, UserInfo};
 
 /// What an item counts for beside its strings: its ids, numbers and field names.
 pub const ITEM_OVERHEAD: usize = 64;
@@ -73,6 +73,12 @@ impl ContentLen for UserInfo {
 impl ContentLen for Sender {
     fn content_len(&self) -> usize {
         ITEM_OVERHEAD + self.name.len()
+    }
+}
+
+impl ContentLen for Friend {
+    fn content_len(&self) -> usize {
+        self.user.content_len()
     }
 }
 

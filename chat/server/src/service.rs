@@ -34,8 +34,8 @@ impl Signal for ChatService {
         self.shared.register(observed(ctx.peer()), request).await
     }
 
-    async fn login(&self, _ctx: CallContext, _request: LoginRequest) -> Result<Session, ChatError> {
-        Err(not_served("login")) // PLACEHOLDER(accounts)
+    async fn login(&self, ctx: CallContext, request: LoginRequest) -> Result<Session, ChatError> {
+        self.shared.login(observed(ctx.peer()), request).await
     }
 
     async fn heartbeat(&self, token: String) -> Result<(), ChatError> {
@@ -192,30 +192,34 @@ impl Signal for ChatService {
         Err(not_served("my_rooms")) // PLACEHOLDER(groups)
     }
 
-    async fn request_friend(&self, _token: String, _user: Uuid) -> Result<FriendState, ChatError> {
-        Err(not_served("request_friend")) // PLACEHOLDER(accounts)
+    async fn request_friend(&self, token: String, user: Uuid) -> Result<FriendState, ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.request_friend(&session, user).await
     }
 
-    async fn accept_friend(&self, _token: String, _user: Uuid) -> Result<(), ChatError> {
-        Err(not_served("accept_friend")) // PLACEHOLDER(accounts)
+    async fn accept_friend(&self, token: String, user: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.accept_friend(&session, user).await
     }
 
-    async fn unfriend(&self, _token: String, _user: Uuid) -> Result<(), ChatError> {
-        Err(not_served("unfriend")) // PLACEHOLDER(accounts)
+    async fn unfriend(&self, token: String, user: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.unfriend(&session, user).await
     }
 
     async fn friends(
         &self,
-        _token: String,
-        _after: Option<String>,
-        _limit: u32,
+        token: String,
+        after: Option<String>,
+        limit: u32,
     ) -> Result<Page<Friend>, ChatError> {
-        Err(not_served("friends")) // PLACEHOLDER(accounts)
+        let session = self.shared.session(&token)?;
+        let limits = self.shared.settings.page(limit);
+        self.shared.friends(&session, after, limits).await
     }
 }
 
 // PLACEHOLDER(groups)
-// PLACEHOLDER(accounts)
 fn not_served(what: &str) -> ChatError {
     ChatError::Invalid(format!("{what}: not served yet"))
 }

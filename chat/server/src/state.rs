@@ -6,19 +6,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chat_api::{ChatError, RegisterRequest, Sender, Session as SessionReply, UserInfo, excerpt};
+use chat_api::{
+    ChatError, LoginRequest, RegisterRequest, Sender, Session as SessionReply, UserInfo, excerpt,
+};
 use rpc_registry::{LeaseId, Registry, RegistryError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::config::PasswordHashing;
 use crate::inbox::InboxSlot;
 use crate::nodes::NodeLinks;
 use crate::page::PageLimits;
+use crate::password::{Passwords, Verdict};
 use crate::presence::{self, Presence};
 use crate::rooms::Rooms;
 use crate::store::{Binding, Store, StoreError};
 use crate::validate::{self, name_key};
+
+/// How many times a registration reads an account again that another server changed while it
+/// verified the password, before it gives up.
+const BIND_ATTEMPTS: usize = 3;
 
 /// Registrations, leaves and room changes of one user run one at a time; users are spread
 /// over this many locks.
@@ -35,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) max_rooms_joined: u32,
     pub(crate) max_page_items: usize,
     pub(crate) max_page_bytes: usize,
+    pub(crate) max_friends: u32,
+    pub(crate) password_hashing: PasswordHashing,
 }
 
 impl Settings {
@@ -60,6 +70,7 @@ pub(crate) struct Shared {
     pub(crate) rooms: Rooms,
     /// Clients of the other chat servers on the same registry.
     pub(crate) nodes: NodeLinks,
+    passwords: Passwords,
     sessions: Mutex<Sessions>,
     next_serial: AtomicU64,
     user_locks: Vec<tokio::sync::Mutex<()>>,
@@ -69,9 +80,6 @@ pub(crate) struct Shared {
 struct Sessions {
     by_token: HashMap<String, Arc<Session>>,
     by_user: HashMap<Uuid, Arc<Session>>,
-    /// The names of online users and of registrations in progress ([`name_key`]), to their
-    /// user.
-    names: HashMap<String, Uuid>,
 }
 
 /// One registered session.
@@ -124,6 +132,7 @@ impl Shared {
         node_secret: String,
     ) -> Self {
         Shared {
+            passwords: Passwords::new(settings.password_hashing),
             settings,
             store,
             registry,
@@ -151,24 +160,72 @@ impl Shared {
         let advertised = validate::endpoint(request.endpoint)?;
         let id = request.id;
         let _user = self.lock_user(id).await;
-        self.check_identity(id, &request.name, &request.secret)
+        self.bind_account(id, &request.name, &request.secret)
             .await?;
-        let key = name_key(&request.name);
-        self.reserve_name(id, &key, &request.name)?;
         let info = UserInfo {
             id,
             name: request.name,
             advertised,
             observed,
         };
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let (lease, revision) = match self.announce(&info, serial).await {
-            Ok(announced) => announced,
-            Err(e) => {
-                self.release_name(id, &key);
-                return Err(e);
-            }
+        self.open_session(info).await
+    }
+
+    /// Opens a session on the account with this name if the password is right.
+    pub(crate) async fn login(
+        &self,
+        observed: String,
+        request: LoginRequest,
+    ) -> Result<SessionReply, ChatError> {
+        validate::display_name(&request.name)?;
+        validate::secret(&request.password)?;
+        let advertised = validate::endpoint(request.endpoint)?;
+        let found = self
+            .store
+            .user_by_name(&request.name)
+            .await
+            .map_err(storage_error)?;
+        let Some((id, _)) = found else {
+            // As long as a wrong password takes: the answer does not tell which it was.
+            self.passwords.verify_nothing(&request.password).await?;
+            info!(name = %excerpt(&request.name), "login with an unknown name");
+            return Err(ChatError::WrongLogin);
         };
+        let _user = self.lock_user(id).await;
+        // Read again under the user's lock: the account may have changed meanwhile.
+        let Some(account) = self.store.user(id).await.map_err(storage_error)? else {
+            return Err(ChatError::WrongLogin);
+        };
+        if name_key(&account.name) != name_key(&request.name) {
+            // Renamed since it was found.
+            return Err(ChatError::WrongLogin);
+        }
+        match self
+            .bind_account(id, &account.name, &request.password)
+            .await
+        {
+            Ok(()) => {}
+            Err(ChatError::WrongSecret(_) | ChatError::NameTaken(_)) => {
+                warn!(user = %id, "login with a wrong password");
+                return Err(ChatError::WrongLogin);
+            }
+            Err(e) => return Err(e),
+        }
+        let info = UserInfo {
+            id,
+            name: account.name,
+            advertised,
+            observed,
+        };
+        self.open_session(info).await
+    }
+
+    /// Opens a session for a user whose account checked out, replacing their previous one.
+    /// The caller holds the user's lock.
+    async fn open_session(&self, info: UserInfo) -> Result<SessionReply, ChatError> {
+        let id = info.id;
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let (lease, revision) = self.announce(&info, serial).await?;
         let session = Arc::new(Session {
             token: new_token(),
             serial,
@@ -187,10 +244,6 @@ impl Shared {
                 .insert(session.token.clone(), session.clone());
             if let Some(old) = &old {
                 sessions.by_token.remove(&old.token);
-                let old_key = name_key(&old.info.name);
-                if old_key != key {
-                    sessions.names.remove(&old_key);
-                }
             }
             old
         };
@@ -276,10 +329,6 @@ impl Shared {
             if current {
                 sessions.by_user.remove(&id);
                 sessions.by_token.remove(&session.token);
-                let key = name_key(&session.info.name);
-                if sessions.names.get(&key) == Some(&id) {
-                    sessions.names.remove(&key);
-                }
             }
             current
         };
@@ -308,7 +357,6 @@ impl Shared {
         let sessions: Vec<_> = {
             let mut sessions = self.sessions();
             sessions.by_token.clear();
-            sessions.names.clear();
             sessions.by_user.drain().map(|(_, s)| s).collect()
         };
         let revokes = sessions.iter().map(|session| {
@@ -348,53 +396,55 @@ impl Shared {
         self.user_locks[stripe].lock().await
     }
 
-    /// Checks (or, the first time, binds) the user's secret.
-    async fn check_identity(&self, id: Uuid, name: &str, secret: &str) -> Result<(), ChatError> {
-        // The common case, a known user with an unchanged name, needs no write.
-        match self.store.user(id).await.map_err(storage_error)? {
-            Some(user) if !user.verify(secret) => {
-                warn!(user = %id, "registration with a wrong secret");
-                return Err(ChatError::WrongSecret(id));
+    /// Checks the password of the account `id` (or, the first time, makes the account) and
+    /// records `name` as its name, which must not be reserved to another account. A password
+    /// hashed the old way or with other parameters is hashed again. The caller holds the
+    /// user's lock.
+    async fn bind_account(&self, id: Uuid, name: &str, password: &str) -> Result<(), ChatError> {
+        for _ in 0..BIND_ATTEMPTS {
+            let stored = self.store.user(id).await.map_err(storage_error)?;
+            let (expected, credential) = match &stored {
+                None => {
+                    // A taken name is refused before the hash is paid for.
+                    let owner = self.store.user_by_name(name).await.map_err(storage_error)?;
+                    if owner.is_some_and(|(owner, _)| owner != id) {
+                        return Err(ChatError::NameTaken(name.to_owned()));
+                    }
+                    (None, self.passwords.hash(password).await?)
+                }
+                Some(user) => match self.passwords.verify(&user.credential, password).await? {
+                    Verdict::Wrong => {
+                        warn!(user = %id, "registration with a wrong secret");
+                        return Err(ChatError::WrongSecret(id));
+                    }
+                    // The common case, a known user with an unchanged name, needs no write.
+                    Verdict::Right if user.name == name => return Ok(()),
+                    Verdict::Right => (Some(user.credential.as_str()), user.credential.clone()),
+                    Verdict::Outdated => (
+                        Some(user.credential.as_str()),
+                        self.passwords.hash(password).await?,
+                    ),
+                },
+            };
+            match self
+                .store
+                .bind(id, name, &credential, expected)
+                .await
+                .map_err(storage_error)?
+            {
+                Binding::Created => {
+                    info!(user = %id, "new account");
+                    return Ok(());
+                }
+                Binding::Updated => return Ok(()),
+                Binding::NameTaken => return Err(ChatError::NameTaken(name.to_owned())),
+                Binding::Stale => {}
             }
-            Some(user) if user.name == name => return Ok(()),
-            _ => {}
         }
-        match self
-            .store
-            .bind(id, name, secret)
-            .await
-            .map_err(storage_error)?
-        {
-            Binding::Created => {
-                info!(user = %id, "new user id bound to its secret");
-                Ok(())
-            }
-            Binding::Verified => Ok(()),
-            Binding::WrongSecret => Err(ChatError::WrongSecret(id)),
-        }
-    }
-
-    fn reserve_name(&self, id: Uuid, key: &str, name: &str) -> Result<(), ChatError> {
-        let mut sessions = self.sessions();
-        match sessions.names.get(key) {
-            Some(owner) if *owner != id => Err(ChatError::NameTaken(name.to_owned())),
-            _ => {
-                sessions.names.insert(key.to_owned(), id);
-                Ok(())
-            }
-        }
-    }
-
-    /// Gives a reserved name back unless the user's current session uses it.
-    fn release_name(&self, id: Uuid, key: &str) {
-        let mut sessions = self.sessions();
-        let in_use = sessions
-            .by_user
-            .get(&id)
-            .is_some_and(|s| name_key(&s.info.name) == key);
-        if !in_use && sessions.names.get(key) == Some(&id) {
-            sessions.names.remove(key);
-        }
+        warn!(user = %id, "the account kept changing during registration");
+        Err(ChatError::Storage(
+            "the account changed during registration; try again".into(),
+        ))
     }
 
     /// Puts the user's presence in the registry under a new lease.

@@ -55,11 +55,69 @@ async fn the_postgres_store_keeps_the_contract() {
 }
 
 #[tokio::test]
+async fn users_of_the_format_before_accounts_are_migrated_on_connect() {
+    let server = PgServer::start();
+    server.create_database("legacy").await;
+    let (client, connection) =
+        tokio_postgres::connect(&server.url("legacy"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    // The table as the store made it before accounts, with two users whose names clash.
+    client
+        .batch_execute(
+            "CREATE TABLE chat_users (id UUID PRIMARY KEY, name TEXT NOT NULL, \
+             salt BYTEA NOT NULL, hash BYTEA NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let (ann, bob, other_ann) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    for (id, name) in [(ann, "Ann"), (bob, "bob"), (other_ann, "ANN")] {
+        client
+            .execute(
+                "INSERT INTO chat_users (id, name, salt, hash) VALUES ($1, $2, $3, $4)",
+                &[&id, &name, &vec![0xabu8; 16], &vec![0xcdu8; 32]],
+            )
+            .await
+            .unwrap();
+    }
+    drop(client);
+    let _ = connection.await;
+
+    let store = PgStore::connect(&server.url("legacy")).await.unwrap();
+    let account = store.user(ann).await.unwrap().unwrap();
+    assert_eq!(account.name, "Ann");
+    assert_eq!(
+        account.credential,
+        format!("$chat-sha256${}${}", "ab".repeat(16), "cd".repeat(32))
+    );
+    assert_eq!(store.user_by_name("ann").await.unwrap().unwrap().0, ann);
+    assert_eq!(store.user_by_name("BOB").await.unwrap().unwrap().0, bob);
+    // The one whose name was taken first keeps the account, not the name.
+    assert_eq!(store.user(other_ann).await.unwrap().unwrap().name, "ANN");
+    assert_eq!(
+        store
+            .bind(other_ann, "ANN", "x", Some(&account.credential))
+            .await
+            .unwrap(),
+        Binding::NameTaken
+    );
+    // Connecting again finds the migrated table as it is.
+    store.close().await;
+    let store = PgStore::connect(&server.url("legacy")).await.unwrap();
+    assert_eq!(store.user_by_name("Ann").await.unwrap().unwrap().0, ann);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn a_lost_connection_is_reported_unavailable_and_replaced() {
     let mut server = PgServer::start();
     let store = PgStore::connect(&server.url("postgres")).await.unwrap();
     let bob = Uuid::new_v4();
-    assert_eq!(store.bind(bob, "bob", "s").await.unwrap(), Binding::Created);
+    assert_eq!(
+        store.bind(bob, "bob", "s", None).await.unwrap(),
+        Binding::Created
+    );
 
     server.stop();
     match store.user(bob).await {

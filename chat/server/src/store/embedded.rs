@@ -6,16 +6,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_api::{Envelope, Page, now_ms};
+use chat_api::{Envelope, FriendState, Page, Sender, now_ms};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::tables::{MAILBOXES, NODE_SECRET, PENDING, ROOM_POSTS, ROOMS, Tables, USERS};
+use super::tables::{
+    FRIENDS, MAILBOXES, NAMES, NODE_SECRET, PENDING, ROOM_POSTS, ROOMS, Tables, USERS,
+};
 use super::{
-    Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser, decode, encode,
+    Binding, FriendAccepted, FriendRequested, Mailbox, Relayed, RoomCreated, Store, StoreError,
+    StoredUser, decode, encode, friend_state, friend_state_code,
 };
 use crate::page::{PageBuilder, PageLimits};
+use crate::validate::name_key;
 
 /// The store in one embedded redb file. Cheap to clone; all clones share one file and one
 /// writer.
@@ -52,30 +56,53 @@ impl RedbStore {
 
 #[async_trait]
 impl Store for RedbStore {
-    /// Binds `id` to `secret` if it is new, or checks the secret if not; records `name` as the
-    /// user's name either way (unless the secret is wrong).
-    async fn bind(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
-        let (id, name, secret) = (id.as_u128(), name.to_owned(), secret.to_owned());
+    async fn bind(
+        &self,
+        id: Uuid,
+        name: &str,
+        credential: &str,
+        expected: Option<&str>,
+    ) -> Result<Binding, StoreError> {
+        let (id, name, credential) = (id.as_u128(), name.to_owned(), credential.to_owned());
+        let expected = expected.map(str::to_owned);
         self.write(move |t| {
             let existing = match t.users.get(id).map_err(StoreError::db)? {
                 Some(bytes) => Some(decode::<StoredUser>(bytes.value())?),
                 None => None,
             };
-            let (user, binding) = match existing {
-                None => (StoredUser::new(&name, &secret), Binding::Created),
-                Some(user) if !user.verify(&secret) => return Ok(Binding::WrongSecret),
-                Some(user) if user.name == name => return Ok(Binding::Verified),
-                Some(user) => (StoredUser { name, ..user }, Binding::Verified),
-            };
+            if existing.as_ref().map(|user| &user.credential) != expected.as_ref() {
+                return Ok(Binding::Stale);
+            }
+            let key = name_key(&name);
+            if let Some(owner) = t.names.get(key.as_str()).map_err(StoreError::db)?
+                && owner.value() != id
+            {
+                return Ok(Binding::NameTaken);
+            }
+            if let Some(old) = &existing {
+                let old_key = name_key(&old.name);
+                let owned = t
+                    .names
+                    .get(old_key.as_str())
+                    .map_err(StoreError::db)?
+                    .is_some_and(|owner| owner.value() == id);
+                if old_key != key && owned {
+                    t.names.remove(old_key.as_str()).map_err(StoreError::db)?;
+                }
+            }
+            t.names.insert(key.as_str(), id).map_err(StoreError::db)?;
+            let user = StoredUser { name, credential };
             t.users
                 .insert(id, encode(&user)?.as_slice())
                 .map_err(StoreError::db)?;
-            Ok(binding)
+            Ok(match existing {
+                None => Binding::Created,
+                Some(_) => Binding::Updated,
+            })
         })
         .await
     }
 
-    /// The stored binding of `id`, if it was ever registered.
     async fn user(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
         self.read(move |txn| {
             let users = txn.open_table(USERS).map_err(StoreError::db)?;
@@ -83,6 +110,130 @@ impl Store for RedbStore {
                 Some(bytes) => Ok(Some(decode(bytes.value())?)),
                 None => Ok(None),
             }
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<(Uuid, StoredUser)>, StoreError> {
+        let key = name_key(name);
+        self.read(move |txn| {
+            let names = txn.open_table(NAMES).map_err(StoreError::db)?;
+            let Some(id) = names.get(key.as_str()).map_err(StoreError::db)? else {
+                return Ok(None);
+            };
+            let id = id.value();
+            let users = txn.open_table(USERS).map_err(StoreError::db)?;
+            match users.get(id).map_err(StoreError::db)? {
+                Some(bytes) => Ok(Some((Uuid::from_u128(id), decode(bytes.value())?))),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn request_friend(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        max: u64,
+    ) -> Result<FriendRequested, StoreError> {
+        let (from, to) = (from.as_u128(), to.as_u128());
+        self.write(move |t| {
+            if t.users.get(to).map_err(StoreError::db)?.is_none() {
+                return Ok(FriendRequested::UnknownUser);
+            }
+            let standing = t.friends.get((from, to)).map_err(StoreError::db)?;
+            match standing.map(|s| friend_state(s.value())).transpose()? {
+                Some(FriendState::RequestReceived) => {
+                    let friends = friend_state_code(FriendState::Friends);
+                    t.friends
+                        .insert((from, to), friends)
+                        .map_err(StoreError::db)?;
+                    t.friends
+                        .insert((to, from), friends)
+                        .map_err(StoreError::db)?;
+                    return Ok(FriendRequested::Accepted);
+                }
+                Some(state) => return Ok(FriendRequested::Unchanged(state)),
+                None => {}
+            }
+            for (user, requester) in [(from, true), (to, false)] {
+                let count = t
+                    .friends
+                    .range((user, 0)..=(user, u128::MAX))
+                    .map_err(StoreError::db)?
+                    .count();
+                if count as u64 >= max {
+                    return Ok(FriendRequested::QuotaReached { requester });
+                }
+            }
+            t.friends
+                .insert((from, to), friend_state_code(FriendState::RequestSent))
+                .map_err(StoreError::db)?;
+            t.friends
+                .insert((to, from), friend_state_code(FriendState::RequestReceived))
+                .map_err(StoreError::db)?;
+            Ok(FriendRequested::Requested)
+        })
+        .await
+    }
+
+    async fn accept_friend(&self, user: Uuid, from: Uuid) -> Result<FriendAccepted, StoreError> {
+        let (user, from) = (user.as_u128(), from.as_u128());
+        self.write(move |t| {
+            let standing = t.friends.get((user, from)).map_err(StoreError::db)?;
+            match standing.map(|s| friend_state(s.value())).transpose()? {
+                Some(FriendState::RequestReceived) => {
+                    let friends = friend_state_code(FriendState::Friends);
+                    t.friends
+                        .insert((user, from), friends)
+                        .map_err(StoreError::db)?;
+                    t.friends
+                        .insert((from, user), friends)
+                        .map_err(StoreError::db)?;
+                    Ok(FriendAccepted::Accepted)
+                }
+                Some(FriendState::Friends) => Ok(FriendAccepted::AlreadyFriends),
+                Some(FriendState::RequestSent) | None => Ok(FriendAccepted::NoRequest),
+            }
+        })
+        .await
+    }
+
+    async fn unfriend(&self, user: Uuid, other: Uuid) -> Result<Option<FriendState>, StoreError> {
+        let (user, other) = (user.as_u128(), other.as_u128());
+        self.write(move |t| {
+            let removed = t.friends.remove((user, other)).map_err(StoreError::db)?;
+            let state = removed.map(|s| friend_state(s.value())).transpose()?;
+            t.friends.remove((other, user)).map_err(StoreError::db)?;
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn friends(&self, user: Uuid) -> Result<Vec<(Sender, FriendState)>, StoreError> {
+        let user = user.as_u128();
+        self.read(move |txn| {
+            let friends = txn.open_table(FRIENDS).map_err(StoreError::db)?;
+            let users = txn.open_table(USERS).map_err(StoreError::db)?;
+            let mut list = Vec::new();
+            for entry in friends
+                .range((user, 0)..=(user, u128::MAX))
+                .map_err(StoreError::db)?
+            {
+                let (key, state) = entry.map_err(StoreError::db)?;
+                let other = key.value().1;
+                let name = match users.get(other).map_err(StoreError::db)? {
+                    Some(bytes) => decode::<StoredUser>(bytes.value())?.name,
+                    None => continue,
+                };
+                let sender = Sender {
+                    id: Uuid::from_u128(other),
+                    name,
+                };
+                list.push((sender, friend_state(state.value())?));
+            }
+            Ok(list)
         })
         .await
     }
@@ -395,10 +546,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("t.redb")).unwrap();
         let bob = Uuid::new_v4();
-        assert_eq!(store.bind(bob, "bob", "s").await.unwrap(), Binding::Created);
         assert_eq!(
-            store.bind(bob, "bob", "x").await.unwrap(),
-            Binding::WrongSecret
+            store.bind(bob, "bob", "s", None).await.unwrap(),
+            Binding::Created
+        );
+        assert_eq!(
+            store.bind(bob, "bob", "x", Some("x")).await.unwrap(),
+            Binding::Stale
         );
         let m1 = envelope(bob, "one");
         let m2 = envelope(bob, "two");
@@ -441,12 +595,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_of_the_format_before_accounts_is_migrated() {
+        #[derive(serde::Serialize)]
+        struct OldUser {
+            name: &'static str,
+            salt: [u8; 16],
+            hash: [u8; 32],
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let (ann, bob, other_ann) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let old = redb::TableDefinition::<u128, &[u8]>::new("users");
+                let mut users = txn.open_table(old).unwrap();
+                for (id, name) in [(ann, "Ann"), (bob, "bob"), (other_ann, "ANN")] {
+                    let user = OldUser {
+                        name,
+                        salt: [1; 16],
+                        hash: [2; 32],
+                    };
+                    users
+                        .insert(id.as_u128(), encode(&user).unwrap().as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let account = store.user(ann).await.unwrap().unwrap();
+        assert_eq!(account.name, "Ann");
+        assert_eq!(
+            account.credential,
+            crate::password::legacy_credential(&[1; 16], &[2; 32])
+        );
+        assert_eq!(store.user_by_name("ann").await.unwrap().unwrap().0, ann);
+        assert_eq!(store.user_by_name("BOB").await.unwrap().unwrap().0, bob);
+        // The one whose name was taken first keeps the account, not the name.
+        assert_eq!(store.user(other_ann).await.unwrap().unwrap().name, "ANN");
+        // Migrated users are known recipients.
+        assert_eq!(
+            store.relay(bob, &envelope(bob, "hi"), 10).await.unwrap(),
+            Relayed::Stored { seq: 1 }
+        );
+        store.close().await;
+        // Opened again: migrated once, nothing lost.
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.user_by_name("Ann").await.unwrap().unwrap().0, ann);
+        assert_eq!(store.mailbox(bob, 0, 10).await.unwrap().messages.len(), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn mailbox_limit_and_room_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         let store = RedbStore::open(&path).unwrap();
         let bob = Uuid::new_v4();
-        store.bind(bob, "bob", "s").await.unwrap();
+        store.bind(bob, "bob", "s", None).await.unwrap();
         store.relay(bob, &envelope(bob, "1"), 1).await.unwrap();
         assert_eq!(
             store.relay(bob, &envelope(bob, "2"), 1).await.unwrap(),

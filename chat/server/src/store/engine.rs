@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::error::StoreError;
-use super::tables::Tables;
+use super::tables::{self, Tables};
 
 /// The most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -194,6 +194,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
         .map_err(StoreError::db)?;
     let txn = db.begin_write().map_err(StoreError::db)?;
     Tables::open(&txn)?;
+    tables::migrate(&txn)?;
     txn.commit().map_err(StoreError::db)?;
     Ok(db)
 }

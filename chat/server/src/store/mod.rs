@@ -1,5 +1,6 @@
-//! The chat server's durable state: the secrets users' ids are bound to, the messages waiting
-//! for their recipient's acknowledgement, and rooms with their last posts.
+//! The chat server's durable state: accounts (the password hash each user id is bound to, and
+//! the names reserved to them), friends, the messages waiting for their recipient's
+//! acknowledgement, and rooms with their last posts.
 //!
 //! [`Store`] is what the server asks of it; every backend keeps the same contract, which one
 //! conformance suite checks (`chat/server/tests/store_conformance.rs`). The backend:
@@ -16,7 +17,10 @@
 //!
 //! ```text
 //! table           key                               value
-//! users           user id (u128)                    postcard(StoredUser): name, salt, SHA-256
+//! accounts        user id (u128)                    postcard(StoredUser): name, credential
+//! names           folded name (name_key)            user id (u128), reserved for good
+//! friends         (user id, other id)               where the user stands (0 friends,
+//!                                                   1 request sent, 2 request received)
 //! mailboxes       recipient id (u128)               (last sequence number, pending count)
 //! pending         (recipient id, sequence)          postcard(Envelope)
 //! message_ids     (recipient id, message id)        (sequence, or 0 once acknowledged; ms)
@@ -26,6 +30,15 @@
 //! room_post_ids   (room name, message id)           (post number, ms)
 //! meta            key                               value (the node secret)
 //! ```
+//!
+//! A friendship or request is two rows, one each way, written together. A credential is an
+//! argon2id PHC string the server made; the store keeps it as given and never verifies.
+//!
+//! Databases of the format before accounts, with a table `users` of postcard(name, salt,
+//! SHA-256), are migrated when opened: each user moves to `accounts` with the credential
+//! `$chat-sha256$<salt>$<hash>` (hex), which the server verifies once and replaces with an
+//! argon2id hash, and their name is reserved to them unless a user of the same folded name,
+//! earlier in id order, has it; then `users` is deleted, in the same transaction.
 //!
 //! Every write goes through one writer thread that commits whatever is queued in one
 //! transaction (group commit): under load many relays share one fsync, and each caller is
@@ -40,7 +53,9 @@
 //!
 //! ```text
 //! table               primary key                  columns
-//! chat_users          id                           name, salt, hash
+//! chat_users          id                           name, credential
+//! chat_names          key (folded name)            id
+//! chat_friends        (user_id, other)             state (as in redb)
 //! chat_mailboxes      recipient                    last_seq, pending
 //! chat_pending        (recipient, seq)             envelope
 //! chat_message_ids    (recipient, message_id)      seq (0 once acknowledged), at_ms
@@ -51,6 +66,10 @@
 //! chat_room_post_ids  (room, message_id)           number, at_ms
 //! chat_meta           key                          value (the node secret)
 //! ```
+//!
+//! A `chat_users` of the format before accounts (columns `salt` and `hash`) is migrated when a
+//! server connects, under the schema lock, as in redb: a `credential` column takes the legacy
+//! credential, names are reserved, and the old columns are dropped.
 
 mod embedded;
 mod engine;
@@ -61,9 +80,8 @@ mod tables;
 use std::fmt;
 
 use async_trait::async_trait;
-use chat_api::{Envelope, Page};
+use chat_api::{Envelope, FriendState, Page, Sender};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use self::embedded::RedbStore;
@@ -74,12 +92,34 @@ use crate::page::PageLimits;
 /// The outcome of [`Store::bind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
-    /// The id was new: it is now bound to the secret.
+    /// The id was new: it is now bound to the credential, and its name reserved to it.
     Created,
-    /// The id was bound to this secret (its name is updated).
-    Verified,
-    /// The id is bound to another secret; nothing was changed.
-    WrongSecret,
+    /// The account is updated: its name (the old name freed if the new one differs) and its
+    /// credential.
+    Updated,
+    /// The name is reserved to another id; nothing was changed.
+    NameTaken,
+    /// The id's credential is not the one expected (the id was bound, or its credential
+    /// changed, since it was read); nothing was changed: read it again.
+    Stale,
+}
+
+/// Where `user` stands with the other of a stored pair, as stored (one byte; one row each way).
+fn friend_state_code(state: FriendState) -> u8 {
+    match state {
+        FriendState::Friends => 0,
+        FriendState::RequestSent => 1,
+        FriendState::RequestReceived => 2,
+    }
+}
+
+fn friend_state(code: u8) -> Result<FriendState, StoreError> {
+    match code {
+        0 => Ok(FriendState::Friends),
+        1 => Ok(FriendState::RequestSent),
+        2 => Ok(FriendState::RequestReceived),
+        other => Err(StoreError::Record(format!("friend state {other}"))),
+    }
 }
 
 /// The outcome of [`Store::relay`].
@@ -123,41 +163,45 @@ pub struct Mailbox {
     pub last_seq: u64,
 }
 
-/// A user's id binding as stored.
+/// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredUser {
-    /// The display name the user last registered with.
+    /// The display name the user last registered with (reserved to them, folded, in the names
+    /// table).
     pub name: String,
-    salt: [u8; 16],
-    hash: [u8; 32],
+    /// What proves the password: an argon2id PHC string, or the salted SHA-256 of the store
+    /// format before accounts (`$chat-sha256$<salt>$<hash>`, in hex) until its user next signs
+    /// in. The store keeps it as it is given.
+    pub credential: String,
 }
 
-impl StoredUser {
-    fn new(name: &str, secret: &str) -> Self {
-        let salt = *Uuid::new_v4().as_bytes();
-        StoredUser {
-            name: name.to_owned(),
-            salt,
-            hash: hash_secret(&salt, secret),
-        }
-    }
-
-    /// Whether `secret` is the one this id is bound to (compared in constant time).
-    pub fn verify(&self, secret: &str) -> bool {
-        let candidate = hash_secret(&self.salt, secret);
-        candidate
-            .iter()
-            .zip(self.hash.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
+/// The outcome of [`Store::request_friend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendRequested {
+    /// The request is recorded.
+    Requested,
+    /// The other had asked already: the two are friends now.
+    Accepted,
+    /// The two stood so already (friends, or a request sent); nothing was changed.
+    Unchanged(FriendState),
+    /// Nobody ever registered the other id.
+    UnknownUser,
+    /// One of the two has as many friends and requests as allowed; nothing was changed.
+    QuotaReached {
+        /// Whether it is the one asking.
+        requester: bool,
+    },
 }
 
-fn hash_secret(salt: &[u8; 16], secret: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(salt);
-    hasher.update(secret.as_bytes());
-    hasher.finalize().into()
+/// The outcome of [`Store::accept_friend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendAccepted {
+    /// The request is accepted: the two are friends.
+    Accepted,
+    /// They were friends already; nothing was changed.
+    AlreadyFriends,
+    /// There is no request from the other to accept; nothing was changed.
+    NoRequest,
 }
 
 /// The chat server's durable state, whatever keeps it.
@@ -169,12 +213,46 @@ fn hash_secret(salt: &[u8; 16], secret: &str) -> [u8; 32] {
 /// been done, and may be tried again (relays and posts are idempotent by message id).
 #[async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
-    /// Binds `id` to `secret` if it is new, or checks the secret if not; records `name` as the
-    /// user's name either way (unless the secret is wrong).
-    async fn bind(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError>;
+    /// Makes or updates the account of `id`, if its credential is still `expected` (`None`: the
+    /// id has no account yet): records `name`, reserving its folded form (the server's
+    /// `name_key`) to `id` and freeing the name it had, and stores `credential`. Refused
+    /// ([`Binding::NameTaken`]) if another id holds the name, which is reserved for good.
+    /// Checking the password is the caller's business: it reads the credential, verifies, and
+    /// passes it back as `expected`, so that a credential changed meanwhile is not overwritten.
+    async fn bind(
+        &self,
+        id: Uuid,
+        name: &str,
+        credential: &str,
+        expected: Option<&str>,
+    ) -> Result<Binding, StoreError>;
 
-    /// The stored binding of `id`, if it was ever registered.
+    /// The account of `id`, if it was ever registered.
     async fn user(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError>;
+
+    /// The account whose name is `name` (folded), with its id.
+    async fn user_by_name(&self, name: &str) -> Result<Option<(Uuid, StoredUser)>, StoreError>;
+
+    /// Asks for `from` to be friends with `to`: a request, unless `to` had asked `from`
+    /// already (then they are friends at once). Refused if `to` never registered, or either
+    /// has `max` friends and requests already (the pair counts once for each of them).
+    async fn request_friend(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        max: u64,
+    ) -> Result<FriendRequested, StoreError>;
+
+    /// Accepts the request of `from` to `user`.
+    async fn accept_friend(&self, user: Uuid, from: Uuid) -> Result<FriendAccepted, StoreError>;
+
+    /// Ends whatever stands between `user` and `other` (friendship or a request either way);
+    /// returns where `user` stood, or `None` if nothing did.
+    async fn unfriend(&self, user: Uuid, other: Uuid) -> Result<Option<FriendState>, StoreError>;
+
+    /// Every friend and friend request of `user`, in no order, each with the other's name as
+    /// they last registered it. At most the quota given to [`Store::request_friend`].
+    async fn friends(&self, user: Uuid) -> Result<Vec<(Sender, FriendState)>, StoreError>;
 
     /// Stores `envelope` in the mailbox of `to` under the next sequence number, unless `to` was
     /// never bound, a message with the same id is already there (or was acknowledged, and its

@@ -12,21 +12,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_api::{Envelope, Page, now_ms};
+use chat_api::{Envelope, FriendState, Page, Sender, now_ms};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use rpc_core::Backoff;
 use tokio::time::Instant;
 use tokio_postgres::config::Host;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, NoTls, Row, Transaction};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{
-    Binding, Mailbox, Relayed, RoomCreated, Store, StoreError, StoredUser, decode, encode,
+    Binding, FriendAccepted, FriendRequested, Mailbox, Relayed, RoomCreated, Store, StoreError,
+    StoredUser, decode, encode, friend_state, friend_state_code,
 };
 use crate::page::{PageBuilder, PageLimits};
+use crate::password::legacy_credential;
+use crate::validate::name_key;
 
 /// How many connections one store opens at most.
 const POOL_SIZE: usize = 8;
@@ -41,8 +44,17 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS chat_users (
     id UUID PRIMARY KEY,
     name TEXT NOT NULL,
-    salt BYTEA NOT NULL,
-    hash BYTEA NOT NULL
+    credential TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_names (
+    key TEXT PRIMARY KEY,
+    id UUID NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_friends (
+    user_id UUID NOT NULL,
+    other UUID NOT NULL,
+    state SMALLINT NOT NULL,
+    PRIMARY KEY (user_id, other)
 );
 CREATE TABLE IF NOT EXISTS chat_mailboxes (
     recipient UUID PRIMARY KEY,
@@ -186,6 +198,7 @@ impl PgStore {
             .await
             .map_err(pg)?;
         txn.batch_execute(SCHEMA).await.map_err(pg)?;
+        migrate(&txn).await?;
         txn.commit().await.map_err(pg)
     }
 
@@ -219,53 +232,215 @@ impl PgStore {
         result
     }
 
-    async fn bind_in(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
-        let new = StoredUser::new(name, secret);
-        let client = self.client().await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO chat_users (id, name, salt, hash) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO NOTHING",
-                &[&id, &new.name, &new.salt.as_slice(), &new.hash.as_slice()],
-            )
-            .await
-            .map_err(pg)?;
-        if inserted == 1 {
-            return Ok(Binding::Created);
-        }
-        let row = client
-            .query_one(
-                "SELECT name, salt, hash FROM chat_users WHERE id = $1",
+    async fn bind_in(
+        &self,
+        id: Uuid,
+        name: &str,
+        credential: &str,
+        expected: Option<&str>,
+    ) -> Result<Binding, StoreError> {
+        let key = name_key(name);
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let existing = txn
+            .query_opt(
+                "SELECT name, credential FROM chat_users WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
             .await
-            .map_err(pg)?;
-        let user = stored_user(&row)?;
-        if !user.verify(secret) {
-            return Ok(Binding::WrongSecret);
+            .map_err(pg)?
+            .map(|row| stored_user(&row));
+        if existing.as_ref().map(|user| user.credential.as_str()) != expected {
+            return Ok(Binding::Stale);
         }
-        if user.name != name {
-            client
-                .execute(
-                    "UPDATE chat_users SET name = $2 WHERE id = $1",
-                    &[&id, &name],
+        // A name being reserved by another transaction waits for it, then is seen here.
+        txn.execute(
+            "INSERT INTO chat_names (key, id) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &id],
+        )
+        .await
+        .map_err(pg)?;
+        let owner: Uuid = txn
+            .query_one("SELECT id FROM chat_names WHERE key = $1", &[&key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if owner != id {
+            return Ok(Binding::NameTaken);
+        }
+        let binding = match existing {
+            None => {
+                let inserted = txn
+                    .execute(
+                        "INSERT INTO chat_users (id, name, credential) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&id, &name, &credential],
+                    )
+                    .await
+                    .map_err(pg)?;
+                if inserted == 0 {
+                    // Made by another server since it was read.
+                    return Ok(Binding::Stale);
+                }
+                Binding::Created
+            }
+            Some(old) => {
+                let old_key = name_key(&old.name);
+                if old_key != key {
+                    txn.execute(
+                        "DELETE FROM chat_names WHERE key = $1 AND id = $2",
+                        &[&old_key, &id],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                txn.execute(
+                    "UPDATE chat_users SET name = $2, credential = $3 WHERE id = $1",
+                    &[&id, &name, &credential],
                 )
                 .await
                 .map_err(pg)?;
-        }
-        Ok(Binding::Verified)
+                Binding::Updated
+            }
+        };
+        txn.commit().await.map_err(pg)?;
+        Ok(binding)
     }
 
     async fn user_in(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT name, salt, hash FROM chat_users WHERE id = $1",
+                "SELECT name, credential FROM chat_users WHERE id = $1",
                 &[&id],
             )
             .await
             .map_err(pg)?;
-        row.as_ref().map(stored_user).transpose()
+        Ok(row.as_ref().map(stored_user))
+    }
+
+    async fn user_by_name_in(&self, name: &str) -> Result<Option<(Uuid, StoredUser)>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT u.id, u.name, u.credential FROM chat_names n \
+                 JOIN chat_users u ON u.id = n.id WHERE n.key = $1",
+                &[&name_key(name)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|row| {
+            let user = StoredUser {
+                name: row.get(1),
+                credential: row.get(2),
+            };
+            (row.get(0), user)
+        }))
+    }
+
+    async fn request_friend_in(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        max: u64,
+    ) -> Result<FriendRequested, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        if lock_pair(&txn, from, to).await? < 2 {
+            return Ok(FriendRequested::UnknownUser);
+        }
+        match standing(&txn, from, to).await? {
+            Some(FriendState::RequestReceived) => {
+                set_pair(&txn, from, to, FriendState::Friends, FriendState::Friends).await?;
+                txn.commit().await.map_err(pg)?;
+                return Ok(FriendRequested::Accepted);
+            }
+            Some(state) => return Ok(FriendRequested::Unchanged(state)),
+            None => {}
+        }
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        for (user, requester) in [(from, true), (to, false)] {
+            let count: i64 = txn
+                .query_one(
+                    "SELECT count(*) FROM chat_friends WHERE user_id = $1",
+                    &[&user],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if count >= max {
+                return Ok(FriendRequested::QuotaReached { requester });
+            }
+        }
+        set_pair(
+            &txn,
+            from,
+            to,
+            FriendState::RequestSent,
+            FriendState::RequestReceived,
+        )
+        .await?;
+        txn.commit().await.map_err(pg)?;
+        Ok(FriendRequested::Requested)
+    }
+
+    async fn accept_friend_in(&self, user: Uuid, from: Uuid) -> Result<FriendAccepted, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        lock_pair(&txn, user, from).await?;
+        let accepted = match standing(&txn, user, from).await? {
+            Some(FriendState::RequestReceived) => {
+                set_pair(&txn, user, from, FriendState::Friends, FriendState::Friends).await?;
+                FriendAccepted::Accepted
+            }
+            Some(FriendState::Friends) => FriendAccepted::AlreadyFriends,
+            Some(FriendState::RequestSent) | None => FriendAccepted::NoRequest,
+        };
+        txn.commit().await.map_err(pg)?;
+        Ok(accepted)
+    }
+
+    async fn unfriend_in(
+        &self,
+        user: Uuid,
+        other: Uuid,
+    ) -> Result<Option<FriendState>, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        lock_pair(&txn, user, other).await?;
+        let state = standing(&txn, user, other).await?;
+        txn.execute(
+            "DELETE FROM chat_friends WHERE (user_id = $1 AND other = $2) \
+             OR (user_id = $2 AND other = $1)",
+            &[&user, &other],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(state)
+    }
+
+    async fn friends_in(&self, user: Uuid) -> Result<Vec<(Sender, FriendState)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT f.other, u.name, f.state FROM chat_friends f \
+                 JOIN chat_users u ON u.id = f.other WHERE f.user_id = $1",
+                &[&user],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let code: i16 = row.get(2);
+                let state = friend_state(u8::try_from(code).unwrap_or(u8::MAX))?;
+                let sender = Sender {
+                    id: row.get(0),
+                    name: row.get(1),
+                };
+                Ok((sender, state))
+            })
+            .collect()
     }
 
     async fn relay_in(
@@ -661,12 +836,43 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn bind(&self, id: Uuid, name: &str, secret: &str) -> Result<Binding, StoreError> {
-        self.track(self.bind_in(id, name, secret).await)
+    async fn bind(
+        &self,
+        id: Uuid,
+        name: &str,
+        credential: &str,
+        expected: Option<&str>,
+    ) -> Result<Binding, StoreError> {
+        self.track(self.bind_in(id, name, credential, expected).await)
     }
 
     async fn user(&self, id: Uuid) -> Result<Option<StoredUser>, StoreError> {
         self.track(self.user_in(id).await)
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<(Uuid, StoredUser)>, StoreError> {
+        self.track(self.user_by_name_in(name).await)
+    }
+
+    async fn request_friend(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        max: u64,
+    ) -> Result<FriendRequested, StoreError> {
+        self.track(self.request_friend_in(from, to, max).await)
+    }
+
+    async fn accept_friend(&self, user: Uuid, from: Uuid) -> Result<FriendAccepted, StoreError> {
+        self.track(self.accept_friend_in(user, from).await)
+    }
+
+    async fn unfriend(&self, user: Uuid, other: Uuid) -> Result<Option<FriendState>, StoreError> {
+        self.track(self.unfriend_in(user, other).await)
+    }
+
+    async fn friends(&self, user: Uuid) -> Result<Vec<(Sender, FriendState)>, StoreError> {
+        self.track(self.friends_in(user).await)
     }
 
     async fn relay(
@@ -756,18 +962,123 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-fn stored_user(row: &Row) -> Result<StoredUser, StoreError> {
-    let salt: &[u8] = row.get(1);
-    let hash: &[u8] = row.get(2);
-    Ok(StoredUser {
+fn stored_user(row: &Row) -> StoredUser {
+    StoredUser {
         name: row.get(0),
-        salt: salt
-            .try_into()
-            .map_err(|_| StoreError::Record("a salt is not 16 bytes".into()))?,
-        hash: hash
-            .try_into()
-            .map_err(|_| StoreError::Record("a hash is not 32 bytes".into()))?,
+        credential: row.get(1),
+    }
+}
+
+/// Locks the accounts of two users, in id order so that two transactions locking the same
+/// pair cannot deadlock: the friend rows of a pair, and each one's count, change under it.
+/// Returns how many of the two exist.
+async fn lock_pair(txn: &Transaction<'_>, a: Uuid, b: Uuid) -> Result<usize, StoreError> {
+    let rows = txn
+        .query(
+            "SELECT id FROM chat_users WHERE id = $1 OR id = $2 ORDER BY id FOR UPDATE",
+            &[&a, &b],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(rows.len())
+}
+
+/// Where `user` stands with `other`.
+async fn standing(
+    txn: &Transaction<'_>,
+    user: Uuid,
+    other: Uuid,
+) -> Result<Option<FriendState>, StoreError> {
+    let row = txn
+        .query_opt(
+            "SELECT state FROM chat_friends WHERE user_id = $1 AND other = $2",
+            &[&user, &other],
+        )
+        .await
+        .map_err(pg)?;
+    row.map(|row| {
+        let code: i16 = row.get(0);
+        friend_state(u8::try_from(code).unwrap_or(u8::MAX))
     })
+    .transpose()
+}
+
+/// Records where `a` stands with `b` and `b` with `a`.
+async fn set_pair(
+    txn: &Transaction<'_>,
+    a: Uuid,
+    b: Uuid,
+    a_state: FriendState,
+    b_state: FriendState,
+) -> Result<(), StoreError> {
+    for (user, other, state) in [(a, b, a_state), (b, a, b_state)] {
+        let code = i16::from(friend_state_code(state));
+        txn.execute(
+            "INSERT INTO chat_friends (user_id, other, state) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, other) DO UPDATE SET state = EXCLUDED.state",
+            &[&user, &other, &code],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(())
+}
+
+/// Turns a `chat_users` table of the format before accounts (salt and hash columns, names not
+/// reserved) into accounts, under the schema lock: each salted SHA-256 becomes a legacy
+/// credential, which the server replaces with an argon2id hash when its user next signs in,
+/// and each name is reserved to its user unless a user of the same (folded) name had it first,
+/// in id order.
+async fn migrate(txn: &Transaction<'_>) -> Result<(), StoreError> {
+    let legacy = txn
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() \
+             AND table_name = 'chat_users' AND column_name = 'salt'",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    if legacy.is_none() {
+        return Ok(());
+    }
+    txn.batch_execute("ALTER TABLE chat_users ADD COLUMN IF NOT EXISTS credential TEXT")
+        .await
+        .map_err(pg)?;
+    let rows = txn
+        .query(
+            "SELECT id, name, salt, hash FROM chat_users ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    for row in &rows {
+        let id: Uuid = row.get(0);
+        let name: String = row.get(1);
+        let credential = legacy_credential(row.get(2), row.get(3));
+        txn.execute(
+            "UPDATE chat_users SET credential = $2 WHERE id = $1",
+            &[&id, &credential],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "INSERT INTO chat_names (key, id) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&name_key(&name), &id],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    txn.batch_execute(
+        "ALTER TABLE chat_users DROP COLUMN salt, DROP COLUMN hash, \
+         ALTER COLUMN credential SET NOT NULL",
+    )
+    .await
+    .map_err(pg)?;
+    info!(
+        users = rows.len(),
+        "moved the users of the format before accounts into accounts"
+    );
+    Ok(())
 }
 
 /// The time now, as stored.

@@ -1,10 +1,23 @@
 //! The tables of the database (see the layout in the [module's](super) documentation).
 
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
+use serde::Deserialize;
+use tracing::{info, warn};
 
 use super::error::StoreError;
+use super::{StoredUser, decode, encode};
+use crate::password::legacy_credential;
+use crate::validate::name_key;
 
-pub(super) const USERS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("users");
+/// The accounts, by user id.
+pub(super) const USERS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("accounts");
+/// The users of the store format before accounts (SHA-256 secrets, names not reserved): moved
+/// into [`USERS`] and [`NAMES`] when the database is opened (see [`migrate`]).
+const LEGACY_USERS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("users");
+/// Reserved names: the folded name to the id it is reserved to.
+pub(super) const NAMES: TableDefinition<'_, &str, u128> = TableDefinition::new("names");
+/// Friends and friend requests: (user, other) to where the user stands (one row each way).
+pub(super) const FRIENDS: TableDefinition<'_, (u128, u128), u8> = TableDefinition::new("friends");
 pub(super) const MAILBOXES: TableDefinition<'_, u128, (u64, u64)> =
     TableDefinition::new("mailboxes");
 pub(super) const PENDING: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("pending");
@@ -33,6 +46,8 @@ pub(super) struct Tables<'txn> {
     pub(super) room_posts: Table<'txn, (&'static str, u64), &'static [u8]>,
     pub(super) room_post_ids: Table<'txn, (&'static str, u128), (u64, u64)>,
     pub(super) meta: Table<'txn, &'static str, &'static str>,
+    pub(super) names: Table<'txn, &'static str, u128>,
+    pub(super) friends: Table<'txn, (u128, u128), u8>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -47,6 +62,8 @@ impl<'txn> Tables<'txn> {
             room_posts: txn.open_table(ROOM_POSTS).map_err(StoreError::db)?,
             room_post_ids: txn.open_table(ROOM_POST_IDS).map_err(StoreError::db)?,
             meta: txn.open_table(META).map_err(StoreError::db)?,
+            names: txn.open_table(NAMES).map_err(StoreError::db)?,
+            friends: txn.open_table(FRIENDS).map_err(StoreError::db)?,
         })
     }
 
@@ -59,4 +76,73 @@ impl<'txn> Tables<'txn> {
             .map(|entry| entry.value())
             .unwrap_or((0, 0)))
     }
+}
+
+/// A user as the store format before accounts kept them.
+#[derive(Deserialize)]
+struct LegacyUser {
+    name: String,
+    salt: [u8; 16],
+    hash: [u8; 32],
+}
+
+/// Moves the users of the format before accounts (table `users`, if there is one) into
+/// accounts: their salted SHA-256 becomes a legacy credential, which the server replaces with
+/// an argon2id hash when the user next signs in, and their name is reserved to them unless
+/// another user of the same (folded) name had it first, in id order: those keep their account
+/// and choose another name on their next registration.
+pub(super) fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let legacy = txn
+        .list_tables()
+        .map_err(StoreError::db)?
+        .any(|table| table.name() == LEGACY_USERS.name());
+    if !legacy {
+        return Ok(());
+    }
+    let mut tables = Tables::open(txn)?;
+    let (mut moved, mut unreserved) = (0u64, 0u64);
+    {
+        let old = txn.open_table(LEGACY_USERS).map_err(StoreError::db)?;
+        for entry in old.iter().map_err(StoreError::db)? {
+            let (id, bytes) = entry.map_err(StoreError::db)?;
+            let id = id.value();
+            let user: LegacyUser = decode(bytes.value())?;
+            let key = name_key(&user.name);
+            if tables
+                .names
+                .get(key.as_str())
+                .map_err(StoreError::db)?
+                .is_none()
+            {
+                tables
+                    .names
+                    .insert(key.as_str(), id)
+                    .map_err(StoreError::db)?;
+            } else {
+                unreserved += 1;
+            }
+            let account = StoredUser {
+                credential: legacy_credential(&user.salt, &user.hash),
+                name: user.name,
+            };
+            tables
+                .users
+                .insert(id, encode(&account)?.as_slice())
+                .map_err(StoreError::db)?;
+            moved += 1;
+        }
+    }
+    drop(tables);
+    txn.delete_table(LEGACY_USERS).map_err(StoreError::db)?;
+    info!(
+        users = moved,
+        "moved the users of the format before accounts into accounts"
+    );
+    if unreserved > 0 {
+        warn!(
+            users = unreserved,
+            "users whose name another user had first keep their account without it"
+        );
+    }
+    Ok(())
 }

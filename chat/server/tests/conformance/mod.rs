@@ -7,9 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_api::{Destination, Envelope, Path as MsgPath, Sender, now_ms};
+use chat_api::{Destination, Envelope, FriendState, Path as MsgPath, Sender, now_ms};
 use chat_server::page::PageLimits;
-use chat_server::store::{Binding, Relayed, RoomCreated, Store, StoreError};
+use chat_server::store::{
+    Binding, FriendAccepted, FriendRequested, Relayed, RoomCreated, Store, StoreError,
+};
 use uuid::Uuid;
 
 /// A backend under test.
@@ -21,7 +23,11 @@ pub trait Backend {
 
 /// Runs every case, each on a database of its own.
 pub async fn run(backend: &impl Backend) {
-    bind_creates_verifies_and_refuses_a_wrong_secret(&backend.open("bind").await).await;
+    bind_creates_and_updates_only_from_the_expected_credential(&backend.open("bind").await).await;
+    names_are_reserved_for_good_and_freed_by_a_rename(&backend.open("names").await).await;
+    friends_request_accept_and_unfriend(&backend.open("friends").await).await;
+    the_friends_quota_counts_both_sides(&backend.open("friend_quota").await).await;
+    concurrent_claims_on_a_name_and_crossing_requests(&backend.open("races").await).await;
     relay_stores_in_order_and_is_idempotent_by_id(&backend.open("relay").await).await;
     mailbox_pages_after_a_cursor(&backend.open("mailbox").await).await;
     ack_deletes_and_is_idempotent(&backend.open("ack").await).await;
@@ -63,7 +69,7 @@ const ALL: PageLimits = PageLimits {
 async fn user(store: &Arc<dyn Store>, name: &str) -> Uuid {
     let id = Uuid::new_v4();
     assert_eq!(
-        store.bind(id, name, "secret").await.unwrap(),
+        store.bind(id, name, "secret", None).await.unwrap(),
         Binding::Created
     );
     id
@@ -73,40 +79,289 @@ async fn relay(store: &Arc<dyn Store>, to: Uuid, message: &Envelope) -> Relayed 
     store.relay(to, message, 100).await.unwrap()
 }
 
-async fn bind_creates_verifies_and_refuses_a_wrong_secret(store: &Arc<dyn Store>) {
+async fn bind_creates_and_updates_only_from_the_expected_credential(store: &Arc<dyn Store>) {
     assert!(store.is_healthy());
     let bob = Uuid::new_v4();
     assert_eq!(store.user(bob).await.unwrap(), None);
     assert_eq!(
-        store.bind(bob, "bob", "s1").await.unwrap(),
+        store.bind(bob, "bob", "c1", None).await.unwrap(),
         Binding::Created
     );
+    // Made already: a caller that read no account is told to read it again.
     assert_eq!(
-        store.bind(bob, "bob", "s1").await.unwrap(),
-        Binding::Verified
+        store.bind(bob, "bob", "c1", None).await.unwrap(),
+        Binding::Stale
     );
-    // The right secret renames.
     assert_eq!(
-        store.bind(bob, "Bobby", "s1").await.unwrap(),
-        Binding::Verified
+        store.bind(bob, "bob", "c1", Some("c1")).await.unwrap(),
+        Binding::Updated
     );
-    // A wrong one changes nothing.
+    // A rename, and a new credential (a rehash), from the right one.
     assert_eq!(
-        store.bind(bob, "mallory", "s2").await.unwrap(),
-        Binding::WrongSecret
+        store.bind(bob, "Bobby", "c2", Some("c1")).await.unwrap(),
+        Binding::Updated
+    );
+    // A caller that verified an older credential changes nothing.
+    assert_eq!(
+        store.bind(bob, "mallory", "c3", Some("c1")).await.unwrap(),
+        Binding::Stale
     );
     let stored = store.user(bob).await.unwrap().unwrap();
-    assert_eq!(stored.name, "Bobby");
-    assert!(stored.verify("s1"));
-    assert!(!stored.verify("s2"));
-    assert!(!stored.verify(""));
-    // Ids are bound one by one.
+    assert_eq!(
+        (stored.name.as_str(), stored.credential.as_str()),
+        ("Bobby", "c2")
+    );
+    // An id that has no account, passed a credential it never had, makes none.
     let carol = Uuid::new_v4();
     assert_eq!(
-        store.bind(carol, "carol", "s2").await.unwrap(),
+        store.bind(carol, "carol", "c", Some("c")).await.unwrap(),
+        Binding::Stale
+    );
+    assert_eq!(store.user(carol).await.unwrap(), None);
+    assert_eq!(
+        store.bind(carol, "carol", "c", None).await.unwrap(),
         Binding::Created
     );
-    assert!(store.user(carol).await.unwrap().unwrap().verify("s2"));
+    assert_eq!(store.user(carol).await.unwrap().unwrap().credential, "c");
+    store.close().await;
+}
+
+async fn names_are_reserved_for_good_and_freed_by_a_rename(store: &Arc<dyn Store>) {
+    let bob = user(store, "Bob").await;
+    // Folded: another id cannot take it in another case, online or not.
+    let eve = Uuid::new_v4();
+    assert_eq!(
+        store.bind(eve, "BOB", "e", None).await.unwrap(),
+        Binding::NameTaken
+    );
+    assert_eq!(store.user(eve).await.unwrap(), None);
+    let (found, account) = store.user_by_name("bob").await.unwrap().unwrap();
+    assert_eq!((found, account.name.as_str()), (bob, "Bob"));
+    assert_eq!(store.user_by_name("nobody").await.unwrap(), None);
+    // The owner may change its case.
+    assert_eq!(
+        store
+            .bind(bob, "bob", "secret", Some("secret"))
+            .await
+            .unwrap(),
+        Binding::Updated
+    );
+    // Renaming to a name another holds is refused and changes nothing.
+    let carol = user(store, "carol").await;
+    assert_eq!(
+        store
+            .bind(bob, "Carol", "secret", Some("secret"))
+            .await
+            .unwrap(),
+        Binding::NameTaken
+    );
+    assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
+    assert_eq!(store.user_by_name("carol").await.unwrap().unwrap().0, carol);
+    // A rename to a free name frees the old one.
+    assert_eq!(
+        store
+            .bind(bob, "robert", "secret", Some("secret"))
+            .await
+            .unwrap(),
+        Binding::Updated
+    );
+    assert_eq!(store.user_by_name("bob").await.unwrap(), None);
+    assert_eq!(store.user_by_name("Robert").await.unwrap().unwrap().0, bob);
+    assert_eq!(
+        store.bind(eve, "Bob", "e", None).await.unwrap(),
+        Binding::Created
+    );
+    assert_eq!(store.user_by_name("bob").await.unwrap().unwrap().0, eve);
+    store.close().await;
+}
+
+fn friend(id: Uuid, name: &str, state: FriendState) -> (Sender, FriendState) {
+    let user = Sender {
+        id,
+        name: name.into(),
+    };
+    (user, state)
+}
+
+async fn sorted_friends(store: &Arc<dyn Store>, user: Uuid) -> Vec<(Sender, FriendState)> {
+    let mut list = store.friends(user).await.unwrap();
+    list.sort_by(|a, b| (&a.0.name, a.0.id).cmp(&(&b.0.name, b.0.id)));
+    list
+}
+
+async fn friends_request_accept_and_unfriend(store: &Arc<dyn Store>) {
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let cat = user(store, "cat").await;
+    assert_eq!(
+        store.request_friend(ann, Uuid::new_v4(), 10).await.unwrap(),
+        FriendRequested::UnknownUser
+    );
+    assert_eq!(
+        store.accept_friend(bob, ann).await.unwrap(),
+        FriendAccepted::NoRequest
+    );
+    assert_eq!(
+        store.request_friend(ann, bob, 10).await.unwrap(),
+        FriendRequested::Requested
+    );
+    assert_eq!(
+        store.request_friend(ann, bob, 10).await.unwrap(),
+        FriendRequested::Unchanged(FriendState::RequestSent)
+    );
+    // Only the one asked may accept.
+    assert_eq!(
+        store.accept_friend(ann, bob).await.unwrap(),
+        FriendAccepted::NoRequest
+    );
+    assert_eq!(
+        sorted_friends(store, bob).await,
+        [friend(ann, "ann", FriendState::RequestReceived)]
+    );
+    assert_eq!(
+        store.accept_friend(bob, ann).await.unwrap(),
+        FriendAccepted::Accepted
+    );
+    assert_eq!(
+        store.accept_friend(bob, ann).await.unwrap(),
+        FriendAccepted::AlreadyFriends
+    );
+    assert_eq!(
+        store.request_friend(bob, ann, 10).await.unwrap(),
+        FriendRequested::Unchanged(FriendState::Friends)
+    );
+    // Asking one who asked already makes friends at once.
+    assert_eq!(
+        store.request_friend(cat, ann, 10).await.unwrap(),
+        FriendRequested::Requested
+    );
+    assert_eq!(
+        store.request_friend(ann, cat, 10).await.unwrap(),
+        FriendRequested::Accepted
+    );
+    assert_eq!(
+        sorted_friends(store, ann).await,
+        [
+            friend(bob, "bob", FriendState::Friends),
+            friend(cat, "cat", FriendState::Friends)
+        ]
+    );
+    // The list shows names as last registered.
+    store
+        .bind(bob, "Zed", "secret", Some("secret"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted_friends(store, ann).await,
+        [
+            friend(bob, "Zed", FriendState::Friends),
+            friend(cat, "cat", FriendState::Friends)
+        ]
+    );
+    // Unfriending ends it for both, and is idempotent.
+    assert_eq!(
+        store.unfriend(bob, ann).await.unwrap(),
+        Some(FriendState::Friends)
+    );
+    assert_eq!(store.unfriend(bob, ann).await.unwrap(), None);
+    assert_eq!(sorted_friends(store, bob).await, []);
+    assert_eq!(
+        sorted_friends(store, ann).await,
+        [friend(cat, "cat", FriendState::Friends)]
+    );
+    // Withdrawing and declining requests.
+    store.request_friend(bob, cat, 10).await.unwrap();
+    assert_eq!(
+        store.unfriend(bob, cat).await.unwrap(),
+        Some(FriendState::RequestSent)
+    );
+    store.request_friend(bob, cat, 10).await.unwrap();
+    assert_eq!(
+        store.unfriend(cat, bob).await.unwrap(),
+        Some(FriendState::RequestReceived)
+    );
+    assert_eq!(sorted_friends(store, bob).await, []);
+    store.close().await;
+}
+
+async fn the_friends_quota_counts_both_sides(store: &Arc<dyn Store>) {
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let cat = user(store, "cat").await;
+    let dan = user(store, "dan").await;
+    assert_eq!(
+        store.request_friend(ann, bob, 2).await.unwrap(),
+        FriendRequested::Requested
+    );
+    assert_eq!(
+        store.request_friend(cat, ann, 2).await.unwrap(),
+        FriendRequested::Requested
+    );
+    // Ann has two: she may not ask, nor be asked, for more.
+    assert_eq!(
+        store.request_friend(ann, dan, 2).await.unwrap(),
+        FriendRequested::QuotaReached { requester: true }
+    );
+    assert_eq!(
+        store.request_friend(dan, ann, 2).await.unwrap(),
+        FriendRequested::QuotaReached { requester: false }
+    );
+    assert_eq!(sorted_friends(store, dan).await, []);
+    // Accepting one that counts already is not refused.
+    assert_eq!(
+        store.request_friend(ann, cat, 2).await.unwrap(),
+        FriendRequested::Accepted
+    );
+    store.unfriend(ann, bob).await.unwrap();
+    assert_eq!(
+        store.request_friend(dan, ann, 2).await.unwrap(),
+        FriendRequested::Requested
+    );
+    store.close().await;
+}
+
+async fn concurrent_claims_on_a_name_and_crossing_requests(store: &Arc<dyn Store>) {
+    // Ten new ids claim one name at once: one gets it.
+    let claims = (0..10).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let name = if i % 2 == 0 { "Race" } else { "race" };
+            store.bind(Uuid::new_v4(), name, "c", None).await.unwrap()
+        })
+    });
+    let outcomes: Vec<Binding> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let created = outcomes.iter().filter(|b| **b == Binding::Created).count();
+    let taken = outcomes
+        .iter()
+        .filter(|b| **b == Binding::NameTaken)
+        .count();
+    assert_eq!((created, taken), (1, 9), "{outcomes:?}");
+
+    // Two users ask each other at once: one request, one acceptance, friends either way.
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let (a, b) = tokio::join!(
+        store.request_friend(ann, bob, 10),
+        store.request_friend(bob, ann, 10)
+    );
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| *o == FriendRequested::Accepted);
+    assert_eq!(
+        outcomes,
+        [FriendRequested::Requested, FriendRequested::Accepted]
+    );
+    assert_eq!(
+        sorted_friends(store, ann).await,
+        [friend(bob, "bob", FriendState::Friends)]
+    );
+    assert_eq!(
+        sorted_friends(store, bob).await,
+        [friend(ann, "ann", FriendState::Friends)]
+    );
     store.close().await;
 }
 
@@ -407,6 +662,11 @@ async fn the_node_secret_is_made_once(store: &Arc<dyn Store>) {
 async fn everything_survives_close_and_reopen(backend: &impl Backend) {
     let store = backend.open("reopen").await;
     let bob = user(&store, "bob").await;
+    let ann = user(&store, "ann").await;
+    let cat = user(&store, "cat").await;
+    store.request_friend(ann, bob, 10).await.unwrap();
+    store.request_friend(cat, bob, 10).await.unwrap();
+    store.accept_friend(bob, ann).await.unwrap();
     let m: Vec<_> = (0..3).map(|i| envelope(bob, &format!("m{i}"))).collect();
     for message in &m {
         relay(&store, bob, message).await;
@@ -432,7 +692,20 @@ async fn everything_survives_close_and_reopen(backend: &impl Backend) {
     assert_eq!(store.node_secret().await.unwrap(), secret);
     let user = store.user(bob).await.unwrap().unwrap();
     assert_eq!(user.name, "bob");
-    assert!(user.verify("secret"));
+    assert_eq!(user.credential, "secret");
+    // Names stay reserved, and friends stay friends.
+    assert_eq!(store.user_by_name("ANN").await.unwrap().unwrap().0, ann);
+    assert_eq!(
+        store.bind(Uuid::new_v4(), "bob", "x", None).await.unwrap(),
+        Binding::NameTaken
+    );
+    assert_eq!(
+        sorted_friends(&store, bob).await,
+        [
+            friend(ann, "ann", FriendState::Friends),
+            friend(cat, "cat", FriendState::RequestReceived)
+        ]
+    );
     let mailbox = store.mailbox(bob, 0, 10).await.unwrap();
     assert_eq!(mailbox.messages, vec![(2, m[1].clone()), (3, m[2].clone())]);
     assert_eq!(mailbox.last_seq, 3);
