@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use chat_client::{ChatClient, ChatClientConfig, ClientState};
+use chat_api::{Access, ChatError};
+use chat_client::{ChatClient, ChatClientConfig, ClientError, ClientState};
 use chat_server::{ChatServer, ChatServerConfig};
 use rpc_core::Backoff;
+use uuid::Uuid;
 
 /// How long anything that should happen may take before the test gives up.
 const WAIT: Duration = Duration::from_secs(20);
@@ -14,7 +16,48 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn server(dir: &std::path::Path) -> ChatServer {
     let mut config = ChatServerConfig::new(dir);
     config.listen = vec!["tcp://127.0.0.1:0".parse().unwrap()];
+    // Cheap hashing: these tests are not about the KDF.
+    config.password_hashing.memory_kib = 64;
+    config.password_hashing.iterations = 1;
     ChatServer::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_logs_in_by_name_and_password_as_the_same_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let endpoint = server.endpoints()[0].clone();
+    let first =
+        ChatClientConfig::new(endpoint.clone(), "Alice").identity(Uuid::new_v4(), "hunter22");
+    let id = first.id;
+    let (alice, _events) = ChatClient::connect(first).await.unwrap();
+    alice.create_room("den", Access::InviteOnly).await.unwrap();
+    alice.shutdown().await;
+
+    // On another device: the name (folded as the server folds names) and the password.
+    let (again, _events) =
+        ChatClient::connect(ChatClientConfig::new(endpoint.clone(), "ALICE").login("hunter22"))
+            .await
+            .unwrap();
+    assert_eq!(again.id(), id);
+    assert_eq!(again.name(), "Alice");
+    assert!(again.state().is_online(), "{:?}", again.state());
+    // The server kept her group; the client read it at registration.
+    assert_eq!(again.joined_rooms(), ["den"]);
+    let me = again.lookup(&id.to_string()).await.unwrap();
+    assert_eq!(me.name, "Alice");
+    again.shutdown().await;
+
+    for (name, password) in [("alice", "wrong"), ("nobody", "hunter22")] {
+        let refused =
+            ChatClient::connect(ChatClientConfig::new(endpoint.clone(), name).login(password))
+                .await;
+        assert!(
+            matches!(refused, Err(ClientError::Chat(ChatError::WrongLogin))),
+            "{name}: {refused:?}"
+        );
+    }
+    server.shutdown(Duration::from_millis(100)).await;
 }
 
 #[tokio::test]
