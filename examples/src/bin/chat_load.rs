@@ -98,9 +98,16 @@ struct Stats {
     heartbeats: AtomicU64,
     presence_events: AtomicU64,
     heartbeat_failed: AtomicU64,
+    /// Inbox streams that ended with an error and were opened again.
+    inbox_reopened: AtomicU64,
+    /// Inboxes given up on (their session was gone).
+    inbox_lost: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     seen: Mutex<HashSet<Uuid>>,
 }
+
+/// How many times in a row an inbox may fail, each time opened again, before its client gives up.
+const MAX_INBOX_FAILURES: u32 = 5;
 
 /// One simulated client.
 #[derive(Clone)]
@@ -367,11 +374,13 @@ async fn read_inbox(
     stop: CancellationToken,
 ) {
     let mut to_ack = Vec::new();
+    let mut failures = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             item = inbox.next() => match item {
                 Some(Ok(InboxItem::Message(envelope))) => {
+                    failures = 0;
                     let now = base.elapsed().as_nanos();
                     let sent: u128 = envelope.text.get(..20).and_then(|t| t.parse().ok()).unwrap_or(now);
                     let micros = u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX);
@@ -391,10 +400,29 @@ async fn read_inbox(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    if !stop.is_cancelled() {
-                        eprintln!("inbox of {} failed: {e}", sim.id);
+                    if stop.is_cancelled() {
+                        return;
                     }
-                    return;
+                    // As a real client does: open it again, which replays what is stored and
+                    // not yet acknowledged (a store that was briefly unavailable, an inbox
+                    // closed for overflow). Give up when the session is gone: the stream of an
+                    // inbox opened without one ends at once, again and again.
+                    failures += 1;
+                    if failures > MAX_INBOX_FAILURES {
+                        eprintln!("inbox of {} failed {failures} times in a row: {e}", sim.id);
+                        stats.inbox_lost.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    stats.inbox_reopened.fetch_add(1, Ordering::Relaxed);
+                    ack(&sim, &mut to_ack).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match sim.api.inbox(sim.token.clone()).await {
+                        Ok(again) => inbox = again,
+                        Err(again) => {
+                            eprintln!("inbox of {} failed: {e}; opening it again: {again}", sim.id);
+                            return;
+                        }
+                    }
                 }
                 None => return,
             },
@@ -540,6 +568,16 @@ fn report(r: &Report<'_>) {
         "  {:<28} {}",
         "delivered twice",
         s.duplicates.load(Ordering::Relaxed)
+    );
+    println!(
+        "  {:<28} {}",
+        "inboxes opened again",
+        s.inbox_reopened.load(Ordering::Relaxed)
+    );
+    println!(
+        "  {:<28} {}",
+        "inboxes given up (no session)",
+        s.inbox_lost.load(Ordering::Relaxed)
     );
     println!(
         "  {:<28} {} / {} / {} / {}",
