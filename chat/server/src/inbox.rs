@@ -335,13 +335,17 @@ fn inbox_stream(
                     Phase::Live => match state.rx.recv().await {
                         // Already sent, from the store or live.
                         Some(Live::Message { seq, .. }) if seq <= state.high => continue,
-                        Some(Live::Message { seq, envelope }) => {
+                        Some(Live::Message { seq, envelope }) if seq == state.high + 1 => {
                             state.high = seq;
                             let item = Ok(InboxItem::Message(envelope));
                             return Some((item, Some(state)));
                         }
                         Some(Live::Item(item)) => return Some((Ok(item), Some(state))),
-                        Some(Live::Wake) => {
+                        // A message past a gap: the messages before it were stored by another
+                        // node, whose wake is still on its way. Sending this one first would
+                        // move `high` past them and the wake would find nothing after it, so
+                        // read them all from the store, in order, as a wake does.
+                        Some(Live::Message { .. } | Live::Wake) => {
                             state.phase = Phase::Replay {
                                 page: Vec::new().into_iter(),
                                 last: state.high,

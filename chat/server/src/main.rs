@@ -46,11 +46,21 @@ struct Args {
     /// with backoff, saying so, so it may start before its database.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
     store_wait_secs: u64,
-    /// Where presence is kept: `embedded` (an in-process registry), or the endpoint of a
-    /// registry server (e.g. tcp://127.0.0.1:7100, see `registry-server`) to share presence
-    /// with other chat servers.
+    /// Where presence and the list of nodes are kept: `embedded` (an in-process registry),
+    /// the endpoint of a registry server (e.g. tcp://127.0.0.1:7100, see `registry-server`), or
+    /// etcd directly: etcd://host:port, several members separated by commas
+    /// (etcd://10.0.0.1:2379,10.0.0.2:2379; needs a build with `--features etcd`). Chat
+    /// servers sharing a registry (and a PostgreSQL --store) are nodes of one chat service.
     #[arg(long, default_value = "embedded")]
     registry: String,
+    /// The key prefix in etcd, with an etcd:// --registry; the chat servers of one service
+    /// must use the same.
+    #[arg(long, default_value = "/chat/registry/")]
+    etcd_prefix: String,
+    /// How long to wait for etcd at startup, in seconds (0 to 3600; with an etcd:// --registry):
+    /// the server retries with backoff, saying so, so it may start before etcd.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    registry_wait_secs: u64,
     /// An endpoint clients should use to reach this server, registered in the registry as a
     /// node of chat.Signal (repeat for several). Default: the endpoints it listens on.
     #[arg(long)]
@@ -151,7 +161,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     chat_server::init_logging();
     let args = Args::parse();
-    let stop = chat_server::shutdown_signal()?;
+    let mut stop = Box::pin(chat_server::shutdown_signal()?);
     let mut config = ChatServerConfig::new(&args.data_dir)
         .with_presence_ttl(Duration::from_secs(args.presence_ttl_secs));
     config.listen = args.listen;
@@ -171,8 +181,24 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
+    let presence = match args.registry.as_str() {
+        "embedded" => "this process".to_owned(),
+        url if url.starts_with("etcd://") => format!("etcd at {}", &url["etcd://".len()..]),
+        endpoint => format!("the registry server at {endpoint}"),
+    };
     config.registry = match args.registry.as_str() {
         "embedded" => None,
+        url if url.starts_with("etcd://") => {
+            let members = etcd_members(url)?;
+            let wait = Duration::from_secs(args.registry_wait_secs);
+            tokio::select! {
+                registry = etcd(members, &args.etcd_prefix, wait) => Some(registry?),
+                signal = &mut stop => {
+                    println!("{signal}: stopping before etcd answered");
+                    return Ok(());
+                }
+            }
+        }
         endpoint => {
             let endpoint: Endpoint = endpoint
                 .parse()
@@ -198,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
         println!("chat-server listening on {endpoint}");
     }
     println!("chat-server data in {data}");
+    println!("chat-server presence in {presence}");
     let signal = stop.await;
     println!(
         "{signal}: draining, calls in flight have {} s to finish",
@@ -206,4 +233,78 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown(Duration::from_secs(args.grace)).await;
     println!("chat-server stopped");
     Ok(())
+}
+
+/// The client URLs of the etcd members named by an `etcd://host:port[,host:port...]` --registry.
+fn etcd_members(url: &str) -> anyhow::Result<Vec<String>> {
+    let list = url.strip_prefix("etcd://").unwrap_or(url);
+    let members: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .map(|member| format!("http://{member}"))
+        .collect();
+    let bad = |member: &str| {
+        let address = member.trim_start_matches("http://");
+        address
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    };
+    if let Some(member) = members.iter().find(|m| bad(m)) {
+        anyhow::bail!(
+            "--registry {url:?}: {:?} is not host:port; expected \
+             etcd://host:port[,host:port...]",
+            member.trim_start_matches("http://")
+        );
+    }
+    Ok(members)
+}
+
+/// Connects to etcd, retrying with backoff while it does not answer, for up to `wait`.
+#[cfg(feature = "etcd")]
+async fn etcd(
+    members: Vec<String>,
+    prefix: &str,
+    wait: Duration,
+) -> anyhow::Result<Arc<dyn Registry>> {
+    use rpc_core::Backoff;
+    use rpc_registry::{EtcdConfig, EtcdRegistry, RegistryError};
+    use tokio::time::Instant;
+
+    let endpoints = members.join(", ");
+    let mut config = EtcdConfig::new(members);
+    config.prefix = prefix.to_owned();
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let deadline = Instant::now() + wait;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let reason = match EtcdRegistry::connect(config.clone()).await {
+            Ok(registry) => return Ok(Arc::new(registry)),
+            Err(RegistryError::Unavailable(reason)) => reason,
+            Err(e) => return Err(anyhow::anyhow!("--registry: etcd at {endpoints}: {e}")),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            anyhow::bail!(
+                "--registry: etcd at {endpoints} did not answer within {} s \
+                 (--registry-wait-secs): {reason}",
+                wait.as_secs()
+            );
+        }
+        // Half the ceiling plus a random half of it: many nodes restarted together do not
+        // retry together.
+        let ceiling = backoff.ceiling(attempt);
+        let delay = (ceiling / 2 + ceiling.mul_f64(fastrand::f64()) / 2).min(left);
+        tracing::warn!("waiting for etcd at {endpoints}, retrying in {delay:.1?}: {reason}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd(_: Vec<String>, _: &str, _: Duration) -> anyhow::Result<Arc<dyn Registry>> {
+    anyhow::bail!(
+        "--registry etcd://...: this chat-server was built without etcd; build it with \
+         `cargo build -p chat-server --features etcd` (needs protoc), or use a registry-server \
+         (--registry tcp://host:port)"
+    )
 }

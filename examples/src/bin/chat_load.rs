@@ -1,8 +1,10 @@
-//! Loads a chat server with simulated clients and reports what it sustained.
+//! Loads a chat server, or several nodes of one chat service, with simulated clients and reports
+//! what they sustained.
 //!
-//! Each simulated client has its own TCP connection: it registers, opens its inbox, heartbeats
-//! at the interval the server asks for, and acknowledges what arrives. A pacer relays messages
-//! between random pairs of online clients at the target rate. Latency is measured from just
+//! Each simulated client has its own TCP connection, to one of the nodes (round robin): it
+//! registers, opens its inbox, heartbeats at the interval the server asks for, and acknowledges
+//! what arrives. A pacer relays messages between random pairs of online clients at the target
+//! rate; with several nodes most pairs are on different nodes, so most messages cross nodes. Latency is measured from just
 //! before `relay` is called to the message's arrival in the recipient's inbox (both ends are in
 //! this process, so one clock serves both).
 
@@ -24,22 +26,37 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Simulates many chat clients against a chat server and reports the sustained message rate,
-/// delivery latency and the server's memory.
+/// Simulates many chat clients against a chat server, or several nodes of one chat service, and
+/// reports the sustained message rate, delivery latency and each server's memory.
 ///
-/// Without `--server` it starts `chat-server` (found next to this program: build it with
-/// `cargo build -p chat-server` in the same profile) as a child process on a free port with a
-/// temporary data directory, so that the memory figure is the server's alone. Every client has its own connection: with 2,000 clients this process and the server
-/// each hold 2,000 sockets, so `ulimit -n` must allow a few more than `--clients`.
+/// Without `--server` it starts `--nodes` chat servers (the `chat-server` found next to this
+/// program: build it with `cargo build -p chat-server` in the same profile) as child processes
+/// on free ports with temporary data directories, so that the memory figures are the servers'
+/// alone. Several nodes must share a store and a registry: give them `--store postgres://...`
+/// and `--registry etcd://...` (or a registry server's endpoint). Every client has its own
+/// connection: with 2,000 clients this process and the servers hold 2,000 sockets each, so
+/// `ulimit -n` must allow a few more than `--clients`.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// A running chat server to load instead of starting one.
+    /// A running chat server to load instead of starting them; repeat for the nodes of one
+    /// chat service (the clients are spread over them).
     #[arg(long)]
-    server: Option<Endpoint>,
-    /// The process id of the `--server`, to report its memory.
+    server: Vec<Endpoint>,
+    /// The process id of each `--server`, in the same order, to report its memory.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// How many chat servers to start, without `--server` (1 to 16).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    nodes: u64,
+    /// The `--store` of the servers started: `redb` (one node only: each node would have its
+    /// own file) or a postgres:// URL they share.
+    #[arg(long, default_value = "redb")]
+    store: String,
+    /// The `--registry` of the servers started: `embedded` (one node only), an etcd://host:port
+    /// (a chat-server built with `--features etcd`) or a registry server's endpoint.
+    #[arg(long, default_value = "embedded")]
+    registry: String,
     /// The chat-server program to start. Default: `chat-server` next to this program.
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -71,6 +88,8 @@ struct Args {
 #[derive(Default)]
 struct Stats {
     relayed: AtomicU64,
+    /// Relayed between users on different nodes.
+    relayed_across: AtomicU64,
     relay_failed: AtomicU64,
     delivered: AtomicU64,
     /// Delivered while the pacer was sending.
@@ -79,14 +98,23 @@ struct Stats {
     heartbeats: AtomicU64,
     presence_events: AtomicU64,
     heartbeat_failed: AtomicU64,
+    /// Inbox streams that ended with an error and were opened again.
+    inbox_reopened: AtomicU64,
+    /// Inboxes given up on (their session was gone).
+    inbox_lost: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     seen: Mutex<HashSet<Uuid>>,
 }
+
+/// How many times in a row an inbox may fail, each time opened again, before its client gives up.
+const MAX_INBOX_FAILURES: u32 = 5;
 
 /// One simulated client.
 #[derive(Clone)]
 struct Sim {
     api: SignalClient<Client>,
+    /// The index of its node.
+    node: usize,
     id: Uuid,
     token: String,
 }
@@ -108,18 +136,40 @@ async fn main() -> anyhow::Result<()> {
         "--rate and --seconds must be positive"
     );
     warn_about_file_limit(args.clients);
+    anyhow::ensure!(
+        args.server_pid.is_empty() || args.server_pid.len() == args.server.len(),
+        "give one --server-pid per --server, in the same order"
+    );
+    anyhow::ensure!(
+        args.nodes == 1 || (args.store != "redb" && args.registry != "embedded"),
+        "--nodes {} needs a shared --store postgres://... and --registry (etcd://... or a \
+         registry server's endpoint): the nodes of one chat service share both",
+        args.nodes
+    );
 
     let data = tempfile::tempdir()?;
-    let (endpoint, mut child) = match &args.server {
-        Some(endpoint) => (endpoint.clone(), None),
-        None => {
-            let (endpoint, child) = start_server(&args, data.path())?;
-            (endpoint, Some(Killed(child)))
+    let mut children = Vec::new();
+    let endpoints = if args.server.is_empty() {
+        let mut endpoints = Vec::new();
+        for node in 0..args.nodes {
+            let dir = data.path().join(format!("node-{node}"));
+            let (endpoint, child) = start_server(&args, &dir)?;
+            endpoints.push(endpoint);
+            children.push(Killed(child));
         }
+        endpoints
+    } else {
+        args.server.clone()
     };
-    let server_pid = child.as_ref().map(|c| c.0.id()).or(args.server_pid);
+    let server_pids: Vec<u32> = if children.is_empty() {
+        args.server_pid.clone()
+    } else {
+        children.iter().map(|c| c.0.id()).collect()
+    };
+    let listed: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
     println!(
-        "chat-load: loading {endpoint} with {} clients",
+        "chat-load: loading {} with {} clients",
+        listed.join(", "),
         args.clients
     );
 
@@ -131,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
     // Register the watchers first, so that they see everyone else join.
     let started = Instant::now();
     let watchers: Vec<Registered> = futures::stream::iter(0..args.watchers.min(args.clients))
-        .map(|i| register(endpoint.clone(), i))
+        .map(|i| register(&endpoints, i))
         .buffer_unordered(128)
         .collect::<Vec<_>>()
         .await
@@ -144,13 +194,19 @@ async fn main() -> anyhow::Result<()> {
 
     // Then everyone else, a bounded number at a time.
     let others: Vec<Registered> = futures::stream::iter(watchers.len()..args.clients)
-        .map(|i| register(endpoint.clone(), i))
+        .map(|i| register(&endpoints, i))
         .buffer_unordered(128)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
     let registered_in = started.elapsed();
+    if endpoints.len() > 1 {
+        // Every node learns who is on the others through the registry's watch: let the last
+        // registrations reach them all, so that no message is relayed to a user its node does
+        // not yet know is online (it would be stored until that user's next wake).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let sims: Vec<Registered> = watchers.into_iter().chain(others).collect();
     let heartbeat = sims[0].heartbeat;
     let sims: Vec<Sim> = sims.into_iter().map(|r| r.sim).collect();
@@ -172,14 +228,14 @@ async fn main() -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
-    let rss_at_start = server_pid.and_then(rss_kib);
+    let rss_at_start: Vec<Option<u64>> = server_pids.iter().map(|&pid| rss_kib(pid)).collect();
 
     // Send at the target rate for the window.
     let sims = Arc::new(sims);
     let limit = Arc::new(Semaphore::new(args.in_flight));
     let text_pad = "x".repeat(args.size.saturating_sub(24));
     let window = Duration::from_secs(args.seconds);
-    let mut peak_rss = 0;
+    let mut peak_rss = vec![0; server_pids.len()];
     let mut sent = 0u64;
     window_open.store(true, Ordering::Relaxed);
     let window_start = Instant::now();
@@ -190,7 +246,9 @@ async fn main() -> anyhow::Result<()> {
         let elapsed = window_start.elapsed();
         if elapsed >= next_sample {
             next_sample = next_sample.saturating_add(Duration::from_secs(1));
-            peak_rss = peak_rss.max(server_pid.and_then(rss_kib).unwrap_or(0));
+            for (peak, &pid) in peak_rss.iter_mut().zip(&server_pids) {
+                *peak = (*peak).max(rss_kib(pid).unwrap_or(0));
+            }
         }
         let due = (elapsed.as_secs_f64() * args.rate as f64) as u64;
         // When the server falls behind, the pacer waits for permits; it never sends past the
@@ -219,9 +277,16 @@ async fn main() -> anyhow::Result<()> {
                     )
                     .await;
                 match result {
-                    Ok(_) => stats.relayed.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => stats.relay_failed.fetch_add(1, Ordering::Relaxed),
-                };
+                    Ok(_) => {
+                        stats.relayed.fetch_add(1, Ordering::Relaxed);
+                        if sender.node != recipient.node {
+                            stats.relayed_across.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        stats.relay_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 drop(permit);
             });
         }
@@ -237,8 +302,16 @@ async fn main() -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rss_at_end = server_pid.and_then(rss_kib);
-    let hwm = server_pid.and_then(|pid| status_kib(pid, "VmHWM:"));
+    let servers: Vec<ServerMemory> = server_pids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| ServerMemory {
+            at_start: rss_at_start[i],
+            peak: Some(peak_rss[i]).filter(|&p| p > 0),
+            at_end: rss_kib(pid),
+            high_water: status_kib(pid, "VmHWM:"),
+        })
+        .collect();
     stop.cancel();
     for sim in sims.iter() {
         sim.api.caller().close();
@@ -248,17 +321,11 @@ async fn main() -> anyhow::Result<()> {
         registered_in,
         sent_in,
         stats: &stats,
-        rss: [
-            rss_at_start,
-            Some(peak_rss).filter(|&p| p > 0),
-            rss_at_end,
-            hwm,
-        ],
+        nodes: endpoints.len(),
+        servers: &servers,
         own_rss: status_kib(std::process::id(), "VmRSS:"),
     });
-    if let Some(child) = child.as_mut() {
-        let _ = child.0.kill();
-    }
+    drop(children);
     Ok(())
 }
 
@@ -267,9 +334,11 @@ struct Registered {
     heartbeat: Duration,
 }
 
-async fn register(endpoint: Endpoint, i: usize) -> anyhow::Result<Registered> {
+/// Registers client `i` on node `i % endpoints.len()`.
+async fn register(endpoints: &[Endpoint], i: usize) -> anyhow::Result<Registered> {
+    let node = i % endpoints.len();
     let client = Client::builder()
-        .connect(&endpoint)
+        .connect(&endpoints[node])
         .await
         .with_context(|| format!("client {i} connecting"))?;
     let api = SignalClient::new(client);
@@ -288,6 +357,7 @@ async fn register(endpoint: Endpoint, i: usize) -> anyhow::Result<Registered> {
         heartbeat: Duration::from_millis(session.heartbeat_ms.clamp(100, 3_600_000)),
         sim: Sim {
             api,
+            node,
             id,
             token: session.token,
         },
@@ -304,11 +374,13 @@ async fn read_inbox(
     stop: CancellationToken,
 ) {
     let mut to_ack = Vec::new();
+    let mut failures = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             item = inbox.next() => match item {
                 Some(Ok(InboxItem::Message(envelope))) => {
+                    failures = 0;
                     let now = base.elapsed().as_nanos();
                     let sent: u128 = envelope.text.get(..20).and_then(|t| t.parse().ok()).unwrap_or(now);
                     let micros = u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX);
@@ -328,10 +400,29 @@ async fn read_inbox(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    if !stop.is_cancelled() {
-                        eprintln!("inbox of {} failed: {e}", sim.id);
+                    if stop.is_cancelled() {
+                        return;
                     }
-                    return;
+                    // As a real client does: open it again, which replays what is stored and
+                    // not yet acknowledged (a store that was briefly unavailable, an inbox
+                    // closed for overflow). Give up when the session is gone: the stream of an
+                    // inbox opened without one ends at once, again and again.
+                    failures += 1;
+                    if failures > MAX_INBOX_FAILURES {
+                        eprintln!("inbox of {} failed {failures} times in a row: {e}", sim.id);
+                        stats.inbox_lost.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    stats.inbox_reopened.fetch_add(1, Ordering::Relaxed);
+                    ack(&sim, &mut to_ack).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match sim.api.inbox(sim.token.clone()).await {
+                        Ok(again) => inbox = again,
+                        Err(again) => {
+                            eprintln!("inbox of {} failed: {e}; opening it again: {again}", sim.id);
+                            return;
+                        }
+                    }
                 }
                 None => return,
             },
@@ -389,10 +480,19 @@ struct Report<'a> {
     registered_in: Duration,
     sent_in: Duration,
     stats: &'a Stats,
-    /// Server RSS at the start of sending, peak while sending, at the end; and its high-water
-    /// mark, in KiB.
-    rss: [Option<u64>; 4],
+    nodes: usize,
+    /// Each server's memory, when its process id is known.
+    servers: &'a [ServerMemory],
     own_rss: Option<u64>,
+}
+
+/// A server's resident memory, in KiB: at the start of sending, the peak while sending
+/// (sampled each second), at the end, and its high-water mark (VmHWM).
+struct ServerMemory {
+    at_start: Option<u64>,
+    peak: Option<u64>,
+    at_end: Option<u64>,
+    high_water: Option<u64>,
 }
 
 fn report(r: &Report<'_>) {
@@ -419,7 +519,13 @@ fn report(r: &Report<'_>) {
     let a = r.args;
     println!();
     println!("chat-load report");
-    println!("  {:<28} {}", "clients (one connection each)", a.clients);
+    println!(
+        "  {:<28} {} over {} node{}",
+        "clients (one connection each)",
+        a.clients,
+        r.nodes,
+        if r.nodes == 1 { "" } else { "s" }
+    );
     println!(
         "  {:<28} {:.2} s ({} watchers saw {} presence events)",
         "all registered in",
@@ -436,6 +542,11 @@ fn report(r: &Report<'_>) {
         "relayed (accepted)",
         relayed,
         relayed as f64 / secs
+    );
+    println!(
+        "  {:<28} {}",
+        "relayed across nodes",
+        s.relayed_across.load(Ordering::Relaxed)
     );
     println!(
         "  {:<28} {}",
@@ -459,6 +570,16 @@ fn report(r: &Report<'_>) {
         s.duplicates.load(Ordering::Relaxed)
     );
     println!(
+        "  {:<28} {}",
+        "inboxes opened again",
+        s.inbox_reopened.load(Ordering::Relaxed)
+    );
+    println!(
+        "  {:<28} {}",
+        "inboxes given up (no session)",
+        s.inbox_lost.load(Ordering::Relaxed)
+    );
+    println!(
         "  {:<28} {} / {} / {} / {}",
         "latency p50 / p90 / p99 / max",
         pct(0.5),
@@ -472,14 +593,19 @@ fn report(r: &Report<'_>) {
         s.heartbeats.load(Ordering::Relaxed),
         s.heartbeat_failed.load(Ordering::Relaxed)
     );
-    println!(
-        "  {:<28} {} at start, {} peak, {} at end (high-water {})",
-        "server RSS",
-        mib(r.rss[0]),
-        mib(r.rss[1]),
-        mib(r.rss[2]),
-        mib(r.rss[3])
-    );
+    if r.servers.is_empty() {
+        println!("  {:<28} n/a (give --server-pid)", "server RSS");
+    }
+    for (i, m) in r.servers.iter().enumerate() {
+        println!(
+            "  {:<28} {} at start, {} peak, {} at end (high-water {})",
+            format!("server {i} RSS"),
+            mib(m.at_start),
+            mib(m.peak),
+            mib(m.at_end),
+            mib(m.high_water)
+        );
+    }
     println!("  {:<28} {}", "load generator RSS", mib(r.own_rss));
 }
 
@@ -503,6 +629,7 @@ fn start_server(args: &Args, data: &std::path::Path) -> anyhow::Result<(Endpoint
         .args(["--listen", "tcp://127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(["--presence-ttl-secs", &args.presence_ttl_secs.to_string()])
+        .args(["--store", &args.store, "--registry", &args.registry])
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
