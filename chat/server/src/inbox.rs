@@ -33,7 +33,7 @@ const REPLAY_PAGE: usize = 256;
 pub(crate) enum Live {
     /// A stored message, with its sequence number in the recipient's mailbox.
     Message { seq: u64, envelope: Envelope },
-    /// Anything not stored: room events and posts.
+    /// Anything not stored: room and friend events.
     Item(InboxItem),
     /// The mailbox has messages stored by another server: read them from the store.
     Wake,
@@ -335,6 +335,17 @@ fn inbox_stream(
                     Phase::Live => match state.rx.recv().await {
                         // Already sent, from the store or live.
                         Some(Live::Message { seq, .. }) if seq <= state.high => continue,
+                        // Messages committed at once (posts in two rooms, relays from two
+                        // senders) may be pushed out of order: one skipping a number sends the
+                        // reader to the store, which has both, in order.
+                        Some(Live::Message { seq, .. }) if seq > state.high.saturating_add(1) => {
+                            state.phase = Phase::Replay {
+                                page: Vec::new().into_iter(),
+                                last: state.high,
+                                more: true,
+                                upto: u64::MAX,
+                            };
+                        }
                         Some(Live::Message { seq, envelope }) => {
                             state.high = seq;
                             let item = Ok(InboxItem::Message(envelope));
