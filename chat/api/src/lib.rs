@@ -197,9 +197,8 @@ pub enum RoomEvent {
 /// What a client's inbox stream yields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InboxItem {
-    /// A message relayed by the server, stored for this user, or posted in a room. Relayed and
-    /// stored messages must be acknowledged with `ack`; until then they are delivered again on
-    /// every new inbox.
+    /// A message relayed by the server, stored for this user, or posted in a room. Every one
+    /// must be acknowledged with `ack`; until then it is delivered again on every new inbox.
     Message(Envelope),
     /// A room membership change.
     Room(RoomEvent),

@@ -77,16 +77,8 @@ impl<V: Named> ByName<V> {
         self.by_id.get(id)
     }
 
-    pub(crate) fn contains(&self, id: &Uuid) -> bool {
-        self.by_id.contains_key(id)
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
-    }
-
-    pub(crate) fn ids(&self) -> impl Iterator<Item = &Uuid> {
-        self.by_id.keys()
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {

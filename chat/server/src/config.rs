@@ -50,9 +50,14 @@ pub struct ChatServerConfig {
     /// exist), 1 to [`MAX_QUOTA`](Self::MAX_QUOTA). Rooms are never deleted, so this counts
     /// every room the user ever made. Default: 100.
     pub max_rooms_created: u32,
-    /// How many rooms one user may be in at once, 1 to [`MAX_QUOTA`](Self::MAX_QUOTA).
-    /// Default: 100.
+    /// How many rooms one user may be a member of at once, 1 to
+    /// [`MAX_QUOTA`](Self::MAX_QUOTA). Membership lasts until the member leaves or is removed,
+    /// so a session that ends frees no slot. Default: 100.
     pub max_rooms_joined: u32,
+    /// How many members one room may have, 1 to [`MAX_QUOTA`](Self::MAX_QUOTA); a join or an
+    /// `add_member` beyond it is refused with [`ChatError::Quota`](chat_api::ChatError::Quota).
+    /// Default: 1,000.
+    pub max_room_members: u32,
     /// The largest frame accepted or sent, from [`MIN_FRAME_LEN`](Self::MIN_FRAME_LEN) to
     /// 4 GiB - 1. Requests are small (a message is at most
     /// [`MAX_TEXT_BYTES`](chat_api::MAX_TEXT_BYTES)) and lists come a page at a time,
@@ -159,6 +164,8 @@ impl ChatServerConfig {
     pub const DEFAULT_MAX_ROOMS_CREATED: u32 = 100;
     /// The default number of rooms one user may be in.
     pub const DEFAULT_MAX_ROOMS_JOINED: u32 = 100;
+    /// The default number of members one room may have.
+    pub const DEFAULT_MAX_ROOM_MEMBERS: u32 = 1_000;
     /// The largest room quota.
     pub const MAX_QUOTA: u32 = 1_000_000;
     /// The smallest frame limit: room for the largest request with plenty to spare, and for
@@ -190,6 +197,7 @@ impl ChatServerConfig {
             max_pending: Self::DEFAULT_MAX_PENDING,
             max_rooms_created: Self::DEFAULT_MAX_ROOMS_CREATED,
             max_rooms_joined: Self::DEFAULT_MAX_ROOMS_JOINED,
+            max_room_members: Self::DEFAULT_MAX_ROOM_MEMBERS,
             max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
             max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
             max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
@@ -241,6 +249,11 @@ impl ChatServerConfig {
         in_range(
             "the quota of rooms joined",
             self.max_rooms_joined,
+            1..=Self::MAX_QUOTA,
+        )?;
+        in_range(
+            "the quota of room members",
+            self.max_room_members,
             1..=Self::MAX_QUOTA,
         )?;
         in_range(

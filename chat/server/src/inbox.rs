@@ -33,7 +33,7 @@ const REPLAY_PAGE: usize = 256;
 pub(crate) enum Live {
     /// A stored message, with its sequence number in the recipient's mailbox.
     Message { seq: u64, envelope: Envelope },
-    /// Anything not stored: room events and posts.
+    /// Anything not stored: room and friend events.
     Item(InboxItem),
     /// The mailbox has messages stored by another server: read them from the store.
     Wake,
@@ -342,7 +342,8 @@ fn inbox_stream(
                         }
                         Some(Live::Item(item)) => return Some((Ok(item), Some(state))),
                         // A message past a gap: the messages before it were stored by another
-                        // node, whose wake is still on its way. Sending this one first would
+                        // node, whose wake is still on its way, or committed at the same time
+                        // and pushed out of order (posts in two rooms, relays from two senders). Sending this one first would
                         // move `high` past them and the wake would find nothing after it, so
                         // read them all from the store, in order, as a wake does.
                         Some(Live::Message { .. } | Live::Wake) => {

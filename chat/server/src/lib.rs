@@ -108,11 +108,11 @@ impl ChatServer {
                 )
             }
         };
-        let (rooms, node_secret) = match tokio::try_join!(store.rooms(), store.node_secret()) {
-            Ok(read) => read,
+        let node_secret = match store.node_secret().await {
+            Ok(secret) => secret,
             Err(e) => {
                 store.close().await;
-                return Err(e).context("reading rooms and the node secret");
+                return Err(e).context("reading the node secret");
             }
         };
         let registry = config
@@ -126,18 +126,13 @@ impl ChatServer {
             max_pending: config.max_pending,
             max_rooms_created: config.max_rooms_created,
             max_rooms_joined: config.max_rooms_joined,
+            max_room_members: config.max_room_members,
             max_page_items: config.max_page_items,
             max_page_bytes: config.max_page_bytes,
             max_friends: config.max_friends,
             password_hashing: config.password_hashing,
         };
-        let shared = Arc::new(Shared::new(
-            settings,
-            store,
-            registry.clone(),
-            rooms,
-            node_secret,
-        ));
+        let shared = Arc::new(Shared::new(settings, store, registry.clone(), node_secret));
         let stop = CancellationToken::new();
         // Watching before serving: no session can expire unseen.
         let first_watch = match tokio::time::timeout(

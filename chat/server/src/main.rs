@@ -93,13 +93,21 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
     )]
     max_rooms_created: u32,
-    /// How many rooms one user may be in at once (1 to 1000000).
+    /// How many rooms one user may be a member of at once (1 to 1000000); membership lasts
+    /// until the member leaves or is removed.
     #[arg(
         long,
         default_value_t = ChatServerConfig::DEFAULT_MAX_ROOMS_JOINED,
         value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
     )]
     max_rooms_joined: u32,
+    /// How many members one room may have (1 to 1000000).
+    #[arg(
+        long,
+        default_value_t = ChatServerConfig::DEFAULT_MAX_ROOM_MEMBERS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
+    )]
+    max_room_members: u32,
     /// The most items in one page of a list (who is online, rooms, a room's members or
     /// history), whatever a client asks for (1 to 10000).
     #[arg(
@@ -170,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_pending = args.max_pending;
     config.max_rooms_created = args.max_rooms_created;
     config.max_rooms_joined = args.max_rooms_joined;
+    config.max_room_members = args.max_room_members;
     config.max_page_items = usize::try_from(args.max_page_items)?;
     config.max_page_bytes = usize::try_from(args.max_page_bytes)?;
     config.max_friends = args.max_friends;

@@ -84,7 +84,10 @@ impl ContentLen for Friend {
 
 impl ContentLen for RoomInfo {
     fn content_len(&self) -> usize {
-        ITEM_OVERHEAD + self.name.len()
+        // The owner's id as text, and the access and membership by their longest names
+        // ("InviteOnly", "Outsider"), as a text format spells them.
+        const OWNER_AND_STANDING: usize = 36 + 2 * 10;
+        ITEM_OVERHEAD + self.name.len() + OWNER_AND_STANDING
     }
 }
 

@@ -1,14 +1,20 @@
-//! Rooms: named groups whose members get each other's posts and are told who joins and leaves.
+//! Rooms and groups: named sets of users whose members get each other's posts and are told who
+//! joins, leaves and is removed.
 //!
-//! Room names and their last posts are stored; membership is not: it is bound to presence, so a
-//! user whose session ends leaves every room. A room's member list is behind an async lock held
-//! while a post is committed and fanned out, so every member sees the room's posts in the order
-//! of its history. Rooms, members and posts are listed a page at a time.
-
-use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+//! Everything about a room is in the store, which is the authority every node asks: its owner
+//! (its maker, or the longest-standing member when the owner left), its access (open, or
+//! invite-only: a group), its members and invitations, and its last posts. Membership lasts
+//! across sessions until the member leaves or the owner removes them; a session that ends
+//! leaves no room.
+//!
+//! A post is committed to the room's history and, in the same transaction, to the mailbox of
+//! every member (see [`Store::post`](crate::store::Store::post)); then it is pushed at once to
+//! the members whose sessions this node holds and the nodes holding the others are woken to
+//! read it from the store. Members offline find it in their mailbox when their inbox opens, and
+//! acknowledge it like a relayed message. The store numbers each room's posts and each
+//! mailbox's messages in one order, so every member gets a room's posts in the order of its
+//! history. Room events (joins, leaves, removals, invitations) are not stored: they reach the
+//! inboxes open at the time, on any node.
 
 use chat_api::{
     Access, ChatError, Destination, Envelope, InboxItem, MAX_ROOM_CHARS, Membership, Page, Path,
@@ -18,136 +24,166 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::by_name::{ByName, NameCursor};
+use crate::inbox::Live;
 use crate::page::{PageBuilder, PageLimits};
 use crate::state::{Session, Shared, storage_error};
-use crate::store::RoomCreated;
+use crate::store::{
+    Admission, Invited, Joined, Left, ListedRoom, Posted, RoomFilter, RoomQuotas, StoredRoom,
+};
 use crate::validate;
 
-/// Every room, by name.
-#[derive(Debug)]
-pub(crate) struct Rooms {
-    map: Mutex<BTreeMap<String, Arc<Room>>>,
-}
-
-#[derive(Debug)]
-struct Room {
-    name: String,
-    members: tokio::sync::Mutex<ByName<Sender>>,
-    /// How many members there are, kept with `members` so that listing rooms need not wait
-    /// for each room's lock.
-    member_count: AtomicU32,
-}
+/// Rooms and groups, all kept in the store (see the [module's](self) documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Rooms {}
 
 impl Rooms {
-    /// The rooms found in the store, without members.
-    pub(crate) fn new(names: Vec<String>) -> Self {
-        Rooms {
-            map: Mutex::new(
-                names
-                    .into_iter()
-                    .map(|n| (n.clone(), Room::new(n)))
-                    .collect(),
-            ),
-        }
-    }
-
-    /// Creates a room and joins it.
+    /// Creates a room owned by the caller and joins it.
     pub(crate) async fn create(
         &self,
         shared: &Shared,
-        session: &Arc<Session>,
+        session: &Session,
         name: String,
+        access: Access,
     ) -> Result<RoomInfo, ChatError> {
         validate::room_name(&name)?;
-        if self.lock().contains_key(&name) {
-            return Err(ChatError::RoomExists(name));
-        }
-        // Not a room made only to be left empty because its maker may not join it.
-        check_joined(shared, session)?;
-        let room = match self.create_stored(shared, session, &name).await? {
-            RoomCreated::Created => self.installed(&name),
-            _ => return Err(ChatError::RoomExists(name)),
-        };
-        debug!(room = %name, by = %session.info.id, "room created");
-        self.join_room(shared, session, &room).await
+        let joined = self
+            .admit(shared, &name, session.info.id, Admission::Create(access))
+            .await?;
+        debug!(room = %name, by = %session.info.id, ?access, "room created");
+        self.joined(shared, session.sender(), &name, joined).await
     }
 
-    /// Joins a room, creating it if needed.
+    /// Joins a room: an open one (made if it does not exist), or a group the caller was
+    /// invited to.
     pub(crate) async fn join(
         &self,
         shared: &Shared,
-        session: &Arc<Session>,
+        session: &Session,
         name: String,
     ) -> Result<RoomInfo, ChatError> {
         validate::room_name(&name)?;
-        let existing = self.lock().get(&name).cloned();
-        let room = match existing {
-            Some(room) => room,
-            None => {
-                check_joined(shared, session)?;
-                // Made by this call or, a moment ago, by another: joined either way.
-                self.create_stored(shared, session, &name).await?;
-                self.installed(&name)
-            }
-        };
-        self.join_room(shared, session, &room).await
+        let joined = self
+            .admit(shared, &name, session.info.id, Admission::Join)
+            .await?;
+        self.joined(shared, session.sender(), &name, joined).await
     }
 
-    /// Leaves a room; the remaining members are told.
-    pub(crate) async fn leave(
+    /// Adds a user to the caller's room (the owner only); the members and the user are told.
+    pub(crate) async fn add_member(
         &self,
         shared: &Shared,
-        session: &Arc<Session>,
+        session: &Session,
         name: String,
+        user: Uuid,
     ) -> Result<(), ChatError> {
-        let room = self.room(&name)?;
-        let _user = shared.lock_user(session.info.id).await;
-        shared.session(&session.token)?;
-        let mut members = room.members.lock().await;
-        if members.remove(&session.info.id).is_none() {
-            return Err(ChatError::NotAMember(name));
-        }
-        room.counted(&members);
-        session.rooms().remove(&name);
-        let event = RoomEvent::Left {
-            room: name,
-            user: session.sender(),
+        existing(&name)?;
+        let who = shared
+            .store
+            .user(user)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ChatError::UnknownUser(user.to_string()))?;
+        let added = Sender {
+            id: user,
+            name: who.name,
         };
-        notify(shared, &members, &InboxItem::Room(event)).await;
+        let joined = self
+            .admit(shared, &name, user, Admission::AddedBy(session.info.id))
+            .await?;
+        self.joined(shared, added, &name, joined).await?;
         Ok(())
     }
 
-    /// Takes a user whose session ended out of every room.
-    pub(crate) async fn leave_all(&self, shared: &Shared, session: &Session) {
-        let names = std::mem::take(&mut *session.rooms());
-        for name in names {
-            let Ok(room) = self.room(&name) else { continue };
-            let mut members = room.members.lock().await;
-            if members.remove(&session.info.id).is_some() {
-                room.counted(&members);
-                let event = RoomEvent::Left {
+    /// Leaves a room for good; the remaining members are told.
+    pub(crate) async fn leave(
+        &self,
+        shared: &Shared,
+        session: &Session,
+        name: String,
+    ) -> Result<(), ChatError> {
+        existing(&name)?;
+        let left = shared
+            .store
+            .leave_room(&name, session.info.id, None)
+            .await
+            .map_err(storage_error)?;
+        let room = left_room(left, &name)?;
+        debug!(room = %name, user = %session.info.id, owner = %room.owner, "left");
+        let event = RoomEvent::Left {
+            room: name.clone(),
+            user: session.sender(),
+        };
+        self.tell_members(shared, &name, &[], InboxItem::Room(event))
+            .await;
+        Ok(())
+    }
+
+    /// Removes a member from the caller's room (the owner only); the remaining members and the
+    /// removed user are told.
+    pub(crate) async fn remove_member(
+        &self,
+        shared: &Shared,
+        session: &Session,
+        name: String,
+        user: Uuid,
+    ) -> Result<(), ChatError> {
+        existing(&name)?;
+        let left = shared
+            .store
+            .leave_room(&name, user, Some(session.info.id))
+            .await
+            .map_err(storage_error)?;
+        left_room(left, &name)?;
+        let removed = Sender {
+            id: user,
+            name: self.name_of(shared, user).await?,
+        };
+        debug!(room = %name, %user, by = %session.info.id, "removed");
+        let event = RoomEvent::Removed {
+            room: name.clone(),
+            user: removed,
+            by: session.sender(),
+        };
+        self.tell_members(shared, &name, &[user], InboxItem::Room(event))
+            .await;
+        Ok(())
+    }
+
+    /// Invites a user to a room the caller is a member of; the user is told.
+    pub(crate) async fn invite(
+        &self,
+        shared: &Shared,
+        session: &Session,
+        name: String,
+        user: Uuid,
+    ) -> Result<(), ChatError> {
+        existing(&name)?;
+        let invited = shared
+            .store
+            .invite(&name, session.info.id, user)
+            .await
+            .map_err(storage_error)?;
+        match invited {
+            Invited::Invited(_) => {
+                debug!(room = %name, %user, by = %session.info.id, "invited");
+                let event = RoomEvent::Invited {
                     room: name,
-                    user: session.sender(),
+                    by: session.sender(),
                 };
-                notify(shared, &members, &InboxItem::Room(event)).await;
+                shared
+                    .push_everywhere(&[user], &InboxItem::Room(event))
+                    .await;
+                Ok(())
             }
+            Invited::AlreadyIn => Ok(()),
+            Invited::UnknownRoom => Err(unknown_room(&name)),
+            Invited::NotAMember => Err(ChatError::NotAMember(name)),
+            Invited::UnknownUser => Err(ChatError::UnknownUser(user.to_string())),
         }
     }
 
-    /// Updates a member's name in their rooms after they registered again under another.
-    pub(crate) async fn rename(&self, session: &Session) {
-        let names: Vec<String> = session.rooms().iter().cloned().collect();
-        for name in names {
-            if let Ok(room) = self.room(&name) {
-                let mut members = room.members.lock().await;
-                if members.contains(&session.info.id) {
-                    members.insert(session.sender());
-                }
-            }
-        }
-    }
-
-    /// Posts in a room: stored in its history, then sent to every member (the poster too).
+    /// Posts in a room: committed to its history and its members' mailboxes, then pushed to
+    /// the members online here and woken on the nodes of the others.
     pub(crate) async fn post(
         &self,
         shared: &Shared,
@@ -156,12 +192,8 @@ impl Rooms {
         envelope: (Uuid, String, u64),
     ) -> Result<(), ChatError> {
         let (id, text, sent_at_ms) = envelope;
+        existing(&name)?;
         validate::text(&text)?;
-        let room = self.room(&name)?;
-        let members = room.members.lock().await;
-        if !members.contains(&session.info.id) {
-            return Err(ChatError::NotAMember(name));
-        }
         let envelope = Envelope {
             id,
             from: session.sender(),
@@ -170,68 +202,121 @@ impl Rooms {
             sent_at_ms,
             path: Path::Room,
         };
-        let fresh = shared
+        let posted = shared
             .store
-            .post(&name, &envelope, shared.settings.room_history)
+            .post(
+                &name,
+                session.info.id,
+                &envelope,
+                shared.settings.room_history,
+                shared.settings.max_pending,
+            )
             .await
             .map_err(storage_error)?;
-        if fresh {
-            debug!(room = %name, from = %session.info.id, post = %id, "posted");
-            notify(shared, &members, &InboxItem::Message(envelope)).await;
+        let delivered = match posted {
+            Posted::Posted { delivered } => delivered,
+            Posted::Duplicate => {
+                debug!(room = %name, post = %id, "posted again; ignored");
+                return Ok(());
+            }
+            Posted::UnknownRoom => return Err(unknown_room(&name)),
+            Posted::NotAMember => return Err(ChatError::NotAMember(name)),
+        };
+        let mut wakes = Vec::new();
+        for (member, seq) in delivered {
+            let envelope = envelope.clone();
+            let pushed = shared
+                .session_of(member)
+                .is_some_and(|s| s.inbox.push(Live::Message { seq, envelope }));
+            if pushed {
+                continue;
+            }
+            if let Some(node) = shared.presence.node_of(member)
+                && node != shared.server_id
+            {
+                wakes.push(async move {
+                    shared
+                        .nodes
+                        .wake(&*shared.registry, &node, member, seq)
+                        .await
+                });
+            }
         }
+        // Members on other nodes are woken all at once; one that is not reached reads the
+        // post from its mailbox when its inbox opens again.
+        let woken = futures::future::join_all(wakes).await;
+        debug!(
+            room = %name,
+            from = %session.info.id,
+            post = %id,
+            woken = woken.iter().filter(|w| **w).count(),
+            "posted"
+        );
         Ok(())
     }
 
-    /// A page of the rooms, by name, with how many members each has.
-    pub(crate) fn page(
+    /// A page of the rooms `filter` lets the caller see, by name.
+    pub(crate) async fn page(
         &self,
+        shared: &Shared,
+        session: &Session,
+        filter: RoomFilter,
         after: Option<String>,
         limits: PageLimits,
     ) -> Result<Page<RoomInfo>, ChatError> {
-        let start = match after {
-            // Any name sorts somewhere, but a longer one no room has: refused as not a cursor.
-            Some(after) if after.chars().count() > MAX_ROOM_CHARS => {
-                return Err(ChatError::Invalid("not a cursor this list gave".into()));
-            }
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Unbounded,
-        };
-        let map = self.lock();
+        if after
+            .as_ref()
+            .is_some_and(|after| after.chars().count() > MAX_ROOM_CHARS)
+        {
+            // Any name sorts somewhere, but a longer one no room has: not a cursor.
+            return Err(ChatError::Invalid("not a cursor this list gave".into()));
+        }
+        // One more than the page holds tells whether the list goes on.
+        let listed = shared
+            .store
+            .room_list(
+                session.info.id,
+                filter,
+                after,
+                limits.items.saturating_add(1),
+            )
+            .await
+            .map_err(storage_error)?;
         let mut page = PageBuilder::new(limits);
-        let mut last: Option<&str> = None;
-        for (name, room) in map.range((start, Bound::Unbounded)) {
-            let info = RoomInfo {
-                name: name.clone(),
-                member_count: room.member_count.load(Ordering::Relaxed),
-                owner: Uuid::nil(),               // PLACEHOLDER(groups)
-                access: Access::Open,             // PLACEHOLDER(groups)
-                membership: Membership::Outsider, // PLACEHOLDER(groups)
-            };
-            if page.push(info).is_err() {
-                return Ok(page.finish(last.map(str::to_owned)));
+        let mut last: Option<String> = None;
+        for listed in listed {
+            let name = listed.room.name.clone();
+            if page.push(info(listed)).is_err() {
+                return Ok(page.finish(last));
             }
             last = Some(name);
         }
         Ok(page.finish(None))
     }
 
-    /// A page of a room's members, by name then id.
+    /// A page of a room's members, by name then id; members only.
     pub(crate) async fn members(
         &self,
+        shared: &Shared,
+        session: &Session,
         name: &str,
         after: Option<String>,
         limits: PageLimits,
     ) -> Result<Page<Sender>, ChatError> {
         let after = after.as_deref().map(NameCursor::parse).transpose()?;
-        let room = self.room(name)?;
-        let members = room.members.lock().await;
+        self.check_member(shared, session, name).await?;
+        let mut members = ByName::default();
+        for member in shared.store.members(name).await.map_err(storage_error)? {
+            members.insert(member);
+        }
         Ok(members.page(after.as_ref(), limits, Sender::clone))
     }
 
-    /// A page of a room's kept posts, oldest first.
+    /// A page of a room's kept posts, oldest first; members only.
     pub(crate) async fn history(
         &self,
         shared: &Shared,
+        session: &Session,
         name: &str,
         after: Option<String>,
         limits: PageLimits,
@@ -242,7 +327,7 @@ impl Rooms {
                 .parse()
                 .map_err(|_| ChatError::Invalid("not a cursor this list gave".into()))?,
         };
-        self.room(name)?;
+        self.check_member(shared, session, name).await?;
         shared
             .store
             .history(name, after, limits)
@@ -250,110 +335,146 @@ impl Rooms {
             .map_err(storage_error)
     }
 
-    /// Records a new room in the store, within its maker's quota. A room is in the map only
-    /// once it is stored, so that the rooms listed are the rooms kept; when two calls make the
-    /// same room at once, the store tells which made it.
-    async fn create_stored(
+    /// Asks the store to bring `user` in, answering the refusals as errors.
+    async fn admit(
+        &self,
+        shared: &Shared,
+        name: &str,
+        user: Uuid,
+        how: Admission,
+    ) -> Result<Joined, ChatError> {
+        let settings = &shared.settings;
+        let quotas = RoomQuotas {
+            max_created: u64::from(settings.max_rooms_created),
+            max_joined: u64::from(settings.max_rooms_joined),
+            max_members: u64::from(settings.max_room_members),
+        };
+        let joined = shared
+            .store
+            .join_room(name, user, how, quotas)
+            .await
+            .map_err(storage_error)?;
+        let owned = || name.to_owned();
+        match joined {
+            Joined::Joined { .. } | Joined::AlreadyMember(_) => Ok(joined),
+            Joined::Exists => Err(ChatError::RoomExists(owned())),
+            Joined::UnknownRoom => Err(unknown_room(name)),
+            Joined::UnknownUser => Err(ChatError::UnknownUser(user.to_string())),
+            Joined::NotInvited => Err(ChatError::NotInvited(owned())),
+            Joined::NotTheOwner => Err(ChatError::NotTheOwner(owned())),
+            Joined::TooManyCreated => Err(ChatError::Quota(format!(
+                "you have made {} rooms, the most one user may make",
+                quotas.max_created
+            ))),
+            Joined::TooManyJoined if matches!(how, Admission::AddedBy(_)) => {
+                Err(ChatError::Quota(format!(
+                    "{user} is in {} rooms, the most one user may be in",
+                    quotas.max_joined
+                )))
+            }
+            Joined::TooManyJoined => Err(ChatError::Quota(format!(
+                "you are in {} rooms, the most one user may be in; leave one first",
+                quotas.max_joined
+            ))),
+            Joined::RoomFull => Err(ChatError::Quota(format!(
+                "room {name:?} has {} members, the most a room may have",
+                quotas.max_members
+            ))),
+        }
+    }
+
+    /// Tells the members that `user` joined, if they just did; the room as `user` sees it.
+    async fn joined(
+        &self,
+        shared: &Shared,
+        user: Sender,
+        name: &str,
+        joined: Joined,
+    ) -> Result<RoomInfo, ChatError> {
+        let (room, new) = match joined {
+            Joined::Joined { room, .. } => (room, true),
+            Joined::AlreadyMember(room) => (room, false),
+            _ => return Err(unknown_room(name)),
+        };
+        let membership = room.membership(user.id, true, false);
+        if new {
+            debug!(room = %name, user = %user.id, "joined");
+            let event = RoomEvent::Joined {
+                room: name.to_owned(),
+                user,
+            };
+            self.tell_members(shared, name, &[], InboxItem::Room(event))
+                .await;
+        }
+        Ok(info(ListedRoom { room, membership }))
+    }
+
+    /// Pushes `item` to every member of the room and to `also`, on whichever node they are.
+    async fn tell_members(&self, shared: &Shared, name: &str, also: &[Uuid], item: InboxItem) {
+        let mut users = also.to_vec();
+        match shared.store.members(name).await {
+            Ok(members) => users.extend(members.into_iter().map(|m| m.id)),
+            // The change is made; only the telling failed (the members see it in the lists).
+            Err(e) => debug!(room = %name, "reading the members to tell them: {e}"),
+        }
+        shared.push_everywhere(&users, &item).await;
+    }
+
+    /// Refuses a caller who is not a member of the room.
+    async fn check_member(
         &self,
         shared: &Shared,
         session: &Session,
         name: &str,
-    ) -> Result<RoomCreated, ChatError> {
-        let max = u64::from(shared.settings.max_rooms_created);
-        let created = shared
+    ) -> Result<(), ChatError> {
+        existing(name)?;
+        let listed = shared
             .store
-            .create_room(name, session.info.id, max)
+            .room(name, session.info.id)
             .await
-            .map_err(storage_error)?;
-        if created == RoomCreated::QuotaReached {
-            return Err(ChatError::Quota(format!(
-                "you have made {max} rooms, the most one user may make"
-            )));
+            .map_err(storage_error)?
+            .ok_or_else(|| unknown_room(name))?;
+        match listed.membership {
+            Membership::Owner | Membership::Member => Ok(()),
+            Membership::Invited | Membership::Outsider => {
+                Err(ChatError::NotAMember(name.to_owned()))
+            }
         }
-        Ok(created)
     }
 
-    /// The room of this name, put in the map if it is not there yet.
-    fn installed(&self, name: &str) -> Arc<Room> {
-        self.lock()
-            .entry(name.to_owned())
-            .or_insert_with(|| Room::new(name.to_owned()))
-            .clone()
-    }
-
-    async fn join_room(
-        &self,
-        shared: &Shared,
-        session: &Arc<Session>,
-        room: &Room,
-    ) -> Result<RoomInfo, ChatError> {
-        let _user = shared.lock_user(session.info.id).await;
-        // The session may have ended or been replaced while this call waited.
-        shared.session(&session.token)?;
-        let mut members = room.members.lock().await;
-        if !members.contains(&session.info.id) {
-            check_joined(shared, session)?;
-        }
-        if members.insert(session.sender()).is_none() {
-            room.counted(&members);
-            session.rooms().insert(room.name.clone());
-            let event = RoomEvent::Joined {
-                room: room.name.clone(),
-                user: session.sender(),
-            };
-            notify(shared, &members, &InboxItem::Room(event)).await;
-        }
-        Ok(RoomInfo {
-            name: room.name.clone(),
-            member_count: room.member_count.load(Ordering::Relaxed),
-            owner: Uuid::nil(),             // PLACEHOLDER(groups)
-            access: Access::Open,           // PLACEHOLDER(groups)
-            membership: Membership::Member, // PLACEHOLDER(groups)
-        })
-    }
-
-    fn room(&self, name: &str) -> Result<Arc<Room>, ChatError> {
-        self.lock()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ChatError::UnknownRoom(excerpt(name).into_owned()))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Room>>> {
-        // Each mutation is one insert or remove: a poisoned lock is still consistent.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    /// A user's name as last registered ("" for an id never registered).
+    async fn name_of(&self, shared: &Shared, user: Uuid) -> Result<String, ChatError> {
+        let stored = shared.store.user(user).await.map_err(storage_error)?;
+        Ok(stored.map(|u| u.name).unwrap_or_default())
     }
 }
 
-impl Room {
-    fn new(name: String) -> Arc<Room> {
-        Arc::new(Room {
-            name,
-            members: tokio::sync::Mutex::default(),
-            member_count: AtomicU32::new(0),
-        })
-    }
-
-    /// Records how many members there are now; called under the members' lock after a change.
-    fn counted(&self, members: &ByName<Sender>) {
-        let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
-        self.member_count.store(count, Ordering::Relaxed);
+/// The room a leave or removal left, or why it did not happen.
+fn left_room(left: Left, name: &str) -> Result<StoredRoom, ChatError> {
+    match left {
+        Left::Left { room } => Ok(room),
+        Left::UnknownRoom => Err(unknown_room(name)),
+        Left::NotAMember => Err(ChatError::NotAMember(name.to_owned())),
+        Left::NotTheOwner => Err(ChatError::NotTheOwner(name.to_owned())),
     }
 }
 
-/// Refuses a join beyond the number of rooms one user may be in.
-fn check_joined(shared: &Shared, session: &Session) -> Result<(), ChatError> {
-    let max = shared.settings.max_rooms_joined;
-    if session.rooms().len() >= usize::try_from(max).unwrap_or(usize::MAX) {
-        return Err(ChatError::Quota(format!(
-            "you are in {max} rooms, the most one user may be in; leave one first"
-        )));
+/// A room as the caller sees it.
+fn info(listed: ListedRoom) -> RoomInfo {
+    RoomInfo {
+        name: listed.room.name,
+        member_count: u32::try_from(listed.room.member_count).unwrap_or(u32::MAX),
+        owner: listed.room.owner,
+        access: listed.room.access,
+        membership: listed.membership,
     }
-    Ok(())
 }
 
-/// Pushes an item to the open inbox of every member, on whichever node they are.
-async fn notify(shared: &Shared, members: &ByName<Sender>, item: &InboxItem) {
-    let ids: Vec<Uuid> = members.ids().copied().collect();
-    shared.push_everywhere(&ids, item).await;
+/// Refuses a name no room can have as the name of no room (quoting only its start).
+fn existing(name: &str) -> Result<(), ChatError> {
+    validate::room_name(name).map_err(|_| unknown_room(name))
+}
+
+fn unknown_room(name: &str) -> ChatError {
+    ChatError::UnknownRoom(excerpt(name).into_owned())
 }

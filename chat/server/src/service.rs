@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::by_name::NameCursor;
 use crate::presence;
 use crate::state::Shared;
+use crate::store::RoomFilter;
 
 /// Implements [`Signal`] over the server's shared state.
 #[derive(Debug, Clone)]
@@ -92,10 +93,10 @@ impl Signal for ChatService {
         access: Access,
     ) -> Result<RoomInfo, ChatError> {
         let session = self.shared.session(&token)?;
-        if access == Access::InviteOnly {
-            return Err(not_served("invite-only rooms")); // PLACEHOLDER(groups)
-        }
-        self.shared.rooms.create(&self.shared, &session, room).await
+        self.shared
+            .rooms
+            .create(&self.shared, &session, room, access)
+            .await
     }
 
     async fn join(&self, token: String, room: String) -> Result<RoomInfo, ChatError> {
@@ -114,9 +115,12 @@ impl Signal for ChatService {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<RoomInfo>, ChatError> {
-        self.shared.session(&token)?;
+        let session = self.shared.session(&token)?;
         let limits = self.shared.settings.page(limit);
-        self.shared.rooms.page(after, limits)
+        self.shared
+            .rooms
+            .page(&self.shared, &session, RoomFilter::Visible, after, limits)
+            .await
     }
 
     async fn members(
@@ -126,9 +130,12 @@ impl Signal for ChatService {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<Sender>, ChatError> {
-        self.shared.session(&token)?;
+        let session = self.shared.session(&token)?;
         let limits = self.shared.settings.page(limit);
-        self.shared.rooms.members(&room, after, limits).await
+        self.shared
+            .rooms
+            .members(&self.shared, &session, &room, after, limits)
+            .await
     }
 
     async fn post(
@@ -153,43 +160,55 @@ impl Signal for ChatService {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<Envelope>, ChatError> {
-        self.shared.session(&token)?;
+        let session = self.shared.session(&token)?;
         let limits = self.shared.settings.page(limit);
         self.shared
             .rooms
-            .history(&self.shared, &room, after, limits)
+            .history(&self.shared, &session, &room, after, limits)
             .await
     }
 
-    async fn invite(&self, _token: String, _room: String, _user: Uuid) -> Result<(), ChatError> {
-        Err(not_served("invite")) // PLACEHOLDER(groups)
+    async fn invite(&self, token: String, room: String, user: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared
+            .rooms
+            .invite(&self.shared, &session, room, user)
+            .await
     }
 
-    async fn add_member(
-        &self,
-        _token: String,
-        _room: String,
-        _user: Uuid,
-    ) -> Result<(), ChatError> {
-        Err(not_served("add_member")) // PLACEHOLDER(groups)
+    async fn add_member(&self, token: String, room: String, user: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared
+            .rooms
+            .add_member(&self.shared, &session, room, user)
+            .await
     }
 
     async fn remove_member(
         &self,
-        _token: String,
-        _room: String,
-        _user: Uuid,
+        token: String,
+        room: String,
+        user: Uuid,
     ) -> Result<(), ChatError> {
-        Err(not_served("remove_member")) // PLACEHOLDER(groups)
+        let session = self.shared.session(&token)?;
+        self.shared
+            .rooms
+            .remove_member(&self.shared, &session, room, user)
+            .await
     }
 
     async fn my_rooms(
         &self,
-        _token: String,
-        _after: Option<String>,
-        _limit: u32,
+        token: String,
+        after: Option<String>,
+        limit: u32,
     ) -> Result<Page<RoomInfo>, ChatError> {
-        Err(not_served("my_rooms")) // PLACEHOLDER(groups)
+        let session = self.shared.session(&token)?;
+        let limits = self.shared.settings.page(limit);
+        self.shared
+            .rooms
+            .page(&self.shared, &session, RoomFilter::Mine, after, limits)
+            .await
     }
 
     async fn request_friend(&self, token: String, user: Uuid) -> Result<FriendState, ChatError> {
@@ -217,11 +236,6 @@ impl Signal for ChatService {
         let limits = self.shared.settings.page(limit);
         self.shared.friends(&session, after, limits).await
     }
-}
-
-// PLACEHOLDER(groups)
-fn not_served(what: &str) -> ChatError {
-    ChatError::Invalid(format!("{what}: not served yet"))
 }
 
 /// The caller's address as this server saw it: `ip:port` for TCP (the user's public address

@@ -1,7 +1,7 @@
 //! What the server knows: sessions by token and by user, presence, rooms, the store, and the
 //! session lifecycle (register, heartbeat, leave, expiry).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,6 +41,7 @@ pub(crate) struct Settings {
     pub(crate) max_pending: u64,
     pub(crate) max_rooms_created: u32,
     pub(crate) max_rooms_joined: u32,
+    pub(crate) max_room_members: u32,
     pub(crate) max_page_items: usize,
     pub(crate) max_page_bytes: usize,
     pub(crate) max_friends: u32,
@@ -96,8 +97,6 @@ pub(crate) struct Session {
     pub(crate) inbox: InboxSlot,
     /// Cancelled when the session ends (ends its presence streams).
     pub(crate) ended: CancellationToken,
-    /// The rooms the user is in.
-    pub(crate) rooms: Mutex<BTreeSet<String>>,
 }
 
 impl Session {
@@ -107,10 +106,6 @@ impl Session {
             id: self.info.id,
             name: self.info.name.clone(),
         }
-    }
-
-    pub(crate) fn rooms(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -128,7 +123,6 @@ impl Shared {
         settings: Settings,
         store: Arc<dyn Store>,
         registry: Arc<dyn Registry>,
-        rooms: Vec<String>,
         node_secret: String,
     ) -> Self {
         Shared {
@@ -139,7 +133,7 @@ impl Shared {
             server_id: Uuid::new_v4().simple().to_string(),
             node_secret,
             presence: Presence::new(),
-            rooms: Rooms::new(rooms),
+            rooms: Rooms::default(),
             nodes: NodeLinks::default(),
             sessions: Mutex::default(),
             next_serial: AtomicU64::new(1),
@@ -234,7 +228,6 @@ impl Shared {
             revision,
             inbox: InboxSlot::default(),
             ended: CancellationToken::new(),
-            rooms: Mutex::default(),
         });
         let old = {
             let mut sessions = self.sessions();
@@ -249,13 +242,9 @@ impl Shared {
         };
         if let Some(old) = old {
             // The same user again (a new connection, a restarted client): the old token stops
-            // working, the user stays online and in their rooms.
-            *session.rooms() = std::mem::take(&mut *old.rooms());
+            // working, the user stays online.
             old.inbox.close("session replaced by a newer registration");
             old.ended.cancel();
-            if old.info.name != info.name {
-                self.rooms.rename(&session).await;
-            }
             // The instance now lives under the new lease: revoking the old one removes nothing.
             if let Err(e) = self.registry.revoke(old.lease).await {
                 warn!(user = %id, "revoking the replaced session's lease: {e}");
@@ -341,8 +330,8 @@ impl Shared {
             Ending::Left => info!(user = %id, name = %session.info.name, "left"),
             Ending::Expired => info!(user = %id, name = %session.info.name, "presence expired"),
         }
+        // The user stays a member of their rooms: membership is stored, not bound to presence.
         self.presence.remove(id, true);
-        self.rooms.leave_all(self, session).await;
         if ending == Ending::Left {
             // Expired leases are gone already.
             if let Err(e) = self.registry.revoke(session.lease).await {

@@ -452,6 +452,19 @@ async fn each_user_has_quotas_of_rooms_made_rooms_joined_and_messages_waiting() 
     api.join(alice.clone(), "b1".into()).await.unwrap();
     api.leave_room(alice.clone(), "r1".into()).await.unwrap();
     api.join(alice.clone(), "b2".into()).await.unwrap();
+    // Membership outlasts the session: ending it frees no slot.
+    api.create_room(bob.clone(), "b3".into(), Access::Open)
+        .await
+        .unwrap();
+    api.leave(alice).await.unwrap();
+    let alice = api.register(alice_request.clone()).await.unwrap().token;
+    let mine = api.my_rooms(alice.clone(), None, 0).await.unwrap().items;
+    let names: Vec<&str> = mine.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["b1", "b2", "r2", "r3"]);
+    quota(
+        app_error(api.join(alice.clone(), "b3".into()).await),
+        "4 rooms",
+    );
 
     // Messages waiting for one user: the newest is refused, its sender is told, and what was
     // accepted is all kept.

@@ -7,8 +7,8 @@ use std::path::Path as FsPath;
 use std::time::Duration;
 
 use chat_api::{
-    Access, ChatError, Delivery, Destination, Envelope, InboxItem, MAX_TEXT_BYTES, Path,
-    PresenceEvent, RegisterRequest, RoomEvent, Sender, Session, SignalClient, now_ms,
+    Access, ChatError, Delivery, Destination, Envelope, InboxItem, MAX_TEXT_BYTES, Membership,
+    Path, PresenceEvent, RegisterRequest, RoomEvent, Sender, Session, SignalClient, now_ms,
 };
 use chat_server::{ChatServer, ChatServerConfig};
 use futures::StreamExt;
@@ -235,14 +235,29 @@ async fn a_client_that_stops_heartbeating_is_dropped_after_the_ttl() {
         next(&mut presence).await,
         PresenceEvent::Left(bob.session.user.clone())
     );
-    let left = RoomEvent::Left {
-        room: "lobby".into(),
-        user: bob.sender(),
-    };
-    assert_eq!(next(&mut inbox).await, InboxItem::Room(left));
     assert_eq!(
         app_error(bob.api.heartbeat(bob.token()).await),
         ChatError::NoSession
+    );
+    // Bob is still a member of the room: membership outlasts the session, so the room is told
+    // nothing (alice's next item is her own post) and lists him.
+    let post = Uuid::new_v4();
+    alice
+        .api
+        .post(
+            alice.token(),
+            "lobby".into(),
+            post,
+            "still there?".into(),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut inbox).await.id, post);
+    let members = alice.api.members(alice.token(), "lobby".into(), None, 0);
+    assert_eq!(
+        members.await.unwrap().items,
+        vec![alice.sender(), bob.sender()]
     );
     let online = alice
         .api
@@ -465,17 +480,29 @@ async fn rooms_tell_their_members_of_joins_leaves_and_posts() {
     alice.relay(direct, &carol, "psst").await;
     assert_eq!(next_message(&mut c).await.id, direct);
 
-    let history = dave
+    let history = alice
         .api
-        .history(dave.token(), "lobby".into(), None, 0)
+        .history(alice.token(), "lobby".into(), None, 0)
         .await
         .unwrap();
     let kept: Vec<Uuid> = history.items.iter().map(|e| e.id).collect();
     assert_eq!(kept, vec![posts[3], posts[4], last]);
+    // The history and the members are for members only; the open room is listed to all.
+    let history = dave.api.history(dave.token(), "lobby".into(), None, 0);
+    assert_eq!(
+        app_error(history.await),
+        ChatError::NotAMember("lobby".into())
+    );
+    let members = dave.api.members(dave.token(), "lobby".into(), None, 0);
+    assert_eq!(
+        app_error(members.await),
+        ChatError::NotAMember("lobby".into())
+    );
     let rooms = dave.api.rooms(dave.token(), None, 0).await.unwrap();
     assert_eq!(rooms.items.len(), 1);
     assert_eq!(rooms.items[0].member_count, 2);
-    let members = dave.api.members(dave.token(), "lobby".into(), None, 0);
+    assert_eq!(rooms.items[0].membership, Membership::Outsider);
+    let members = alice.api.members(alice.token(), "lobby".into(), None, 0);
     assert_eq!(
         members.await.unwrap().items,
         vec![alice.sender(), bob.sender()]

@@ -2,21 +2,24 @@
 //! documentation.
 
 use std::fmt;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chat_api::{Envelope, FriendState, Page, Sender, now_ms};
+use chat_api::{Access, Envelope, FriendState, Membership, Page, Sender, now_ms};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use uuid::Uuid;
 
 use super::engine::Engine;
 use super::tables::{
-    FRIENDS, MAILBOXES, NAMES, NODE_SECRET, PENDING, ROOM_POSTS, ROOMS, Tables, USERS,
+    FRIENDS, INVITED, MAILBOXES, MEMBER, NAMES, NODE_SECRET, PENDING, ROOM_GROUPS, ROOM_MEMBERS,
+    ROOM_POSTS, ROOMS, Tables, USER_ROOMS, USERS, access_code, access_of,
 };
 use super::{
-    Binding, FriendAccepted, FriendRequested, Mailbox, Relayed, RoomCreated, Store, StoreError,
-    StoredUser, decode, encode, friend_state, friend_state_code,
+    Admission, Binding, FriendAccepted, FriendRequested, Invited, Joined, Left, ListedRoom,
+    Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store, StoreError, StoredRoom, StoredUser,
+    decode, encode, friend_state, friend_state_code,
 };
 use crate::page::{PageBuilder, PageLimits};
 use crate::validate::name_key;
@@ -360,42 +363,6 @@ impl Store for RedbStore {
         .await
     }
 
-    /// Records a room made by `creator`, unless it exists or `creator` has made `max_created`
-    /// rooms already.
-    async fn create_room(
-        &self,
-        room: &str,
-        creator: Uuid,
-        max_created: u64,
-    ) -> Result<RoomCreated, StoreError> {
-        let (room, creator) = (room.to_owned(), creator.as_u128());
-        self.write(move |t| {
-            if t.rooms
-                .get(room.as_str())
-                .map_err(StoreError::db)?
-                .is_some()
-            {
-                return Ok(RoomCreated::Exists);
-            }
-            let made = t
-                .rooms_created
-                .get(creator)
-                .map_err(StoreError::db)?
-                .map_or(0, |entry| entry.value());
-            if made >= max_created {
-                return Ok(RoomCreated::QuotaReached);
-            }
-            t.rooms
-                .insert(room.as_str(), now_ms())
-                .map_err(StoreError::db)?;
-            t.rooms_created
-                .insert(creator, made + 1)
-                .map_err(StoreError::db)?;
-            Ok(RoomCreated::Created)
-        })
-        .await
-    }
-
     async fn node_secret(&self) -> Result<String, StoreError> {
         let made = Uuid::new_v4().simple().to_string();
         self.write(move |t| {
@@ -423,21 +390,189 @@ impl Store for RedbStore {
         .await
     }
 
-    /// Adds a post to a room's history, keeping the last `keep`; returns `false` (and stores
-    /// nothing) if a post with the same id was made in the room before (and its id not yet
-    /// forgotten, see [`Store::forget_old_ids`]), even if it is no longer kept.
-    async fn post(&self, room: &str, envelope: &Envelope, keep: usize) -> Result<bool, StoreError> {
+    async fn join_room(
+        &self,
+        room: &str,
+        user: Uuid,
+        how: Admission,
+        quotas: RoomQuotas,
+    ) -> Result<Joined, StoreError> {
+        let (room, user) = (room.to_owned(), user.as_u128());
+        self.write(move |t| join_in(t, &room, user, how, quotas))
+            .await
+    }
+
+    async fn leave_room(
+        &self,
+        room: &str,
+        user: Uuid,
+        by: Option<Uuid>,
+    ) -> Result<Left, StoreError> {
+        let (room, user) = (room.to_owned(), user.as_u128());
+        self.write(move |t| leave_in(t, &room, user, by.map(|by| by.as_u128())))
+            .await
+    }
+
+    async fn invite(&self, room: &str, by: Uuid, user: Uuid) -> Result<Invited, StoreError> {
+        let (room, by, user) = (room.to_owned(), by.as_u128(), user.as_u128());
+        self.write(move |t| {
+            let room = room.as_str();
+            if t.rooms.get(room).map_err(StoreError::db)?.is_none() {
+                return Ok(Invited::UnknownRoom);
+            }
+            if t.room_members
+                .get((room, by))
+                .map_err(StoreError::db)?
+                .is_none()
+            {
+                return Ok(Invited::NotAMember);
+            }
+            if t.users.get(user).map_err(StoreError::db)?.is_none() {
+                return Ok(Invited::UnknownUser);
+            }
+            if t.user_rooms
+                .get((user, room))
+                .map_err(StoreError::db)?
+                .is_some()
+            {
+                return Ok(Invited::AlreadyIn);
+            }
+            t.user_rooms
+                .insert((user, room), INVITED)
+                .map_err(StoreError::db)?;
+            Ok(Invited::Invited(group_of(&t.room_groups, room)?.0))
+        })
+        .await
+    }
+
+    async fn room(&self, room: &str, user: Uuid) -> Result<Option<ListedRoom>, StoreError> {
+        let (room, user) = (room.to_owned(), user.as_u128());
+        self.read(move |txn| {
+            let rooms = txn.open_table(ROOMS).map_err(StoreError::db)?;
+            if rooms.get(room.as_str()).map_err(StoreError::db)?.is_none() {
+                return Ok(None);
+            }
+            let view = RoomView::open(txn)?;
+            Ok(Some(view.listed(&room, user)?))
+        })
+        .await
+    }
+
+    async fn room_list(
+        &self,
+        user: Uuid,
+        filter: RoomFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ListedRoom>, StoreError> {
+        let id = user.as_u128();
+        self.read(move |txn| {
+            let view = RoomView::open(txn)?;
+            let mut listed = Vec::new();
+            let start = after.as_deref().unwrap_or("");
+            match filter {
+                RoomFilter::Visible => {
+                    let rooms = txn.open_table(ROOMS).map_err(StoreError::db)?;
+                    let range = match &after {
+                        Some(_) => rooms.range::<&str>((Bound::Excluded(start), Bound::Unbounded)),
+                        None => rooms.range::<&str>(..),
+                    }
+                    .map_err(StoreError::db)?;
+                    for entry in range {
+                        if listed.len() >= limit {
+                            break;
+                        }
+                        let (name, _) = entry.map_err(StoreError::db)?;
+                        let room = view.listed(name.value(), id)?;
+                        if room.room.access == Access::Open
+                            || matches!(room.membership, Membership::Owner | Membership::Member)
+                        {
+                            listed.push(room);
+                        }
+                    }
+                }
+                RoomFilter::Mine => {
+                    let user_rooms = txn.open_table(USER_ROOMS).map_err(StoreError::db)?;
+                    let first = match &after {
+                        Some(_) => Bound::Excluded((id, start)),
+                        None => Bound::Included((id, "")),
+                    };
+                    for entry in user_rooms
+                        .range::<(u128, &str)>((first, Bound::Unbounded))
+                        .map_err(StoreError::db)?
+                    {
+                        if listed.len() >= limit {
+                            break;
+                        }
+                        let (key, _) = entry.map_err(StoreError::db)?;
+                        let (owner, name) = key.value();
+                        if owner != id {
+                            break;
+                        }
+                        listed.push(view.listed(name, id)?);
+                    }
+                }
+            }
+            Ok(listed)
+        })
+        .await
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<Sender>, StoreError> {
+        let room = room.to_owned();
+        self.read(move |txn| {
+            let members = txn.open_table(ROOM_MEMBERS).map_err(StoreError::db)?;
+            let users = txn.open_table(USERS).map_err(StoreError::db)?;
+            let mut senders = Vec::new();
+            let room = room.as_str();
+            for entry in members
+                .range((room, 0)..=(room, u128::MAX))
+                .map_err(StoreError::db)?
+            {
+                let id = entry.map_err(StoreError::db)?.0.value().1;
+                let name = match users.get(id).map_err(StoreError::db)? {
+                    Some(bytes) => decode::<StoredUser>(bytes.value())?.name,
+                    None => String::new(),
+                };
+                senders.push(Sender {
+                    id: Uuid::from_u128(id),
+                    name,
+                });
+            }
+            Ok(senders)
+        })
+        .await
+    }
+
+    async fn post(
+        &self,
+        room: &str,
+        from: Uuid,
+        envelope: &Envelope,
+        keep: usize,
+        max_pending: u64,
+    ) -> Result<Posted, StoreError> {
         let bytes = encode(envelope)?;
-        let (room, id) = (room.to_owned(), envelope.id.as_u128());
+        let (room, id, from) = (room.to_owned(), envelope.id.as_u128(), from.as_u128());
         let keep = u64::try_from(keep).unwrap_or(u64::MAX);
         self.write(move |t| {
             let room = room.as_str();
+            if t.rooms.get(room).map_err(StoreError::db)?.is_none() {
+                return Ok(Posted::UnknownRoom);
+            }
+            if t.room_members
+                .get((room, from))
+                .map_err(StoreError::db)?
+                .is_none()
+            {
+                return Ok(Posted::NotAMember);
+            }
             if t.room_post_ids
                 .get((room, id))
                 .map_err(StoreError::db)?
                 .is_some()
             {
-                return Ok(false);
+                return Ok(Posted::Duplicate);
             }
             let last = t
                 .room_posts
@@ -448,11 +583,12 @@ impl Store for RedbStore {
                 .map_err(StoreError::db)?
                 .map_or(0, |(key, _)| key.value().1);
             let number = last + 1;
+            let now = now_ms();
             t.room_posts
                 .insert((room, number), bytes.as_slice())
                 .map_err(StoreError::db)?;
             t.room_post_ids
-                .insert((room, id), (number, now_ms()))
+                .insert((room, id), (number, now))
                 .map_err(StoreError::db)?;
             // Post numbers follow each other, so the posts beyond the last `keep` are those
             // numbered up to `number - keep`: usually the one oldest post.
@@ -462,7 +598,40 @@ impl Store for RedbStore {
                     .retain_in((room, 0)..=(room, cutoff), |_, _| false)
                     .map_err(StoreError::db)?;
             }
-            Ok(true)
+            let mut members = Vec::new();
+            for entry in t
+                .room_members
+                .range((room, 0)..=(room, u128::MAX))
+                .map_err(StoreError::db)?
+            {
+                members.push(entry.map_err(StoreError::db)?.0.value().1);
+            }
+            let mut delivered = Vec::new();
+            for member in members {
+                if t.message_ids
+                    .get((member, id))
+                    .map_err(StoreError::db)?
+                    .is_some()
+                {
+                    continue;
+                }
+                let (last, count) = t.mailbox(member)?;
+                if count >= max_pending {
+                    continue;
+                }
+                let seq = last + 1;
+                t.pending
+                    .insert((member, seq), bytes.as_slice())
+                    .map_err(StoreError::db)?;
+                t.message_ids
+                    .insert((member, id), (seq, now))
+                    .map_err(StoreError::db)?;
+                t.mailboxes
+                    .insert(member, (seq, count + 1))
+                    .map_err(StoreError::db)?;
+                delivered.push((Uuid::from_u128(member), seq));
+            }
+            Ok(Posted::Posted { delivered })
         })
         .await
     }
@@ -511,6 +680,231 @@ impl Store for RedbStore {
         let engine = self.engine.clone();
         let _ = tokio::task::spawn_blocking(move || engine.close()).await;
     }
+}
+
+/// The tables a room is read from, in one read transaction.
+struct RoomView {
+    groups: redb::ReadOnlyTable<&'static str, (u128, u8, u64, u64)>,
+    members: redb::ReadOnlyTable<(&'static str, u128), u64>,
+    user_rooms: redb::ReadOnlyTable<(u128, &'static str), u8>,
+}
+
+impl RoomView {
+    fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        Ok(RoomView {
+            groups: txn.open_table(ROOM_GROUPS).map_err(StoreError::db)?,
+            members: txn.open_table(ROOM_MEMBERS).map_err(StoreError::db)?,
+            user_rooms: txn.open_table(USER_ROOMS).map_err(StoreError::db)?,
+        })
+    }
+
+    /// A room that exists, as `user` sees it.
+    fn listed(&self, room: &str, user: u128) -> Result<ListedRoom, StoreError> {
+        let (stored, _) = group_of(&self.groups, room)?;
+        let member = self
+            .members
+            .get((room, user))
+            .map_err(StoreError::db)?
+            .is_some();
+        let invited = self
+            .user_rooms
+            .get((user, room))
+            .map_err(StoreError::db)?
+            .is_some_and(|entry| entry.value() == INVITED);
+        let membership = stored.membership(Uuid::from_u128(user), member, invited);
+        Ok(ListedRoom {
+            room: stored,
+            membership,
+        })
+    }
+}
+
+/// The record of a room that exists, with the number its next member joins under. A room made
+/// before rooms had owners has none: it is open, owned by nobody, and had no lasting members.
+fn group_of(
+    groups: &impl ReadableTable<&'static str, (u128, u8, u64, u64)>,
+    room: &str,
+) -> Result<(StoredRoom, u64), StoreError> {
+    let (owner, access, count, next) = groups
+        .get(room)
+        .map_err(StoreError::db)?
+        .map_or((0, 0, 0, 1), |entry| entry.value());
+    let stored = StoredRoom {
+        name: room.to_owned(),
+        owner: Uuid::from_u128(owner),
+        access: access_of(access),
+        member_count: count,
+    };
+    Ok((stored, next))
+}
+
+fn put_group(t: &mut Tables<'_>, room: &StoredRoom, next: u64) -> Result<(), StoreError> {
+    let value = (
+        room.owner.as_u128(),
+        access_code(room.access),
+        room.member_count,
+        next,
+    );
+    t.room_groups
+        .insert(room.name.as_str(), value)
+        .map_err(StoreError::db)?;
+    Ok(())
+}
+
+fn join_in(
+    t: &mut Tables<'_>,
+    room: &str,
+    user: u128,
+    how: Admission,
+    quotas: RoomQuotas,
+) -> Result<Joined, StoreError> {
+    let exists = t.rooms.get(room).map_err(StoreError::db)?.is_some();
+    let joined = t
+        .rooms_joined
+        .get(user)
+        .map_err(StoreError::db)?
+        .map_or(0, |entry| entry.value());
+    let (mut stored, next, created) = match (exists, how) {
+        (true, Admission::Create(_)) => return Ok(Joined::Exists),
+        (false, Admission::AddedBy(_)) => return Ok(Joined::UnknownRoom),
+        (false, Admission::Create(_) | Admission::Join) => {
+            let access = match how {
+                Admission::Create(access) => access,
+                _ => Access::Open,
+            };
+            let made = t
+                .rooms_created
+                .get(user)
+                .map_err(StoreError::db)?
+                .map_or(0, |entry| entry.value());
+            if made >= quotas.max_created {
+                return Ok(Joined::TooManyCreated);
+            }
+            // Not a room made only to be left empty because its maker may not join it.
+            if joined >= quotas.max_joined {
+                return Ok(Joined::TooManyJoined);
+            }
+            t.rooms.insert(room, now_ms()).map_err(StoreError::db)?;
+            t.rooms_created
+                .insert(user, made + 1)
+                .map_err(StoreError::db)?;
+            let stored = StoredRoom {
+                name: room.to_owned(),
+                owner: Uuid::from_u128(user),
+                access,
+                member_count: 0,
+            };
+            (stored, 1, true)
+        }
+        (true, _) => {
+            let (stored, next) = group_of(&t.room_groups, room)?;
+            (stored, next, false)
+        }
+    };
+    if !created {
+        if let Admission::AddedBy(by) = how
+            && stored.owner != by
+        {
+            return Ok(Joined::NotTheOwner);
+        }
+        if t.users.get(user).map_err(StoreError::db)?.is_none() {
+            return Ok(Joined::UnknownUser);
+        }
+        if t.room_members
+            .get((room, user))
+            .map_err(StoreError::db)?
+            .is_some()
+        {
+            return Ok(Joined::AlreadyMember(stored));
+        }
+        let invited = t
+            .user_rooms
+            .get((user, room))
+            .map_err(StoreError::db)?
+            .is_some_and(|entry| entry.value() == INVITED);
+        let admitted = stored.access == Access::Open
+            || invited
+            || stored.owner.as_u128() == user
+            || matches!(how, Admission::AddedBy(_));
+        if !admitted {
+            return Ok(Joined::NotInvited);
+        }
+        if stored.member_count >= quotas.max_members {
+            return Ok(Joined::RoomFull);
+        }
+        if joined >= quotas.max_joined {
+            return Ok(Joined::TooManyJoined);
+        }
+    }
+    t.room_members
+        .insert((room, user), next)
+        .map_err(StoreError::db)?;
+    t.user_rooms
+        .insert((user, room), MEMBER)
+        .map_err(StoreError::db)?;
+    t.rooms_joined
+        .insert(user, joined + 1)
+        .map_err(StoreError::db)?;
+    stored.member_count += 1;
+    put_group(t, &stored, next + 1)?;
+    Ok(Joined::Joined {
+        room: stored,
+        created,
+    })
+}
+
+fn leave_in(
+    t: &mut Tables<'_>,
+    room: &str,
+    user: u128,
+    by: Option<u128>,
+) -> Result<Left, StoreError> {
+    if t.rooms.get(room).map_err(StoreError::db)?.is_none() {
+        return Ok(Left::UnknownRoom);
+    }
+    let (mut stored, next) = group_of(&t.room_groups, room)?;
+    if let Some(by) = by
+        && stored.owner.as_u128() != by
+    {
+        return Ok(Left::NotTheOwner);
+    }
+    if t.room_members
+        .remove((room, user))
+        .map_err(StoreError::db)?
+        .is_none()
+    {
+        return Ok(Left::NotAMember);
+    }
+    t.user_rooms.remove((user, room)).map_err(StoreError::db)?;
+    let joined = t
+        .rooms_joined
+        .get(user)
+        .map_err(StoreError::db)?
+        .map_or(0, |entry| entry.value());
+    t.rooms_joined
+        .insert(user, joined.saturating_sub(1))
+        .map_err(StoreError::db)?;
+    stored.member_count = stored.member_count.saturating_sub(1);
+    if stored.owner.as_u128() == user {
+        // The longest-standing member takes over; an empty room keeps its owner.
+        let mut heir: Option<(u64, u128)> = None;
+        for entry in t
+            .room_members
+            .range((room, 0)..=(room, u128::MAX))
+            .map_err(StoreError::db)?
+        {
+            let (key, number) = entry.map_err(StoreError::db)?;
+            let candidate = (number.value(), key.value().1);
+            if heir.is_none_or(|heir| candidate < heir) {
+                heir = Some(candidate);
+            }
+        }
+        if let Some((_, heir)) = heir {
+            stored.owner = Uuid::from_u128(heir);
+        }
+    }
+    put_group(t, &stored, next)?;
+    Ok(Left::Left { room: stored })
 }
 
 impl fmt::Debug for RedbStore {
@@ -660,31 +1054,40 @@ mod tests {
             store.relay(bob, &envelope(bob, "2"), 1).await.unwrap(),
             Relayed::MailboxFull
         );
+        let quotas = RoomQuotas {
+            max_created: 2,
+            max_joined: 10,
+            max_members: 10,
+        };
+        let create = Admission::Create(Access::Open);
+        assert!(matches!(
+            store.join_room("lobby", bob, create, quotas).await.unwrap(),
+            Joined::Joined { created: true, .. }
+        ));
         assert_eq!(
-            store.create_room("lobby", bob, 2).await.unwrap(),
-            RoomCreated::Created
+            store.join_room("lobby", bob, create, quotas).await.unwrap(),
+            Joined::Exists
         );
+        assert!(matches!(
+            store.join_room("hall", bob, create, quotas).await.unwrap(),
+            Joined::Joined { created: true, .. }
+        ));
         assert_eq!(
-            store.create_room("lobby", bob, 2).await.unwrap(),
-            RoomCreated::Exists
-        );
-        assert_eq!(
-            store.create_room("hall", bob, 2).await.unwrap(),
-            RoomCreated::Created
-        );
-        assert_eq!(
-            store.create_room("attic", bob, 2).await.unwrap(),
-            RoomCreated::QuotaReached
+            store.join_room("attic", bob, create, quotas).await.unwrap(),
+            Joined::TooManyCreated
         );
         let posts: Vec<_> = (0..5).map(|i| envelope(bob, &i.to_string())).collect();
         for post in &posts {
-            assert!(store.post("lobby", post, 3).await.unwrap());
+            assert!(matches!(
+                store.post("lobby", bob, post, 3, 100).await.unwrap(),
+                Posted::Posted { .. }
+            ));
         }
-        assert!(!store.post("lobby", &posts[4], 3).await.unwrap());
         // A post no longer kept is still known by its id: posting it again adds nothing.
-        assert!(!store.post("lobby", &posts[0], 3).await.unwrap());
-        // Ids are per room.
-        assert!(store.post("attic", &posts[0], 3).await.unwrap());
+        assert_eq!(
+            store.post("lobby", bob, &posts[0], 3, 100).await.unwrap(),
+            Posted::Duplicate
+        );
         store.close().await;
         // Reopening finds everything.
         let store = RedbStore::open(&path).unwrap();
@@ -701,14 +1104,12 @@ mod tests {
         let rest = store.history("lobby", after, two).await.unwrap();
         assert_eq!((rest.items, rest.next), (posts[4..].to_vec(), None));
         assert_eq!(store.rooms().await.unwrap(), ["hall", "lobby"]);
-        // The count survives a restart too.
         assert_eq!(
-            store.create_room("attic", bob, 2).await.unwrap(),
-            RoomCreated::QuotaReached
+            store.join_room("attic", bob, create, quotas).await.unwrap(),
+            Joined::TooManyCreated
         );
-        let attic = store.history("attic", 0, all).await.unwrap();
-        assert_eq!(attic.items, posts[..1].to_vec());
-        assert_eq!(store.mailbox(bob, 0, 100).await.unwrap().messages.len(), 1);
+        // The relayed message and the five posts (the mailbox limit was 1 for relays only).
+        assert_eq!(store.mailbox(bob, 0, 100).await.unwrap().messages.len(), 6);
         assert_eq!(store.user(bob).await.unwrap().unwrap().name, "bob");
         store.close().await;
     }

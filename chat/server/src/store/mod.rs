@@ -1,6 +1,16 @@
 //! The chat server's durable state: accounts (the password hash each user id is bound to, and
 //! the names reserved to them), friends, the messages waiting for their recipient's
-//! acknowledgement, and rooms with their last posts.
+//! acknowledgement, and rooms: their owner and access, their members and invitations, and their
+//! last posts.
+//!
+//! The store is the authority on rooms for every server sharing it: joins, leaves, invitations
+//! and posts are each one atomic operation that checks the rules and quotas and makes the
+//! change. A post is added to the room's history and, in the same transaction, to the mailbox
+//! of every member, under each mailbox's next sequence number and idempotently by message id,
+//! like a relay: members offline read it when they return and acknowledge it. A member whose
+//! mailbox is full does not get that copy (the post stays in the history). Per room, posts are
+//! ordered by the store (redb has one writer; PostgreSQL locks the room's group row), so every
+//! member's mailbox has a room's posts in the order of its history.
 //!
 //! [`Store`] is what the server asks of it; every backend keeps the same contract, which one
 //! conformance suite checks (`chat/server/tests/store_conformance.rs`). The backend:
@@ -26,6 +36,10 @@
 //! message_ids     (recipient id, message id)        (sequence, or 0 once acknowledged; ms)
 //! rooms           room name                         created at (ms since the epoch)
 //! rooms_created   user id (u128)                    how many rooms the user created
+//! room_groups     room name                         (owner, access, member count, next join no.)
+//! room_members    (room name, user id)              join number (lower: longer-standing)
+//! user_rooms      (user id, room name)              1: member, 2: invited
+//! rooms_joined    user id (u128)                    how many rooms the user is a member of
 //! room_posts      (room name, post number)          postcard(Envelope), the last N per room
 //! room_post_ids   (room name, message id)           (post number, ms)
 //! meta            key                               value (the node secret)
@@ -61,6 +75,10 @@
 //! chat_message_ids    (recipient, message_id)      seq (0 once acknowledged), at_ms
 //! chat_rooms          name                         created_at_ms
 //! chat_rooms_created  creator                      made
+//! chat_room_groups    room                         owner, invite_only, member_count, next_join
+//! chat_room_members   (room, member)               joined (join number)
+//! chat_room_invites   (invitee, room)
+//! chat_rooms_joined   member                       joined (how many rooms)
 //! chat_room_heads     room                         last_number
 //! chat_room_posts     (room, number)               envelope
 //! chat_room_post_ids  (room, message_id)           number, at_ms
@@ -80,7 +98,7 @@ mod tables;
 use std::fmt;
 
 use async_trait::async_trait;
-use chat_api::{Envelope, FriendState, Page, Sender};
+use chat_api::{Access, Envelope, FriendState, Membership, Page, Sender};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -141,15 +159,153 @@ pub enum Relayed {
     MailboxFull,
 }
 
-/// The outcome of [`Store::create_room`].
+/// The limits a change of a room's membership is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomCreated {
-    /// The room is new.
-    Created,
-    /// A room with this name exists; nothing was changed.
+pub struct RoomQuotas {
+    /// How many rooms one user may make, ever.
+    pub max_created: u64,
+    /// How many rooms one user may be a member of at once.
+    pub max_joined: u64,
+    /// How many members one room may have.
+    pub max_members: u64,
+}
+
+/// How a user comes into a room (see [`Store::join_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The user makes the room with this access and owns it; [`Joined::Exists`] if it exists.
+    Create(Access),
+    /// The user joins: an open room (made, open and owned by them, if it does not exist), an
+    /// invite-only one they were invited to (the invitation is used up), or one they own.
+    Join,
+    /// This user, who must be the room's owner, adds the user.
+    AddedBy(Uuid),
+}
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    /// Its name.
+    pub name: String,
+    /// Who owns it: its maker, or the member who took over when the owner left. Rooms made
+    /// before rooms had owners have the nil id.
+    pub owner: Uuid,
+    /// Who may join.
+    pub access: Access,
+    /// How many members it has.
+    pub member_count: u64,
+}
+
+impl StoredRoom {
+    /// Where `user` stands in the room, given whether they are a member and are invited.
+    pub fn membership(&self, user: Uuid, member: bool, invited: bool) -> Membership {
+        if member && self.owner == user {
+            Membership::Owner
+        } else if member {
+            Membership::Member
+        } else if invited {
+            Membership::Invited
+        } else {
+            Membership::Outsider
+        }
+    }
+}
+
+/// The outcome of [`Store::join_room`]. Only [`Joined::Joined`] changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    /// The user is now a member (`created`: of the room they just made).
+    Joined {
+        /// The room, counting the user.
+        room: StoredRoom,
+        /// Whether the room was made by this call.
+        created: bool,
+    },
+    /// The user was a member already.
+    AlreadyMember(StoredRoom),
+    /// [`Admission::Create`] of a room that exists.
     Exists,
-    /// The creator has made as many rooms as allowed; nothing was changed.
-    QuotaReached,
+    /// [`Admission::AddedBy`] into a room that does not exist.
+    UnknownRoom,
+    /// The user to add was never bound.
+    UnknownUser,
+    /// The room is invite-only and the user was not invited.
+    NotInvited,
+    /// [`Admission::AddedBy`] someone other than the owner.
+    NotTheOwner,
+    /// The user has made as many rooms as allowed.
+    TooManyCreated,
+    /// The user is in as many rooms as allowed.
+    TooManyJoined,
+    /// The room has as many members as allowed.
+    RoomFull,
+}
+
+/// The outcome of [`Store::leave_room`]. Only [`Left::Left`] changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// The user is no longer a member.
+    Left {
+        /// The room, without the user (and with its new owner, if the owner left).
+        room: StoredRoom,
+    },
+    /// No such room.
+    UnknownRoom,
+    /// The user is not a member.
+    NotAMember,
+    /// The removal was asked by someone other than the owner.
+    NotTheOwner,
+}
+
+/// The outcome of [`Store::invite`]. Only [`Invited::Invited`] changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invited {
+    /// The user is invited.
+    Invited(StoredRoom),
+    /// The user is a member or invited already.
+    AlreadyIn,
+    /// No such room.
+    UnknownRoom,
+    /// The one inviting is not a member.
+    NotAMember,
+    /// The user to invite was never bound.
+    UnknownUser,
+}
+
+/// The outcome of [`Store::post`]. Only [`Posted::Posted`] changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posted {
+    /// The post is in the room's history and in the mailboxes of these members, with its
+    /// sequence number in each (a member whose mailbox was full, or who had a message with
+    /// the same id, is not listed: they find the post in the history).
+    Posted {
+        /// (member, sequence number in their mailbox), in member id order.
+        delivered: Vec<(Uuid, u64)>,
+    },
+    /// A post with this id was made in the room before; nothing was stored.
+    Duplicate,
+    /// No such room.
+    UnknownRoom,
+    /// The poster is not a member.
+    NotAMember,
+}
+
+/// One room of a list, with where the user who asked stands in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRoom {
+    /// The room.
+    pub room: StoredRoom,
+    /// Where the user who asked stands.
+    pub membership: Membership,
+}
+
+/// Which rooms [`Store::room_list`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomFilter {
+    /// The open rooms and the invite-only rooms the user is a member of.
+    Visible,
+    /// The rooms the user is a member of or invited to.
+    Mine,
 }
 
 /// Part of what a user's mailbox holds.
@@ -277,22 +433,64 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// forgotten.
     async fn forget_old_ids(&self, max_age_ms: u64) -> Result<u64, StoreError>;
 
-    /// Records a room made by `creator`, unless it exists or `creator` has made `max_created`
-    /// rooms already.
-    async fn create_room(
+    /// Brings `user` into `room` as `how` says, within `quotas`: atomically checks the rules
+    /// (see [`Admission`]), the user's rooms made and joined and the room's members, and
+    /// records the membership (and the room, when it is made).
+    async fn join_room(
         &self,
         room: &str,
-        creator: Uuid,
-        max_created: u64,
-    ) -> Result<RoomCreated, StoreError>;
+        user: Uuid,
+        how: Admission,
+        quotas: RoomQuotas,
+    ) -> Result<Joined, StoreError>;
+
+    /// Takes `user` out of `room`: they leave (`by` is `None`) or are removed by `by`, who
+    /// must be the owner. When the owner goes while members remain, the longest-standing
+    /// member owns the room; the last member leaving keeps the room, empty, with its owner
+    /// (who may join it again).
+    async fn leave_room(
+        &self,
+        room: &str,
+        user: Uuid,
+        by: Option<Uuid>,
+    ) -> Result<Left, StoreError>;
+
+    /// Invites `user` to `room` on behalf of `by`, who must be a member.
+    async fn invite(&self, room: &str, by: Uuid, user: Uuid) -> Result<Invited, StoreError>;
+
+    /// A room, and where `user` stands in it; `None` if there is no such room.
+    async fn room(&self, room: &str, user: Uuid) -> Result<Option<ListedRoom>, StoreError>;
+
+    /// Up to `limit` rooms after the name `after` (from the first for `None`), by name in byte
+    /// order, that `filter` lets `user` see.
+    async fn room_list(
+        &self,
+        user: Uuid,
+        filter: RoomFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ListedRoom>, StoreError>;
+
+    /// Every member of a room, each with their name as last registered, in id order.
+    async fn members(&self, room: &str) -> Result<Vec<Sender>, StoreError>;
 
     /// Every room ever created, by name, in byte order.
     async fn rooms(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Adds a post to a room's history, keeping the last `keep`; returns `false` (and stores
-    /// nothing) if a post with the same id was made in the room before (and its id not yet
-    /// forgotten, see [`Store::forget_old_ids`]), even if it is no longer kept.
-    async fn post(&self, room: &str, envelope: &Envelope, keep: usize) -> Result<bool, StoreError>;
+    /// Posts in a room on behalf of `from`, who must be a member: in one transaction, adds the
+    /// post to the room's history (keeping the last `keep`) and to the mailbox of every member
+    /// (the poster too), as [`Store::relay`] would with `max_pending`. Nothing is stored if a
+    /// post with the same id was made in the room before (and its id not yet forgotten, see
+    /// [`Store::forget_old_ids`]), even if it is no longer kept. Every member's mailbox gets
+    /// the room's posts in the order of its history.
+    async fn post(
+        &self,
+        room: &str,
+        from: Uuid,
+        envelope: &Envelope,
+        keep: usize,
+        max_pending: u64,
+    ) -> Result<Posted, StoreError>;
 
     /// A page of a room's kept posts, oldest first: those numbered after `after` (0: from the
     /// first kept). The next page's cursor is the number of the page's last post, in decimal.

@@ -3,16 +3,17 @@
 //!
 //! Each operation takes a connection from a small pool and runs in one transaction; the rows
 //! it changes together are serialized by locking one row first (`FOR UPDATE`): the recipient's
-//! mailbox for relays and acks, the creator's count for room creation, the room's head for
-//! posts. A connection that fails (the server restarted, the network dropped) is answered
-//! [`StoreError::Unavailable`] and replaced by a new one on a later call.
+//! mailbox for relays and acks, the creator's count for room creation, the room's group row
+//! for its membership changes and posts (then the members' mailboxes, in member id order, for
+//! the post's fan-out). A connection that fails (the server restarted, the network dropped) is
+//! answered [`StoreError::Unavailable`] and replaced by a new one on a later call.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_api::{Envelope, FriendState, Page, Sender, now_ms};
+use chat_api::{Access, Envelope, FriendState, Page, Sender, now_ms};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
@@ -24,8 +25,9 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{
-    Binding, FriendAccepted, FriendRequested, Mailbox, Relayed, RoomCreated, Store, StoreError,
-    StoredUser, decode, encode, friend_state, friend_state_code,
+    Admission, Binding, FriendAccepted, FriendRequested, Invited, Joined, Left, ListedRoom,
+    Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store, StoreError, StoredRoom, StoredUser,
+    decode, encode, friend_state, friend_state_code,
 };
 use crate::page::{PageBuilder, PageLimits};
 use crate::password::legacy_credential;
@@ -102,6 +104,29 @@ CREATE TABLE IF NOT EXISTS chat_room_post_ids (
     number BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
     PRIMARY KEY (room, message_id)
+);
+CREATE TABLE IF NOT EXISTS chat_room_groups (
+    room TEXT PRIMARY KEY,
+    owner UUID NOT NULL,
+    invite_only BOOLEAN NOT NULL,
+    member_count BIGINT NOT NULL,
+    next_join BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_room_members (
+    room TEXT NOT NULL,
+    member UUID NOT NULL,
+    joined BIGINT NOT NULL,
+    PRIMARY KEY (room, member)
+);
+CREATE INDEX IF NOT EXISTS chat_room_members_by_member ON chat_room_members (member);
+CREATE TABLE IF NOT EXISTS chat_room_invites (
+    invitee UUID NOT NULL,
+    room TEXT NOT NULL,
+    PRIMARY KEY (invitee, room)
+);
+CREATE TABLE IF NOT EXISTS chat_rooms_joined (
+    member UUID PRIMARY KEY,
+    joined BIGINT NOT NULL
 );
 "#;
 
@@ -643,62 +668,6 @@ impl PgStore {
         Ok(messages + posts)
     }
 
-    async fn create_room_in(
-        &self,
-        room: &str,
-        creator: Uuid,
-        max_created: u64,
-    ) -> Result<RoomCreated, StoreError> {
-        let mut client = self.client().await?;
-        let txn = client.transaction().await.map_err(pg)?;
-        // The creator's count is the lock that orders the rooms one user makes.
-        txn.execute(
-            "INSERT INTO chat_rooms_created (creator, made) VALUES ($1, 0) \
-             ON CONFLICT (creator) DO NOTHING",
-            &[&creator],
-        )
-        .await
-        .map_err(pg)?;
-        let made: i64 = txn
-            .query_one(
-                "SELECT made FROM chat_rooms_created WHERE creator = $1 FOR UPDATE",
-                &[&creator],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        let exists = txn
-            .query_opt("SELECT 1 FROM chat_rooms WHERE name = $1", &[&room])
-            .await
-            .map_err(pg)?;
-        if exists.is_some() {
-            return Ok(RoomCreated::Exists);
-        }
-        if unsigned(made)? >= max_created {
-            return Ok(RoomCreated::QuotaReached);
-        }
-        let inserted = txn
-            .execute(
-                "INSERT INTO chat_rooms (name, created_at_ms) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO NOTHING",
-                &[&room, &now()],
-            )
-            .await
-            .map_err(pg)?;
-        if inserted == 0 {
-            // Another user made it meanwhile.
-            return Ok(RoomCreated::Exists);
-        }
-        txn.execute(
-            "UPDATE chat_rooms_created SET made = made + 1 WHERE creator = $1",
-            &[&creator],
-        )
-        .await
-        .map_err(pg)?;
-        txn.commit().await.map_err(pg)?;
-        Ok(RoomCreated::Created)
-    }
-
     async fn node_secret_in(&self) -> Result<String, StoreError> {
         let client = self.client().await?;
         let made = Uuid::new_v4().simple().to_string();
@@ -730,17 +699,348 @@ impl PgStore {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
+    async fn join_room_in(
+        &self,
+        room: &str,
+        user: Uuid,
+        how: Admission,
+        quotas: RoomQuotas,
+    ) -> Result<Option<Joined>, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let existing = lock_group(&txn, room).await?;
+        if existing.is_none() && matches!(how, Admission::Create(_) | Admission::Join) {
+            // The maker's count is the lock that orders the rooms one user makes.
+            txn.execute(
+                "INSERT INTO chat_rooms_created (creator, made) VALUES ($1, 0) \
+                 ON CONFLICT (creator) DO NOTHING",
+                &[&user],
+            )
+            .await
+            .map_err(pg)?;
+            let made: i64 = txn
+                .query_one(
+                    "SELECT made FROM chat_rooms_created WHERE creator = $1 FOR UPDATE",
+                    &[&user],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if unsigned(made)? >= quotas.max_created {
+                return Ok(Some(Joined::TooManyCreated));
+            }
+        }
+        let joined = lock_joined(&txn, user).await?;
+        let (mut stored, next, created) = match (existing, how) {
+            (Some(_), Admission::Create(_)) => return Ok(Some(Joined::Exists)),
+            (None, Admission::AddedBy(_)) => return Ok(Some(Joined::UnknownRoom)),
+            (None, _) => {
+                let access = match how {
+                    Admission::Create(access) => access,
+                    _ => Access::Open,
+                };
+                // Not a room made only to be left empty because its maker may not join it.
+                if joined >= quotas.max_joined {
+                    return Ok(Some(Joined::TooManyJoined));
+                }
+                let inserted = txn
+                    .execute(
+                        "INSERT INTO chat_rooms (name, created_at_ms) VALUES ($1, $2) \
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&room, &now()],
+                    )
+                    .await
+                    .map_err(pg)?;
+                if inserted == 0 {
+                    // Another user made it meanwhile: this transaction is rolled back and the
+                    // call is tried again, finding the room.
+                    return Ok(None);
+                }
+                txn.execute(
+                    "UPDATE chat_rooms_created SET made = made + 1 WHERE creator = $1",
+                    &[&user],
+                )
+                .await
+                .map_err(pg)?;
+                let stored = StoredRoom {
+                    name: room.to_owned(),
+                    owner: user,
+                    access,
+                    member_count: 0,
+                };
+                (stored, 1, true)
+            }
+            (Some((stored, next)), _) => (stored, next, false),
+        };
+        if !created {
+            if let Admission::AddedBy(by) = how
+                && stored.owner != by
+            {
+                return Ok(Some(Joined::NotTheOwner));
+            }
+            let known = txn
+                .query_opt("SELECT 1 FROM chat_users WHERE id = $1", &[&user])
+                .await
+                .map_err(pg)?;
+            if known.is_none() {
+                return Ok(Some(Joined::UnknownUser));
+            }
+            let member = txn
+                .query_opt(
+                    "SELECT 1 FROM chat_room_members WHERE room = $1 AND member = $2",
+                    &[&room, &user],
+                )
+                .await
+                .map_err(pg)?;
+            if member.is_some() {
+                return Ok(Some(Joined::AlreadyMember(stored)));
+            }
+            let invited = txn
+                .query_opt(
+                    "SELECT 1 FROM chat_room_invites WHERE room = $1 AND invitee = $2",
+                    &[&room, &user],
+                )
+                .await
+                .map_err(pg)?
+                .is_some();
+            let admitted = stored.access == Access::Open
+                || invited
+                || stored.owner == user
+                || matches!(how, Admission::AddedBy(_));
+            if !admitted {
+                return Ok(Some(Joined::NotInvited));
+            }
+            if stored.member_count >= quotas.max_members {
+                return Ok(Some(Joined::RoomFull));
+            }
+            if joined >= quotas.max_joined {
+                return Ok(Some(Joined::TooManyJoined));
+            }
+        }
+        let next_join = signed(next)?;
+        txn.execute(
+            "INSERT INTO chat_room_members (room, member, joined) VALUES ($1, $2, $3)",
+            &[&room, &user, &next_join],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "DELETE FROM chat_room_invites WHERE room = $1 AND invitee = $2",
+            &[&room, &user],
+        )
+        .await
+        .map_err(pg)?;
+        txn.execute(
+            "UPDATE chat_rooms_joined SET joined = joined + 1 WHERE member = $1",
+            &[&user],
+        )
+        .await
+        .map_err(pg)?;
+        stored.member_count += 1;
+        put_group(&txn, &stored, next + 1).await?;
+        txn.commit().await.map_err(pg)?;
+        Ok(Some(Joined::Joined {
+            room: stored,
+            created,
+        }))
+    }
+
+    async fn leave_room_in(
+        &self,
+        room: &str,
+        user: Uuid,
+        by: Option<Uuid>,
+    ) -> Result<Left, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let Some((mut stored, next)) = lock_group(&txn, room).await? else {
+            return Ok(Left::UnknownRoom);
+        };
+        if by.is_some_and(|by| by != stored.owner) {
+            return Ok(Left::NotTheOwner);
+        }
+        lock_joined(&txn, user).await?;
+        let removed = txn
+            .execute(
+                "DELETE FROM chat_room_members WHERE room = $1 AND member = $2",
+                &[&room, &user],
+            )
+            .await
+            .map_err(pg)?;
+        if removed == 0 {
+            return Ok(Left::NotAMember);
+        }
+        txn.execute(
+            "UPDATE chat_rooms_joined SET joined = GREATEST(joined - 1, 0) WHERE member = $1",
+            &[&user],
+        )
+        .await
+        .map_err(pg)?;
+        stored.member_count = stored.member_count.saturating_sub(1);
+        if stored.owner == user {
+            // The longest-standing member takes over; an empty room keeps its owner.
+            let heir = txn
+                .query_opt(
+                    "SELECT member FROM chat_room_members WHERE room = $1 \
+                     ORDER BY joined, member LIMIT 1",
+                    &[&room],
+                )
+                .await
+                .map_err(pg)?;
+            if let Some(heir) = heir {
+                stored.owner = heir.get(0);
+            }
+        }
+        put_group(&txn, &stored, next).await?;
+        txn.commit().await.map_err(pg)?;
+        Ok(Left::Left { room: stored })
+    }
+
+    async fn invite_in(&self, room: &str, by: Uuid, user: Uuid) -> Result<Invited, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let Some((stored, _)) = lock_group(&txn, room).await? else {
+            return Ok(Invited::UnknownRoom);
+        };
+        let member = |who: Uuid| {
+            let txn = &txn;
+            async move {
+                txn.query_opt(
+                    "SELECT 1 FROM chat_room_members WHERE room = $1 AND member = $2",
+                    &[&room, &who],
+                )
+                .await
+                .map_err(pg)
+                .map(|row| row.is_some())
+            }
+        };
+        if !member(by).await? {
+            return Ok(Invited::NotAMember);
+        }
+        let known = txn
+            .query_opt("SELECT 1 FROM chat_users WHERE id = $1", &[&user])
+            .await
+            .map_err(pg)?;
+        if known.is_none() {
+            return Ok(Invited::UnknownUser);
+        }
+        if member(user).await? {
+            return Ok(Invited::AlreadyIn);
+        }
+        let inserted = txn
+            .execute(
+                "INSERT INTO chat_room_invites (invitee, room) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&user, &room],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 0 {
+            return Ok(Invited::AlreadyIn);
+        }
+        txn.commit().await.map_err(pg)?;
+        Ok(Invited::Invited(stored))
+    }
+
+    async fn room_list_in(
+        &self,
+        user: Uuid,
+        filter: Option<RoomFilter>,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<ListedRoom>, StoreError> {
+        let condition = match filter {
+            None => "r.name = $2",
+            Some(RoomFilter::Visible) => {
+                r#"r.name COLLATE "C" > $2 AND (NOT COALESCE(g.invite_only, FALSE) OR EXISTS
+                   (SELECT 1 FROM chat_room_members m WHERE m.room = r.name AND m.member = $1))"#
+            }
+            Some(RoomFilter::Mine) => {
+                r#"r.name COLLATE "C" > $2 AND (EXISTS
+                   (SELECT 1 FROM chat_room_members m WHERE m.room = r.name AND m.member = $1)
+                   OR EXISTS (SELECT 1 FROM chat_room_invites i
+                              WHERE i.room = r.name AND i.invitee = $1))"#
+            }
+        };
+        let query = format!(
+            r#"SELECT r.name, g.owner, COALESCE(g.invite_only, FALSE),
+                      COALESCE(g.member_count, 0),
+                      EXISTS (SELECT 1 FROM chat_room_members m
+                              WHERE m.room = r.name AND m.member = $1),
+                      EXISTS (SELECT 1 FROM chat_room_invites i
+                              WHERE i.room = r.name AND i.invitee = $1)
+               FROM chat_rooms r LEFT JOIN chat_room_groups g ON g.room = r.name
+               WHERE {condition} ORDER BY r.name COLLATE "C" LIMIT $3"#
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(&query, &[&user, &after, &limit])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let room = StoredRoom {
+                    name: row.get(0),
+                    owner: row.get::<_, Option<Uuid>>(1).unwrap_or_default(),
+                    access: if row.get(2) {
+                        Access::InviteOnly
+                    } else {
+                        Access::Open
+                    },
+                    member_count: unsigned(row.get(3))?,
+                };
+                let membership = room.membership(user, row.get(4), row.get(5));
+                Ok(ListedRoom { room, membership })
+            })
+            .collect()
+    }
+
+    async fn members_in(&self, room: &str) -> Result<Vec<Sender>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT m.member, COALESCE(u.name, '') FROM chat_room_members m \
+                 LEFT JOIN chat_users u ON u.id = m.member WHERE m.room = $1 ORDER BY m.member",
+                &[&room],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|row| Sender {
+                id: row.get(0),
+                name: row.get(1),
+            })
+            .collect())
+    }
+
     async fn post_in(
         &self,
         room: &str,
+        from: Uuid,
         envelope: &Envelope,
         keep: usize,
-    ) -> Result<bool, StoreError> {
+        max_pending: u64,
+    ) -> Result<Posted, StoreError> {
         let bytes = encode(envelope)?;
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(pg)?;
-        // The room's head is the lock that orders its posts.
+        // The room's group row is the lock that orders its posts and membership changes.
+        if lock_group(&txn, room).await?.is_none() {
+            return Ok(Posted::UnknownRoom);
+        }
+        let member = txn
+            .query_opt(
+                "SELECT 1 FROM chat_room_members WHERE room = $1 AND member = $2",
+                &[&room, &from],
+            )
+            .await
+            .map_err(pg)?;
+        if member.is_none() {
+            return Ok(Posted::NotAMember);
+        }
         txn.execute(
             "INSERT INTO chat_room_heads (room, last_number) VALUES ($1, 0) \
              ON CONFLICT (room) DO NOTHING",
@@ -764,9 +1064,10 @@ impl PgStore {
             .await
             .map_err(pg)?;
         if seen.is_some() {
-            return Ok(false);
+            return Ok(Posted::Duplicate);
         }
         let number = last + 1;
+        let at = now();
         txn.execute(
             "INSERT INTO chat_room_posts (room, number, envelope) VALUES ($1, $2, $3)",
             &[&room, &number, &bytes],
@@ -776,7 +1077,7 @@ impl PgStore {
         txn.execute(
             "INSERT INTO chat_room_post_ids (room, message_id, number, at_ms) \
              VALUES ($1, $2, $3, $4)",
-            &[&room, &envelope.id, &number, &now()],
+            &[&room, &envelope.id, &number, &at],
         )
         .await
         .map_err(pg)?;
@@ -795,8 +1096,72 @@ impl PgStore {
             .await
             .map_err(pg)?;
         }
+        // Mailboxes are locked in member id order, the same in every post, so that two posts
+        // fanning out to the same members at once cannot deadlock.
+        let members: Vec<Uuid> = txn
+            .query(
+                "SELECT member FROM chat_room_members WHERE room = $1 ORDER BY member",
+                &[&room],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let ensure = txn
+            .prepare(
+                "INSERT INTO chat_mailboxes (recipient, last_seq, pending) VALUES ($1, 0, 0) \
+                 ON CONFLICT (recipient) DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        let lock = txn
+            .prepare("SELECT last_seq, pending FROM chat_mailboxes WHERE recipient = $1 FOR UPDATE")
+            .await
+            .map_err(pg)?;
+        let mark = txn
+            .prepare(
+                "INSERT INTO chat_message_ids (recipient, message_id, seq, at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        let store = txn
+            .prepare("INSERT INTO chat_pending (recipient, seq, envelope) VALUES ($1, $2, $3)")
+            .await
+            .map_err(pg)?;
+        let count = txn
+            .prepare(
+                "UPDATE chat_mailboxes SET last_seq = $2, pending = pending + 1 \
+                 WHERE recipient = $1",
+            )
+            .await
+            .map_err(pg)?;
+        let mut delivered = Vec::new();
+        for member in members {
+            txn.execute(&ensure, &[&member]).await.map_err(pg)?;
+            let row = txn.query_one(&lock, &[&member]).await.map_err(pg)?;
+            let (last, pending): (i64, i64) = (row.get(0), row.get(1));
+            if unsigned(pending)? >= max_pending {
+                continue;
+            }
+            let seq = last + 1;
+            // A message with the same id in this mailbox already: the member has it.
+            let marked = txn
+                .execute(&mark, &[&member, &envelope.id, &seq, &at])
+                .await
+                .map_err(pg)?;
+            if marked == 0 {
+                continue;
+            }
+            txn.execute(&store, &[&member, &seq, &bytes])
+                .await
+                .map_err(pg)?;
+            txn.execute(&count, &[&member, &seq]).await.map_err(pg)?;
+            delivered.push((member, unsigned(seq)?));
+        }
         txn.commit().await.map_err(pg)?;
-        Ok(true)
+        Ok(Posted::Posted { delivered })
     }
 
     async fn history_in(
@@ -896,13 +1261,55 @@ impl Store for PgStore {
         self.track(self.forget_old_ids_in(max_age_ms).await)
     }
 
-    async fn create_room(
+    async fn join_room(
         &self,
         room: &str,
-        creator: Uuid,
-        max_created: u64,
-    ) -> Result<RoomCreated, StoreError> {
-        self.track(self.create_room_in(room, creator, max_created).await)
+        user: Uuid,
+        how: Admission,
+        quotas: RoomQuotas,
+    ) -> Result<Joined, StoreError> {
+        // A room made by another call at the same moment is found on the next attempt.
+        for _ in 0..3 {
+            if let Some(joined) = self.track(self.join_room_in(room, user, how, quotas).await)? {
+                return Ok(joined);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the room kept changing; try again".into(),
+        ))
+    }
+
+    async fn leave_room(
+        &self,
+        room: &str,
+        user: Uuid,
+        by: Option<Uuid>,
+    ) -> Result<Left, StoreError> {
+        self.track(self.leave_room_in(room, user, by).await)
+    }
+
+    async fn invite(&self, room: &str, by: Uuid, user: Uuid) -> Result<Invited, StoreError> {
+        self.track(self.invite_in(room, by, user).await)
+    }
+
+    async fn room(&self, room: &str, user: Uuid) -> Result<Option<ListedRoom>, StoreError> {
+        let listed = self.room_list_in(user, None, room, 1).await;
+        self.track(listed.map(|rooms| rooms.into_iter().next()))
+    }
+
+    async fn room_list(
+        &self,
+        user: Uuid,
+        filter: RoomFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ListedRoom>, StoreError> {
+        let after = after.unwrap_or_default();
+        self.track(self.room_list_in(user, Some(filter), &after, limit).await)
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<Sender>, StoreError> {
+        self.track(self.members_in(room).await)
     }
 
     async fn rooms(&self) -> Result<Vec<String>, StoreError> {
@@ -913,8 +1320,15 @@ impl Store for PgStore {
         self.track(self.node_secret_in().await)
     }
 
-    async fn post(&self, room: &str, envelope: &Envelope, keep: usize) -> Result<bool, StoreError> {
-        self.track(self.post_in(room, envelope, keep).await)
+    async fn post(
+        &self,
+        room: &str,
+        from: Uuid,
+        envelope: &Envelope,
+        keep: usize,
+        max_pending: u64,
+    ) -> Result<Posted, StoreError> {
+        self.track(self.post_in(room, from, envelope, keep, max_pending).await)
     }
 
     async fn history(
@@ -1084,6 +1498,90 @@ async fn migrate(txn: &Transaction<'_>) -> Result<(), StoreError> {
 /// The time now, as stored.
 fn now() -> i64 {
     i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
+
+/// Locks a room's group row (made for a room from before rooms had owners: open, owned by
+/// nobody, empty) and reads it, with the number the next member joins under; `None` if there
+/// is no such room.
+async fn lock_group(
+    txn: &Transaction<'_>,
+    room: &str,
+) -> Result<Option<(StoredRoom, u64)>, StoreError> {
+    txn.execute(
+        "INSERT INTO chat_room_groups (room, owner, invite_only, member_count, next_join) \
+         SELECT name, '00000000-0000-0000-0000-000000000000', FALSE, 0, 1 \
+         FROM chat_rooms WHERE name = $1 ON CONFLICT (room) DO NOTHING",
+        &[&room],
+    )
+    .await
+    .map_err(pg)?;
+    let row = txn
+        .query_opt(
+            "SELECT owner, invite_only, member_count, next_join FROM chat_room_groups \
+             WHERE room = $1 FOR UPDATE",
+            &[&room],
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored = StoredRoom {
+        name: room.to_owned(),
+        owner: row.get(0),
+        access: if row.get(1) {
+            Access::InviteOnly
+        } else {
+            Access::Open
+        },
+        member_count: unsigned(row.get(2))?,
+    };
+    Ok(Some((stored, unsigned(row.get(3))?)))
+}
+
+/// Writes a room's group row (locked by [`lock_group`], or new).
+async fn put_group(txn: &Transaction<'_>, room: &StoredRoom, next: u64) -> Result<(), StoreError> {
+    let invite_only = room.access == Access::InviteOnly;
+    txn.execute(
+        "INSERT INTO chat_room_groups (room, owner, invite_only, member_count, next_join) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room) DO UPDATE SET owner = $2, \
+         invite_only = $3, member_count = $4, next_join = $5",
+        &[
+            &room.name,
+            &room.owner,
+            &invite_only,
+            &signed(room.member_count)?,
+            &signed(next)?,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Locks the count of a user's rooms (made if missing) and reads it.
+async fn lock_joined(txn: &Transaction<'_>, user: Uuid) -> Result<u64, StoreError> {
+    txn.execute(
+        "INSERT INTO chat_rooms_joined (member, joined) VALUES ($1, 0) \
+         ON CONFLICT (member) DO NOTHING",
+        &[&user],
+    )
+    .await
+    .map_err(pg)?;
+    let joined: i64 = txn
+        .query_one(
+            "SELECT joined FROM chat_rooms_joined WHERE member = $1 FOR UPDATE",
+            &[&user],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    unsigned(joined)
+}
+
+/// A count or number as stored.
+fn signed(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Record(format!("a number too large: {n}")))
 }
 
 /// A stored count or number, which is never negative.

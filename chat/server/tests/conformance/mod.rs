@@ -7,10 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_api::{Destination, Envelope, FriendState, Path as MsgPath, Sender, now_ms};
+use chat_api::{
+    Access, Destination, Envelope, FriendState, Membership, Path as MsgPath, Sender, now_ms,
+};
 use chat_server::page::PageLimits;
 use chat_server::store::{
-    Binding, FriendAccepted, FriendRequested, Relayed, RoomCreated, Store, StoreError,
+    Admission, Binding, FriendAccepted, FriendRequested, Invited, Joined, Left, Posted, Relayed,
+    RoomFilter, RoomQuotas, Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -35,6 +38,12 @@ pub async fn run(backend: &impl Backend) {
     old_acknowledged_ids_are_forgotten(&backend.open("forget").await).await;
     rooms_are_created_once_within_a_quota(&backend.open("rooms").await).await;
     posts_are_idempotent_and_history_keeps_the_last(&backend.open("posts").await).await;
+    groups_admit_members_by_invitation_and_the_owner(&backend.open("groups").await).await;
+    ownership_passes_to_the_longest_standing_member(&backend.open("owners").await).await;
+    membership_is_within_quotas(&backend.open("memberships").await).await;
+    rooms_are_listed_as_the_caller_may_see_them(&backend.open("listing").await).await;
+    posts_fan_out_into_every_members_mailbox(&backend.open("fanout").await).await;
+    concurrent_posts_reach_every_mailbox_in_history_order(&backend.open("order").await).await;
     concurrent_relays_get_consecutive_numbers(&backend.open("concurrent").await).await;
     the_node_secret_is_made_once(&backend.open("secret").await).await;
     everything_survives_close_and_reopen(backend).await;
@@ -77,6 +86,50 @@ async fn user(store: &Arc<dyn Store>, name: &str) -> Uuid {
 
 async fn relay(store: &Arc<dyn Store>, to: Uuid, message: &Envelope) -> Relayed {
     store.relay(to, message, 100).await.unwrap()
+}
+
+const QUOTAS: RoomQuotas = RoomQuotas {
+    max_created: 2,
+    max_joined: 100,
+    max_members: 100,
+};
+
+async fn join(store: &Arc<dyn Store>, room: &str, user: Uuid, how: Admission) -> Joined {
+    store.join_room(room, user, how, QUOTAS).await.unwrap()
+}
+
+/// Makes a room owned by `owner`, checking what the store answers.
+async fn make(store: &Arc<dyn Store>, room: &str, owner: Uuid, access: Access) {
+    match join(store, room, owner, Admission::Create(access)).await {
+        Joined::Joined {
+            room: made,
+            created: true,
+        } => {
+            assert_eq!(
+                (made.owner, made.access, made.member_count),
+                (owner, access, 1)
+            );
+        }
+        other => panic!("making {room}: {other:?}"),
+    }
+}
+
+/// Whether a post was stored (not refused, not a duplicate).
+async fn posted(store: &Arc<dyn Store>, room: &str, from: Uuid, p: &Envelope, keep: usize) -> bool {
+    match store.post(room, from, p, keep, 100).await.unwrap() {
+        Posted::Posted { .. } => true,
+        Posted::Duplicate => false,
+        other => panic!("posting in {room}: {other:?}"),
+    }
+}
+
+async fn standing(store: &Arc<dyn Store>, room: &str, user: Uuid) -> Membership {
+    store.room(room, user).await.unwrap().unwrap().membership
+}
+
+async fn names(store: &Arc<dyn Store>, user: Uuid, filter: RoomFilter) -> Vec<String> {
+    let listed = store.room_list(user, filter, None, 100).await.unwrap();
+    listed.into_iter().map(|l| l.room.name).collect()
 }
 
 async fn bind_creates_and_updates_only_from_the_expected_credential(store: &Arc<dyn Store>) {
@@ -516,8 +569,10 @@ async fn old_acknowledged_ids_are_forgotten(store: &Arc<dyn Store>) {
     relay(store, bob, &acked).await;
     relay(store, bob, &waiting).await;
     store.ack(bob, &[acked.id]).await.unwrap();
-    let posted = post("lobby", "p");
-    assert!(store.post("lobby", &posted, 10).await.unwrap());
+    let carol = user(store, "carol").await;
+    make(store, "lobby", carol, Access::Open).await;
+    let p = post("lobby", "p");
+    assert!(posted(store, "lobby", carol, &p, 10).await);
     // Nothing is a day old.
     assert_eq!(store.forget_old_ids(24 * 3600 * 1000).await.unwrap(), 0);
     assert_eq!(
@@ -525,7 +580,8 @@ async fn old_acknowledged_ids_are_forgotten(store: &Arc<dyn Store>) {
         Relayed::Duplicate { acknowledged: true }
     );
     // Once the clock has moved on, everything is older than 0 ms: the acknowledged id and the
-    // post's id are forgotten; the id of a message still waiting is not.
+    // post's id are forgotten; the ids of messages still waiting (the post in carol's mailbox
+    // too) are not.
     let t = now_ms();
     while now_ms() <= t {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -538,32 +594,451 @@ async fn old_acknowledged_ids_are_forgotten(store: &Arc<dyn Store>) {
             acknowledged: false
         }
     );
-    assert!(store.post("lobby", &posted, 10).await.unwrap());
+    // Posted again in the room; carol, who has it waiting, does not get it twice.
+    assert_eq!(
+        store.post("lobby", carol, &p, 10, 100).await.unwrap(),
+        Posted::Posted { delivered: vec![] }
+    );
     let history = store.history("lobby", 0, ALL).await.unwrap();
-    assert_eq!(history.items, vec![posted.clone(), posted]);
+    assert_eq!(history.items, vec![p.clone(), p]);
+    assert_eq!(store.mailbox(carol, 0, 10).await.unwrap().messages.len(), 1);
     store.close().await;
 }
 
 async fn rooms_are_created_once_within_a_quota(store: &Arc<dyn Store>) {
-    let (bob, carol) = (Uuid::new_v4(), Uuid::new_v4());
+    let (bob, carol) = (user(store, "bob").await, user(store, "carol").await);
     assert!(store.rooms().await.unwrap().is_empty());
     let create = |room: &'static str, who: Uuid| async move {
-        store.create_room(room, who, 2).await.unwrap()
+        join(store, room, who, Admission::Create(Access::Open)).await
     };
-    assert_eq!(create("lobby", bob).await, RoomCreated::Created);
-    assert_eq!(create("lobby", bob).await, RoomCreated::Exists);
-    assert_eq!(create("lobby", carol).await, RoomCreated::Exists);
-    assert_eq!(create("hall", bob).await, RoomCreated::Created);
-    assert_eq!(create("attic", bob).await, RoomCreated::QuotaReached);
+    assert!(matches!(create("lobby", bob).await, Joined::Joined { .. }));
+    assert_eq!(create("lobby", bob).await, Joined::Exists);
+    assert_eq!(create("lobby", carol).await, Joined::Exists);
+    assert!(matches!(create("hall", bob).await, Joined::Joined { .. }));
+    assert_eq!(create("attic", bob).await, Joined::TooManyCreated);
+    // Joining a room that does not exist makes it, within the same quota.
+    assert_eq!(
+        join(store, "attic", bob, Admission::Join).await,
+        Joined::TooManyCreated
+    );
     // An existing room is reported as such even past the quota.
-    assert_eq!(create("hall", bob).await, RoomCreated::Exists);
+    assert_eq!(create("hall", bob).await, Joined::Exists);
     // Quotas are per creator.
-    assert_eq!(create("attic", carol).await, RoomCreated::Created);
-    assert_eq!(create("Attic", carol).await, RoomCreated::Created);
+    assert!(matches!(
+        create("attic", carol).await,
+        Joined::Joined { .. }
+    ));
+    match join(store, "Attic", carol, Admission::Join).await {
+        Joined::Joined { room, created } => {
+            assert!(created);
+            assert_eq!((room.owner, room.access), (carol, Access::Open));
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         store.rooms().await.unwrap(),
         ["Attic", "attic", "hall", "lobby"]
     );
+    store.close().await;
+}
+
+async fn groups_admit_members_by_invitation_and_the_owner(store: &Arc<dyn Store>) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let never = Uuid::new_v4();
+    make(store, "g", alice, Access::InviteOnly).await;
+    assert_eq!(standing(store, "g", alice).await, Membership::Owner);
+    assert_eq!(standing(store, "g", bob).await, Membership::Outsider);
+    assert_eq!(
+        join(store, "g", bob, Admission::Join).await,
+        Joined::NotInvited
+    );
+    // Only members invite, and only users that exist.
+    assert_eq!(
+        store.invite("g", carol, bob).await.unwrap(),
+        Invited::NotAMember
+    );
+    assert_eq!(
+        store.invite("g", alice, never).await.unwrap(),
+        Invited::UnknownUser
+    );
+    assert_eq!(
+        store.invite("nowhere", alice, bob).await.unwrap(),
+        Invited::UnknownRoom
+    );
+    assert!(matches!(
+        store.invite("g", alice, bob).await.unwrap(),
+        Invited::Invited(_)
+    ));
+    assert_eq!(
+        store.invite("g", alice, bob).await.unwrap(),
+        Invited::AlreadyIn
+    );
+    assert_eq!(
+        store.invite("g", alice, alice).await.unwrap(),
+        Invited::AlreadyIn
+    );
+    assert_eq!(standing(store, "g", bob).await, Membership::Invited);
+    match join(store, "g", bob, Admission::Join).await {
+        Joined::Joined { room, created } => {
+            assert!(!created);
+            assert_eq!((room.owner, room.member_count), (alice, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(standing(store, "g", bob).await, Membership::Member);
+    assert!(matches!(
+        join(store, "g", bob, Admission::Join).await,
+        Joined::AlreadyMember(_)
+    ));
+    // Joining used the invitation up: once gone, bob needs another.
+    assert!(matches!(
+        store.leave_room("g", bob, None).await.unwrap(),
+        Left::Left { .. }
+    ));
+    assert_eq!(
+        join(store, "g", bob, Admission::Join).await,
+        Joined::NotInvited
+    );
+    // The owner adds and removes; nobody else does.
+    assert_eq!(
+        join(store, "g", carol, Admission::AddedBy(bob)).await,
+        Joined::NotTheOwner
+    );
+    assert!(matches!(
+        join(store, "g", carol, Admission::AddedBy(alice)).await,
+        Joined::Joined { .. }
+    ));
+    assert!(matches!(
+        join(store, "g", carol, Admission::AddedBy(alice)).await,
+        Joined::AlreadyMember(_)
+    ));
+    assert_eq!(
+        join(store, "g", never, Admission::AddedBy(alice)).await,
+        Joined::UnknownUser
+    );
+    assert_eq!(
+        join(store, "nowhere", carol, Admission::AddedBy(alice)).await,
+        Joined::UnknownRoom
+    );
+    let mut expected = vec![
+        Sender {
+            id: alice,
+            name: "alice".into(),
+        },
+        Sender {
+            id: carol,
+            name: "carol".into(),
+        },
+    ];
+    expected.sort_by_key(|s| s.id);
+    assert_eq!(store.members("g").await.unwrap(), expected);
+    assert_eq!(
+        store.leave_room("g", carol, Some(bob)).await.unwrap(),
+        Left::NotTheOwner
+    );
+    match store.leave_room("g", carol, Some(alice)).await.unwrap() {
+        Left::Left { room } => assert_eq!((room.owner, room.member_count), (alice, 1)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.leave_room("g", carol, Some(alice)).await.unwrap(),
+        Left::NotAMember
+    );
+    assert_eq!(
+        store.leave_room("g", bob, None).await.unwrap(),
+        Left::NotAMember
+    );
+    assert_eq!(
+        store.leave_room("nowhere", bob, None).await.unwrap(),
+        Left::UnknownRoom
+    );
+    assert_eq!(standing(store, "g", carol).await, Membership::Outsider);
+    assert!(store.room("nowhere", alice).await.unwrap().is_none());
+    store.close().await;
+}
+
+async fn ownership_passes_to_the_longest_standing_member(store: &Arc<dyn Store>) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    make(store, "g", alice, Access::InviteOnly).await;
+    // Carol joins before bob, whatever their ids.
+    for who in [carol, bob] {
+        assert!(matches!(
+            join(store, "g", who, Admission::AddedBy(alice)).await,
+            Joined::Joined { .. }
+        ));
+    }
+    match store.leave_room("g", alice, None).await.unwrap() {
+        Left::Left { room } => assert_eq!((room.owner, room.member_count), (carol, 2)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(standing(store, "g", carol).await, Membership::Owner);
+    assert_eq!(standing(store, "g", bob).await, Membership::Member);
+    // The old owner is an outsider now, and may not come back uninvited.
+    assert_eq!(standing(store, "g", alice).await, Membership::Outsider);
+    assert_eq!(
+        join(store, "g", alice, Admission::Join).await,
+        Joined::NotInvited
+    );
+    // The owner may remove themselves: that is leaving.
+    assert!(matches!(
+        store.leave_room("g", carol, Some(carol)).await.unwrap(),
+        Left::Left { .. }
+    ));
+    assert_eq!(standing(store, "g", bob).await, Membership::Owner);
+    // The last member leaving keeps the room, empty, with its owner, who may join it again.
+    match store.leave_room("g", bob, None).await.unwrap() {
+        Left::Left { room } => assert_eq!((room.owner, room.member_count), (bob, 0)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        join(store, "g", carol, Admission::Join).await,
+        Joined::NotInvited
+    );
+    assert!(matches!(
+        join(store, "g", bob, Admission::Join).await,
+        Joined::Joined { created: false, .. }
+    ));
+    assert_eq!(standing(store, "g", bob).await, Membership::Owner);
+    store.close().await;
+}
+
+async fn membership_is_within_quotas(store: &Arc<dyn Store>) {
+    let quotas = RoomQuotas {
+        max_created: 10,
+        max_joined: 2,
+        max_members: 2,
+    };
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let admit = |room: &'static str, who: Uuid, how: Admission| async move {
+        store.join_room(room, who, how, quotas).await.unwrap()
+    };
+    let create = Admission::Create(Access::Open);
+    assert!(matches!(
+        admit("a", alice, create).await,
+        Joined::Joined { .. }
+    ));
+    assert!(matches!(
+        admit("b", alice, create).await,
+        Joined::Joined { .. }
+    ));
+    // No room is made that its maker could not be in.
+    assert_eq!(admit("c", alice, create).await, Joined::TooManyJoined);
+    assert_eq!(
+        admit("c", alice, Admission::Join).await,
+        Joined::TooManyJoined
+    );
+    assert_eq!(store.rooms().await.unwrap(), ["a", "b"]);
+    assert!(matches!(
+        admit("a", bob, Admission::Join).await,
+        Joined::Joined { .. }
+    ));
+    assert_eq!(admit("a", carol, Admission::Join).await, Joined::RoomFull);
+    assert_eq!(
+        admit("a", carol, Admission::AddedBy(alice)).await,
+        Joined::RoomFull
+    );
+    // Leaving frees a place in the room and a slot of the user's.
+    store.leave_room("a", alice, None).await.unwrap();
+    assert!(matches!(
+        admit("a", carol, Admission::Join).await,
+        Joined::Joined { .. }
+    ));
+    assert!(matches!(
+        admit("c", alice, create).await,
+        Joined::Joined { .. }
+    ));
+    store.close().await;
+}
+
+async fn rooms_are_listed_as_the_caller_may_see_them(store: &Arc<dyn Store>) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let quotas = RoomQuotas {
+        max_created: 10,
+        ..QUOTAS
+    };
+    for (room, access) in [
+        ("d-open", Access::Open),
+        ("a-group", Access::InviteOnly),
+        ("c-group", Access::InviteOnly),
+        ("b-open", Access::Open),
+    ] {
+        let how = Admission::Create(access);
+        let joined = store.join_room(room, alice, how, quotas).await.unwrap();
+        assert!(matches!(joined, Joined::Joined { .. }), "{joined:?}");
+    }
+    store.invite("c-group", alice, bob).await.unwrap();
+    let visible = |who| names(store, who, RoomFilter::Visible);
+    let mine = |who| names(store, who, RoomFilter::Mine);
+    assert_eq!(
+        visible(alice).await,
+        ["a-group", "b-open", "c-group", "d-open"]
+    );
+    assert_eq!(visible(bob).await, ["b-open", "d-open"]);
+    assert_eq!(
+        mine(alice).await,
+        ["a-group", "b-open", "c-group", "d-open"]
+    );
+    assert_eq!(mine(bob).await, ["c-group"]);
+    let listed = store
+        .room_list(bob, RoomFilter::Mine, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].membership, Membership::Invited);
+    assert_eq!(listed[0].room.owner, alice);
+    assert_eq!(listed[0].room.access, Access::InviteOnly);
+    join(store, "c-group", bob, Admission::Join).await;
+    join(store, "b-open", bob, Admission::Join).await;
+    assert_eq!(visible(bob).await, ["b-open", "c-group", "d-open"]);
+    assert_eq!(mine(bob).await, ["b-open", "c-group"]);
+    // Pages: after a name, at most `limit`.
+    let page = store
+        .room_list(alice, RoomFilter::Visible, Some("a-group".into()), 2)
+        .await
+        .unwrap();
+    let page: Vec<_> = page.into_iter().map(|l| l.room.name).collect();
+    assert_eq!(page, ["b-open", "c-group"]);
+    let page = store
+        .room_list(bob, RoomFilter::Mine, Some("b-open".into()), 2)
+        .await
+        .unwrap();
+    let page: Vec<_> = page.into_iter().map(|l| l.room.name).collect();
+    assert_eq!(page, ["c-group"]);
+    let page = store
+        .room_list(bob, RoomFilter::Visible, Some("zzz".into()), 2)
+        .await
+        .unwrap();
+    assert!(page.is_empty());
+    store.close().await;
+}
+
+async fn posts_fan_out_into_every_members_mailbox(store: &Arc<dyn Store>) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    make(store, "lobby", alice, Access::Open).await;
+    join(store, "lobby", bob, Admission::Join).await;
+    let p1 = post("lobby", "one");
+    assert_eq!(
+        store.post("lobby", carol, &p1, 10, 100).await.unwrap(),
+        Posted::NotAMember
+    );
+    assert_eq!(
+        store.post("nowhere", alice, &p1, 10, 100).await.unwrap(),
+        Posted::UnknownRoom
+    );
+    // Bob has a relayed message waiting: the post comes after it in his mailbox.
+    let relayed = envelope(bob, "relayed");
+    relay(store, bob, &relayed).await;
+    let mut expected = vec![(alice, 1), (bob, 2)];
+    expected.sort();
+    assert_eq!(
+        store.post("lobby", alice, &p1, 10, 100).await.unwrap(),
+        Posted::Posted {
+            delivered: expected
+        }
+    );
+    assert_eq!(
+        store.post("lobby", alice, &p1, 10, 100).await.unwrap(),
+        Posted::Duplicate
+    );
+    let bobs = store.mailbox(bob, 0, 10).await.unwrap();
+    assert_eq!(bobs.messages, vec![(1, relayed), (2, p1.clone())]);
+    assert_eq!(
+        store.mailbox(alice, 0, 10).await.unwrap().messages,
+        vec![(1, p1.clone())]
+    );
+    assert!(
+        store
+            .mailbox(carol, 0, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // A post is acknowledged like any message.
+    assert_eq!(store.ack(bob, &[p1.id]).await.unwrap(), 1);
+    assert_eq!(store.ack(alice, &[p1.id]).await.unwrap(), 1);
+    // A member whose mailbox is full (bob, with the relayed message) does not get the post;
+    // the history has it.
+    let p2 = post("lobby", "two");
+    assert_eq!(
+        store.post("lobby", bob, &p2, 10, 1).await.unwrap(),
+        Posted::Posted {
+            delivered: vec![(alice, 2)]
+        }
+    );
+    let history = store.history("lobby", 0, ALL).await.unwrap().items;
+    assert_eq!(history, vec![p1, p2]);
+    // One who left gets no more posts.
+    store.leave_room("lobby", bob, None).await.unwrap();
+    let p4 = post("lobby", "four");
+    assert_eq!(
+        store.post("lobby", alice, &p4, 10, 100).await.unwrap(),
+        Posted::Posted {
+            delivered: vec![(alice, 3)]
+        }
+    );
+    store.close().await;
+}
+
+async fn concurrent_posts_reach_every_mailbox_in_history_order(store: &Arc<dyn Store>) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    make(store, "lobby", alice, Access::Open).await;
+    make(store, "hall", bob, Access::Open).await;
+    join(store, "lobby", bob, Admission::Join).await;
+    join(store, "hall", alice, Admission::Join).await;
+    // Posts in two rooms with the same members, each twice, all at once.
+    let posts: Vec<_> = (0..30)
+        .map(|i| {
+            let room = if i % 2 == 0 { "lobby" } else { "hall" };
+            (room, post(room, &format!("p{i}")))
+        })
+        .collect();
+    let tasks = posts.iter().chain(posts.iter()).map(|(room, p)| {
+        let (store, room, p) = (store.clone(), *room, p.clone());
+        let from = if room == "lobby" { alice } else { bob };
+        tokio::spawn(async move { store.post(room, from, &p, 100, 1000).await })
+    });
+    let mut stored = 0;
+    for done in futures::future::join_all(tasks).await {
+        match done.unwrap().unwrap() {
+            Posted::Posted { delivered } => {
+                assert_eq!(delivered.len(), 2);
+                stored += 1;
+            }
+            Posted::Duplicate => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 30);
+    for who in [alice, bob] {
+        let mailbox = store.mailbox(who, 0, 1000).await.unwrap().messages;
+        assert_eq!(mailbox.len(), 30);
+        for room in ["lobby", "hall"] {
+            let history: Vec<Uuid> = store
+                .history(room, 0, ALL)
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|p| p.id)
+                .collect();
+            let got: Vec<Uuid> = mailbox
+                .iter()
+                .filter(|(_, p)| p.to == Destination::Room(room.into()))
+                .map(|(_, p)| p.id)
+                .collect();
+            assert_eq!(got, history);
+        }
+    }
     store.close().await;
 }
 
@@ -576,15 +1051,18 @@ async fn posts_are_idempotent_and_history_keeps_the_last(store: &Arc<dyn Store>)
             .items
             .is_empty()
     );
+    let alice = user(store, "alice").await;
+    make(store, "lobby", alice, Access::Open).await;
+    make(store, "hall", alice, Access::Open).await;
     let posts: Vec<_> = (0..5).map(|i| post("lobby", &i.to_string())).collect();
     for p in &posts {
-        assert!(store.post("lobby", p, 3).await.unwrap());
+        assert!(posted(store, "lobby", alice, p, 3).await);
     }
-    assert!(!store.post("lobby", &posts[4], 3).await.unwrap());
+    assert!(!posted(store, "lobby", alice, &posts[4], 3).await);
     // A post no longer kept is still known by its id.
-    assert!(!store.post("lobby", &posts[0], 3).await.unwrap());
+    assert!(!posted(store, "lobby", alice, &posts[0], 3).await);
     // Ids are per room.
-    assert!(store.post("hall", &posts[0], 3).await.unwrap());
+    assert!(posted(store, "hall", alice, &posts[0], 3).await);
     let history = store.history("lobby", 0, ALL).await.unwrap();
     assert_eq!((history.items, history.next), (posts[2..].to_vec(), None));
     let two = PageLimits { items: 2, ..ALL };
@@ -605,7 +1083,7 @@ async fn posts_are_idempotent_and_history_keeps_the_last(store: &Arc<dyn Store>)
     assert_eq!(hall.items, posts[..1].to_vec());
     // Keeping fewer drops the oldest.
     let newest = post("lobby", "newest");
-    assert!(store.post("lobby", &newest, 1).await.unwrap());
+    assert!(posted(store, "lobby", alice, &newest, 1).await);
     let history = store.history("lobby", 0, ALL).await.unwrap();
     assert_eq!(history.items, vec![newest]);
     store.close().await;
@@ -673,12 +1151,21 @@ async fn everything_survives_close_and_reopen(backend: &impl Backend) {
     }
     store.ack(bob, &[m[0].id]).await.unwrap();
     let secret = store.node_secret().await.unwrap();
-    assert_eq!(
-        store.create_room("lobby", bob, 1).await.unwrap(),
-        RoomCreated::Created
-    );
-    let posted = post("lobby", "hello");
-    assert!(store.post("lobby", &posted, 10).await.unwrap());
+    let carol = user(&store, "carol").await;
+    let dave = user(&store, "dave").await;
+    let one = RoomQuotas {
+        max_created: 1,
+        ..QUOTAS
+    };
+    let made = store
+        .join_room("lobby", bob, Admission::Create(Access::InviteOnly), one)
+        .await
+        .unwrap();
+    assert!(matches!(made, Joined::Joined { created: true, .. }));
+    join(&store, "lobby", carol, Admission::AddedBy(bob)).await;
+    store.invite("lobby", carol, dave).await.unwrap();
+    let hello = post("lobby", "hello");
+    assert!(posted(&store, "lobby", bob, &hello, 10).await);
     store.close().await;
     assert_eq!(store.mailbox(bob, 0, 10).await, Err(StoreError::Closed));
     assert_eq!(
@@ -707,26 +1194,43 @@ async fn everything_survives_close_and_reopen(backend: &impl Backend) {
         ]
     );
     let mailbox = store.mailbox(bob, 0, 10).await.unwrap();
-    assert_eq!(mailbox.messages, vec![(2, m[1].clone()), (3, m[2].clone())]);
-    assert_eq!(mailbox.last_seq, 3);
+    assert_eq!(
+        mailbox.messages,
+        vec![(2, m[1].clone()), (3, m[2].clone()), (4, hello.clone())]
+    );
+    assert_eq!(mailbox.last_seq, 4);
     assert_eq!(
         relay(&store, bob, &m[0]).await,
         Relayed::Duplicate { acknowledged: true }
     );
     assert_eq!(
         relay(&store, bob, &envelope(bob, "m3")).await,
-        Relayed::Stored { seq: 4 }
+        Relayed::Stored { seq: 5 }
     );
     assert_eq!(store.rooms().await.unwrap(), ["lobby"]);
     // The creator's count survives too.
     assert_eq!(
-        store.create_room("hall", bob, 1).await.unwrap(),
-        RoomCreated::QuotaReached
+        store
+            .join_room("hall", bob, Admission::Create(Access::Open), one)
+            .await
+            .unwrap(),
+        Joined::TooManyCreated
     );
     assert_eq!(
         store.history("lobby", 0, ALL).await.unwrap().items,
-        vec![posted.clone()]
+        vec![hello.clone()]
     );
-    assert!(!store.post("lobby", &posted, 10).await.unwrap());
+    assert!(!posted(&store, "lobby", bob, &hello, 10).await);
+    // Membership, ownership and invitations are kept.
+    let lobby = store.room("lobby", bob).await.unwrap().unwrap();
+    assert_eq!(lobby.membership, Membership::Owner);
+    assert_eq!(
+        (lobby.room.access, lobby.room.member_count),
+        (Access::InviteOnly, 2)
+    );
+    assert_eq!(standing(&store, "lobby", carol).await, Membership::Member);
+    assert_eq!(standing(&store, "lobby", dave).await, Membership::Invited);
+    let carols = store.mailbox(carol, 0, 10).await.unwrap().messages;
+    assert_eq!(carols, vec![(1, hello)]);
     store.close().await;
 }
