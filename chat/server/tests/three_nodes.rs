@@ -1,8 +1,10 @@
 //! Three `chat-server` processes, nodes of one chat service on one etcd (presence and the list
 //! of nodes) and one PostgreSQL (messages, identities, rooms), with `chat-client`s spread over
 //! them: messages between users on different nodes arrive, every node sees everyone online,
-//! and when one node is killed (`kill -9`) under load its clients move to the others and every
-//! message whose send succeeded reaches its recipient exactly once.
+//! a group and friends span the nodes, when one node is killed (`kill -9`) under load its
+//! clients move to the others and every message whose send succeeded reaches its recipient
+//! exactly once, and after the whole service restarts the friends and the group are as they
+//! were.
 //!
 //! Needs the `etcd` feature (`cargo test --workspace --all-features`), the `etcd` binary and
 //! PostgreSQL (`scripts/system-packages.sh`); without them it fails, it never skips.
@@ -19,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chat_api::Path;
-use chat_client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents, ClientState};
+use chat_api::{Access, ChatError, FriendState, Path};
+use chat_client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents, ClientError, ClientState};
 use etcd_server::EtcdServer;
 use pg_server::PgServer;
 use rpc_core::Endpoint;
@@ -54,6 +56,17 @@ fn start_node(
     data: &std::path::Path,
 ) -> (Running, Endpoint) {
     let listen = format!("tcp://127.0.0.1:{}", free_port());
+    start_node_at(bin, etcd, database, data, listen)
+}
+
+/// Starts a node listening on `listen`.
+fn start_node_at(
+    bin: &str,
+    etcd: &EtcdServer,
+    database: &str,
+    data: &std::path::Path,
+    listen: String,
+) -> (Running, Endpoint) {
     let registry = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
     let node = Running::start(
         bin,
@@ -206,6 +219,52 @@ async fn three_nodes_on_etcd_and_postgres_relay_share_presence_and_survive_a_kil
     }
     wait_shown(&users, &sent, "across nodes").await;
 
+    // A group across the three nodes: user-0 (node 0) makes it and adds user-1 (node 1), invites
+    // user-2 (node 2), who joins; a post by any member reaches the others at once.
+    users[0]
+        .client
+        .create_room("crew", Access::InviteOnly)
+        .await
+        .unwrap();
+    users[0]
+        .client
+        .add_member("crew", &users[1].name)
+        .await
+        .unwrap();
+    users[0]
+        .client
+        .invite("crew", &users[2].name)
+        .await
+        .unwrap();
+    let outsider = users[5].client.join("crew").await;
+    assert!(
+        matches!(outsider, Err(ClientError::Chat(ChatError::NotInvited(_)))),
+        "{outsider:?}"
+    );
+    let joined = users[2].client.join("crew").await.unwrap();
+    assert_eq!(joined.member_count, 3);
+    let post = users[1].client.post("crew", "hello crew").await.unwrap();
+    wait_shown(&users, &[(post, 0), (post, 2)], "a group post across nodes").await;
+
+    // Friends across nodes: user-0 asks user-1, who accepts; each sees the other online.
+    let (_, state) = users[0]
+        .client
+        .request_friend(&users[1].name)
+        .await
+        .unwrap();
+    assert_eq!(state, FriendState::RequestSent);
+    users[1].client.accept_friend(&users[0].name).await.unwrap();
+    let friends = users[0].client.friends().await.unwrap();
+    assert_eq!(friends.len(), 1, "{friends:?}");
+    assert_eq!(
+        (
+            friends[0].user.name.as_str(),
+            friends[0].state,
+            friends[0].online
+        ),
+        (users[1].name.as_str(), FriendState::Friends, true)
+    );
+
     // Under load, node 0 is killed: every user keeps sending to users on other nodes.
     let users = Arc::new(users);
     let stop_sending = tokio_util::sync::CancellationToken::new();
@@ -294,10 +353,62 @@ async fn three_nodes_on_etcd_and_postgres_relay_share_presence_and_survive_a_kil
     // The two nodes left see everyone online again.
     wait_everyone_online(&users).await;
 
-    for user in users.iter() {
-        user.client.close().await;
-    }
+    // The whole service restarts: node 0 comes back where it was, then the other two stop.
+    // Every client moves to node 0 by itself, and the friends and the group are as they were.
+    let (restarted, _) = start_node_at(
+        bin,
+        &etcd,
+        &database,
+        &data.path().join("node-0"),
+        endpoints[0].to_string(),
+    );
+    let reconnects_before: Vec<u32> = users
+        .iter()
+        .map(|user| match user.client.state() {
+            ClientState::Online { reconnects, .. } => reconnects,
+            _ => 0,
+        })
+        .collect();
     for node in nodes.iter_mut().skip(1) {
         node.stop_with("TERM", "chat-server");
     }
+    nodes[0] = restarted;
+    for (user, &reconnects) in users.iter().zip(&reconnects_before) {
+        let mut state = user.client.watch_state();
+        tokio::time::timeout(
+            WAIT,
+            state.wait_for(
+                |s| matches!(s, ClientState::Online { reconnects: now, .. } if *now > reconnects),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{} is not back on node 0 within {WAIT:?}", user.name))
+        .unwrap();
+    }
+    let friends = users[1].client.friends().await.unwrap();
+    assert_eq!(
+        friends
+            .iter()
+            .map(|f| (f.user.name.as_str(), f.state))
+            .collect::<Vec<_>>(),
+        [(users[0].name.as_str(), FriendState::Friends)]
+    );
+    let crew = users[2].client.my_rooms().await.unwrap();
+    assert_eq!(crew.len(), 1, "{crew:?}");
+    assert_eq!(
+        (crew[0].name.as_str(), crew[0].member_count, crew[0].owner),
+        ("crew", 3, users[0].client.id())
+    );
+    let after = users[2].client.post("crew", "still here").await.unwrap();
+    wait_shown(
+        &users,
+        &[(after, 0), (after, 1)],
+        "a group post after the restart",
+    )
+    .await;
+
+    for user in users.iter() {
+        user.client.close().await;
+    }
+    nodes[0].stop_with("TERM", "chat-server");
 }
