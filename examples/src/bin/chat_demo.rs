@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use chat_api::{Destination, Envelope, Path, PresenceEvent, RoomEvent};
+use chat_api::{
+    Access, Destination, Envelope, FriendEvent, FriendState, Membership, Path, PresenceEvent,
+    RoomEvent,
+};
 use chat_client::{ChatClient, ChatClientConfig, ChatEvent, ChatEvents, path_name};
 use chat_server::{ChatServer, ChatServerConfig};
 use clap::Parser;
@@ -18,9 +21,11 @@ use rpc_registry::MemoryRegistry;
 /// A chat server starts on 127.0.0.1 (a free port) with an embedded registry and its storage in
 /// a temporary directory. Three scripted clients, alice, bob and carol, then: register and show
 /// the addresses the server observed; find each other; exchange a direct message (peer to peer)
-/// and, once bob's peer is unreachable, a relayed one; meet in the room "lobby"; and, while carol
-/// is offline, alice writes to her: carol comes back and receives exactly what she missed, in
-/// order. Every step is checked; the exit status is 0 only if all checks passed.
+/// and, once bob's peer is unreachable, a relayed one; meet in the room "lobby"; alice makes the
+/// invite-only group "crew" (adds bob, invites carol) and bob and alice become friends; while
+/// carol is offline, alice writes to her and bob posts in the group: carol comes back on another
+/// device, logging in by name and password, and receives exactly what she missed, in order.
+/// Every step is checked; the exit status is 0 only if all checks passed.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -339,8 +344,64 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         check(format!("{} saw all three posts, in order", person.name));
     }
 
-    step(6, "carol goes offline; alice writes to her");
-    let [mut alice, bob, carol] = people;
+    step(
+        6,
+        "alice makes the group \"crew\"; bob and alice become friends",
+    );
+    let [mut alice, mut bob, mut carol] = people;
+    let crew = alice.client.create_room("crew", Access::InviteOnly).await?;
+    ensure!(
+        crew.access == Access::InviteOnly && crew.membership == Membership::Owner,
+        "alice made {crew:?}"
+    );
+    check("alice makes #crew, invite-only, which she owns");
+    alice.client.add_member("crew", "bob").await?;
+    check("alice adds bob to #crew");
+    alice.client.invite("crew", "carol").await?;
+    carol
+        .expect("an invitation to #crew", |e| match e {
+            ChatEvent::Room(RoomEvent::Invited { room, by }) if room == "crew" => {
+                Some(by.name.clone())
+            }
+            _ => None,
+        })
+        .await?;
+    check("alice invites carol; carol is told");
+    let joined = carol.client.join("crew").await?;
+    ensure!(joined.member_count == 3, "carol joined {joined:?}");
+    check("carol joins #crew: 3 members");
+    let (_, asked) = bob.client.request_friend("alice").await?;
+    ensure!(
+        asked == FriendState::RequestSent,
+        "bob's request: {asked:?}"
+    );
+    alice
+        .expect("bob's friend request", |e| match e {
+            ChatEvent::Friend(FriendEvent::Requested { from }) if from.name == "bob" => Some(()),
+            _ => None,
+        })
+        .await?;
+    check("bob asks alice to be friends; alice is told");
+    alice.client.accept_friend("bob").await?;
+    bob.expect("alice accepting", |e| match e {
+        ChatEvent::Friend(FriendEvent::Accepted { by }) if by.name == "alice" => Some(()),
+        _ => None,
+    })
+    .await?;
+    let friends = alice.client.friends().await?;
+    ensure!(
+        friends.len() == 1
+            && friends[0].user.name == "bob"
+            && friends[0].state == FriendState::Friends
+            && friends[0].online,
+        "alice's friends: {friends:?}"
+    );
+    check("alice accepts; her friends list shows bob, online");
+
+    step(
+        7,
+        "carol goes offline; alice writes to her, bob posts in #crew",
+    );
     let carol_id = carol.client.id();
     carol.client.shutdown().await;
     check("carol left the server");
@@ -368,18 +429,51 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         ));
     }
 
-    step(7, "carol comes back and gets what she missed");
-    let mut carol = Person::connect(carol.config, wait).await?;
-    check("carol registered again with the same id and secret");
-    for (i, text) in missed.iter().enumerate() {
-        let got = carol.message("the messages she missed").await?;
+    let plan = "tomorrow at ten, carol will see this when she is back";
+    bob.client.post("crew", plan).await?;
+    check(format!(
+        "bob posts {plan:?} in #crew (kept for carol, who is still a member)"
+    ));
+
+    step(
+        8,
+        "carol comes back on another device, by name and password, and gets what she missed",
+    );
+    let password = carol.config.secret.clone();
+    let another_device = ChatClientConfig::new(endpoint.clone(), "carol").login(password);
+    let mut carol = Person::connect(another_device, wait).await?;
+    ensure!(
+        carol.client.id() == carol_id,
+        "carol logged in as {}, not {carol_id}",
+        carol.client.id()
+    );
+    check(format!(
+        "carol logged in by name and password: the same id, {carol_id}"
+    ));
+    let expected = [
+        (missed[0], Path::Stored),
+        (missed[1], Path::Stored),
+        (plan, Path::Room),
+    ];
+    for (i, (text, path)) in expected.iter().enumerate() {
+        let got = carol
+            .expect("the messages she missed", |e| match e {
+                ChatEvent::Message(m) => Some(m.clone()),
+                _ => None,
+            })
+            .await?;
         ensure!(
-            got.text == *text && got.path == Path::Stored,
-            "carol's message {} was {got:?}, expected {text:?} stored",
-            i + 1
+            got.text == *text && got.path == *path,
+            "carol's message {} was {got:?}, expected {text:?} by path {}",
+            i + 1,
+            path_name(*path)
         );
+        let place = match &got.to {
+            Destination::Room(room) => format!(" in #{room}"),
+            Destination::User(_) => String::new(),
+        };
         check(format!(
-            "carol received {:?} from {} by path {}",
+            "carol received {:?} from {}{place} by path {}",
             got.text,
             got.from.name,
             path_name(got.path)
@@ -387,8 +481,11 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
     }
     carol.no_more_messages(Duration::from_millis(500)).await?;
     check("exactly what she missed, in order, each once");
+    let rooms: Vec<String> = carol.client.joined_rooms();
+    ensure!(rooms == ["crew", "lobby"], "carol is in {rooms:?}");
+    check("the server kept her rooms: #crew and #lobby");
 
-    step(8, "everyone leaves");
+    step(9, "everyone leaves");
     for person in [&alice, &bob, &carol] {
         person.client.shutdown().await;
     }
