@@ -20,6 +20,7 @@ use deadpool_postgres::{
 use rpc_core::Backoff;
 use tokio::time::Instant;
 use tokio_postgres::config::Host;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row, Transaction};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -485,20 +486,14 @@ impl PgStore {
             return Ok(Relayed::UnknownRecipient);
         }
         // The mailbox's row is the lock that orders the relays and acks of one recipient.
-        txn.execute(
+        let row = lock_row(
+            &txn,
             "INSERT INTO chat_mailboxes (recipient, last_seq, pending) VALUES ($1, 0, 0) \
              ON CONFLICT (recipient) DO NOTHING",
-            &[&to],
+            "SELECT last_seq, pending FROM chat_mailboxes WHERE recipient = $1 FOR UPDATE",
+            &to,
         )
-        .await
-        .map_err(pg)?;
-        let row = txn
-            .query_one(
-                "SELECT last_seq, pending FROM chat_mailboxes WHERE recipient = $1 FOR UPDATE",
-                &[&to],
-            )
-            .await
-            .map_err(pg)?;
+        .await?;
         let (last, count): (i64, i64) = (row.get(0), row.get(1));
         let seen = txn
             .query_opt(
@@ -711,21 +706,15 @@ impl PgStore {
         let existing = lock_group(&txn, room).await?;
         if existing.is_none() && matches!(how, Admission::Create(_) | Admission::Join) {
             // The maker's count is the lock that orders the rooms one user makes.
-            txn.execute(
+            let made: i64 = lock_row(
+                &txn,
                 "INSERT INTO chat_rooms_created (creator, made) VALUES ($1, 0) \
                  ON CONFLICT (creator) DO NOTHING",
-                &[&user],
+                "SELECT made FROM chat_rooms_created WHERE creator = $1 FOR UPDATE",
+                &user,
             )
-            .await
-            .map_err(pg)?;
-            let made: i64 = txn
-                .query_one(
-                    "SELECT made FROM chat_rooms_created WHERE creator = $1 FOR UPDATE",
-                    &[&user],
-                )
-                .await
-                .map_err(pg)?
-                .get(0);
+            .await?
+            .get(0);
             if unsigned(made)? >= quotas.max_created {
                 return Ok(Some(Joined::TooManyCreated));
             }
@@ -1041,21 +1030,15 @@ impl PgStore {
         if member.is_none() {
             return Ok(Posted::NotAMember);
         }
-        txn.execute(
+        let last: i64 = lock_row(
+            &txn,
             "INSERT INTO chat_room_heads (room, last_number) VALUES ($1, 0) \
              ON CONFLICT (room) DO NOTHING",
-            &[&room],
+            "SELECT last_number FROM chat_room_heads WHERE room = $1 FOR UPDATE",
+            &room,
         )
-        .await
-        .map_err(pg)?;
-        let last: i64 = txn
-            .query_one(
-                "SELECT last_number FROM chat_room_heads WHERE room = $1 FOR UPDATE",
-                &[&room],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
+        .await?
+        .get(0);
         let seen = txn
             .query_opt(
                 "SELECT 1 FROM chat_room_post_ids WHERE room = $1 AND message_id = $2",
@@ -1561,22 +1544,29 @@ async fn put_group(txn: &Transaction<'_>, room: &StoredRoom, next: u64) -> Resul
 
 /// Locks the count of a user's rooms (made if missing) and reads it.
 async fn lock_joined(txn: &Transaction<'_>, user: Uuid) -> Result<u64, StoreError> {
-    txn.execute(
+    let joined: i64 = lock_row(
+        txn,
         "INSERT INTO chat_rooms_joined (member, joined) VALUES ($1, 0) \
          ON CONFLICT (member) DO NOTHING",
-        &[&user],
+        "SELECT joined FROM chat_rooms_joined WHERE member = $1 FOR UPDATE",
+        &user,
     )
-    .await
-    .map_err(pg)?;
-    let joined: i64 = txn
-        .query_one(
-            "SELECT joined FROM chat_rooms_joined WHERE member = $1 FOR UPDATE",
-            &[&user],
-        )
-        .await
-        .map_err(pg)?
-        .get(0);
+    .await?
+    .get(0);
     unsigned(joined)
+}
+
+/// Makes the row of `key` (`insert`, which does nothing if it exists) and locks it (`lock`, a
+/// `SELECT … FOR UPDATE`) until the transaction ends: the lock that orders the changes the row
+/// guards (a mailbox's relays, a user's rooms, a room's posts).
+async fn lock_row(
+    txn: &Transaction<'_>,
+    insert: &str,
+    lock: &str,
+    key: &(dyn ToSql + Sync),
+) -> Result<Row, StoreError> {
+    txn.execute(insert, &[key]).await.map_err(pg)?;
+    txn.query_one(lock, &[key]).await.map_err(pg)
 }
 
 /// A count or number as stored.
