@@ -17,6 +17,15 @@ use clap::Parser;
 use rpc_core::Endpoint;
 use rpc_registry::{Registry, RemoteRegistry};
 
+/// `println!` for what the program tells whoever started it: a stdout that nobody reads any more
+/// (a closed pipe) is no reason to stop serving, so a line that cannot be written is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Serves `chat.Signal`: users register a UUID, a display name and the endpoint of their own
 /// chat peer; the server records the address it saw them come from, keeps them online while
 /// they heartbeat, lets them look each other up, relays messages (storing them for users who are
@@ -203,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::select! {
                 registry = etcd(members, &args.etcd_prefix, wait) => Some(registry?),
                 signal = &mut stop => {
-                    println!("{signal}: stopping before etcd answered");
+                    say!("{signal}: stopping before etcd answered");
                     return Ok(());
                 }
             }
@@ -230,17 +239,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let server = ChatServer::start(config).await?;
     for endpoint in server.endpoints() {
-        println!("chat-server listening on {endpoint}");
+        say!("chat-server listening on {endpoint}");
     }
-    println!("chat-server data in {data}");
-    println!("chat-server presence in {presence}");
+    say!("chat-server data in {data}");
+    say!("chat-server presence in {presence}");
     let signal = stop.await;
-    println!(
+    say!(
         "{signal}: draining, calls in flight have {} s to finish",
         args.grace
     );
     server.shutdown(Duration::from_secs(args.grace)).await;
-    println!("chat-server stopped");
+    say!("chat-server stopped");
     Ok(())
 }
 

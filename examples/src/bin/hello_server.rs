@@ -12,6 +12,15 @@ use clap::Parser;
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{Endpoint, Server, TraceCalls};
 
+/// `println!` for what the program tells whoever started it: a stdout that nobody reads any more
+/// (a closed pipe) is no reason to stop serving, so a line that cannot be written is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Serves the `hello.Greeter` service (hello, add, countdown) on one or more endpoints.
 ///
 /// Clients pick their serializer (MessagePack, postcard, JSON) per connection; the server
@@ -64,18 +73,18 @@ async fn main() -> anyhow::Result<()> {
     // before anything is bound.
     let server = builder.start().await?;
     for endpoint in server.local_endpoints() {
-        println!(
+        say!(
             "hello-server {:?} serving hello.Greeter on {endpoint}",
             args.name
         );
     }
     let signal = stop.await;
-    println!(
+    say!(
         "{signal}: draining, calls in flight have {} s to finish",
         args.grace
     );
     server.shutdown(Duration::from_secs(args.grace)).await;
-    println!("hello-server stopped");
+    say!("hello-server stopped");
     Ok(())
 }
 

@@ -15,6 +15,15 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use rpc_core::{Endpoint, Server, TraceCalls};
 use rpc_registry::{MemoryRegistry, PageRequest, Registry, RegistryApiServer, RegistryService};
 
+/// `println!` for what the program tells whoever started it: a stdout that nobody reads any more
+/// (a closed pipe) is no reason to stop serving, so a line that cannot be written is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The longest lease TTL the flags accept: a year.
 const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 /// The longest wait the flags accept: an hour.
@@ -184,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
         Backend::Etcd => tokio::select! {
             registry = etcd(&settings) => registry?,
             signal = &mut stop => {
-                println!("{signal}: stopping before the backend answered");
+                say!("{signal}: stopping before the backend answered");
                 return Ok(());
             }
         },
@@ -202,18 +211,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let server = builder.start().await?;
     for endpoint in server.local_endpoints() {
-        println!(
+        say!(
             "registry-server ({:?} backend) listening on {endpoint}",
             settings.backend
         );
     }
     let signal = stop.await;
-    println!(
+    say!(
         "{signal}: draining, calls in flight have {} s to finish",
         settings.grace.as_secs()
     );
     server.shutdown(settings.grace).await;
-    println!("registry-server stopped");
+    say!("registry-server stopped");
     Ok(())
 }
 
