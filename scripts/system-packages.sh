@@ -10,6 +10,8 @@
 #   etcd-server        `etcd`, which the etcd backend's tests start
 #   postgresql         `initdb`, `pg_ctl` and `postgres` (in /usr/lib/postgresql/*/bin), which
 #                      the chat server's PostgreSQL store's tests start
+#   iproute2, iptables `ip netns` and the NAT rules of the NAT lab (scripts/natlab), in which
+#                      the chat client's NAT tests run
 #
 # With `fuzz`, also what building the fuzz targets needs:
 #
@@ -28,6 +30,8 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 # Debian's postgresql puts its programs outside PATH, under the major version.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+type -P ip >/dev/null 2>&1 || missing+=(iproute2)
+type -P iptables >/dev/null 2>&1 || missing+=(iptables)
 for extra in "$@"; do
   case "$extra" in
     fuzz) command -v c++ >/dev/null 2>&1 || missing+=(g++) ;;

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use chat_api::{
-    Access, ChatError, Delivery, Destination, Envelope, Friend, FriendState, InboxItem,
-    LoginRequest, Membership, Node, NodeServer, Page as ChatPage, Path, Peer, PeerError,
-    PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer,
-    UserInfo,
+    Access, CallMedia, ChatError, Delivery, Destination, Envelope, Friend, FriendState,
+    IceCandidate, InboxItem, LoginRequest, Membership, Node, NodeServer, Page as ChatPage, Path,
+    Peer, PeerError, PeerServer, PresenceEvent, RegisterRequest, RoomInfo, SdpKind, Sender,
+    Session, Signal, SignalServer, UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
@@ -190,6 +190,27 @@ impl Signal for SignalMethods {
         _: Option<String>,
         _: u32,
     ) -> Result<ChatPage<Friend>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn call(&self, _: String, _: Uuid, _: Vec<CallMedia>) -> Result<Uuid, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn ringing(&self, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn accept_call(&self, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn reject_call(&self, _: String, _: Uuid, _: bool) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn hang_up(&self, _: String, _: Uuid) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn send_sdp(&self, _: String, _: Uuid, _: SdpKind, _: String) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn send_ice(&self, _: String, _: Uuid, _: IceCandidate) -> Result<(), ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {

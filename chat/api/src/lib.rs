@@ -5,8 +5,13 @@
 //! writing another client: the types here are what travels on the wire. Both sides also quote
 //! what users typed in their error messages the same way, with [`excerpt`].
 
+mod call;
 mod excerpt;
 
+pub use call::{
+    CALL_ANSWER_SECS, CallEnd, CallEvent, CallMedia, CallPhase, IceCandidate, MAX_CANDIDATE_BYTES,
+    MAX_SDP_BYTES, SdpKind,
+};
 pub use excerpt::{EXCERPT_CHARS, excerpt};
 use rpc_core::{CallContext, ServerStream};
 use serde::{Deserialize, Serialize};
@@ -204,6 +209,8 @@ pub enum InboxItem {
     Room(RoomEvent),
     /// A change in the user's friends.
     Friend(FriendEvent),
+    /// Call signaling: an invite, its answer, SDP and ICE from the other side, the end.
+    Call(CallEvent),
 }
 
 /// What happened to a relayed message.
@@ -350,6 +357,12 @@ pub enum ChatError {
     /// `relay` and `post` with the same message id.
     #[error("storage unavailable, try again")]
     StorageUnavailable,
+    /// The user called is not online (on any server).
+    #[error("user {0} is not online")]
+    Offline(String),
+    /// The call has ended, or never was, or the caller is not part of it.
+    #[error("no such call {0}; it has ended")]
+    NoSuchCall(Uuid),
 }
 
 /// The signaling server: registration and presence, lookups, relay and store-and-forward, rooms.
@@ -491,6 +504,41 @@ pub trait Signal {
         after: Option<String>,
         limit: u32,
     ) -> Result<Page<Friend>, ChatError>;
+    /// Calls a user who is online: every device of theirs gets [`CallEvent::Incoming`]. The
+    /// answer is the call's id. Unanswered after [`CALL_ANSWER_SECS`], the call ends as
+    /// [`CallEnd::Missed`] for both.
+    async fn call(
+        &self,
+        token: String,
+        user: Uuid,
+        media: Vec<CallMedia>,
+    ) -> Result<Uuid, ChatError>;
+    /// Tells the caller that this device of the callee rings.
+    #[rpc(idempotent)]
+    async fn ringing(&self, token: String, call: Uuid) -> Result<(), ChatError>;
+    /// Accepts a call (the callee); both sides are told, and may exchange SDP and ICE.
+    #[rpc(idempotent)]
+    async fn accept_call(&self, token: String, call: Uuid) -> Result<(), ChatError>;
+    /// Declines a call (the callee), as busy or not; it ends for both.
+    async fn reject_call(&self, token: String, call: Uuid, busy: bool) -> Result<(), ChatError>;
+    /// Ends a call: before it is accepted the caller cancels it (and the callee declines it),
+    /// after it, either side hangs up. Both are told.
+    async fn hang_up(&self, token: String, call: Uuid) -> Result<(), ChatError>;
+    /// Sends an SDP offer or answer to the other side of the call.
+    async fn send_sdp(
+        &self,
+        token: String,
+        call: Uuid,
+        kind: SdpKind,
+        sdp: String,
+    ) -> Result<(), ChatError>;
+    /// Sends an ICE candidate to the other side of the call.
+    async fn send_ice(
+        &self,
+        token: String,
+        call: Uuid,
+        candidate: IceCandidate,
+    ) -> Result<(), ChatError>;
 }
 
 /// Why a peer refused a direct message.

@@ -1,6 +1,8 @@
 //! What a chat client tells its application: events, its state, what a send did, and errors.
 
-use chat_api::{ChatError, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, UserInfo};
+use chat_api::{
+    CallEvent, ChatError, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, UserInfo,
+};
 use rpc_core::RpcError;
 use uuid::Uuid;
 
@@ -19,6 +21,8 @@ pub enum ChatEvent {
     Room(RoomEvent),
     /// A friend request, or an answer to one, or a friendship ended.
     Friend(FriendEvent),
+    /// Call signaling: an invite, its answer, SDP and ICE from the other side, the end.
+    Call(CallEvent),
     /// The client's state changed.
     State(ClientState),
 }

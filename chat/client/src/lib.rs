@@ -45,8 +45,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_api::{
-    Access, ChatError, Delivery, Envelope, Friend, FriendState, LoginRequest, Membership, Page,
-    Path, PeerServer, RoomInfo, Sender, Session, SignalClient, UserInfo, excerpt, now_ms,
+    Access, CallMedia, ChatError, Delivery, Envelope, Friend, FriendState, IceCandidate,
+    LoginRequest, Membership, Page, Path, PeerServer, RoomInfo, SdpKind, Sender, Session,
+    SignalClient, UserInfo, excerpt, now_ms,
 };
 use rpc_core::{Client, Endpoint, Failover, RpcError, Server, ServerHandle};
 use rpc_registry::{Discovery, ServiceKey};
@@ -489,6 +490,67 @@ impl ChatClient {
             .call(|s, token| async move { s.request_friend(token, id).await })
             .await?;
         Ok((user, state))
+    }
+
+    /// Calls a user (by name or id) who is online; the answer is the call's id. What happens
+    /// next arrives as [`ChatEvent::Call`] events: ringing, accepted, SDP and ICE from the
+    /// other side, ended (missed after [`CALL_ANSWER_SECS`](chat_api::CALL_ANSWER_SECS)).
+    pub async fn call_user(
+        &self,
+        user: &str,
+        media: Vec<CallMedia>,
+    ) -> Result<(UserInfo, Uuid), ClientError> {
+        let (user, _) = self.resolve(user).await?;
+        let id = user.id;
+        let call = self
+            .call(|s, token| {
+                let media = media.clone();
+                async move { s.call(token, id, media).await }
+            })
+            .await?;
+        Ok((user, call))
+    }
+
+    /// Tells the caller that this device rings for `call`.
+    pub async fn ringing(&self, call: Uuid) -> Result<(), ClientError> {
+        self.call(|s, token| async move { s.ringing(token, call).await })
+            .await
+    }
+
+    /// Accepts `call` (this user is its callee).
+    pub async fn accept_call(&self, call: Uuid) -> Result<(), ClientError> {
+        self.call(|s, token| async move { s.accept_call(token, call).await })
+            .await
+    }
+
+    /// Declines `call`, as busy or not.
+    pub async fn reject_call(&self, call: Uuid, busy: bool) -> Result<(), ClientError> {
+        self.call(|s, token| async move { s.reject_call(token, call, busy).await })
+            .await
+    }
+
+    /// Ends `call`: cancels it, declines it, or hangs up, as it stands.
+    pub async fn hang_up(&self, call: Uuid) -> Result<(), ClientError> {
+        self.call(|s, token| async move { s.hang_up(token, call).await })
+            .await
+    }
+
+    /// Sends an SDP offer or answer to the other side of `call`.
+    pub async fn send_sdp(&self, call: Uuid, kind: SdpKind, sdp: &str) -> Result<(), ClientError> {
+        self.call(|s, token| {
+            let sdp = sdp.to_owned();
+            async move { s.send_sdp(token, call, kind, sdp).await }
+        })
+        .await
+    }
+
+    /// Sends an ICE candidate to the other side of `call`.
+    pub async fn send_ice(&self, call: Uuid, candidate: IceCandidate) -> Result<(), ClientError> {
+        self.call(|s, token| {
+            let candidate = candidate.clone();
+            async move { s.send_ice(token, call, candidate).await }
+        })
+        .await
     }
 
     /// Accepts a user's friend request (the user by name or id).

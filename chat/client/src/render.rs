@@ -1,7 +1,8 @@
 //! How events look: one JSON object per line for scripts, one short line of text for people.
 
 use chat_api::{
-    Destination, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, Sender, UserInfo,
+    CallEnd, CallEvent, CallMedia, Destination, Envelope, FriendEvent, Path, PresenceEvent,
+    RoomEvent, SdpKind, Sender, UserInfo,
 };
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -62,6 +63,8 @@ fn message_json(m: &Envelope) -> Value {
 /// {"event":"room","change":"left",…}   {"event":"room","change":"removed",…,"by":"alice","by_id":"…"}
 /// {"event":"room","change":"invited","room":"team","user":null,"user_id":null,"by":"alice","by_id":"…"}
 /// {"event":"friend","change":"requested","user":"bob","user_id":"…"}   (also accepted, removed)
+/// {"event":"call","change":"incoming","call":"…","user":"bob","user_id":"…","media":["audio"],"reason":null,"sdp_kind":null,"sdp":null,"candidate":null}
+/// {"event":"call","change":"ended","call":"…","user":null,"user_id":null,…,"reason":"missed",…}   (also ringing, accepted, sdp, ice)
 /// {"event":"state","state":"online","id":"…","name":"alice","observed":"…","advertised":"…","reconnects":0,"reason":null,"attempt":null}
 /// {"event":"state","state":"reconnecting","id":null,…,"reason":"…","attempt":1}
 /// ```
@@ -92,6 +95,7 @@ pub fn event_json(event: &ChatEvent) -> Value {
         ChatEvent::Friend(FriendEvent::Requested { from }) => friend_json("requested", from),
         ChatEvent::Friend(FriendEvent::Accepted { by }) => friend_json("accepted", by),
         ChatEvent::Friend(FriendEvent::Removed { by }) => friend_json("removed", by),
+        ChatEvent::Call(event) => call_json(event),
         ChatEvent::State(state) => state_json(state),
     }
 }
@@ -119,6 +123,80 @@ fn room_json(change: &str, room: &str, user: Option<&Sender>, by: Option<&Sender
 
 fn friend_json(change: &str, user: &Sender) -> Value {
     json!({"event": "friend", "change": change, "user": user.name, "user_id": user.id})
+}
+
+/// `{"event":"call","change":…,"call":…,"user":…,"user_id":…,"media":…,"reason":…,
+/// "sdp_kind":…,"sdp":…,"candidate":…}`: `user` is the other side (or who ended it, null when
+/// the server did); the last five keys are null unless the change carries them.
+fn call_json(event: &CallEvent) -> Value {
+    let mut value = json!({
+        "event": "call",
+        "call": event.call(),
+        "user": null,
+        "user_id": null,
+        "media": null,
+        "reason": null,
+        "sdp_kind": null,
+        "sdp": null,
+        "candidate": null,
+    });
+    let (change, user) = match event {
+        CallEvent::Incoming { from, media, .. } => {
+            value["media"] = json!(media.iter().map(|m| media_name(*m)).collect::<Vec<_>>());
+            ("incoming", Some(from))
+        }
+        CallEvent::Ringing { by, .. } => ("ringing", Some(by)),
+        CallEvent::Accepted { by, .. } => ("accepted", Some(by)),
+        CallEvent::Sdp {
+            from, kind, sdp, ..
+        } => {
+            value["sdp_kind"] = json!(match kind {
+                SdpKind::Offer => "offer",
+                SdpKind::Answer => "answer",
+            });
+            value["sdp"] = json!(sdp);
+            ("sdp", Some(from))
+        }
+        CallEvent::Ice {
+            from, candidate, ..
+        } => {
+            value["candidate"] = json!({
+                "candidate": candidate.candidate,
+                "sdp_mid": candidate.sdp_mid,
+                "sdp_m_line_index": candidate.sdp_m_line_index,
+                "username_fragment": candidate.username_fragment,
+            });
+            ("ice", Some(from))
+        }
+        CallEvent::Ended { by, reason, .. } => {
+            value["reason"] = json!(end_name(*reason));
+            ("ended", by.as_ref())
+        }
+    };
+    value["change"] = json!(change);
+    value["user"] = json!(user.map(|u| &u.name));
+    value["user_id"] = json!(user.map(|u| u.id));
+    value
+}
+
+fn media_name(media: CallMedia) -> &'static str {
+    match media {
+        CallMedia::Audio => "audio",
+        CallMedia::Video => "video",
+        CallMedia::Screen => "screen",
+        CallMedia::Data => "data",
+    }
+}
+
+fn end_name(reason: CallEnd) -> &'static str {
+    match reason {
+        CallEnd::Rejected => "rejected",
+        CallEnd::Busy => "busy",
+        CallEnd::Cancelled => "cancelled",
+        CallEnd::Missed => "missed",
+        CallEnd::HungUp => "hung up",
+        CallEnd::Gone => "gone offline",
+    }
 }
 
 fn state_json(state: &ClientState) -> Value {
@@ -221,6 +299,23 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
                 by.name
             )
         }
+        ChatEvent::Call(CallEvent::Incoming { from, media, .. }) => {
+            let media: Vec<&str> = media.iter().map(|m| media_name(*m)).collect();
+            format!(
+                "* {} calls you ({}); answer in the web chat",
+                printable(&from.name),
+                media.join(", ")
+            )
+        }
+        ChatEvent::Call(CallEvent::Ended {
+            by: Some(by),
+            reason,
+            ..
+        }) if by.id != me => format!("* call with {} ended: {}", by.name, end_name(*reason)),
+        ChatEvent::Call(CallEvent::Ended {
+            by: None, reason, ..
+        }) => format!("* a call ended: {}", end_name(*reason)),
+        ChatEvent::Call(_) => return None,
         ChatEvent::State(ClientState::Online {
             user,
             reconnects: 0,
@@ -256,6 +351,7 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_api::IceCandidate;
 
     #[test]
     fn a_message_renders_with_its_path() {
@@ -353,7 +449,46 @@ mod tests {
                 from: sender.clone(),
             }),
             ChatEvent::Friend(FriendEvent::Accepted { by: sender.clone() }),
-            ChatEvent::Friend(FriendEvent::Removed { by: sender }),
+            ChatEvent::Friend(FriendEvent::Removed { by: sender.clone() }),
+            ChatEvent::Call(CallEvent::Incoming {
+                call: Uuid::new_v4(),
+                from: sender.clone(),
+                media: vec![CallMedia::Audio, CallMedia::Video],
+            }),
+            ChatEvent::Call(CallEvent::Ringing {
+                call: Uuid::new_v4(),
+                by: sender.clone(),
+            }),
+            ChatEvent::Call(CallEvent::Accepted {
+                call: Uuid::new_v4(),
+                by: sender.clone(),
+            }),
+            ChatEvent::Call(CallEvent::Sdp {
+                call: Uuid::new_v4(),
+                from: sender.clone(),
+                kind: SdpKind::Offer,
+                sdp: "v=0".into(),
+            }),
+            ChatEvent::Call(CallEvent::Ice {
+                call: Uuid::new_v4(),
+                from: sender.clone(),
+                candidate: IceCandidate {
+                    candidate: "candidate:1 1 udp 1 192.0.2.1 5000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_m_line_index: Some(0),
+                    username_fragment: None,
+                },
+            }),
+            ChatEvent::Call(CallEvent::Ended {
+                call: Uuid::new_v4(),
+                by: None,
+                reason: CallEnd::Missed,
+            }),
+            ChatEvent::Call(CallEvent::Ended {
+                call: Uuid::new_v4(),
+                by: Some(sender),
+                reason: CallEnd::HungUp,
+            }),
             ChatEvent::State(ClientState::Connecting),
             ChatEvent::State(ClientState::Online {
                 user,
@@ -378,7 +513,10 @@ mod tests {
             assert_eq!(*shape, keys, "{kind}: {value}");
         }
         let kinds: Vec<&str> = shapes.keys().map(String::as_str).collect();
-        assert_eq!(kinds, ["friend", "message", "presence", "room", "state"]);
+        assert_eq!(
+            kinds,
+            ["call", "friend", "message", "presence", "room", "state"]
+        );
     }
 
     #[test]

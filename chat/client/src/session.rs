@@ -217,6 +217,7 @@ impl Shared {
                 }
                 Some(Ok(InboxItem::Room(event))) => self.sink.emit(ChatEvent::Room(event)),
                 Some(Ok(InboxItem::Friend(event))) => self.sink.emit(ChatEvent::Friend(event)),
+                Some(Ok(InboxItem::Call(event))) => self.sink.emit(ChatEvent::Call(event)),
                 Some(Err(RpcError::Application(message))) if message.contains(REPLACED) => {
                     break Err(Ended::Replaced);
                 }

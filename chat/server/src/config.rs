@@ -75,6 +75,10 @@ pub struct ChatServerConfig {
     /// [`MAX_QUOTA`](Self::MAX_QUOTA). A request past it, on either side, is refused with
     /// [`ChatError::Quota`](chat_api::ChatError::Quota). Default: 1,000.
     pub max_friends: u32,
+    /// How long a call may ring before it ends as missed, from 1 ms to
+    /// [`MAX_CALL_ANSWER`](Self::MAX_CALL_ANSWER). Default: 30 s
+    /// ([`CALL_ANSWER_SECS`](chat_api::CALL_ANSWER_SECS)).
+    pub call_answer: Duration,
     /// How account passwords are hashed (argon2id). Default: [`PasswordHashing::default`],
     /// OWASP's recommendation.
     pub password_hashing: PasswordHashing,
@@ -179,6 +183,8 @@ impl ChatServerConfig {
     pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 << 10;
     /// The default number of friends and friend requests one user may have.
     pub const DEFAULT_MAX_FRIENDS: u32 = 1_000;
+    /// The longest time a call may ring before it ends as missed.
+    pub const MAX_CALL_ANSWER: Duration = Duration::from_secs(600);
 
     /// The defaults, with the database in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -202,6 +208,7 @@ impl ChatServerConfig {
             max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
             max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
             max_friends: Self::DEFAULT_MAX_FRIENDS,
+            call_answer: Duration::from_secs(chat_api::CALL_ANSWER_SECS),
             password_hashing: PasswordHashing::default(),
         }
     }
@@ -275,6 +282,11 @@ impl ChatServerConfig {
             "the quota of friends",
             self.max_friends,
             1..=Self::MAX_QUOTA,
+        )?;
+        in_range(
+            "the time a call may ring",
+            self.call_answer,
+            Duration::from_millis(1)..=Self::MAX_CALL_ANSWER,
         )?;
         self.password_hashing.params()?;
         Ok(())

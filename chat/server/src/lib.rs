@@ -38,6 +38,7 @@
 //! ```
 
 mod by_name;
+mod calls;
 mod config;
 mod friends;
 mod inbox;
@@ -130,6 +131,7 @@ impl ChatServer {
             max_page_items: config.max_page_items,
             max_page_bytes: config.max_page_bytes,
             max_friends: config.max_friends,
+            call_answer: config.call_answer,
             password_hashing: config.password_hashing,
         };
         let shared = Arc::new(Shared::new(settings, store, registry.clone(), node_secret));

@@ -144,6 +144,9 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
     )]
     max_friends: u32,
+    /// How long a call may ring before it ends as missed, in seconds (1 to 600).
+    #[arg(long, default_value_t = chat_api::CALL_ANSWER_SECS, value_parser = clap::value_parser!(u64).range(1..=600))]
+    call_answer_secs: u64,
     /// The memory of one password hash (argon2id), in KiB (8 to 4194304, and at least 8 per
     /// lane). Existing passwords keep working when it changes; they are hashed again with the
     /// new settings when their users sign in.
@@ -191,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_page_items = usize::try_from(args.max_page_items)?;
     config.max_page_bytes = usize::try_from(args.max_page_bytes)?;
     config.max_friends = args.max_friends;
+    config.call_answer = Duration::from_secs(args.call_answer_secs);
     config.password_hashing.memory_kib = args.password_memory_kib;
     config.password_hashing.iterations = args.password_iterations;
     config.password_hashing.parallelism = args.password_parallelism;

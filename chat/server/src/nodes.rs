@@ -81,9 +81,14 @@ impl Shared {
     pub(crate) fn push_local(&self, users: &[Uuid], item: &InboxItem) -> u32 {
         let mut reached = 0;
         for user in users {
-            if let Some(session) = self.session_of(*user)
-                && session.inbox.push(Live::Item(item.clone()))
-            {
+            let Some(session) = self.session_of(*user) else {
+                continue;
+            };
+            if let InboxItem::Call(event) = item {
+                // Keeps this server's view of its users' calls in step with the other side's.
+                self.calls.observe(&session.sender(), event);
+            }
+            if session.inbox.push(Live::Item(item.clone())) {
                 reached += 1;
             }
         }

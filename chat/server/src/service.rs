@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use chat_api::{
-    Access, ChatError, Delivery, Envelope, Friend, FriendState, InboxItem, LoginRequest, Page,
-    PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, UserInfo,
+    Access, CallMedia, ChatError, Delivery, Envelope, Friend, FriendState, IceCandidate, InboxItem,
+    LoginRequest, Page, PresenceEvent, RegisterRequest, RoomInfo, SdpKind, Sender, Session, Signal,
+    UserInfo,
 };
 use rpc_core::{CallContext, PeerAddr, ServerStream};
 use uuid::Uuid;
@@ -235,6 +236,57 @@ impl Signal for ChatService {
         let session = self.shared.session(&token)?;
         let limits = self.shared.settings.page(limit);
         self.shared.friends(&session, after, limits).await
+    }
+
+    async fn call(
+        &self,
+        token: String,
+        user: Uuid,
+        media: Vec<CallMedia>,
+    ) -> Result<Uuid, ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.call(&session, user, media).await
+    }
+
+    async fn ringing(&self, token: String, call: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.ringing(&session, call).await
+    }
+
+    async fn accept_call(&self, token: String, call: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.accept_call(&session, call).await
+    }
+
+    async fn reject_call(&self, token: String, call: Uuid, busy: bool) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.reject_call(&session, call, busy).await
+    }
+
+    async fn hang_up(&self, token: String, call: Uuid) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.hang_up(&session, call).await
+    }
+
+    async fn send_sdp(
+        &self,
+        token: String,
+        call: Uuid,
+        kind: SdpKind,
+        sdp: String,
+    ) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.send_sdp(&session, call, kind, sdp).await
+    }
+
+    async fn send_ice(
+        &self,
+        token: String,
+        call: Uuid,
+        candidate: IceCandidate,
+    ) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared.send_ice(&session, call, candidate).await
     }
 }
 

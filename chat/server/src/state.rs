@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::calls::Calls;
 use crate::config::PasswordHashing;
 use crate::inbox::InboxSlot;
 use crate::nodes::NodeLinks;
@@ -45,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) max_page_items: usize,
     pub(crate) max_page_bytes: usize,
     pub(crate) max_friends: u32,
+    pub(crate) call_answer: Duration,
     pub(crate) password_hashing: PasswordHashing,
 }
 
@@ -69,6 +71,7 @@ pub(crate) struct Shared {
     pub(crate) node_secret: String,
     pub(crate) presence: Presence,
     pub(crate) rooms: Rooms,
+    pub(crate) calls: Calls,
     /// Clients of the other chat servers on the same registry.
     pub(crate) nodes: NodeLinks,
     passwords: Passwords,
@@ -134,6 +137,7 @@ impl Shared {
             node_secret,
             presence: Presence::new(),
             rooms: Rooms::default(),
+            calls: Calls::default(),
             nodes: NodeLinks::default(),
             sessions: Mutex::default(),
             next_serial: AtomicU64::new(1),
@@ -332,6 +336,7 @@ impl Shared {
         }
         // The user stays a member of their rooms: membership is stored, not bound to presence.
         self.presence.remove(id, true);
+        self.end_calls_of(id).await;
         if ending == Ending::Left {
             // Expired leases are gone already.
             if let Err(e) = self.registry.revoke(session.lease).await {

@@ -819,7 +819,7 @@ async fn a_post_sent_again_with_its_id_is_posted_once_even_after_it_left_the_his
         match next(&mut inbox).await {
             InboxItem::Message(m) if m.id == marker => break,
             InboxItem::Message(m) => received.push(m.id),
-            InboxItem::Room(_) | InboxItem::Friend(_) => {}
+            InboxItem::Room(_) | InboxItem::Friend(_) | InboxItem::Call(_) => {}
         }
     }
     assert_eq!(received, ids);
