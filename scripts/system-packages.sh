@@ -10,6 +10,8 @@
 #   etcd-server        `etcd`, which the etcd backend's tests start
 #   postgresql         `initdb`, `pg_ctl` and `postgres` (in /usr/lib/postgresql/*/bin), which
 #                      the chat server's PostgreSQL store's tests start
+#   chromium,          headless Chromium and its WebDriver server, in which the JavaScript
+#   chromium-driver    client's tests run (examples/tests/browser_rpc.rs)
 #   iproute2, iptables `ip netns` and the NAT rules of the NAT lab (scripts/natlab), in which
 #                      the chat client's NAT tests run
 #
@@ -32,6 +34,8 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 type -P ip >/dev/null 2>&1 || missing+=(iproute2)
 type -P iptables >/dev/null 2>&1 || missing+=(iptables)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 for extra in "$@"; do
   case "$extra" in
     fuzz) command -v c++ >/dev/null 2>&1 || missing+=(g++) ;;
