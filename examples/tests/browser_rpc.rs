@@ -6,6 +6,7 @@
 #[path = "../../chat/server/tests/support/mod.rs"]
 mod support;
 
+#[path = "../../chat/server/tests/support/browser.rs"]
 mod browser;
 
 use std::io::{BufRead, BufReader};

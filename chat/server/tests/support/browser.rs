@@ -70,6 +70,9 @@ impl Browser {
             "--window-size=1000,800".to_owned(),
             "--use-fake-device-for-media-stream".to_owned(),
             "--use-fake-ui-for-media-stream".to_owned(),
+            // Host candidates as addresses, not mDNS names, so that two browsers on loopback
+            // reach each other without a resolver.
+            "--disable-features=WebRtcHideLocalIpsWithMdns".to_owned(),
         ];
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let mut capabilities = serde_json::Map::new();
@@ -131,6 +134,60 @@ impl Browser {
         outcome["ok"].clone()
     }
 
+    /// Types `text` into the element `css` (after clearing it).
+    pub async fn fill(&self, css: &str, text: &str) {
+        let element = self
+            .client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        element.clear().await.unwrap();
+        element.send_keys(text).await.unwrap();
+    }
+
+    /// Clicks the element `css`.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+    }
+
+    /// Waits until the JavaScript expression `condition` is truthy (polling), and returns its
+    /// value; panics with `what` after `within`.
+    pub async fn wait_for(&self, condition: &str, what: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        let script =
+            format!("try {{ return ({condition}) || null; }} catch (e) {{ return null; }}");
+        loop {
+            let value = self.client.execute(&script, vec![]).await.unwrap();
+            if !value.is_null() && value != json!(false) {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let log = self
+                    .client
+                    .execute(
+                        "return (window.chatApp && window.chatApp.log) || null",
+                        vec![],
+                    )
+                    .await
+                    .unwrap_or_default();
+                panic!("{what}: not so after {within:?} (the page said {log})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Saves a PNG screenshot of the page to `path`.
+    pub async fn screenshot(&self, path: &Path) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+
     /// Ends the browser session.
     pub async fn close(self) {
         let _ = self.client.close().await;
@@ -145,7 +202,12 @@ pub struct WebFiles {
 
 impl WebFiles {
     pub async fn serve() -> WebFiles {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+        // The workspace's `web/`, from whichever package's tests include this file.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("web"))
+            .find(|web| web.join("rpc.js").is_file())
+            .expect("the workspace has web/rpc.js");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
