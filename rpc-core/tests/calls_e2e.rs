@@ -403,7 +403,10 @@ async fn oversized_requests_fail_locally() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_over_builtin_quic_with_every_format() {
     let (server, local) = start(Echo::default(), "quic://127.0.0.1:0".parse().unwrap()).await;
-    assert!(matches!(&local, Endpoint::Quic { port, .. } if *port != 0), "{local}");
+    assert!(
+        matches!(&local, Endpoint::Quic { port, .. } if *port != 0),
+        "{local}"
+    );
     for format in formats() {
         let client = client(&local, format.clone()).await;
         let payload = ByteBuf::from(vec![7u8; 1000]);

@@ -102,8 +102,9 @@ impl FromStr for Endpoint {
             return Err(TransportError::invalid(input, "missing scheme"));
         };
         match scheme {
-            "tcp" => parse_host_port(input, "tcp", rest)
-                .map(|(host, port)| Endpoint::Tcp { host, port }),
+            "tcp" => {
+                parse_host_port(input, "tcp", rest).map(|(host, port)| Endpoint::Tcp { host, port })
+            }
             "quic" => parse_host_port(input, "quic", rest)
                 .map(|(host, port)| Endpoint::Quic { host, port }),
             "unix" => parse_unix(input, rest),
@@ -206,11 +207,7 @@ impl From<SocketAddr> for Endpoint {
 }
 
 /// The host and port of `tcp://` and `quic://` endpoints; `scheme` names the form in errors.
-fn parse_host_port(
-    input: &str,
-    scheme: &str,
-    rest: &str,
-) -> Result<(String, u16), TransportError> {
+fn parse_host_port(input: &str, scheme: &str, rest: &str) -> Result<(String, u16), TransportError> {
     let invalid = |reason: String| TransportError::invalid(input, reason);
     if rest.is_empty() {
         return Err(invalid("missing host and port".into()));

@@ -83,6 +83,13 @@ async fn builtin_endpoints_exchange_both_ways_and_report_keys() {
     exchange(client, server).await;
 }
 
+#[test]
+fn an_endpoint_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = QuicEndpoint::bind(LOOPBACK.parse().unwrap(), config().0).unwrap_err();
+    assert!(matches!(err, TransportError::Bind { .. }), "{err:?}");
+    assert!(chain(&err).contains("tokio runtime"), "{}", chain(&err));
+}
+
 #[tokio::test]
 async fn builtin_connect_to_a_port_nobody_serves_fails_in_time() {
     let socket = std::net::UdpSocket::bind(LOOPBACK).unwrap();
@@ -91,7 +98,10 @@ async fn builtin_connect_to_a_port_nobody_serves_fails_in_time() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, TransportError::Timeout { .. } | TransportError::Connect { .. }),
+        matches!(
+            &err,
+            TransportError::Timeout { .. } | TransportError::Connect { .. }
+        ),
         "{err:?}"
     );
 }
@@ -155,7 +165,7 @@ async fn a_server_that_pins_client_keys_refuses_other_clients() {
     let refused = async {
         let mut connection = stranger.connect(addr).await?;
         let mut buf = [0; 1];
-        connection.read(&mut buf).await?;
+        connection.read_exact(&mut buf).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     };
     let err = tokio::time::timeout(Duration::from_secs(5), refused)
@@ -249,7 +259,9 @@ async fn keyless_client(addr: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| format!("{e:?}"))?;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| format!("{e:?}"))?;
-    send.write_all(b"DRQ\x01").await.map_err(|e| format!("{e:?}"))?;
+    send.write_all(b"DRQ\x01")
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let mut buf = [0; 1];
     recv.read(&mut buf).await.map_err(|e| format!("{e:?}"))?;
     Ok(())
@@ -416,7 +428,10 @@ async fn garbage_datagrams_leave_connections_alone() {
             datagram[0] |= 0xc0;
         }
         noise.send_to(&datagram, addr).await.unwrap();
-        noise.send_to(&datagram, client.local_addr().unwrap()).await.unwrap();
+        noise
+            .send_to(&datagram, client.local_addr().unwrap())
+            .await
+            .unwrap();
     }
 
     echo_once(&mut to_server, &mut from_client, b"unharmed").await;

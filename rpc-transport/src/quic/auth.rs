@@ -57,7 +57,7 @@ impl fmt::Debug for PeerAuth {
         match self {
             PeerAuth::Pinned(keys) => f
                 .debug_tuple("Pinned")
-                .field(&keys.iter().map(|k| KeyHex(k)).collect::<Vec<_>>())
+                .field(&keys.iter().map(KeyHex).collect::<Vec<_>>())
                 .finish(),
             PeerAuth::AnyKey => f.write_str("AnyKey"),
         }
@@ -119,7 +119,11 @@ pub(crate) struct KeyVerifier {
 }
 
 impl KeyVerifier {
-    pub(crate) fn new(auth: PeerAuth, client_key_required: bool, provider: &CryptoProvider) -> Self {
+    pub(crate) fn new(
+        auth: PeerAuth,
+        client_key_required: bool,
+        provider: &CryptoProvider,
+    ) -> Self {
         KeyVerifier {
             auth,
             client_key_required,
@@ -242,9 +246,14 @@ mod tests {
                 .check(cert)
                 .is_ok()
         );
-        let refused = PeerAuth::pinned(other.public_key()).check(cert).unwrap_err();
+        let refused = PeerAuth::pinned(other.public_key())
+            .check(cert)
+            .unwrap_err();
         let text = refused.to_string();
-        assert!(text.contains(&KeyHex(&identity.public_key()).to_string()), "{text}");
+        assert!(
+            text.contains(&KeyHex(&identity.public_key()).to_string()),
+            "{text}"
+        );
         assert!(text.contains("not among the 1 pinned key(s)"), "{text}");
     }
 

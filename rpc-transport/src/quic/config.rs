@@ -172,8 +172,7 @@ mod tests {
 
     #[test]
     fn an_idle_timeout_quic_cannot_carry_is_reported() {
-        let config =
-            QuicConfig::new(Identity::generate().unwrap()).idle_timeout(Duration::MAX);
+        let config = QuicConfig::new(Identity::generate().unwrap()).idle_timeout(Duration::MAX);
         let err = config.server_config().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("too long for QUIC"), "{err}");

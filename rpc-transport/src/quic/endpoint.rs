@@ -69,8 +69,8 @@ pub struct QuicEndpoint {
 }
 
 impl QuicEndpoint {
-    /// Binds a UDP socket at `addr` (port 0 picks a free one). Must be called inside a tokio
-    /// runtime. Fails on an address that cannot be bound or on settings QUIC cannot carry.
+    /// Binds a UDP socket at `addr` (port 0 picks a free one). Fails on an address that cannot
+    /// be bound, on settings QUIC cannot carry, or outside a tokio runtime.
     pub fn bind(addr: SocketAddr, config: QuicConfig) -> Result<Self, TransportError> {
         Self::bind_io(addr, config).map_err(|source| TransportError::Bind {
             endpoint: Endpoint::quic(addr).to_string(),
@@ -79,7 +79,7 @@ impl QuicEndpoint {
     }
 
     /// Runs QUIC on a UDP socket that is already bound, such as one whose NAT mapping was just
-    /// opened. Must be called inside a tokio runtime.
+    /// opened. Fails on settings QUIC cannot carry, or outside a tokio runtime.
     pub fn from_std_socket(socket: UdpSocket, config: QuicConfig) -> Result<Self, TransportError> {
         let name = socket
             .local_addr()
@@ -96,6 +96,8 @@ impl QuicEndpoint {
     }
 
     fn from_socket_io(socket: UdpSocket, config: QuicConfig) -> io::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("a QUIC endpoint must be made inside a tokio runtime"))?;
         let server_config = config.server_config()?;
         let client_config = config.client_config(&config.peer)?;
         let endpoint = quinn::Endpoint::new(
@@ -105,7 +107,7 @@ impl QuicEndpoint {
             Arc::new(quinn::TokioRuntime),
         )?;
         let (ready, accepted) = mpsc::channel(BACKLOG);
-        let accept_task = tokio::spawn(accept_loop(
+        let accept_task = runtime.spawn(accept_loop(
             endpoint.clone(),
             ready,
             config.handshake_timeout,
@@ -143,12 +145,13 @@ impl QuicEndpoint {
         remote: SocketAddr,
         peer: &PeerAuth,
     ) -> Result<Connection, TransportError> {
-        let client_config = self.config.client_config(peer).map_err(|source| {
-            TransportError::Connect {
-                endpoint: Endpoint::quic(remote).to_string(),
-                source,
-            }
-        })?;
+        let client_config =
+            self.config
+                .client_config(peer)
+                .map_err(|source| TransportError::Connect {
+                    endpoint: Endpoint::quic(remote).to_string(),
+                    source,
+                })?;
         connect(&self.endpoint, client_config, remote).await
     }
 

@@ -134,17 +134,28 @@ mod tests {
         let identity = Identity::generate().unwrap();
         let again = Identity::from_secret_bytes(identity.secret_bytes()).unwrap();
         assert_eq!(again.public_key(), identity.public_key());
-        assert_eq!(ed25519_key(identity.certificate()).unwrap(), identity.public_key());
-        assert_ne!(Identity::generate().unwrap().public_key(), identity.public_key());
+        assert_eq!(
+            ed25519_key(identity.certificate()).unwrap(),
+            identity.public_key()
+        );
+        assert_ne!(
+            Identity::generate().unwrap().public_key(),
+            identity.public_key()
+        );
         assert!(!format!("{identity:?}").contains(&format!("{:?}", identity.secret_bytes())));
     }
 
     #[test]
     fn rfc8032_test_vector() {
         // RFC 8032 §7.1, TEST 1.
-        let secret: [u8; 32] = hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
-        let public: [u8; 32] = hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
-        assert_eq!(Identity::from_secret_bytes(secret).unwrap().public_key(), public);
+        let secret: [u8; 32] =
+            hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let public: [u8; 32] =
+            hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        assert_eq!(
+            Identity::from_secret_bytes(secret).unwrap().public_key(),
+            public
+        );
     }
 
     fn hex(text: &str) -> [u8; 32] {
