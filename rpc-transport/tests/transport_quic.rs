@@ -362,7 +362,7 @@ async fn relay(server: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) 
 
 #[tokio::test]
 async fn a_vanished_peer_is_an_error_within_the_idle_timeout() {
-    const IDLE: Duration = Duration::from_millis(800);
+    const IDLE: Duration = Duration::from_millis(1000);
     let short = |config: QuicConfig| {
         config
             .idle_timeout(IDLE)
