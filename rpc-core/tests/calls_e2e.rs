@@ -398,3 +398,67 @@ async fn oversized_requests_fail_locally() {
     let _ = Arc::new(());
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_builtin_quic_with_every_format() {
+    let (server, local) = start(Echo::default(), "quic://127.0.0.1:0".parse().unwrap()).await;
+    assert!(
+        matches!(&local, Endpoint::Quic { port, .. } if *port != 0),
+        "{local}"
+    );
+    for format in formats() {
+        let client = client(&local, format.clone()).await;
+        let payload = ByteBuf::from(vec![7u8; 1000]);
+        let back: ByteBuf = client
+            .call(&target("echo"), &(payload.clone(),))
+            .await
+            .unwrap();
+        assert_eq!(back, payload, "{format}");
+        let big = ByteBuf::from(vec![0xA5u8; 1 << 20]);
+        let back: ByteBuf = client.call(&target("echo"), &(big.clone(),)).await.unwrap();
+        assert_eq!(back, big, "{format}");
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_quic_endpoints_that_pin_each_other() {
+    use rpc_core::transport::quic::{Identity, PeerAuth, QuicConfig, QuicEndpoint};
+
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let server_key = server_identity.public_key();
+    let client_key = client_identity.public_key();
+    let server_endpoint = QuicEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        QuicConfig::new(server_identity).peer(PeerAuth::pinned(client_key)),
+    )
+    .unwrap();
+    let addr = server_endpoint.local_addr().unwrap();
+    let server = Server::builder()
+        .service(Echo::default())
+        .acceptor(server_endpoint)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(server.local_endpoint(), Some(&Endpoint::quic(addr)));
+
+    let client_endpoint = QuicEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        QuicConfig::new(client_identity).peer(PeerAuth::pinned(server_key)),
+    )
+    .unwrap();
+    let client = Client::builder()
+        .connect_with(client_endpoint.connector(addr))
+        .await
+        .unwrap();
+    let (tag, double): (u64, u64) = client
+        .call(&target("tagged"), &(21u64, 0u64))
+        .await
+        .unwrap();
+    assert_eq!((tag, double), (21, 42));
+    drop(client);
+    server.shutdown(Duration::from_secs(1)).await;
+}

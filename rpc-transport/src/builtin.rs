@@ -12,13 +12,20 @@ use crate::{Acceptor, Connection, Connector, Endpoint, TransportError, memory, t
 /// Connects to a built-in endpoint, failing with [`TransportError::Timeout`] if that takes
 /// longer than `timeout`.
 ///
-/// TCP resolves the host, tries each address it resolves to and sets `TCP_NODELAY`. A memory
+/// TCP resolves the host, tries each address it resolves to and sets `TCP_NODELAY`. QUIC
+/// resolves the host likewise and connects from a new UDP socket with a new
+/// [`Identity`](crate::quic::Identity), accepting any server key
+/// ([`PeerAuth::AnyKey`](crate::quic::PeerAuth::AnyKey)): the connection is encrypted and the
+/// server's key is in [`PeerAddr::Quic`](crate::PeerAddr::Quic), but nothing checks it. To pin
+/// the server's key, connect from a [`QuicEndpoint`](crate::quic::QuicEndpoint) with
+/// [`PeerAuth::Pinned`](crate::quic::PeerAuth::Pinned). A memory
 /// endpoint nobody listens on fails at once with [`io::ErrorKind::ConnectionRefused`]; one whose
 /// listener has [a full backlog](listen) waits, up to `timeout`.
 pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connection, TransportError> {
     let attempt = async {
         match endpoint {
             Endpoint::Tcp { host, port } => tcp::connect(host, *port).await,
+            Endpoint::Quic { host, port } => quic_connect(host, *port).await,
             #[cfg(unix)]
             Endpoint::Unix(path) => crate::unix::connect(path).await,
             #[cfg(not(unix))]
@@ -43,6 +50,12 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
 ///
 /// - TCP binds the first address the host resolves to; port 0 picks a free port, which
 ///   [`Listener::local_endpoint`] reports. Accepted connections get `TCP_NODELAY`.
+/// - QUIC binds a UDP socket at the first address the host resolves to (port 0 as for TCP) with
+///   a new [`Identity`](crate::quic::Identity), and accepts every client, with or without a key
+///   of its own ([`PeerAuth::AnyKey`](crate::quic::PeerAuth::AnyKey)); a client's key, when it
+///   presents one, is in [`PeerAddr::Quic`](crate::PeerAddr::Quic). Clients that should be
+///   checked need a [`QuicEndpoint`](crate::quic::QuicEndpoint) with
+///   [`PeerAuth::Pinned`](crate::quic::PeerAuth::Pinned).
 /// - Unix binds the socket path. An existing socket file is probed by connecting to it: if that
 ///   is refused, the file was left by a process that is gone and is replaced; otherwise this
 ///   fails with [`io::ErrorKind::AddrInUse`] (and the live listener sees the probe as a
@@ -53,6 +66,7 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
 pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
     let inner = match endpoint {
         Endpoint::Tcp { host, port } => TcpAcceptor::bind(host, *port).await.map(Inner::Tcp),
+        Endpoint::Quic { host, port } => quic_listen(host, *port).await,
         #[cfg(unix)]
         Endpoint::Unix(path) => UnixAcceptor::bind(path).await.map(Inner::Unix),
         #[cfg(not(unix))]
@@ -66,6 +80,77 @@ pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
             source,
         }),
     }
+}
+
+#[cfg(feature = "quic")]
+async fn quic_connect(host: &str, port: u16) -> io::Result<Connection> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    use crate::quic::{Identity, PeerAuth, QuicConfig};
+
+    let identity = Identity::generate().map_err(io::Error::other)?;
+    let client_config = QuicConfig::new(identity).client_config(&PeerAuth::AnyKey)?;
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let local = match addr {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        // A client-only socket: nothing is accepted on it, and it closes with the connection.
+        let endpoint = quinn::Endpoint::client(local)?;
+        match crate::quic::connect(&endpoint, client_config.clone(), addr).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => {
+                tracing::debug!(%addr, %error, "quic connect attempt failed");
+                last_error = Some(io::Error::new(
+                    error.io_kind().unwrap_or(io::ErrorKind::Other),
+                    std::error::Error::source(&error)
+                        .map_or_else(|| error.to_string(), ToString::to_string),
+                ));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} resolved to no addresses"),
+        )
+    }))
+}
+
+#[cfg(feature = "quic")]
+async fn quic_listen(host: &str, port: u16) -> io::Result<Inner> {
+    use crate::quic::{Identity, QuicConfig, QuicEndpoint};
+
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} resolved to no addresses"),
+            )
+        })?;
+    let identity = Identity::generate().map_err(io::Error::other)?;
+    QuicEndpoint::bind_io(addr, QuicConfig::new(identity)).map(Inner::Quic)
+}
+
+#[cfg(not(feature = "quic"))]
+async fn quic_connect(_host: &str, _port: u16) -> io::Result<Connection> {
+    Err(quic_unsupported())
+}
+
+#[cfg(not(feature = "quic"))]
+async fn quic_listen(_host: &str, _port: u16) -> io::Result<Inner> {
+    Err(quic_unsupported())
+}
+
+#[cfg(not(feature = "quic"))]
+fn quic_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "QUIC is not compiled in (feature `quic` of rpc-transport)",
+    )
 }
 
 #[cfg(not(unix))]
@@ -120,6 +205,8 @@ pub struct Listener {
 #[derive(Debug)]
 enum Inner {
     Tcp(TcpAcceptor),
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicEndpoint),
     #[cfg(unix)]
     Unix(UnixAcceptor),
     Memory(MemoryListener),
@@ -131,6 +218,8 @@ impl Listener {
     pub async fn accept(&mut self) -> Result<Connection, TransportError> {
         let accepted: io::Result<Connection> = match &mut self.inner {
             Inner::Tcp(acceptor) => acceptor.accept().await,
+            #[cfg(feature = "quic")]
+            Inner::Quic(endpoint) => return endpoint.accept().await,
             #[cfg(unix)]
             Inner::Unix(acceptor) => acceptor.accept().await,
             Inner::Memory(listener) => listener.accept().await,
@@ -138,11 +227,13 @@ impl Listener {
         accepted.map_err(TransportError::Accept)
     }
 
-    /// Where it listens; for TCP this is the address actually bound, with the real port when
-    /// port 0 was asked for.
+    /// Where it listens; for TCP and QUIC this is the address actually bound, with the real
+    /// port when port 0 was asked for.
     pub fn local_endpoint(&self) -> Endpoint {
         match &self.inner {
             Inner::Tcp(acceptor) => acceptor.local_endpoint().clone(),
+            #[cfg(feature = "quic")]
+            Inner::Quic(endpoint) => Acceptor::local_endpoint(endpoint),
             #[cfg(unix)]
             Inner::Unix(acceptor) => Endpoint::Unix(acceptor.path().to_owned()),
             Inner::Memory(listener) => Endpoint::Memory(listener.name().to_owned()),

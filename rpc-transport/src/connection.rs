@@ -12,6 +12,9 @@ use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
+#[cfg(feature = "quic")]
+use crate::quic::stream::QuicStream;
+
 /// Any byte stream a [`Connection`] can carry: TCP, a Unix socket, an in-process pipe, or a
 /// user's own stream (TLS, say). Implemented for every type with the required bounds.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -30,6 +33,14 @@ pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 pub enum PeerAddr {
     /// A TCP peer's address.
     Tcp(SocketAddr),
+    /// A QUIC peer: its UDP address, and the ed25519 key it proved it holds in the handshake
+    /// (`None` only for a client that presented no certificate). See [`quic`](crate::quic).
+    Quic {
+        /// The peer's UDP address.
+        addr: SocketAddr,
+        /// The peer's ed25519 public key.
+        key: Option<[u8; 32]>,
+    },
     /// A Unix socket peer: its path if it has one (a connecting client usually has none, a
     /// server it connected to is named by the path it listens on).
     Unix(Option<PathBuf>),
@@ -43,6 +54,7 @@ impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
+            PeerAddr::Quic { addr, .. } => write!(f, "quic://{addr}"),
             PeerAddr::Unix(Some(path)) => write!(f, "unix://{}", path.display()),
             PeerAddr::Unix(None) => f.write_str("unix (unnamed)"),
             PeerAddr::Memory(number) => write!(f, "mem connection #{number}"),
@@ -62,6 +74,8 @@ pub struct Connection {
 
 enum Stream {
     Tcp(TcpStream),
+    #[cfg(feature = "quic")]
+    Quic(QuicStream),
     #[cfg(unix)]
     Unix(UnixStream),
     Boxed(Box<dyn AsyncStream>),
@@ -84,6 +98,14 @@ impl Connection {
         }
     }
 
+    #[cfg(feature = "quic")]
+    pub(crate) fn quic(stream: QuicStream, peer: PeerAddr) -> Self {
+        Connection {
+            stream: Stream::Quic(stream),
+            peer,
+        }
+    }
+
     #[cfg(unix)]
     pub(crate) fn unix(stream: UnixStream, peer: Option<PathBuf>) -> Self {
         Connection {
@@ -97,13 +119,18 @@ impl Connection {
         &self.peer
     }
 
-    /// Read and write halves that can be used from two tasks. TCP and Unix sockets split into
-    /// their native owned halves (no lock between them); other streams use
-    /// [`tokio::io::split`]. Dropping the write half of a TCP or Unix connection shuts down its
-    /// sending direction.
+    /// Read and write halves that can be used from two tasks. TCP and Unix sockets and QUIC
+    /// streams split into their native owned halves (no lock between them); other streams use
+    /// [`tokio::io::split`]. Dropping the write half of a TCP, Unix or QUIC connection shuts
+    /// down its sending direction.
     pub fn into_split(self) -> (BoxRead, BoxWrite) {
         match self.stream {
             Stream::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => {
                 let (read, write) = stream.into_split();
                 (Box::new(read), Box::new(write))
             }
@@ -124,6 +151,8 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.stream {
             Stream::Tcp(_) => "tcp",
+            #[cfg(feature = "quic")]
+            Stream::Quic(_) => "quic",
             #[cfg(unix)]
             Stream::Unix(_) => "unix",
             Stream::Boxed(_) => "boxed",
@@ -143,6 +172,8 @@ impl AsyncRead for Connection {
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => Pin::new(stream).poll_read(cx, buf),
             #[cfg(unix)]
             Stream::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
             Stream::Boxed(stream) => Pin::new(stream).poll_read(cx, buf),
@@ -158,6 +189,8 @@ impl AsyncWrite for Connection {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => Pin::new(stream).poll_write(cx, buf),
             #[cfg(unix)]
             Stream::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
             Stream::Boxed(stream) => Pin::new(stream).poll_write(cx, buf),
@@ -171,6 +204,8 @@ impl AsyncWrite for Connection {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
             #[cfg(unix)]
             Stream::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
             Stream::Boxed(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
@@ -180,6 +215,8 @@ impl AsyncWrite for Connection {
     fn is_write_vectored(&self) -> bool {
         match &self.stream {
             Stream::Tcp(stream) => stream.is_write_vectored(),
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => stream.is_write_vectored(),
             #[cfg(unix)]
             Stream::Unix(stream) => stream.is_write_vectored(),
             Stream::Boxed(stream) => stream.is_write_vectored(),
@@ -189,6 +226,8 @@ impl AsyncWrite for Connection {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Stream::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => Pin::new(stream).poll_flush(cx),
             #[cfg(unix)]
             Stream::Unix(stream) => Pin::new(stream).poll_flush(cx),
             Stream::Boxed(stream) => Pin::new(stream).poll_flush(cx),
@@ -198,6 +237,8 @@ impl AsyncWrite for Connection {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
             Stream::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            #[cfg(feature = "quic")]
+            Stream::Quic(stream) => Pin::new(stream).poll_shutdown(cx),
             #[cfg(unix)]
             Stream::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
             Stream::Boxed(stream) => Pin::new(stream).poll_shutdown(cx),
@@ -217,6 +258,14 @@ mod tests {
     fn peer_addr_display() {
         let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 7);
         assert_eq!(PeerAddr::Tcp(v6).to_string(), "tcp://[::1]:7");
+        assert_eq!(
+            PeerAddr::Quic {
+                addr: v6,
+                key: Some([7; 32])
+            }
+            .to_string(),
+            "quic://[::1]:7"
+        );
         assert_eq!(PeerAddr::Unix(Some("/s".into())).to_string(), "unix:///s");
         assert_eq!(PeerAddr::Unix(None).to_string(), "unix (unnamed)");
         assert_eq!(PeerAddr::Memory(3).to_string(), "mem connection #3");

@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use crate::TransportError;
 
-/// Where to connect or listen: `tcp://host:port`, `unix:///abs/path` or `mem://name`.
+/// Where to connect or listen: `tcp://host:port`, `quic://host:port`, `unix:///abs/path` or
+/// `mem://name`.
 ///
 /// Parsed with [`FromStr`]; [`Display`](fmt::Display) writes the same form back, so an endpoint
 /// survives a round trip through text (an IPv6 host is written in brackets, `tcp://[::1]:80`).
@@ -19,10 +20,14 @@ use crate::TransportError;
 /// assert_eq!(endpoint, Endpoint::Tcp { host: "::1".into(), port: 8080 });
 /// assert_eq!(endpoint.to_string(), "tcp://[::1]:8080");
 ///
+/// let endpoint: Endpoint = "quic://[::1]:4433".parse()?;
+/// assert_eq!(endpoint, Endpoint::Quic { host: "::1".into(), port: 4433 });
+/// assert_eq!(endpoint.scheme(), "quic");
+///
 /// let err = "http://x".parse::<Endpoint>().unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, unix:///path or mem://name"#,
+///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, unix:///path or mem://name"#,
 /// );
 /// # Ok::<(), rpc_transport::TransportError>(())
 /// ```
@@ -35,6 +40,14 @@ pub enum Endpoint {
         /// Host name or address, resolved when connecting or listening.
         host: String,
         /// Port; 0 when listening asks the system for a free one.
+        port: u16,
+    },
+    /// QUIC over UDP (see [`quic`](crate::quic), feature `quic`): host and port as for
+    /// [`Tcp`](Endpoint::Tcp).
+    Quic {
+        /// Host name or address, resolved when connecting or listening.
+        host: String,
+        /// UDP port; 0 when listening asks the system for a free one.
         port: u16,
     },
     /// A Unix domain socket at an absolute path.
@@ -52,6 +65,14 @@ impl Endpoint {
         }
     }
 
+    /// The QUIC endpoint of a UDP socket address.
+    pub fn quic(addr: SocketAddr) -> Self {
+        Endpoint::Quic {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+
     /// The Unix socket endpoint at `path`, which should be absolute.
     pub fn unix(path: impl Into<PathBuf>) -> Self {
         Endpoint::Unix(path.into())
@@ -62,10 +83,11 @@ impl Endpoint {
         Endpoint::Memory(name.into())
     }
 
-    /// The scheme: `"tcp"`, `"unix"` or `"mem"`.
+    /// The scheme: `"tcp"`, `"quic"`, `"unix"` or `"mem"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Endpoint::Tcp { .. } => "tcp",
+            Endpoint::Quic { .. } => "quic",
             Endpoint::Unix(_) => "unix",
             Endpoint::Memory(_) => "mem",
         }
@@ -80,7 +102,11 @@ impl FromStr for Endpoint {
             return Err(TransportError::invalid(input, "missing scheme"));
         };
         match scheme {
-            "tcp" => parse_tcp(input, rest),
+            "tcp" => {
+                parse_host_port(input, "tcp", rest).map(|(host, port)| Endpoint::Tcp { host, port })
+            }
+            "quic" => parse_host_port(input, "quic", rest)
+                .map(|(host, port)| Endpoint::Quic { host, port }),
             "unix" => parse_unix(input, rest),
             "mem" => parse_memory(input, rest),
             other => Err(TransportError::invalid(
@@ -98,6 +124,10 @@ impl fmt::Display for Endpoint {
                 write!(f, "tcp://[{host}]:{port}")
             }
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Quic { host, port } if host.contains(':') => {
+                write!(f, "quic://[{host}]:{port}")
+            }
+            Endpoint::Quic { host, port } => write!(f, "quic://{host}:{port}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::Memory(name) => write!(f, "mem://{name}"),
         }
@@ -176,7 +206,8 @@ impl From<SocketAddr> for Endpoint {
     }
 }
 
-fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+/// The host and port of `tcp://` and `quic://` endpoints; `scheme` names the form in errors.
+fn parse_host_port(input: &str, scheme: &str, rest: &str) -> Result<(String, u16), TransportError> {
     let invalid = |reason: String| TransportError::invalid(input, reason);
     if rest.is_empty() {
         return Err(invalid("missing host and port".into()));
@@ -199,9 +230,9 @@ fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
             return Err(invalid("missing port".into()));
         };
         if host.contains(':') {
-            return Err(invalid(
-                "an IPv6 host must be in brackets, as in tcp://[::1]:80".into(),
-            ));
+            return Err(invalid(format!(
+                "an IPv6 host must be in brackets, as in {scheme}://[::1]:80"
+            )));
         }
         if host.is_empty() {
             return Err(invalid("missing host".into()));
@@ -230,10 +261,7 @@ fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
             )));
         }
     };
-    Ok(Endpoint::Tcp {
-        host: host.to_owned(),
-        port,
-    })
+    Ok((host.to_owned(), port))
 }
 
 fn parse_unix(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
@@ -278,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_three_forms() {
+    fn parses_every_form() {
         let cases = [
             (
                 "tcp://localhost:80",
@@ -305,6 +333,20 @@ mod tests {
                 "unix:///tmp/app.sock",
                 Endpoint::Unix("/tmp/app.sock".into()),
             ),
+            (
+                "quic://127.0.0.1:4433",
+                Endpoint::Quic {
+                    host: "127.0.0.1".into(),
+                    port: 4433,
+                },
+            ),
+            (
+                "quic://[::1]:0",
+                Endpoint::Quic {
+                    host: "::1".into(),
+                    port: 0,
+                },
+            ),
             ("mem://svc", Endpoint::Memory("svc".into())),
             ("mem://a://b", Endpoint::Memory("a://b".into())),
         ];
@@ -322,6 +364,8 @@ mod tests {
         let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 9);
         assert_eq!(Endpoint::from(v6).to_string(), "tcp://[::1]:9");
         assert_eq!(Endpoint::tcp(v6).scheme(), "tcp");
+        assert_eq!(Endpoint::quic(v6).to_string(), "quic://[::1]:9");
+        assert_eq!(Endpoint::quic(v4).scheme(), "quic");
         assert_eq!(Endpoint::unix("/s").scheme(), "unix");
         assert_eq!(Endpoint::memory("m").scheme(), "mem");
     }
@@ -335,7 +379,7 @@ mod tests {
         let message = "http://x".parse::<Endpoint>().unwrap_err().to_string();
         assert_eq!(
             message,
-            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, unix:///path or mem://name"#
+            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, unix:///path or mem://name"#
         );
     }
 
@@ -373,6 +417,12 @@ mod tests {
         );
         assert_eq!(reason("tcp://[nope]:80"), r#"invalid IPv6 address "nope""#);
         assert_eq!(reason("tcp://a b:80"), r#"invalid host "a b""#);
+        assert_eq!(reason("quic://"), "missing host and port");
+        assert_eq!(reason("quic://h"), "missing port");
+        assert_eq!(
+            reason("quic://::1:80"),
+            "an IPv6 host must be in brackets, as in quic://[::1]:80"
+        );
         assert_eq!(reason("tcp://user@h:80"), r#"invalid host "user@h""#);
     }
 
@@ -394,6 +444,8 @@ mod tests {
         prop_oneof![
             any::<SocketAddr>().prop_map(Endpoint::tcp),
             (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Tcp { host, port }),
+            any::<SocketAddr>().prop_map(Endpoint::quic),
+            (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Quic { host, port }),
             "(/[^/\0]{1,12}){1,4}".prop_map(Endpoint::unix),
             ".{1,40}".prop_map(Endpoint::memory),
         ]

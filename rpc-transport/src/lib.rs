@@ -1,8 +1,11 @@
 //! Byte-stream transports for the framework: where connections come from, and nothing about
 //! what travels over them (framing belongs to `rpc-codec`, calls to `rpc-core`).
 //!
-//! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`, `unix:///abs/path` or
-//!   `mem://name` (an in-process pipe, for tests and for client and server in one process).
+//! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`, `quic://host:port`,
+//!   `unix:///abs/path` or `mem://name` (an in-process pipe, for tests and for client and server
+//!   in one process).
+//! - [`quic`] (feature `quic`, on by default) runs connections over QUIC, with peers known by
+//!   their ed25519 keys.
 //! - [`connect`] and [`listen`] open the built-in endpoints; [`EndpointConnector`] and
 //!   [`Listener`] are the same as [`Connector`] and [`Acceptor`] values.
 //! - [`Connector`] and [`Acceptor`] are the plug: a user transport (TLS, say) implements them and
@@ -46,6 +49,8 @@ mod endpoint;
 mod error;
 mod failover;
 mod memory;
+#[cfg(feature = "quic")]
+pub mod quic;
 mod tcp;
 mod transport;
 #[cfg(unix)]

@@ -1,6 +1,7 @@
 //! End-to-end echo benchmark: the framework with each serializer, the raw multiplexed reference
 //! (`benches/src/raw.rs`) and the same echo service on tarpc and tonic (`benches/src/peers/`),
-//! on loopback TCP, interleaved: every round runs each workload for every system in turn, so
+//! on loopback TCP, and the framework with postcard over loopback QUIC (`postcard-quic`),
+//! interleaved: every round runs each workload for every system in turn, so
 //! drifts in the machine's load fall on all systems alike.
 //!
 //! Workloads:
@@ -63,8 +64,8 @@ struct Args {
     /// Calls in each latency measurement.
     #[arg(long, default_value_t = 20_000)]
     latency_calls: usize,
-    /// Systems to run (default: all): raw, msgpack, postcard, json, tarpc, tarpc-nodelay, tonic
-    /// (tonic only in a build with `--features tonic`).
+    /// Systems to run (default: all): raw, msgpack, postcard, json, postcard-quic, tarpc,
+    /// tarpc-nodelay, tonic (tonic only in a build with `--features tonic`).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Workloads to run (default: all): a, b, c, d, e.
@@ -88,6 +89,8 @@ enum Kind {
     Raw,
     /// The framework with this serializer.
     Ours(Format),
+    /// The framework with this serializer, over QUIC (the built-in `quic://` endpoints).
+    OursQuic(Format),
     /// tarpc (serde transport, bincode), with or without `TCP_NODELAY`.
     Tarpc { nodelay: bool },
     /// tonic (gRPC, prost).
@@ -114,6 +117,14 @@ impl System {
                     .await?;
                 EchoConn::Ours(EchoClient::new(client))
             }
+            Kind::OursQuic(format) => {
+                let client = Client::builder()
+                    .format(format.clone())
+                    .timeout(Duration::from_secs(60))
+                    .connect(&Endpoint::quic(self.addr))
+                    .await?;
+                EchoConn::Ours(EchoClient::new(client))
+            }
             Kind::Tarpc { nodelay } => {
                 EchoConn::Tarpc(TarpcClient::connect(self.addr, *nodelay).await?)
             }
@@ -123,7 +134,7 @@ impl System {
     }
 
     fn is_ours(&self) -> bool {
-        matches!(self.kind, Kind::Ours(_))
+        matches!(self.kind, Kind::Ours(_) | Kind::OursQuic(_))
     }
 }
 
@@ -384,18 +395,24 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
     let server = Server::builder()
         .service(EchoServer::new(EchoImpl))
         .listen("tcp://127.0.0.1:0")
+        .listen("quic://127.0.0.1:0")
         .start()
         .await?;
-    let Some(Endpoint::Tcp { port, .. }) = server.local_endpoint() else {
+    let Some(Endpoint::Tcp { port, .. }) = server.local_endpoints().first() else {
         anyhow::bail!("server has no TCP endpoint");
     };
     let rpc_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let Some(Endpoint::Quic { port, .. }) = server.local_endpoints().get(1) else {
+        anyhow::bail!("server has no QUIC endpoint");
+    };
+    let quic_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let system = |name, addr, kind| System { name, addr, kind };
     let all = [
         system("raw", raw_addr, Kind::Raw),
         system("msgpack", rpc_addr, Kind::Ours(Format::MessagePack)),
         system("postcard", rpc_addr, Kind::Ours(Format::Postcard)),
         system("json", rpc_addr, Kind::Ours(Format::Json)),
+        system("postcard-quic", quic_addr, Kind::OursQuic(Format::Postcard)),
         system("tarpc", tarpc_addr, Kind::Tarpc { nodelay: false }),
         system(
             "tarpc-nodelay",
@@ -498,7 +515,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     print_tables(&args, &systems, &results, &load_before, &load_after);
     if let Some(path) = &args.svg {
         let title = format!(
-            "Echo over loopback TCP, {} round(s) interleaved: medians, whiskers min–max",
+            "Echo over loopback TCP (QUIC for postcard-quic), {} round(s) interleaved: medians, whiskers min–max",
             args.rounds
         );
         write_svg(path, &systems, &results, &title)?;
@@ -515,7 +532,7 @@ fn print_tables(
     load_after: &str,
 ) {
     println!(
-        "Echo over loopback TCP, {} rounds interleaved, {} s per throughput run, {} calls per \
+        "Echo over loopback TCP (QUIC for postcard-quic), {} rounds interleaved, {} s per throughput run, {} calls per \
          latency run, {} worker threads; client and server in one process.",
         args.rounds, args.seconds, args.latency_calls, args.workers
     );
@@ -705,6 +722,7 @@ fn color(system: &System) -> RGBColor {
         "postcard" => RGBColor(31, 119, 180),
         "msgpack" => RGBColor(98, 160, 210),
         "json" => RGBColor(160, 200, 232),
+        "postcard-quic" => RGBColor(148, 103, 189),
         "tarpc" => RGBColor(253, 174, 107),
         "tarpc-nodelay" => RGBColor(230, 120, 20),
         _ => RGBColor(44, 160, 44),
