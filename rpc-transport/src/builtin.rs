@@ -12,13 +12,19 @@ use crate::{Acceptor, Connection, Connector, Endpoint, TransportError, memory, t
 /// Connects to a built-in endpoint, failing with [`TransportError::Timeout`] if that takes
 /// longer than `timeout`.
 ///
-/// TCP resolves the host, tries each address it resolves to and sets `TCP_NODELAY`. A memory
+/// TCP resolves the host, tries each address it resolves to and sets `TCP_NODELAY`. WebSocket
+/// does the same, then the HTTP upgrade to the endpoint's path, offering the subprotocol
+/// [`ws::SUBPROTOCOL`](crate::ws::SUBPROTOCOL); the timeout covers both. A memory
 /// endpoint nobody listens on fails at once with [`io::ErrorKind::ConnectionRefused`]; one whose
 /// listener has [a full backlog](listen) waits, up to `timeout`.
 pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connection, TransportError> {
     let attempt = async {
         match endpoint {
             Endpoint::Tcp { host, port } => tcp::connect(host, *port).await,
+            #[cfg(feature = "ws")]
+            Endpoint::Ws { host, port, path } => crate::ws::connect(host, *port, path).await,
+            #[cfg(not(feature = "ws"))]
+            Endpoint::Ws { .. } => Err(ws_disabled()),
             #[cfg(unix)]
             Endpoint::Unix(path) => crate::unix::connect(path).await,
             #[cfg(not(unix))]
@@ -43,6 +49,11 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
 ///
 /// - TCP binds the first address the host resolves to; port 0 picks a free port, which
 ///   [`Listener::local_endpoint`] reports. Accepted connections get `TCP_NODELAY`.
+/// - WebSocket binds as TCP does. Each accepted TCP connection does its WebSocket handshake in
+///   a task of its own, with a timeout, so a client that never sends its upgrade request delays
+///   no other; [`Listener::accept`] returns connections whose handshake is done. An upgrade
+///   request for another path is answered 404; any `Origin` is accepted. See
+///   [`ws`](crate::ws) for the limits.
 /// - Unix binds the socket path. An existing socket file is probed by connecting to it: if that
 ///   is refused, the file was left by a process that is gone and is replaced; otherwise this
 ///   fails with [`io::ErrorKind::AddrInUse`] (and the live listener sees the probe as a
@@ -53,6 +64,12 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
 pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
     let inner = match endpoint {
         Endpoint::Tcp { host, port } => TcpAcceptor::bind(host, *port).await.map(Inner::Tcp),
+        #[cfg(feature = "ws")]
+        Endpoint::Ws { host, port, path } => crate::ws::WsAcceptor::bind(host, *port, path)
+            .await
+            .map(Inner::Ws),
+        #[cfg(not(feature = "ws"))]
+        Endpoint::Ws { .. } => Err(ws_disabled()),
         #[cfg(unix)]
         Endpoint::Unix(path) => UnixAcceptor::bind(path).await.map(Inner::Unix),
         #[cfg(not(unix))]
@@ -66,6 +83,14 @@ pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
             source,
         }),
     }
+}
+
+#[cfg(not(feature = "ws"))]
+fn ws_disabled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "ws:// endpoints need the `ws` feature of rpc-transport",
+    )
 }
 
 #[cfg(not(unix))]
@@ -120,6 +145,8 @@ pub struct Listener {
 #[derive(Debug)]
 enum Inner {
     Tcp(TcpAcceptor),
+    #[cfg(feature = "ws")]
+    Ws(crate::ws::WsAcceptor),
     #[cfg(unix)]
     Unix(UnixAcceptor),
     Memory(MemoryListener),
@@ -131,6 +158,8 @@ impl Listener {
     pub async fn accept(&mut self) -> Result<Connection, TransportError> {
         let accepted: io::Result<Connection> = match &mut self.inner {
             Inner::Tcp(acceptor) => acceptor.accept().await,
+            #[cfg(feature = "ws")]
+            Inner::Ws(acceptor) => acceptor.accept().await,
             #[cfg(unix)]
             Inner::Unix(acceptor) => acceptor.accept().await,
             Inner::Memory(listener) => listener.accept().await,
@@ -143,6 +172,8 @@ impl Listener {
     pub fn local_endpoint(&self) -> Endpoint {
         match &self.inner {
             Inner::Tcp(acceptor) => acceptor.local_endpoint().clone(),
+            #[cfg(feature = "ws")]
+            Inner::Ws(acceptor) => acceptor.local_endpoint().clone(),
             #[cfg(unix)]
             Inner::Unix(acceptor) => Endpoint::Unix(acceptor.path().to_owned()),
             Inner::Memory(listener) => Endpoint::Memory(listener.name().to_owned()),

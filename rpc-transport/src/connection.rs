@@ -30,6 +30,8 @@ pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 pub enum PeerAddr {
     /// A TCP peer's address.
     Tcp(SocketAddr),
+    /// A WebSocket peer's TCP address (`ws://` endpoints).
+    Ws(SocketAddr),
     /// A Unix socket peer: its path if it has one (a connecting client usually has none, a
     /// server it connected to is named by the path it listens on).
     Unix(Option<PathBuf>),
@@ -43,6 +45,7 @@ impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
+            PeerAddr::Ws(addr) => write!(f, "ws://{addr}"),
             PeerAddr::Unix(Some(path)) => write!(f, "unix://{}", path.display()),
             PeerAddr::Unix(None) => f.write_str("unix (unnamed)"),
             PeerAddr::Memory(number) => write!(f, "mem connection #{number}"),
@@ -217,6 +220,7 @@ mod tests {
     fn peer_addr_display() {
         let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 7);
         assert_eq!(PeerAddr::Tcp(v6).to_string(), "tcp://[::1]:7");
+        assert_eq!(PeerAddr::Ws(v6).to_string(), "ws://[::1]:7");
         assert_eq!(PeerAddr::Unix(Some("/s".into())).to_string(), "unix:///s");
         assert_eq!(PeerAddr::Unix(None).to_string(), "unix (unnamed)");
         assert_eq!(PeerAddr::Memory(3).to_string(), "mem connection #3");

@@ -7,10 +7,12 @@ use std::str::FromStr;
 
 use crate::TransportError;
 
-/// Where to connect or listen: `tcp://host:port`, `unix:///abs/path` or `mem://name`.
+/// Where to connect or listen: `tcp://host:port`, `ws://host:port/path`, `unix:///abs/path` or
+/// `mem://name`.
 ///
 /// Parsed with [`FromStr`]; [`Display`](fmt::Display) writes the same form back, so an endpoint
 /// survives a round trip through text (an IPv6 host is written in brackets, `tcp://[::1]:80`).
+/// `wss://` (WebSocket over TLS) is not built in.
 ///
 /// ```
 /// use rpc_transport::Endpoint;
@@ -19,10 +21,14 @@ use crate::TransportError;
 /// assert_eq!(endpoint, Endpoint::Tcp { host: "::1".into(), port: 8080 });
 /// assert_eq!(endpoint.to_string(), "tcp://[::1]:8080");
 ///
+/// let endpoint: Endpoint = "ws://[::1]:8080".parse()?;
+/// assert_eq!(endpoint.scheme(), "ws");
+/// assert_eq!(endpoint.to_string(), "ws://[::1]:8080/");
+///
 /// let err = "http://x".parse::<Endpoint>().unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, unix:///path or mem://name"#,
+///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, ws://host:port/path, unix:///path or mem://name"#,
 /// );
 /// # Ok::<(), rpc_transport::TransportError>(())
 /// ```
@@ -36,6 +42,17 @@ pub enum Endpoint {
         host: String,
         /// Port; 0 when listening asks the system for a free one.
         port: u16,
+    },
+    /// A WebSocket over TCP (feature `ws`): the framework's frames in binary messages, so that
+    /// a browser can call. Written `ws://host:port/path`; the path defaults to `/`.
+    Ws {
+        /// Host name or address, resolved when connecting or listening.
+        host: String,
+        /// Port; 0 when listening asks the system for a free one.
+        port: u16,
+        /// The HTTP path of the upgrade request, starting with `/`; a listener answers 404 to
+        /// any other.
+        path: String,
     },
     /// A Unix domain socket at an absolute path.
     Unix(PathBuf),
@@ -62,10 +79,20 @@ impl Endpoint {
         Endpoint::Memory(name.into())
     }
 
-    /// The scheme: `"tcp"`, `"unix"` or `"mem"`.
+    /// The WebSocket endpoint of a socket address, upgrading at `path`.
+    pub fn ws(addr: SocketAddr, path: impl Into<String>) -> Self {
+        Endpoint::Ws {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            path: path.into(),
+        }
+    }
+
+    /// The scheme: `"tcp"`, `"ws"`, `"unix"` or `"mem"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Endpoint::Tcp { .. } => "tcp",
+            Endpoint::Ws { .. } => "ws",
             Endpoint::Unix(_) => "unix",
             Endpoint::Memory(_) => "mem",
         }
@@ -81,6 +108,7 @@ impl FromStr for Endpoint {
         };
         match scheme {
             "tcp" => parse_tcp(input, rest),
+            "ws" => parse_ws(input, rest),
             "unix" => parse_unix(input, rest),
             "mem" => parse_memory(input, rest),
             other => Err(TransportError::invalid(
@@ -98,6 +126,10 @@ impl fmt::Display for Endpoint {
                 write!(f, "tcp://[{host}]:{port}")
             }
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Ws { host, port, path } if host.contains(':') => {
+                write!(f, "ws://[{host}]:{port}{path}")
+            }
+            Endpoint::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::Memory(name) => write!(f, "mem://{name}"),
         }
@@ -177,6 +209,38 @@ impl From<SocketAddr> for Endpoint {
 }
 
 fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+    let (host, port) = parse_host_port(input, "tcp", rest)?;
+    Ok(Endpoint::Tcp { host, port })
+}
+
+fn parse_ws(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, "/"),
+    };
+    let (host, port) = parse_host_port(input, "ws", authority)?;
+    if let Some(bad) = path
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '?' | '#'))
+    {
+        return Err(TransportError::invalid(
+            input,
+            format!("invalid character {bad:?} in the path {path:?}"),
+        ));
+    }
+    Ok(Endpoint::Ws {
+        host,
+        port,
+        path: path.to_owned(),
+    })
+}
+
+/// `host:port` or `[v6]:port`, for an endpoint of `scheme`.
+fn parse_host_port(
+    input: &str,
+    scheme: &str,
+    rest: &str,
+) -> Result<(String, u16), TransportError> {
     let invalid = |reason: String| TransportError::invalid(input, reason);
     if rest.is_empty() {
         return Err(invalid("missing host and port".into()));
@@ -199,9 +263,9 @@ fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
             return Err(invalid("missing port".into()));
         };
         if host.contains(':') {
-            return Err(invalid(
-                "an IPv6 host must be in brackets, as in tcp://[::1]:80".into(),
-            ));
+            return Err(invalid(format!(
+                "an IPv6 host must be in brackets, as in {scheme}://[::1]:80"
+            )));
         }
         if host.is_empty() {
             return Err(invalid("missing host".into()));
@@ -230,10 +294,7 @@ fn parse_tcp(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
             )));
         }
     };
-    Ok(Endpoint::Tcp {
-        host: host.to_owned(),
-        port,
-    })
+    Ok((host.to_owned(), port))
 }
 
 fn parse_unix(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
@@ -305,6 +366,22 @@ mod tests {
                 "unix:///tmp/app.sock",
                 Endpoint::Unix("/tmp/app.sock".into()),
             ),
+            (
+                "ws://localhost:80/",
+                Endpoint::Ws {
+                    host: "localhost".into(),
+                    port: 80,
+                    path: "/".into(),
+                },
+            ),
+            (
+                "ws://[::1]:8080/rpc/v1",
+                Endpoint::Ws {
+                    host: "::1".into(),
+                    port: 8080,
+                    path: "/rpc/v1".into(),
+                },
+            ),
             ("mem://svc", Endpoint::Memory("svc".into())),
             ("mem://a://b", Endpoint::Memory("a://b".into())),
         ];
@@ -322,6 +399,9 @@ mod tests {
         let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 9);
         assert_eq!(Endpoint::from(v6).to_string(), "tcp://[::1]:9");
         assert_eq!(Endpoint::tcp(v6).scheme(), "tcp");
+        assert_eq!(Endpoint::ws(v4, "/rpc").to_string(), "ws://127.0.0.1:9/rpc");
+        assert_eq!(Endpoint::ws(v6, "/").to_string(), "ws://[::1]:9/");
+        assert_eq!(Endpoint::ws(v6, "/").scheme(), "ws");
         assert_eq!(Endpoint::unix("/s").scheme(), "unix");
         assert_eq!(Endpoint::memory("m").scheme(), "mem");
     }
@@ -335,7 +415,7 @@ mod tests {
         let message = "http://x".parse::<Endpoint>().unwrap_err().to_string();
         assert_eq!(
             message,
-            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, unix:///path or mem://name"#
+            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, ws://host:port/path, unix:///path or mem://name"#
         );
     }
 
@@ -377,6 +457,43 @@ mod tests {
     }
 
     #[test]
+    fn ws_forms_and_errors() {
+        let bare: Endpoint = "ws://127.0.0.1:7000".parse().unwrap();
+        assert_eq!(
+            bare,
+            Endpoint::Ws {
+                host: "127.0.0.1".into(),
+                port: 7000,
+                path: "/".into()
+            }
+        );
+        assert_eq!(bare.to_string(), "ws://127.0.0.1:7000/");
+        assert_eq!(reason("ws://"), "missing host and port");
+        assert_eq!(reason("ws:///rpc"), "missing host and port");
+        assert_eq!(reason("ws://h/rpc"), "missing port");
+        assert_eq!(
+            reason("ws://h:x/rpc"),
+            r#"invalid port "x", expected 0 to 65535"#
+        );
+        assert_eq!(
+            reason("ws://::1:80/"),
+            "an IPv6 host must be in brackets, as in ws://[::1]:80"
+        );
+        assert_eq!(
+            reason("ws://h:80/a b"),
+            r#"invalid character ' ' in the path "/a b""#
+        );
+        assert_eq!(
+            reason("ws://h:80/rpc?x=1"),
+            r#"invalid character '?' in the path "/rpc?x=1""#
+        );
+        assert_eq!(
+            reason("ws://h:80/#top"),
+            r#"invalid character '#' in the path "/#top""#
+        );
+    }
+
+    #[test]
     fn unix_and_memory_errors() {
         assert_eq!(reason("unix://"), "empty unix socket path");
         assert_eq!(
@@ -394,6 +511,8 @@ mod tests {
         prop_oneof![
             any::<SocketAddr>().prop_map(Endpoint::tcp),
             (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Tcp { host, port }),
+            (any::<SocketAddr>(), "(/[!-~&&[^?#/]]{0,8}){1,3}")
+                .prop_map(|(addr, path)| Endpoint::ws(addr, path)),
             "(/[^/\0]{1,12}){1,4}".prop_map(Endpoint::unix),
             ".{1,40}".prop_map(Endpoint::memory),
         ]

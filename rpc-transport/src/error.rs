@@ -4,14 +4,15 @@ use std::io;
 use std::time::Duration;
 
 /// The accepted endpoint forms, named in every [`TransportError::InvalidEndpoint`] message.
-pub(crate) const ACCEPTED_FORMS: &str = "tcp://host:port, unix:///path or mem://name";
+pub(crate) const ACCEPTED_FORMS: &str =
+    "tcp://host:port, ws://host:port/path, unix:///path or mem://name";
 
 /// Why an endpoint could not be parsed, connected to, listened on or accepted from.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The text is not one of the endpoint forms `tcp://host:port`, `unix:///path` or
-    /// `mem://name`.
+    /// The text is not one of the endpoint forms `tcp://host:port`, `ws://host:port/path`,
+    /// `unix:///path` or `mem://name`.
     #[error("invalid endpoint {input:?}: {reason}; expected {ACCEPTED_FORMS}")]
     InvalidEndpoint {
         /// The text as given.

@@ -1,8 +1,10 @@
 //! Byte-stream transports for the framework: where connections come from, and nothing about
 //! what travels over them (framing belongs to `rpc-codec`, calls to `rpc-core`).
 //!
-//! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`, `unix:///abs/path` or
-//!   `mem://name` (an in-process pipe, for tests and for client and server in one process).
+//! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`,
+//!   `ws://host:port/path` (a WebSocket, so that browsers can call; feature `ws`, on by
+//!   default; `wss://` is not built in), `unix:///abs/path` or `mem://name` (an in-process pipe,
+//!   for tests and for client and server in one process).
 //! - [`connect`] and [`listen`] open the built-in endpoints; [`EndpointConnector`] and
 //!   [`Listener`] are the same as [`Connector`] and [`Acceptor`] values.
 //! - [`Connector`] and [`Acceptor`] are the plug: a user transport (TLS, say) implements them and
@@ -50,6 +52,8 @@ mod tcp;
 mod transport;
 #[cfg(unix)]
 mod unix;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use builtin::{EndpointConnector, Listener, connect, listen};
 pub use connection::{AsyncStream, BoxRead, BoxWrite, Connection, PeerAddr};
