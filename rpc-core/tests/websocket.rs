@@ -27,7 +27,10 @@ async fn echo_and_tag(client: &Client) {
         .await
         .unwrap();
     assert_eq!(back, payload);
-    let (tag, double): (u64, u64) = client.call(&target("tagged"), &(21u64, 0u64)).await.unwrap();
+    let (tag, double): (u64, u64) = client
+        .call(&target("tagged"), &(21u64, 0u64))
+        .await
+        .unwrap();
     assert_eq!((tag, double), (21, 42));
 }
 
@@ -44,7 +47,11 @@ async fn unary_and_server_streaming_calls_over_ws() {
     let local = server.local_endpoint().unwrap().clone();
     assert_eq!(local.scheme(), "ws");
     for format in [Format::MessagePack, Format::Postcard, Format::Json] {
-        let client = Client::builder().format(format).connect(&local).await.unwrap();
+        let client = Client::builder()
+            .format(format)
+            .connect(&local)
+            .await
+            .unwrap();
         echo_and_tag(&client).await;
     }
 
@@ -81,7 +88,11 @@ async fn one_server_answers_on_tcp_and_ws_at_once() {
         .start()
         .await
         .unwrap();
-    let schemes: Vec<&str> = server.local_endpoints().iter().map(Endpoint::scheme).collect();
+    let schemes: Vec<&str> = server
+        .local_endpoints()
+        .iter()
+        .map(Endpoint::scheme)
+        .collect();
     assert_eq!(schemes, ["tcp", "ws"]);
     let tcp = client(&server.local_endpoints()[0]).await;
     let ws = client(&server.local_endpoints()[1]).await;
@@ -113,7 +124,9 @@ async fn a_text_message_closes_only_its_own_connection() {
     )
     .await
     .unwrap();
-    rude.send(Message::text("{\"method\":\"echo\"}")).await.unwrap();
+    rude.send(Message::text("{\"method\":\"echo\"}"))
+        .await
+        .unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match rude.next().await {

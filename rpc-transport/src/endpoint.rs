@@ -236,11 +236,7 @@ fn parse_ws(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
 }
 
 /// `host:port` or `[v6]:port`, for an endpoint of `scheme`.
-fn parse_host_port(
-    input: &str,
-    scheme: &str,
-    rest: &str,
-) -> Result<(String, u16), TransportError> {
+fn parse_host_port(input: &str, scheme: &str, rest: &str) -> Result<(String, u16), TransportError> {
     let invalid = |reason: String| TransportError::invalid(input, reason);
     if rest.is_empty() {
         return Err(invalid("missing host and port".into()));

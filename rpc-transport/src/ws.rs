@@ -92,7 +92,10 @@ fn handshake_error(what: &str, error: tungstenite::Error) -> io::Error {
             io::ErrorKind::ConnectionRefused,
             format!("{what} refused with HTTP {}", response.status()),
         ),
-        other => io::Error::new(io::ErrorKind::InvalidData, format!("{what} failed: {other}")),
+        other => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} failed: {other}"),
+        ),
     }
 }
 
@@ -115,7 +118,12 @@ impl WsAcceptor {
             path: path.to_owned(),
         };
         let (tx, connections) = mpsc::channel(MAX_HANDSHAKES);
-        let task = tokio::spawn(accept_loop(listener, path.to_owned(), tx, HANDSHAKE_TIMEOUT));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            path.to_owned(),
+            tx,
+            HANDSHAKE_TIMEOUT,
+        ));
         Ok(WsAcceptor {
             connections,
             local,
@@ -194,9 +202,14 @@ async fn accept_loop(
 /// [`SUBPROTOCOL`] is named in the answer when the client offers it. Any `Origin` is accepted.
 async fn handshake(stream: TcpStream, peer: SocketAddr, path: &str) -> io::Result<Connection> {
     stream.set_nodelay(true)?;
+    // The callback's signature is tungstenite's; the size of its error is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, mut response: Response| {
         if request.uri().path() != path {
-            let mut refusal = ErrorResponse::new(Some(format!("no websocket endpoint at {}\n", request.uri().path())));
+            let mut refusal = ErrorResponse::new(Some(format!(
+                "no websocket endpoint at {}\n",
+                request.uri().path()
+            )));
             *refusal.status_mut() = StatusCode::NOT_FOUND;
             return Err(refusal);
         }
@@ -344,7 +357,9 @@ impl AsyncRead for WsStream {
                 Some(Err(tungstenite::Error::Capacity(error))) => this.refuse(
                     CloseCode::Size,
                     io::ErrorKind::InvalidData,
-                    format!("websocket message refused: {error} (the limit is {MAX_MESSAGE} bytes)"),
+                    format!(
+                        "websocket message refused: {error} (the limit is {MAX_MESSAGE} bytes)"
+                    ),
                 ),
                 Some(Err(tungstenite::Error::Protocol(error))) => this.refuse(
                     CloseCode::Protocol,
@@ -357,7 +372,8 @@ impl AsyncRead for WsStream {
                 }
                 Some(Err(error)) => {
                     let message = format!("websocket: {error}");
-                    this.read_state = ReadState::Failed(io::ErrorKind::InvalidData, message.clone());
+                    this.read_state =
+                        ReadState::Failed(io::ErrorKind::InvalidData, message.clone());
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
                 }
                 None => this.read_state = ReadState::Ended,

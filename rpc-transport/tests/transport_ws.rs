@@ -14,12 +14,12 @@ use rpc_transport::{Connection, Endpoint, Listener, PeerAddr, connect, listen};
 use support::exchange;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
-use tokio_tungstenite::WebSocketStream;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,13 +53,10 @@ async fn raw_client(endpoint: &Endpoint, subprotocol: Option<&str>) -> RawClient
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
-    let (client, response) = tokio_tungstenite::client_async_with_config(
-        request,
-        tcp,
-        Some(config),
-    )
-    .await
-    .unwrap();
+    let (client, response) =
+        tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+            .await
+            .unwrap();
     let echoed = response.headers().get(header::SEC_WEBSOCKET_PROTOCOL);
     match subprotocol {
         Some(SUBPROTOCOL) => assert_eq!(echoed.unwrap(), SUBPROTOCOL),
@@ -106,11 +103,19 @@ async fn read_exactly(connection: &mut Connection, len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_round_trip() {
     let (mut listener, endpoint) = ws_listener("/rpc").await;
-    let Endpoint::Ws { ref host, port, ref path } = endpoint else {
+    let Endpoint::Ws {
+        ref host,
+        port,
+        ref path,
+    } = endpoint
+    else {
         panic!("{endpoint:?}")
     };
     assert_eq!((host.as_str(), path.as_str()), ("127.0.0.1", "/rpc"));
-    assert_ne!(port, 0, "port 0 must be reported as the port actually bound");
+    assert_ne!(
+        port, 0,
+        "port 0 must be reported as the port actually bound"
+    );
 
     let (client, server) = tokio::join!(connect(&endpoint, TIMEOUT), listener.accept());
     let (client, server) = (client.unwrap(), server.unwrap());
@@ -156,7 +161,10 @@ async fn bytes_written_between_flushes_are_one_binary_message() {
         .await
         .unwrap();
     for part in [&b"gh"[..], b"ij", b"kl"] {
-        client.send(Message::Binary(Bytes::copy_from_slice(part))).await.unwrap();
+        client
+            .send(Message::Binary(Bytes::copy_from_slice(part)))
+            .await
+            .unwrap();
     }
     assert_eq!(read_exactly(&mut server, 3).await, b"abc");
     assert_eq!(read_exactly(&mut server, 9).await, b"defghijkl");
@@ -196,7 +204,10 @@ async fn pings_are_answered_and_a_close_is_the_end_of_the_stream() {
         .await
         .unwrap();
     client.close(None).await.unwrap();
-    let received = tokio::time::timeout(TIMEOUT, reader).await.unwrap().unwrap();
+    let received = tokio::time::timeout(TIMEOUT, reader)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(received, b"last words");
     assert_eq!(
         next_message(&mut client).await,
@@ -244,7 +255,9 @@ async fn an_oversized_message_is_refused_with_1009() {
     // The largest message passes; one byte more does not. The server stops reading at the
     // oversized message's header, so the client never finishes sending it.
     let sender = tokio::spawn(async move {
-        sink.send(Message::binary(vec![7; MAX_MESSAGE])).await.unwrap();
+        sink.send(Message::binary(vec![7; MAX_MESSAGE]))
+            .await
+            .unwrap();
         let _ = sink.send(Message::binary(vec![8; MAX_MESSAGE + 1])).await;
     });
     let mut buf = vec![0; MAX_MESSAGE];
@@ -260,7 +273,9 @@ async fn an_oversized_message_is_refused_with_1009() {
         .unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     assert!(
-        error.to_string().contains(&format!("the limit is {MAX_MESSAGE} bytes")),
+        error
+            .to_string()
+            .contains(&format!("the limit is {MAX_MESSAGE} bytes")),
         "{error}"
     );
     let closed = loop {
@@ -282,7 +297,11 @@ async fn another_path_is_answered_404() {
     };
     let wrong: Endpoint = format!("ws://127.0.0.1:{port}/other").parse().unwrap();
     let error = connect(&wrong, TIMEOUT).await.unwrap_err();
-    assert_eq!(error.io_kind(), Some(io::ErrorKind::ConnectionRefused), "{error:?}");
+    assert_eq!(
+        error.io_kind(),
+        Some(io::ErrorKind::ConnectionRefused),
+        "{error:?}"
+    );
     let source = std::error::Error::source(&error).unwrap().to_string();
     assert!(source.contains("HTTP 404"), "{source}");
 
@@ -290,7 +309,12 @@ async fn another_path_is_answered_404() {
     let request = format!("ws://127.0.0.1:{port}/other")
         .into_client_request()
         .unwrap();
-    match tokio_tungstenite::client_async(request, TcpStream::connect(("127.0.0.1", port)).await.unwrap()).await {
+    match tokio_tungstenite::client_async(
+        request,
+        TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+    )
+    .await
+    {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 404)
         }
@@ -315,10 +339,9 @@ async fn a_client_that_never_upgrades_blocks_no_other() {
         .await
         .unwrap();
 
-    let (client, server) = tokio::time::timeout(
-        Duration::from_secs(2),
-        async { tokio::join!(connect(&endpoint, TIMEOUT), listener.accept()) },
-    )
+    let (client, server) = tokio::time::timeout(Duration::from_secs(2), async {
+        tokio::join!(connect(&endpoint, TIMEOUT), listener.accept())
+    })
     .await
     .expect("a silent client held up the good one");
     let (mut client, mut server) = (client.unwrap(), server.unwrap());
@@ -334,5 +357,9 @@ async fn a_refused_connection_fails_to_connect() {
     // The port is freed when the listener's task ends, on the runtime's next turn.
     tokio::task::yield_now().await;
     let error = connect(&endpoint, TIMEOUT).await.unwrap_err();
-    assert_eq!(error.io_kind(), Some(io::ErrorKind::ConnectionRefused), "{error:?}");
+    assert_eq!(
+        error.io_kind(),
+        Some(io::ErrorKind::ConnectionRefused),
+        "{error:?}"
+    );
 }
