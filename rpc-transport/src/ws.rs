@@ -442,3 +442,33 @@ impl AsyncWrite for WsStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handshake_that_takes_too_long_is_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let timeout = Duration::from_secs(3);
+        let task = tokio::spawn(accept_loop(listener, "/".into(), tx, timeout));
+
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0; 1];
+        // The server drops the connection when the handshake times out: end of stream.
+        let read = tokio::time::timeout(Duration::from_secs(60), silent.read(&mut buf));
+        assert_eq!(
+            read.await.expect("the handshake never timed out").unwrap(),
+            0
+        );
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        assert!(rx.try_recv().is_err(), "nothing reaches accept()");
+        task.abort();
+    }
+}
