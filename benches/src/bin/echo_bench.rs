@@ -63,8 +63,8 @@ struct Args {
     /// Calls in each latency measurement.
     #[arg(long, default_value_t = 20_000)]
     latency_calls: usize,
-    /// Systems to run (default: all): raw, msgpack, postcard, json, tarpc, tarpc-nodelay, tonic
-    /// (tonic only in a build with `--features tonic`).
+    /// Systems to run (default: all): raw, msgpack, postcard, json, postcard-ws (postcard over
+    /// `ws://`), tarpc, tarpc-nodelay, tonic (tonic only in a build with `--features tonic`).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Workloads to run (default: all): a, b, c, d, e.
@@ -88,6 +88,8 @@ enum Kind {
     Raw,
     /// The framework with this serializer.
     Ours(Format),
+    /// The framework with this serializer, over its WebSocket transport (`ws://`).
+    OursWs(Format),
     /// tarpc (serde transport, bincode), with or without `TCP_NODELAY`.
     Tarpc { nodelay: bool },
     /// tonic (gRPC, prost).
@@ -106,11 +108,15 @@ impl System {
     async fn connect(&self) -> anyhow::Result<EchoConn> {
         Ok(match &self.kind {
             Kind::Raw => EchoConn::Raw(RawClient::connect(self.addr).await?),
-            Kind::Ours(format) => {
+            Kind::Ours(format) | Kind::OursWs(format) => {
+                let endpoint = match self.kind {
+                    Kind::OursWs(_) => Endpoint::ws(self.addr, "/"),
+                    _ => Endpoint::tcp(self.addr),
+                };
                 let client = Client::builder()
                     .format(format.clone())
                     .timeout(Duration::from_secs(60))
-                    .connect(&Endpoint::tcp(self.addr))
+                    .connect(&endpoint)
                     .await?;
                 EchoConn::Ours(EchoClient::new(client))
             }
@@ -123,7 +129,7 @@ impl System {
     }
 
     fn is_ours(&self) -> bool {
-        matches!(self.kind, Kind::Ours(_))
+        matches!(self.kind, Kind::Ours(_) | Kind::OursWs(_))
     }
 }
 
@@ -384,18 +390,25 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
     let server = Server::builder()
         .service(EchoServer::new(EchoImpl))
         .listen("tcp://127.0.0.1:0")
+        .listen("ws://127.0.0.1:0/")
         .start()
         .await?;
-    let Some(Endpoint::Tcp { port, .. }) = server.local_endpoint() else {
-        anyhow::bail!("server has no TCP endpoint");
+    let [
+        Endpoint::Tcp { port, .. },
+        Endpoint::Ws { port: ws_port, .. },
+    ] = server.local_endpoints()
+    else {
+        anyhow::bail!("server has no TCP and WebSocket endpoints");
     };
     let rpc_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let ws_addr: SocketAddr = format!("127.0.0.1:{ws_port}").parse()?;
     let system = |name, addr, kind| System { name, addr, kind };
     let all = [
         system("raw", raw_addr, Kind::Raw),
         system("msgpack", rpc_addr, Kind::Ours(Format::MessagePack)),
         system("postcard", rpc_addr, Kind::Ours(Format::Postcard)),
         system("json", rpc_addr, Kind::Ours(Format::Json)),
+        system("postcard-ws", ws_addr, Kind::OursWs(Format::Postcard)),
         system("tarpc", tarpc_addr, Kind::Tarpc { nodelay: false }),
         system(
             "tarpc-nodelay",
@@ -705,6 +718,7 @@ fn color(system: &System) -> RGBColor {
         "postcard" => RGBColor(31, 119, 180),
         "msgpack" => RGBColor(98, 160, 210),
         "json" => RGBColor(160, 200, 232),
+        "postcard-ws" => RGBColor(20, 70, 120),
         "tarpc" => RGBColor(253, 174, 107),
         "tarpc-nodelay" => RGBColor(230, 120, 20),
         _ => RGBColor(44, 160, 44),
