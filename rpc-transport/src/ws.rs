@@ -38,7 +38,8 @@ use crate::{Connection, Endpoint, PeerAddr, tcp};
 
 /// The WebSocket subprotocol of the framework. A client may offer it in
 /// `Sec-WebSocket-Protocol`; the server then names it in its answer. A client that offers none is
-/// accepted too.
+/// accepted too. The built-in client offers it and fails a handshake whose answer does not name
+/// it, as browsers do.
 pub const SUBPROTOCOL: &str = "dubbo-rs.v1";
 
 /// The largest WebSocket message (and WebSocket frame) accepted, and the largest one sent:
