@@ -18,7 +18,10 @@ use crate::{Acceptor, Connection, Connector, Endpoint, TransportError, memory, t
 /// ([`PeerAuth::AnyKey`](crate::quic::PeerAuth::AnyKey)): the connection is encrypted and the
 /// server's key is in [`PeerAddr::Quic`](crate::PeerAddr::Quic), but nothing checks it. To pin
 /// the server's key, connect from a [`QuicEndpoint`](crate::quic::QuicEndpoint) with
-/// [`PeerAuth::Pinned`](crate::quic::PeerAuth::Pinned). A memory
+/// [`PeerAuth::Pinned`](crate::quic::PeerAuth::Pinned).
+/// WebSocket resolves and connects as TCP does, then does the HTTP upgrade to the endpoint's
+/// path, offering the subprotocol [`ws::SUBPROTOCOL`](crate::ws::SUBPROTOCOL); the timeout
+/// covers both. A memory
 /// endpoint nobody listens on fails at once with [`io::ErrorKind::ConnectionRefused`]; one whose
 /// listener has [a full backlog](listen) waits, up to `timeout`.
 pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connection, TransportError> {
@@ -26,6 +29,10 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
         match endpoint {
             Endpoint::Tcp { host, port } => tcp::connect(host, *port).await,
             Endpoint::Quic { host, port } => quic_connect(host, *port).await,
+            #[cfg(feature = "ws")]
+            Endpoint::Ws { host, port, path } => crate::ws::connect(host, *port, path).await,
+            #[cfg(not(feature = "ws"))]
+            Endpoint::Ws { .. } => Err(ws_disabled()),
             #[cfg(unix)]
             Endpoint::Unix(path) => crate::unix::connect(path).await,
             #[cfg(not(unix))]
@@ -56,6 +63,11 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
 ///   presents one, is in [`PeerAddr::Quic`](crate::PeerAddr::Quic). Clients that should be
 ///   checked need a [`QuicEndpoint`](crate::quic::QuicEndpoint) with
 ///   [`PeerAuth::Pinned`](crate::quic::PeerAuth::Pinned).
+/// - WebSocket binds as TCP does. Each accepted TCP connection does its WebSocket handshake in
+///   a task of its own, with a timeout, so a client that never sends its upgrade request delays
+///   no other; [`Listener::accept`] returns connections whose handshake is done. An upgrade
+///   request for another path is answered 404; any `Origin` is accepted. See
+///   [`ws`](crate::ws) for the limits.
 /// - Unix binds the socket path. An existing socket file is probed by connecting to it: if that
 ///   is refused, the file was left by a process that is gone and is replaced; otherwise this
 ///   fails with [`io::ErrorKind::AddrInUse`] (and the live listener sees the probe as a
@@ -67,6 +79,12 @@ pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
     let inner = match endpoint {
         Endpoint::Tcp { host, port } => TcpAcceptor::bind(host, *port).await.map(Inner::Tcp),
         Endpoint::Quic { host, port } => quic_listen(host, *port).await,
+        #[cfg(feature = "ws")]
+        Endpoint::Ws { host, port, path } => crate::ws::WsAcceptor::bind(host, *port, path)
+            .await
+            .map(Inner::Ws),
+        #[cfg(not(feature = "ws"))]
+        Endpoint::Ws { .. } => Err(ws_disabled()),
         #[cfg(unix)]
         Endpoint::Unix(path) => UnixAcceptor::bind(path).await.map(Inner::Unix),
         #[cfg(not(unix))]
@@ -153,6 +171,14 @@ fn quic_unsupported() -> io::Error {
     )
 }
 
+#[cfg(not(feature = "ws"))]
+fn ws_disabled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "ws:// endpoints need the `ws` feature of rpc-transport",
+    )
+}
+
 #[cfg(not(unix))]
 fn unix_unsupported() -> io::Error {
     io::Error::new(
@@ -207,6 +233,8 @@ enum Inner {
     Tcp(TcpAcceptor),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicEndpoint),
+    #[cfg(feature = "ws")]
+    Ws(crate::ws::WsAcceptor),
     #[cfg(unix)]
     Unix(UnixAcceptor),
     Memory(MemoryListener),
@@ -220,6 +248,8 @@ impl Listener {
             Inner::Tcp(acceptor) => acceptor.accept().await,
             #[cfg(feature = "quic")]
             Inner::Quic(endpoint) => return endpoint.accept().await,
+            #[cfg(feature = "ws")]
+            Inner::Ws(acceptor) => acceptor.accept().await,
             #[cfg(unix)]
             Inner::Unix(acceptor) => acceptor.accept().await,
             Inner::Memory(listener) => listener.accept().await,
@@ -234,6 +264,8 @@ impl Listener {
             Inner::Tcp(acceptor) => acceptor.local_endpoint().clone(),
             #[cfg(feature = "quic")]
             Inner::Quic(endpoint) => Acceptor::local_endpoint(endpoint),
+            #[cfg(feature = "ws")]
+            Inner::Ws(acceptor) => acceptor.local_endpoint().clone(),
             #[cfg(unix)]
             Inner::Unix(acceptor) => Endpoint::Unix(acceptor.path().to_owned()),
             Inner::Memory(listener) => Endpoint::Memory(listener.name().to_owned()),

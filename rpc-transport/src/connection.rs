@@ -41,6 +41,8 @@ pub enum PeerAddr {
         /// The peer's ed25519 public key.
         key: Option<[u8; 32]>,
     },
+    /// A WebSocket peer's TCP address (`ws://` endpoints).
+    Ws(SocketAddr),
     /// A Unix socket peer: its path if it has one (a connecting client usually has none, a
     /// server it connected to is named by the path it listens on).
     Unix(Option<PathBuf>),
@@ -55,6 +57,7 @@ impl fmt::Display for PeerAddr {
         match self {
             PeerAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
             PeerAddr::Quic { addr, .. } => write!(f, "quic://{addr}"),
+            PeerAddr::Ws(addr) => write!(f, "ws://{addr}"),
             PeerAddr::Unix(Some(path)) => write!(f, "unix://{}", path.display()),
             PeerAddr::Unix(None) => f.write_str("unix (unnamed)"),
             PeerAddr::Memory(number) => write!(f, "mem connection #{number}"),
@@ -266,6 +269,7 @@ mod tests {
             .to_string(),
             "quic://[::1]:7"
         );
+        assert_eq!(PeerAddr::Ws(v6).to_string(), "ws://[::1]:7");
         assert_eq!(PeerAddr::Unix(Some("/s".into())).to_string(), "unix:///s");
         assert_eq!(PeerAddr::Unix(None).to_string(), "unix (unnamed)");
         assert_eq!(PeerAddr::Memory(3).to_string(), "mem connection #3");

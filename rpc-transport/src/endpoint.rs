@@ -7,11 +7,13 @@ use std::str::FromStr;
 
 use crate::TransportError;
 
-/// Where to connect or listen: `tcp://host:port`, `quic://host:port`, `unix:///abs/path` or
+/// Where to connect or listen: `tcp://host:port`, `quic://host:port`, `ws://host:port/path`,
+/// `unix:///abs/path` or
 /// `mem://name`.
 ///
 /// Parsed with [`FromStr`]; [`Display`](fmt::Display) writes the same form back, so an endpoint
 /// survives a round trip through text (an IPv6 host is written in brackets, `tcp://[::1]:80`).
+/// `wss://` (WebSocket over TLS) is not built in.
 ///
 /// ```
 /// use rpc_transport::Endpoint;
@@ -23,11 +25,14 @@ use crate::TransportError;
 /// let endpoint: Endpoint = "quic://[::1]:4433".parse()?;
 /// assert_eq!(endpoint, Endpoint::Quic { host: "::1".into(), port: 4433 });
 /// assert_eq!(endpoint.scheme(), "quic");
+/// let endpoint: Endpoint = "ws://[::1]:8080".parse()?;
+/// assert_eq!(endpoint.scheme(), "ws");
+/// assert_eq!(endpoint.to_string(), "ws://[::1]:8080/");
 ///
 /// let err = "http://x".parse::<Endpoint>().unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, unix:///path or mem://name"#,
+///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, ws://host:port/path, unix:///path or mem://name"#,
 /// );
 /// # Ok::<(), rpc_transport::TransportError>(())
 /// ```
@@ -49,6 +54,17 @@ pub enum Endpoint {
         host: String,
         /// UDP port; 0 when listening asks the system for a free one.
         port: u16,
+    },
+    /// A WebSocket over TCP (feature `ws`): the framework's frames in binary messages, so that
+    /// a browser can call. Written `ws://host:port/path`; the path defaults to `/`.
+    Ws {
+        /// Host name or address, resolved when connecting or listening.
+        host: String,
+        /// Port; 0 when listening asks the system for a free one.
+        port: u16,
+        /// The HTTP path of the upgrade request, starting with `/`; a listener answers 404 to
+        /// any other.
+        path: String,
     },
     /// A Unix domain socket at an absolute path.
     Unix(PathBuf),
@@ -83,11 +99,21 @@ impl Endpoint {
         Endpoint::Memory(name.into())
     }
 
-    /// The scheme: `"tcp"`, `"quic"`, `"unix"` or `"mem"`.
+    /// The WebSocket endpoint of a socket address, upgrading at `path`.
+    pub fn ws(addr: SocketAddr, path: impl Into<String>) -> Self {
+        Endpoint::Ws {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            path: path.into(),
+        }
+    }
+
+    /// The scheme: `"tcp"`, `"quic"`, `"ws"`, `"unix"` or `"mem"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Endpoint::Tcp { .. } => "tcp",
             Endpoint::Quic { .. } => "quic",
+            Endpoint::Ws { .. } => "ws",
             Endpoint::Unix(_) => "unix",
             Endpoint::Memory(_) => "mem",
         }
@@ -107,6 +133,7 @@ impl FromStr for Endpoint {
             }
             "quic" => parse_host_port(input, "quic", rest)
                 .map(|(host, port)| Endpoint::Quic { host, port }),
+            "ws" => parse_ws(input, rest),
             "unix" => parse_unix(input, rest),
             "mem" => parse_memory(input, rest),
             other => Err(TransportError::invalid(
@@ -128,6 +155,10 @@ impl fmt::Display for Endpoint {
                 write!(f, "quic://[{host}]:{port}")
             }
             Endpoint::Quic { host, port } => write!(f, "quic://{host}:{port}"),
+            Endpoint::Ws { host, port, path } if host.contains(':') => {
+                write!(f, "ws://[{host}]:{port}{path}")
+            }
+            Endpoint::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::Memory(name) => write!(f, "mem://{name}"),
         }
@@ -206,7 +237,30 @@ impl From<SocketAddr> for Endpoint {
     }
 }
 
-/// The host and port of `tcp://` and `quic://` endpoints; `scheme` names the form in errors.
+fn parse_ws(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, "/"),
+    };
+    let (host, port) = parse_host_port(input, "ws", authority)?;
+    if let Some(bad) = path
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '?' | '#'))
+    {
+        return Err(TransportError::invalid(
+            input,
+            format!("invalid character {bad:?} in the path {path:?}"),
+        ));
+    }
+    Ok(Endpoint::Ws {
+        host,
+        port,
+        path: path.to_owned(),
+    })
+}
+
+/// The host and port of `tcp://`, `quic://` and `ws://` endpoints (`host:port` or
+/// `[v6]:port`); `scheme` names the form in errors.
 fn parse_host_port(input: &str, scheme: &str, rest: &str) -> Result<(String, u16), TransportError> {
     let invalid = |reason: String| TransportError::invalid(input, reason);
     if rest.is_empty() {
@@ -347,6 +401,22 @@ mod tests {
                     port: 0,
                 },
             ),
+            (
+                "ws://localhost:80/",
+                Endpoint::Ws {
+                    host: "localhost".into(),
+                    port: 80,
+                    path: "/".into(),
+                },
+            ),
+            (
+                "ws://[::1]:8080/rpc/v1",
+                Endpoint::Ws {
+                    host: "::1".into(),
+                    port: 8080,
+                    path: "/rpc/v1".into(),
+                },
+            ),
             ("mem://svc", Endpoint::Memory("svc".into())),
             ("mem://a://b", Endpoint::Memory("a://b".into())),
         ];
@@ -366,6 +436,9 @@ mod tests {
         assert_eq!(Endpoint::tcp(v6).scheme(), "tcp");
         assert_eq!(Endpoint::quic(v6).to_string(), "quic://[::1]:9");
         assert_eq!(Endpoint::quic(v4).scheme(), "quic");
+        assert_eq!(Endpoint::ws(v4, "/rpc").to_string(), "ws://127.0.0.1:9/rpc");
+        assert_eq!(Endpoint::ws(v6, "/").to_string(), "ws://[::1]:9/");
+        assert_eq!(Endpoint::ws(v6, "/").scheme(), "ws");
         assert_eq!(Endpoint::unix("/s").scheme(), "unix");
         assert_eq!(Endpoint::memory("m").scheme(), "mem");
     }
@@ -379,7 +452,7 @@ mod tests {
         let message = "http://x".parse::<Endpoint>().unwrap_err().to_string();
         assert_eq!(
             message,
-            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, unix:///path or mem://name"#
+            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, ws://host:port/path, unix:///path or mem://name"#
         );
     }
 
@@ -427,6 +500,43 @@ mod tests {
     }
 
     #[test]
+    fn ws_forms_and_errors() {
+        let bare: Endpoint = "ws://127.0.0.1:7000".parse().unwrap();
+        assert_eq!(
+            bare,
+            Endpoint::Ws {
+                host: "127.0.0.1".into(),
+                port: 7000,
+                path: "/".into()
+            }
+        );
+        assert_eq!(bare.to_string(), "ws://127.0.0.1:7000/");
+        assert_eq!(reason("ws://"), "missing host and port");
+        assert_eq!(reason("ws:///rpc"), "missing host and port");
+        assert_eq!(reason("ws://h/rpc"), "missing port");
+        assert_eq!(
+            reason("ws://h:x/rpc"),
+            r#"invalid port "x", expected 0 to 65535"#
+        );
+        assert_eq!(
+            reason("ws://::1:80/"),
+            "an IPv6 host must be in brackets, as in ws://[::1]:80"
+        );
+        assert_eq!(
+            reason("ws://h:80/a b"),
+            r#"invalid character ' ' in the path "/a b""#
+        );
+        assert_eq!(
+            reason("ws://h:80/rpc?x=1"),
+            r#"invalid character '?' in the path "/rpc?x=1""#
+        );
+        assert_eq!(
+            reason("ws://h:80/#top"),
+            r#"invalid character '#' in the path "/#top""#
+        );
+    }
+
+    #[test]
     fn unix_and_memory_errors() {
         assert_eq!(reason("unix://"), "empty unix socket path");
         assert_eq!(
@@ -446,6 +556,8 @@ mod tests {
             (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Tcp { host, port }),
             any::<SocketAddr>().prop_map(Endpoint::quic),
             (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Quic { host, port }),
+            (any::<SocketAddr>(), "(/[!-~&&[^?#/]]{0,8}){1,3}")
+                .prop_map(|(addr, path)| Endpoint::ws(addr, path)),
             "(/[^/\0]{1,12}){1,4}".prop_map(Endpoint::unix),
             ".{1,40}".prop_map(Endpoint::memory),
         ]

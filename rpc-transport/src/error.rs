@@ -5,13 +5,14 @@ use std::time::Duration;
 
 /// The accepted endpoint forms, named in every [`TransportError::InvalidEndpoint`] message.
 pub(crate) const ACCEPTED_FORMS: &str =
-    "tcp://host:port, quic://host:port, unix:///path or mem://name";
+    "tcp://host:port, quic://host:port, ws://host:port/path, unix:///path or mem://name";
 
 /// Why an endpoint could not be parsed, connected to, listened on or accepted from.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// The text is not one of the endpoint forms `tcp://host:port`, `quic://host:port`,
+    /// `ws://host:port/path`,
     /// `unix:///path` or `mem://name`.
     #[error("invalid endpoint {input:?}: {reason}; expected {ACCEPTED_FORMS}")]
     InvalidEndpoint {

@@ -2,8 +2,9 @@
 //! what travels over them (framing belongs to `rpc-codec`, calls to `rpc-core`).
 //!
 //! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`, `quic://host:port`,
-//!   `unix:///abs/path` or `mem://name` (an in-process pipe, for tests and for client and server
-//!   in one process).
+//!   `ws://host:port/path` (a WebSocket, so that browsers can call; feature `ws`, on by
+//!   default; `wss://` is not built in), `unix:///abs/path` or `mem://name` (an in-process pipe,
+//!   for tests and for client and server in one process).
 //! - [`quic`] (feature `quic`, on by default) runs connections over QUIC, with peers known by
 //!   their ed25519 keys.
 //! - [`connect`] and [`listen`] open the built-in endpoints; [`EndpointConnector`] and
@@ -55,6 +56,8 @@ mod tcp;
 mod transport;
 #[cfg(unix)]
 mod unix;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use builtin::{EndpointConnector, Listener, connect, listen};
 pub use connection::{AsyncStream, BoxRead, BoxWrite, Connection, PeerAddr};

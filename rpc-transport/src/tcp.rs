@@ -8,6 +8,16 @@ use crate::{Connection, Endpoint};
 
 /// Resolves `host` and tries each address in turn, returning the last failure if none connects.
 pub(crate) async fn connect(host: &str, port: u16) -> io::Result<Connection> {
+    let (stream, addr) = connect_stream(host, port).await?;
+    Ok(Connection::tcp(stream, addr))
+}
+
+/// [`connect`], for a transport over TCP: the stream (with `TCP_NODELAY`) and the address it
+/// reached.
+pub(crate) async fn connect_stream(
+    host: &str,
+    port: u16,
+) -> io::Result<(TcpStream, std::net::SocketAddr)> {
     let mut last_error = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
         match TcpStream::connect(addr)
@@ -17,7 +27,7 @@ pub(crate) async fn connect(host: &str, port: u16) -> io::Result<Connection> {
             Ok(stream) => {
                 // Frames are written whole; Nagle's algorithm would only delay small calls.
                 stream.set_nodelay(true)?;
-                return Ok(Connection::tcp(stream, addr));
+                return Ok((stream, addr));
             }
             Err(error) => {
                 tracing::debug!(%addr, %error, "tcp connect attempt failed");

@@ -64,8 +64,9 @@ struct Args {
     /// Calls in each latency measurement.
     #[arg(long, default_value_t = 20_000)]
     latency_calls: usize,
-    /// Systems to run (default: all): raw, msgpack, postcard, json, postcard-quic, tarpc,
-    /// tarpc-nodelay, tonic (tonic only in a build with `--features tonic`).
+    /// Systems to run (default: all): raw, msgpack, postcard, json, postcard-quic (postcard over
+    /// `quic://`), postcard-ws (postcard over `ws://`), tarpc, tarpc-nodelay, tonic (tonic only
+    /// in a build with `--features tonic`).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Workloads to run (default: all): a, b, c, d, e.
@@ -91,6 +92,8 @@ enum Kind {
     Ours(Format),
     /// The framework with this serializer, over QUIC (the built-in `quic://` endpoints).
     OursQuic(Format),
+    /// The framework with this serializer, over its WebSocket transport (`ws://`).
+    OursWs(Format),
     /// tarpc (serde transport, bincode), with or without `TCP_NODELAY`.
     Tarpc { nodelay: bool },
     /// tonic (gRPC, prost).
@@ -109,11 +112,15 @@ impl System {
     async fn connect(&self) -> anyhow::Result<EchoConn> {
         Ok(match &self.kind {
             Kind::Raw => EchoConn::Raw(RawClient::connect(self.addr).await?),
-            Kind::Ours(format) => {
+            Kind::Ours(format) | Kind::OursWs(format) => {
+                let endpoint = match self.kind {
+                    Kind::OursWs(_) => Endpoint::ws(self.addr, "/"),
+                    _ => Endpoint::tcp(self.addr),
+                };
                 let client = Client::builder()
                     .format(format.clone())
                     .timeout(Duration::from_secs(60))
-                    .connect(&Endpoint::tcp(self.addr))
+                    .connect(&endpoint)
                     .await?;
                 EchoConn::Ours(EchoClient::new(client))
             }
@@ -134,7 +141,10 @@ impl System {
     }
 
     fn is_ours(&self) -> bool {
-        matches!(self.kind, Kind::Ours(_) | Kind::OursQuic(_))
+        matches!(
+            self.kind,
+            Kind::Ours(_) | Kind::OursQuic(_) | Kind::OursWs(_)
+        )
     }
 }
 
@@ -396,16 +406,22 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
         .service(EchoServer::new(EchoImpl))
         .listen("tcp://127.0.0.1:0")
         .listen("quic://127.0.0.1:0")
+        .listen("ws://127.0.0.1:0/")
         .start()
         .await?;
-    let Some(Endpoint::Tcp { port, .. }) = server.local_endpoints().first() else {
-        anyhow::bail!("server has no TCP endpoint");
+    let [
+        Endpoint::Tcp { port, .. },
+        Endpoint::Quic {
+            port: quic_port, ..
+        },
+        Endpoint::Ws { port: ws_port, .. },
+    ] = server.local_endpoints()
+    else {
+        anyhow::bail!("server has no TCP, QUIC and WebSocket endpoints");
     };
     let rpc_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let Some(Endpoint::Quic { port, .. }) = server.local_endpoints().get(1) else {
-        anyhow::bail!("server has no QUIC endpoint");
-    };
-    let quic_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let quic_addr: SocketAddr = format!("127.0.0.1:{quic_port}").parse()?;
+    let ws_addr: SocketAddr = format!("127.0.0.1:{ws_port}").parse()?;
     let system = |name, addr, kind| System { name, addr, kind };
     let all = [
         system("raw", raw_addr, Kind::Raw),
@@ -413,6 +429,7 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
         system("postcard", rpc_addr, Kind::Ours(Format::Postcard)),
         system("json", rpc_addr, Kind::Ours(Format::Json)),
         system("postcard-quic", quic_addr, Kind::OursQuic(Format::Postcard)),
+        system("postcard-ws", ws_addr, Kind::OursWs(Format::Postcard)),
         system("tarpc", tarpc_addr, Kind::Tarpc { nodelay: false }),
         system(
             "tarpc-nodelay",
@@ -723,6 +740,7 @@ fn color(system: &System) -> RGBColor {
         "msgpack" => RGBColor(98, 160, 210),
         "json" => RGBColor(160, 200, 232),
         "postcard-quic" => RGBColor(148, 103, 189),
+        "postcard-ws" => RGBColor(20, 70, 120),
         "tarpc" => RGBColor(253, 174, 107),
         "tarpc-nodelay" => RGBColor(230, 120, 20),
         _ => RGBColor(44, 160, 44),

@@ -11,7 +11,7 @@ use rpc_core::{BlockingClient, Client, Endpoint, Format, RpcError};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// The server's endpoint: tcp://host:port, unix:///path or mem://name.
+    /// The server's endpoint: tcp://host:port, ws://host:port/path, unix:///path or mem://name.
     #[arg(long, default_value = "tcp://127.0.0.1:7000")]
     endpoint: Endpoint,
     /// The serializer for this connection: msgpack, postcard or json.

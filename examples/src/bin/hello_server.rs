@@ -29,7 +29,8 @@ macro_rules! say {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
+    /// Where to listen: tcp://host:port, ws://host:port/path, unix:///path or mem://name.
+    /// Repeat for several.
     #[arg(long, default_value = "tcp://127.0.0.1:7000")]
     listen: Vec<Endpoint>,
     /// A name shown in greetings, to tell instances apart.

@@ -62,7 +62,8 @@ const MAX_FRAME_BYTES: u64 = u32::MAX as u64;
 #[derive(Parser, Debug)]
 #[command(name = "registry-server", version, verbatim_doc_comment)]
 struct Args {
-    /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
+    /// Where to listen: tcp://host:port, ws://host:port/path, unix:///path or mem://name.
+    /// Repeat for several.
     #[arg(long, default_value = "tcp://127.0.0.1:7100")]
     listen: Vec<Endpoint>,
     /// The store behind the registry.

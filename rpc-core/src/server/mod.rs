@@ -110,8 +110,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Listens on a built-in endpoint (TCP, Unix, memory): `"tcp://127.0.0.1:7000"`, an
-    /// [`Endpoint`]… Text that names no endpoint fails [`start`](ServerBuilder::start).
+    /// Listens on a built-in endpoint (TCP, WebSocket, Unix, memory): `"tcp://127.0.0.1:7000"`,
+    /// `"ws://127.0.0.1:7001/rpc"`, an [`Endpoint`]… Call it again to listen on several at once
+    /// (TCP for servers and WebSocket for browsers, say). Text that names no endpoint fails
+    /// [`start`](ServerBuilder::start).
     pub fn listen(mut self, endpoint: impl IntoEndpoint) -> Self {
         self.endpoints.push(endpoint.into_endpoint());
         self
