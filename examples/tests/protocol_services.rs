@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use chat_api::{
     Access, ChatError, Delivery, Destination, Envelope, Friend, FriendState, InboxItem,
-    LoginRequest, Membership, Node, NodeServer, Page as ChatPage, Path, Peer, PeerError,
-    PeerServer, PresenceEvent, RegisterRequest, RoomInfo, Sender, Session, Signal, SignalServer,
-    UserInfo,
+    LoginRequest, Membership, NatReport, Node, NodeServer, Page as ChatPage, Path, Peer, PeerError,
+    PeerServer, PresenceEvent, RegisterRequest, Rendezvous, RoomInfo, Sender, Session, Signal,
+    SignalServer, UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
@@ -190,6 +190,15 @@ impl Signal for SignalMethods {
         _: Option<String>,
         _: u32,
     ) -> Result<ChatPage<Friend>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn rendezvous(&self) -> Rendezvous {
+        unreachable!("{UNCALLED}")
+    }
+    async fn report_nat(&self, _: String, _: NatReport) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn nat_of(&self, _: String, _: String) -> Result<Option<NatReport>, ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {
