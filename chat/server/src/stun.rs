@@ -282,7 +282,7 @@ fn looks_like_binding_request(datagram: &[u8]) -> bool {
         && u16::from_be_bytes([t0, t1]) == BINDING_REQUEST
         && u32::from_be_bytes([c0, c1, c2, c3]) == MAGIC_COOKIE
         && usize::from(u16::from_be_bytes([l0, l1])) == datagram.len() - 20
-        && datagram.len() % 4 == 0
+        && datagram.len().is_multiple_of(4)
 }
 
 /// The flags of a CHANGE-REQUEST value (RFC 5780 §7.2): "change IP" is 0x4, "change port" 0x2.
