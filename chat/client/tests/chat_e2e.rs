@@ -836,6 +836,16 @@ fn nat_check_classifies_loopback_as_no_nat_through_the_servers_stun() {
             "127.0.0.2",
         ],
     );
+    // In a session: /nat finds the client's own NAT, /nat <user> what that user reported.
+    let mut alice = Client::online(&server, "alice", &[]);
+    let mut bob = Client::online(&server, "bob", &[]);
+    let mine = alice.command("/nat", "nat");
+    assert_eq!(mine["user"], Value::Null, "{mine}");
+    assert_eq!(mine["mapping"], "endpoint-independent", "{mine}");
+    assert_eq!(mine["filtering"], "endpoint-independent", "{mine}");
+    let seen = bob.command("/nat alice", "nat");
+    assert_eq!(seen["user"], "alice", "{seen}");
+    assert_eq!(seen["public"], mine["public"], "{seen}");
     for flags in [
         vec!["--stun", stun.as_str()],
         vec!["--server", &server.endpoint()],
