@@ -249,6 +249,7 @@ impl ChatClient {
             directory: Mutex::default(),
             rooms: Mutex::new(BTreeSet::new()),
             renew,
+            nat: Mutex::new(None),
         });
         shared.set_state(ClientState::Connecting);
         let session = match login {
@@ -297,8 +298,8 @@ impl ChatClient {
 
     /// This client's NAT: its public address and how its NAT maps and filters (RFC 5780),
     /// found with the server's STUN service (see [`nat`]) the first time and reported to the
-    /// server (`report_nat`), so that other users see it with [`ChatClient::nat_of`]. Fails
-    /// when the server has no STUN service.
+    /// server (`report_nat`, and again after each new registration), so that other users see
+    /// it with [`ChatClient::nat_of`]. Fails when the server has no STUN service.
     pub async fn nat(&self) -> Result<NatReport, ClientError> {
         let mut cached = self.inner.nat.lock().await;
         let report = match &*cached {
@@ -328,6 +329,12 @@ impl ChatClient {
             async move { s.report_nat(token, report).await }
         })
         .await?;
+        *self
+            .inner
+            .shared
+            .nat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
         Ok(report)
     }
 

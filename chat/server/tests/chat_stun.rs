@@ -405,3 +405,43 @@ async fn report_nat_checks_the_address_and_rendezvous_is_empty_without_stun() {
     alice.shutdown().await;
     server.shutdown(Duration::from_millis(100)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reports_its_nat_again_in_a_new_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), Some(stun_config(None))).await;
+    let endpoint = server.endpoints()[0].clone();
+    let connect = |name: &str| {
+        ChatClient::connect(
+            ChatClientConfig::new(endpoint.clone(), name).identity(Uuid::new_v4(), "secret-1234"),
+        )
+    };
+    let (alice, _a) = connect("alice").await.unwrap();
+    let (bob, _b) = connect("bob").await.unwrap();
+    let report = alice.nat().await.unwrap();
+    // The server ends alice's session; her client registers again by itself.
+    let old = alice.session().unwrap().token;
+    let rpc = rpc_core::Client::builder()
+        .connect(&endpoint)
+        .await
+        .unwrap();
+    chat_api::SignalClient::new(rpc)
+        .leave(old.clone())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let renewed = alice.session().is_some_and(|s| s.token != old);
+        if renewed && bob.nat_of("alice").await.ok().flatten().as_ref() == Some(&report) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's new session has no NAT report"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.shutdown().await;
+    bob.shutdown().await;
+    server.shutdown(Duration::from_millis(100)).await;
+}
