@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use chat_api::{
     Access, CallMedia, ChatError, Delivery, Destination, Envelope, Friend, FriendState,
-    IceCandidate, InboxItem, LoginRequest, Membership, Node, NodeServer, Page as ChatPage, Path,
-    Peer, PeerError, PeerServer, PresenceEvent, RegisterRequest, RoomInfo, SdpKind, Sender,
-    Session, Signal, SignalServer, UserInfo,
+    IceCandidate, InboxItem, LoginRequest, Membership, NatReport, Node, NodeServer,
+    Page as ChatPage, Path, Peer, PeerError, PeerServer, PresenceEvent, RegisterRequest,
+    Rendezvous, RoomInfo, SdpKind, Sender, Session, Signal, SignalServer, UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
 use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
@@ -211,6 +211,15 @@ impl Signal for SignalMethods {
         unreachable!("{UNCALLED}")
     }
     async fn send_ice(&self, _: String, _: Uuid, _: IceCandidate) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn rendezvous(&self) -> Rendezvous {
+        unreachable!("{UNCALLED}")
+    }
+    async fn report_nat(&self, _: String, _: NatReport) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn nat_of(&self, _: String, _: String) -> Result<Option<NatReport>, ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {

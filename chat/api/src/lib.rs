@@ -305,6 +305,53 @@ pub enum FriendEvent {
     },
 }
 
+/// How a NAT treats a device's UDP traffic, as RFC 5780 classifies its mapping (which public
+/// address a private one gets) and its filtering (who may send to that public address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NatBehaviour {
+    /// The same for every destination (mapping), or anyone may send (filtering): no NAT, or
+    /// the friendliest kind.
+    EndpointIndependent,
+    /// Depends on the remote IP address only.
+    AddressDependent,
+    /// Depends on the remote IP address and port (a "symmetric" NAT's mapping).
+    AddressAndPortDependent,
+    /// Could not be told: the tests needed got no answer, or the server lacks what they need.
+    Unknown,
+}
+
+/// What a client found out about its NAT with the server's STUN service (RFC 5780).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatReport {
+    /// How the NAT maps the device's address to public ones.
+    pub mapping: NatBehaviour,
+    /// Which remote endpoints may reach the device through its public address.
+    pub filtering: NatBehaviour,
+    /// The device's public (server-reflexive) address as `ip:port`, if STUN answered.
+    pub public: Option<String>,
+}
+
+/// A STUN or TURN server as a browser's `RTCIceServer` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// Its URLs, like `stun:host:port`.
+    pub urls: Vec<String>,
+    /// The user name, for a TURN server.
+    pub username: Option<String>,
+    /// The password, for a TURN server.
+    pub credential: Option<String>,
+}
+
+/// Where clients meet to find out how they are reachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendezvous {
+    /// The server's STUN services, as `host:port` of their primary address (UDP); empty when it
+    /// has none.
+    pub stun: Vec<String>,
+    /// The same for browsers (and any ICE agent).
+    pub ice_servers: Vec<IceServer>,
+}
+
 /// Why a chat call failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ChatError {
@@ -539,6 +586,18 @@ pub trait Signal {
         call: Uuid,
         candidate: IceCandidate,
     ) -> Result<(), ChatError>;
+    /// Where this server's STUN service is (RFC 8489 and RFC 5780 over UDP), for clients to
+    /// learn their public address and their NAT's behaviour; needs no session.
+    #[rpc(idempotent)]
+    async fn rendezvous(&self) -> Rendezvous;
+    /// Records what the caller found out about its NAT, with its session (until it ends), for
+    /// other users to see with `nat_of`.
+    #[rpc(idempotent)]
+    async fn report_nat(&self, token: String, report: NatReport) -> Result<(), ChatError>;
+    /// What an online user (by id as text, or display name) reported about their NAT; `None`
+    /// when they reported nothing.
+    #[rpc(idempotent)]
+    async fn nat_of(&self, token: String, user: String) -> Result<Option<NatReport>, ChatError>;
 }
 
 /// Why a peer refused a direct message.

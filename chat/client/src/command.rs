@@ -26,6 +26,7 @@ commands:
   /unfriend <user>          end a friendship, withdraw or decline a request
   /friends                  your friends and requests, and who of them is online
   /status                   this client's state, id and addresses
+  /nat [<name|uuid>]        your NAT's behaviour and public address (STUN), or a user's
   /help                     this help
   /quit                     leave the server and exit
 a line starting with // posts the text after the first slash
@@ -103,6 +104,8 @@ pub enum Command {
     History(String),
     /// `/status`.
     Status,
+    /// `/nat`, or `/nat <user>` for what a user reported.
+    Nat(Option<String>),
     /// `/help`.
     Help,
     /// `/quit`.
@@ -162,6 +165,8 @@ impl Command {
             "accept" => Command::Accept(one_arg(word, args, "<name|uuid>")?),
             "unfriend" => Command::Unfriend(one_arg(word, args, "<name|uuid>")?),
             "status" => no_args(word, args, Command::Status)?,
+            "nat" if args.is_empty() => Command::Nat(None),
+            "nat" => Command::Nat(Some(one_arg(word, args, "[<name|uuid>]")?)),
             "help" | "?" => Command::Help,
             "quit" | "exit" => Command::Quit,
             "whois" | "lookup" => Command::Whois(one_arg(word, args, "<name|uuid>")?),
@@ -257,6 +262,8 @@ mod tests {
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit);
         assert_eq!(parse("/status"), Command::Status);
+        assert_eq!(parse("/nat"), Command::Nat(None));
+        assert_eq!(parse("/nat bob"), Command::Nat(Some("bob".into())));
         assert_eq!(parse("/myrooms"), Command::MyRooms);
         assert_eq!(
             parse("/group team"),

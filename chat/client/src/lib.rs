@@ -35,19 +35,21 @@ mod config;
 mod dedup;
 mod directory;
 mod event;
+pub mod nat;
 mod peer;
 mod render;
 mod session;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_api::{
     Access, CallMedia, ChatError, Delivery, Envelope, Friend, FriendState, IceCandidate,
-    LoginRequest, Membership, Page, Path, PeerServer, RoomInfo, SdpKind, Sender, Session,
-    SignalClient, UserInfo, excerpt, now_ms,
+    LoginRequest, Membership, NatReport, Page, Path, PeerServer, Rendezvous, RoomInfo, SdpKind,
+    Sender, Session, SignalClient, UserInfo, excerpt, now_ms,
 };
 use rpc_core::{Client, Endpoint, Failover, RpcError, Server, ServerHandle};
 use rpc_registry::{Discovery, ServiceKey};
@@ -59,8 +61,11 @@ use uuid::Uuid;
 pub use self::command::{Command, HELP};
 pub use self::config::{ChatClientConfig, DEFAULT_LISTEN, DEFAULT_SERVER, new_secret};
 pub use self::event::{ChatEvent, ClientError, ClientState, SendReport};
+pub use self::nat::{NatTimeouts, discover, discover_on};
 use self::peer::{PeerClients, PeerService, Sink, check_text};
-pub use self::render::{event_json, event_text, path_name, printable, user_json};
+pub use self::render::{
+    event_json, event_text, nat_json, nat_text, path_name, printable, user_json,
+};
 use self::session::Shared;
 
 /// The most items [`ChatClient::who`], [`ChatClient::rooms`], [`ChatClient::members`] and
@@ -70,6 +75,20 @@ pub const MAX_LISTED: usize = 1 << 20;
 /// The first and the longest pause before a relay or post whose outcome is unknown is sent
 /// again.
 const RESEND_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// The first address of a STUN server's `host:port`.
+pub async fn resolve_stun(host_port: &str) -> Result<SocketAddr, ClientError> {
+    tokio::net::lookup_host(host_port)
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| {
+            ClientError::Invalid(format!(
+                "the STUN server {:?} cannot be resolved",
+                excerpt(host_port)
+            ))
+        })
+}
 
 /// Whether a failed call may have been done, or certainly was not but may be next time: worth
 /// making again with the same message id. Refusals (a bad request, an application error other
@@ -107,6 +126,8 @@ struct Inner {
     task: AbortHandle,
     peer: Mutex<Option<ServerHandle>>,
     peer_endpoint: Endpoint,
+    /// What NAT discovery found, once it ran.
+    nat: tokio::sync::Mutex<Option<NatReport>>,
 }
 
 impl Drop for Inner {
@@ -228,6 +249,7 @@ impl ChatClient {
             directory: Mutex::default(),
             rooms: Mutex::new(BTreeSet::new()),
             renew,
+            nat: Mutex::new(None),
         });
         shared.set_state(ClientState::Connecting);
         let session = match login {
@@ -248,6 +270,7 @@ impl ChatClient {
                 task,
                 peer: Mutex::new(Some(peer)),
                 peer_endpoint,
+                nat: tokio::sync::Mutex::new(None),
             }),
         };
         // The streams open right after; waiting for them makes "connected" mean "online". If
@@ -255,7 +278,74 @@ impl ChatClient {
         let mut state = client.watch_state();
         let timeout = client.inner.shared.config.call_timeout;
         let _ = tokio::time::timeout(timeout, state.wait_for(ClientState::is_online)).await;
+        // NAT discovery in the background, when the server has STUN: `nat` then answers at
+        // once. It holds the client weakly, so as not to keep it alive.
+        let weak = Arc::downgrade(&client.inner);
+        tokio::spawn(async move {
+            let Some(inner) = weak.upgrade() else { return };
+            let client = ChatClient { inner };
+            if let Err(e) = client.nat().await {
+                debug!("NAT discovery: {e}");
+            }
+        });
         Ok((client, events))
+    }
+
+    /// Where the server's STUN service is, if it has one.
+    pub async fn rendezvous(&self) -> Result<Rendezvous, ClientError> {
+        Ok(self.inner.shared.signal.rendezvous().await?)
+    }
+
+    /// This client's NAT: its public address and how its NAT maps and filters (RFC 5780),
+    /// found with the server's STUN service (see [`nat`]) the first time and reported to the
+    /// server (`report_nat`, and again after each new registration), so that other users see
+    /// it with [`ChatClient::nat_of`]. Fails when the server has no STUN service.
+    pub async fn nat(&self) -> Result<NatReport, ClientError> {
+        let mut cached = self.inner.nat.lock().await;
+        let report = match &*cached {
+            Some(report) => report.clone(),
+            None => {
+                let rendezvous = self.rendezvous().await?;
+                let stun = rendezvous.stun.first().ok_or_else(|| {
+                    ClientError::Invalid("the server has no STUN service".to_owned())
+                })?;
+                let stun = resolve_stun(stun).await?;
+                let bind = if stun.is_ipv4() {
+                    SocketAddr::from(([0, 0, 0, 0], 0))
+                } else {
+                    SocketAddr::from(([0u16; 8], 0))
+                };
+                let report = nat::discover(bind, stun, NatTimeouts::default())
+                    .await
+                    .map_err(|e| ClientError::Invalid(format!("STUN at {stun}: {e}")))?;
+                *cached = Some(report.clone());
+                report
+            }
+        };
+        drop(cached);
+        let sent = report.clone();
+        self.call(|s, token| {
+            let report = sent.clone();
+            async move { s.report_nat(token, report).await }
+        })
+        .await?;
+        *self
+            .inner
+            .shared
+            .nat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        Ok(report)
+    }
+
+    /// What a user (by name or id) reported about their NAT; `None` if nothing.
+    pub async fn nat_of(&self, user: &str) -> Result<Option<NatReport>, ClientError> {
+        let user = user.trim().to_owned();
+        self.call(|s, token| {
+            let user = user.clone();
+            async move { s.nat_of(token, user).await }
+        })
+        .await
     }
 
     /// This user's id.

@@ -11,7 +11,8 @@ use anyhow::Context;
 use chat_api::{Access, Friend, FriendState, Membership, RoomInfo, UserInfo, excerpt};
 use chat_client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
-    HELP, event_json, event_text, new_secret, path_name, printable, user_json,
+    HELP, NatTimeouts, event_json, event_text, nat_json, nat_text, new_secret, path_name,
+    printable, user_json,
 };
 use clap::Parser;
 use rpc_core::{Endpoint, Format};
@@ -48,7 +49,8 @@ presence changes and state changes above it. Commands (/help lists them):
   /join <room>, /create <room>, /group <room>, /invite <room> <user>, /add <room> <user>,
   /remove <room> <user>, /leave <room>, /rooms, /myrooms, /members <room>,
   /say <room> <text> (or plain text for the last room joined), /history <room>,
-  /friend <user>, /accept <user>, /unfriend <user>, /friends, /status, /help, /quit
+  /friend <user>, /accept <user>, /unfriend <user>, /friends, /status, /nat [<user>], /help,
+  /quit
 Rooms and groups last: the server keeps your memberships and the posts you missed while away.
 Lists (/who, /rooms, /members, /history, /friends) are fetched a page at a time.
 
@@ -57,7 +59,7 @@ prints every event and every command's result as one JSON object per line on std
 under \"event\". Events: message, presence, room, friend, state; every object of a kind has the
 same keys (null where one does not apply) and says what changed under \"change\". Results: sent,
 who, user, joined, created, invited, added, removed, left, rooms, members, posted, history,
-friend, friends, status, help, and error. For example:
+friend, friends, status, nat, help, and error. For example:
   {\"event\":\"state\",\"state\":\"online\",\"name\":\"alice\",\"observed\":\"127.0.0.1:50712\",...}
   {\"event\":\"sent\",\"to\":\"bob\",\"path\":\"direct\",\"id\":\"...\",...}
   {\"event\":\"message\",\"from\":\"bob\",\"room\":null,\"text\":\"hi\",\"path\":\"relayed\",...}
@@ -91,7 +93,8 @@ struct Args {
     #[arg(long)]
     registry: Option<Endpoint>,
     /// The display name, reserved to this user's id for good (at most 32 characters).
-    #[arg(long)]
+    /// Required, except with --nat-check.
+    #[arg(long, required_unless_present = "nat_check", default_value = "")]
     name: String,
     /// Log in to the existing account --name with its password (--password), without its id.
     #[arg(long, requires = "secret")]
@@ -133,6 +136,16 @@ struct Args {
     /// Script mode: commands from stdin without a prompt, JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Find out how this host's NAT maps and filters UDP (RFC 5780) with the STUN service of
+    /// --stun or, without it, of the server (asked with `rendezvous`, no registration), print
+    /// it (with --json one line: {"kind":"nat","event":"nat","mapping":...,"filtering":...,
+    /// "public":"ip:port"}) and exit: 0 when STUN answered, 1 when it did not. Takes at most
+    /// 3 s, whatever is lost.
+    #[arg(long)]
+    nat_check: bool,
+    /// The STUN server for --nat-check, as host:port (e.g. 203.0.113.1:3478).
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
     /// With --json: after stdin closes, keep receiving for this many seconds (0 to 86400,
     /// fractions allowed), then exit.
     #[arg(long = "for", value_name = "SECS", requires = "json", value_parser = seconds)]
@@ -172,6 +185,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, out: Output) -> i32 {
+    if args.nat_check {
+        return nat_check(&args, &out).await;
+    }
     let config = match config(&args) {
         Ok(config) => config,
         Err(e) => {
@@ -235,6 +251,70 @@ async fn run(args: Args, out: Output) -> i32 {
     tokio::time::sleep(Duration::from_millis(20)).await;
     printer.abort();
     code
+}
+
+/// `--nat-check`: discovery against --stun or the server's STUN service, one report, exit.
+async fn nat_check(args: &Args, out: &Output) -> i32 {
+    let stun = match &args.stun {
+        Some(stun) => stun.clone(),
+        None => match server_stun(args).await {
+            Ok(stun) => stun,
+            Err(e) => {
+                out.error(None, &format!("{e:#}"));
+                return 1;
+            }
+        },
+    };
+    let stun = match chat_client::resolve_stun(&stun).await {
+        Ok(stun) => stun,
+        Err(e) => {
+            out.error(None, &e.to_string());
+            return 2;
+        }
+    };
+    let bind = if stun.is_ipv4() {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        std::net::SocketAddr::from(([0u16; 8], 0))
+    };
+    match chat_client::discover(bind, stun, NatTimeouts::default()).await {
+        Ok(report) => {
+            let mut value = nat_json(&report, None);
+            value["kind"] = json!("nat");
+            value["stun"] = json!(stun.to_string());
+            out.result(value, nat_text(&report, None));
+            if report.public.is_some() { 0 } else { 1 }
+        }
+        Err(e) => {
+            out.error(None, &format!("STUN at {stun}: {e}"));
+            1
+        }
+    }
+}
+
+/// The STUN service the first --server tells about.
+async fn server_stun(args: &Args) -> anyhow::Result<String> {
+    let server = args
+        .server
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--server: at least one endpoint is needed"))?;
+    let connect = async {
+        let client = rpc_core::Client::builder()
+            .format(args.format.clone())
+            .connect(server)
+            .await?;
+        let signal = chat_api::SignalClient::new(client);
+        let rendezvous = signal.rendezvous().await?;
+        anyhow::Ok(rendezvous)
+    };
+    let rendezvous = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("the server {server} did not answer within 2 s"))??;
+    rendezvous
+        .stun
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the server {server} has no STUN service; give --stun"))
 }
 
 /// Builds the client configuration, reading or creating the identity file as needed.
@@ -607,6 +687,27 @@ impl Session {
                     client.joined_rooms().join(", "),
                 );
                 out.result(value, text);
+            }
+            Command::Nat(None) => {
+                let report = client.nat().await.map_err(|e| e.to_string())?;
+                out.result(nat_json(&report, None), nat_text(&report, None));
+            }
+            Command::Nat(Some(user)) => {
+                let info = client.lookup(&user).await.map_err(|e| e.to_string())?;
+                let report = client
+                    .nat_of(&info.id.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match report {
+                    Some(report) => out.result(
+                        nat_json(&report, Some(&info.name)),
+                        nat_text(&report, Some(&info.name)),
+                    ),
+                    None => out.result(
+                        json!({"event": "nat", "user": info.name, "mapping": null, "filtering": null, "public": null}),
+                        format!("* {} reported no NAT details", printable(&info.name)),
+                    ),
+                }
             }
             Command::Help => out.result(json!({"event": "help", "text": HELP}), HELP.to_owned()),
             // Handled by the caller; anything newer is not for this program to guess.

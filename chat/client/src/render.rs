@@ -1,8 +1,8 @@
 //! How events look: one JSON object per line for scripts, one short line of text for people.
 
 use chat_api::{
-    CallEnd, CallEvent, CallMedia, Destination, Envelope, FriendEvent, Path, PresenceEvent,
-    RoomEvent, SdpKind, Sender, UserInfo,
+    CallEnd, CallEvent, CallMedia, Destination, Envelope, FriendEvent, NatReport, Path,
+    PresenceEvent, RoomEvent, SdpKind, Sender, UserInfo,
 };
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -28,6 +28,36 @@ pub fn user_json(user: &UserInfo) -> Value {
         "advertised": user.advertised,
         "observed": user.observed,
     })
+}
+
+/// A NAT report as a JSON object: `{"event": "nat", "user", "mapping", "filtering",
+/// "public"}`, `user` null for this client's own; behaviours are named by
+/// [`behaviour_name`](crate::nat::behaviour_name), `public` is `ip:port` or null.
+pub fn nat_json(report: &NatReport, user: Option<&str>) -> Value {
+    json!({
+        "event": "nat",
+        "user": user,
+        "mapping": crate::nat::behaviour_name(report.mapping),
+        "filtering": crate::nat::behaviour_name(report.filtering),
+        "public": report.public,
+    })
+}
+
+/// A NAT report as a line of text for people.
+pub fn nat_text(report: &NatReport, user: Option<&str>) -> String {
+    let whose = match user {
+        Some(user) => format!("{}'s", printable(user)),
+        None => "your".to_owned(),
+    };
+    format!(
+        "* {whose} NAT: {} mapping, {} filtering; public address {}",
+        crate::nat::behaviour_name(report.mapping),
+        crate::nat::behaviour_name(report.filtering),
+        report
+            .public
+            .as_deref()
+            .map_or(Cow::Borrowed("unknown"), printable),
+    )
 }
 
 /// A message as a JSON object with `"event": "message"`; `to_id` is null for a room post and

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chat_api::{ChatError, InboxItem, Membership, RegisterRequest, Session, SignalClient};
+use chat_api::{
+    ChatError, InboxItem, Membership, NatReport, RegisterRequest, Session, SignalClient,
+};
 use futures::{FutureExt, StreamExt};
 use rpc_core::{ConnectionState, RpcError, RpcStream};
 use tokio::sync::{mpsc, watch};
@@ -61,6 +63,9 @@ pub(crate) struct Shared {
     pub(crate) rooms: Mutex<BTreeSet<String>>,
     /// Tokens the server no longer knows: the task registers again if one is the current one.
     pub(crate) renew: mpsc::UnboundedSender<String>,
+    /// The NAT report last sent with `report_nat`: the server keeps it with the session, so it
+    /// is sent again with each new one.
+    pub(crate) nat: Mutex<Option<NatReport>>,
 }
 
 impl Shared {
@@ -360,5 +365,14 @@ pub(crate) async fn run(
         reconnects += 1;
         info!(user = %shared.config.name, reconnects, "registered again");
         shared.refresh_rooms(&session).await;
+        let nat = shared.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(report) = nat
+            && let Err(e) = shared
+                .signal
+                .report_nat(session.token.clone(), report)
+                .await
+        {
+            debug!("the NAT report was not sent again: {e}");
+        }
     }
 }

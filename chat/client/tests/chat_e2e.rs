@@ -792,3 +792,94 @@ fn the_program_refuses_durations_out_of_range() {
         assert!(said.contains(flag), "{flag} {value}: {said}");
     }
 }
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port on 127.0.0.1")
+}
+
+/// Runs `chat-client --nat-check --json` with `flags`; returns its one line and how long it took.
+fn nat_check(flags: &[&str]) -> (Value, Duration) {
+    let started = Instant::now();
+    let mut command = Command::new(program_of("chat-client", "chat-client"));
+    command
+        .args(["--nat-check", "--json"])
+        .args(flags)
+        .stdin(Stdio::null());
+    stderr_for(&mut command, "nat-check");
+    let output = command.output().expect("chat-client runs");
+    let took = started.elapsed();
+    assert!(output.status.success(), "{:?}: {output:?}", output.status);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    (serde_json::from_str(lines[0]).unwrap(), took)
+}
+
+#[test]
+fn nat_check_classifies_loopback_as_no_nat_through_the_servers_stun() {
+    let dir = tempfile::tempdir().unwrap();
+    let stun = format!("127.0.0.1:{}", free_udp_port());
+    let alternate_port = free_udp_port().to_string();
+    let server = ChatServer::start_with(
+        dir.path(),
+        10,
+        &[
+            "--stun",
+            &stun,
+            "--stun-alt-port",
+            &alternate_port,
+            "--stun-alt-ip",
+            "127.0.0.2",
+        ],
+    );
+    // In a session: /nat finds the client's own NAT, /nat <user> what that user reported.
+    let mut alice = Client::online(&server, "alice", &[]);
+    let mut bob = Client::online(&server, "bob", &[]);
+    let mine = alice.command("/nat", "nat");
+    assert_eq!(mine["user"], Value::Null, "{mine}");
+    assert_eq!(mine["mapping"], "endpoint-independent", "{mine}");
+    assert_eq!(mine["filtering"], "endpoint-independent", "{mine}");
+    let seen = bob.command("/nat alice", "nat");
+    assert_eq!(seen["user"], "alice", "{seen}");
+    assert_eq!(seen["public"], mine["public"], "{seen}");
+    for flags in [
+        vec!["--stun", stun.as_str()],
+        vec!["--server", &server.endpoint()],
+    ] {
+        let (report, took) = nat_check(&flags);
+        assert_eq!(report["kind"], "nat", "{report}");
+        assert_eq!(report["event"], "nat", "{report}");
+        assert_eq!(report["mapping"], "endpoint-independent", "{report}");
+        assert_eq!(report["filtering"], "endpoint-independent", "{report}");
+        assert_eq!(report["stun"], stun.as_str(), "{report}");
+        let public: std::net::SocketAddr = report["public"].as_str().unwrap().parse().unwrap();
+        assert_eq!(public.ip().to_string(), "127.0.0.1");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+}
+
+#[test]
+fn nat_check_without_an_answer_exits_1_within_3_seconds() {
+    // Nothing listens there: no answer, an unknown NAT, status 1, on time.
+    let stun = format!("127.0.0.1:{}", free_udp_port());
+    let started = Instant::now();
+    let output = Command::new(program_of("chat-client", "chat-client"))
+        .args(["--nat-check", "--json", "--stun", &stun])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["mapping"], "unknown");
+    assert_eq!(report["public"], Value::Null);
+}

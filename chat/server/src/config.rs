@@ -9,6 +9,7 @@ use rpc_registry::Registry;
 
 use crate::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 use crate::store::Store;
+use crate::stun::StunConfig;
 
 /// How a [`ChatServer`](crate::ChatServer) runs. Every field's default is in its description.
 #[derive(Debug, Clone)]
@@ -82,6 +83,9 @@ pub struct ChatServerConfig {
     /// How account passwords are hashed (argon2id). Default: [`PasswordHashing::default`],
     /// OWASP's recommendation.
     pub password_hashing: PasswordHashing,
+    /// The STUN service (RFC 8489 Binding with RFC 5780's NAT behaviour discovery) on UDP,
+    /// which `rendezvous` tells clients about. Default: `None`, no STUN service.
+    pub stun: Option<StunConfig>,
 }
 
 /// The argon2id parameters account passwords are hashed with. Each hash records the
@@ -210,6 +214,7 @@ impl ChatServerConfig {
             max_friends: Self::DEFAULT_MAX_FRIENDS,
             call_answer: Duration::from_secs(chat_api::CALL_ANSWER_SECS),
             password_hashing: PasswordHashing::default(),
+            stun: None,
         }
     }
 

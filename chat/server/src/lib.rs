@@ -51,6 +51,7 @@ mod service;
 mod shutdown;
 mod state;
 pub mod store;
+mod stun;
 mod validate;
 
 use std::fmt;
@@ -70,6 +71,8 @@ use self::service::ChatService;
 pub use self::shutdown::{StopSignal, shutdown_signal};
 use self::state::{Settings, Shared};
 use self::store::{RedbStore, Store};
+use self::stun::StunServer;
+pub use self::stun::{PER_SOURCE_BURST, PER_SOURCE_RATE, StunConfig, TOTAL_RATE};
 
 /// The name of the database file in [`ChatServerConfig::data_dir`].
 pub const DATABASE_FILE: &str = "chat.redb";
@@ -84,6 +87,8 @@ pub struct ChatServer {
     shared: Arc<Shared>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    stun: Option<StunServer>,
+    stun_advertised: Option<String>,
 }
 
 impl ChatServer {
@@ -161,8 +166,44 @@ impl ChatServer {
             )),
             tokio::spawn(forget_old_ids(shared.store.clone(), stop.clone())),
         ];
+        // The advertised host is settled first: bound to every address, the service says it
+        // answers from that host when it is an IP.
+        let stun_config = config.stun.as_ref().map(|stun| StunConfig {
+            advertise: stun_host(stun, &config),
+            ..stun.clone()
+        });
+        let stun = match &stun_config {
+            Some(stun) => match StunServer::start(stun, stop.clone()).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    stop.cancel();
+                    shared.store.close().await;
+                    return Err(e).context("starting the STUN service");
+                }
+            },
+            None => None,
+        };
+        let stun_advertised = match (&stun_config, &stun) {
+            (Some(stun_config), Some(server)) => {
+                let advertised = stun_config
+                    .advertise
+                    .as_deref()
+                    .zip(server.addresses().first());
+                if advertised.is_none() {
+                    warn!(
+                        "the STUN service listens on every address and nothing says which one \
+                         clients should use: set its advertised host; rendezvous lists none"
+                    );
+                }
+                advertised.map(|(host, primary)| host_port(host, primary.port()))
+            }
+            _ => None,
+        };
         let mut builder = Server::builder()
-            .service(SignalServer::new(ChatService::new(shared.clone())))
+            .service(SignalServer::new(ChatService::new(
+                shared.clone(),
+                stun_advertised.clone(),
+            )))
             .service(NodeServer::new(nodes::NodeService::new(shared.clone())))
             .max_frame_len(config.max_frame_len);
         for endpoint in &config.listen {
@@ -172,6 +213,9 @@ impl ChatServer {
             Ok(handle) => handle,
             Err(e) => {
                 stop.cancel();
+                if let Some(stun) = stun {
+                    stun.join().await;
+                }
                 shared.store.close().await;
                 return Err(e).context("listening");
             }
@@ -204,7 +248,22 @@ impl ChatServer {
             shared,
             stop,
             tasks,
+            stun,
+            stun_advertised,
         })
+    }
+
+    /// The local UDP addresses of the STUN service (empty without one): the primary, the
+    /// alternate port, then with a second address its primary and alternate ports. Ports 0 in
+    /// the configuration show the real ports.
+    pub fn stun_addresses(&self) -> &[std::net::SocketAddr] {
+        self.stun.as_ref().map_or(&[], |s| s.addresses())
+    }
+
+    /// The `host:port` the server tells clients to send STUN requests to (`rendezvous`), if
+    /// it has a STUN service and knows which host to give.
+    pub fn stun_advertised(&self) -> Option<&str> {
+        self.stun_advertised.as_deref()
     }
 
     /// Where the server listens; TCP endpoints bound to port 0 show the real port.
@@ -241,6 +300,9 @@ impl ChatServer {
         for task in self.tasks {
             let _ = task.await;
         }
+        if let Some(stun) = self.stun {
+            stun.join().await;
+        }
         self.shared.store.close().await;
         info!("chat server stopped");
     }
@@ -252,6 +314,41 @@ impl fmt::Debug for ChatServer {
             .field("endpoints", &self.endpoints())
             .field("store", &self.shared.store)
             .finish_non_exhaustive()
+    }
+}
+
+/// The host clients are told to send STUN to: the configured one, else the primary IP when
+/// it is a specific one, else the host of the first advertised or listening TCP endpoint
+/// (when that is not a wildcard either).
+fn stun_host(stun: &StunConfig, config: &ChatServerConfig) -> Option<String> {
+    if let Some(host) = &stun.advertise {
+        return Some(host.clone());
+    }
+    if !stun.primary.ip().is_unspecified() {
+        return Some(stun.primary.ip().to_string());
+    }
+    let advertised = config
+        .advertise
+        .iter()
+        .filter_map(|a| a.parse::<Endpoint>().ok());
+    advertised
+        .chain(config.listen.iter().cloned())
+        .find_map(|endpoint| match endpoint {
+            Endpoint::Tcp { host, .. } => Some(host),
+            _ => None,
+        })
+        .filter(|host| {
+            host.parse::<std::net::IpAddr>()
+                .map_or(true, |ip| !ip.is_unspecified())
+        })
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

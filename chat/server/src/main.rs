@@ -6,13 +6,14 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chat_server::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 use chat_server::store::{PgStore, Store};
-use chat_server::{ChatServer, ChatServerConfig, PasswordHashing};
+use chat_server::{ChatServer, ChatServerConfig, PasswordHashing, StunConfig};
 use clap::Parser;
 use rpc_core::Endpoint;
 use rpc_registry::{Registry, RemoteRegistry};
@@ -172,6 +173,22 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(PasswordHashing::MAX_PARALLELISM)),
     )]
     password_parallelism: u32,
+    /// Serve STUN (RFC 8489 Binding, with RFC 5780's NAT behaviour discovery) on UDP at this
+    /// address and port, e.g. 0.0.0.0:3478, and on the alternate port; clients learn their
+    /// public address and NAT type from it (`rendezvous`). Off unless given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    stun: Option<SocketAddr>,
+    /// The STUN alternate port (default: the --stun port + 1).
+    #[arg(long, requires = "stun")]
+    stun_alt_port: Option<u16>,
+    /// The host's second address, for RFC 5780's "change IP" tests: STUN listens on both ports
+    /// there too (--stun must then be a specific address).
+    #[arg(long, requires = "stun", value_name = "IP")]
+    stun_alt_ip: Option<IpAddr>,
+    /// The host (name or IP) clients are told to send STUN to. Default: the --stun IP unless it
+    /// is 0.0.0.0 or ::, else the host of the first --advertise (or --listen) endpoint.
+    #[arg(long, requires = "stun", value_name = "HOST")]
+    stun_advertise: Option<String>,
     /// How long calls in flight may take to finish at shutdown, in seconds (0 to 3600).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace: u64,
@@ -198,6 +215,13 @@ async fn main() -> anyhow::Result<()> {
     config.password_hashing.memory_kib = args.password_memory_kib;
     config.password_hashing.iterations = args.password_iterations;
     config.password_hashing.parallelism = args.password_parallelism;
+    config.stun = args.stun.map(|primary| {
+        let mut stun = StunConfig::new(primary);
+        stun.alternate_port = args.stun_alt_port;
+        stun.alternate_ip = args.stun_alt_ip;
+        stun.advertise = args.stun_advertise.clone();
+        stun
+    });
     if let Err(e) = config.check() {
         // A usage error, like the ranges clap checks: the lanes need memory.
         eprintln!("error: {e}");
@@ -244,6 +268,17 @@ async fn main() -> anyhow::Result<()> {
     let server = ChatServer::start(config).await?;
     for endpoint in server.endpoints() {
         say!("chat-server listening on {endpoint}");
+    }
+    if let [primary, alternate, more @ ..] = server.stun_addresses() {
+        let second = match more {
+            [p, q] => format!(", {p} and {q}"),
+            _ => String::new(),
+        };
+        let advertised = server.stun_advertised().map_or_else(
+            || " (not advertised)".to_owned(),
+            |a| format!(", advertised as {a}"),
+        );
+        say!("chat-server stun on udp {primary} and {alternate}{second}{advertised}");
     }
     say!("chat-server data in {data}");
     say!("chat-server presence in {presence}");

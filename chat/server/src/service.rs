@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use chat_api::{
-    Access, CallMedia, ChatError, Delivery, Envelope, Friend, FriendState, IceCandidate, InboxItem,
-    LoginRequest, Page, PresenceEvent, RegisterRequest, RoomInfo, SdpKind, Sender, Session, Signal,
-    UserInfo,
+    Access, CallMedia, ChatError, Delivery, Envelope, Friend, FriendState, IceCandidate, IceServer,
+    InboxItem, LoginRequest, NatReport, Page, PresenceEvent, RegisterRequest, Rendezvous, RoomInfo,
+    SdpKind, Sender, Session, Signal, UserInfo, excerpt,
 };
 use rpc_core::{CallContext, PeerAddr, ServerStream};
 use uuid::Uuid;
@@ -19,11 +19,13 @@ use crate::store::RoomFilter;
 #[derive(Debug, Clone)]
 pub(crate) struct ChatService {
     shared: Arc<Shared>,
+    /// The `host:port` of the STUN service clients are told about, if there is one.
+    stun: Option<String>,
 }
 
 impl ChatService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        ChatService { shared }
+    pub(crate) fn new(shared: Arc<Shared>, stun: Option<String>) -> Self {
+        ChatService { shared, stun }
     }
 }
 
@@ -287,6 +289,37 @@ impl Signal for ChatService {
     ) -> Result<(), ChatError> {
         let session = self.shared.session(&token)?;
         self.shared.send_ice(&session, call, candidate).await
+    }
+
+    async fn rendezvous(&self) -> Rendezvous {
+        let stun: Vec<String> = self.stun.iter().cloned().collect();
+        let ice_servers = stun
+            .iter()
+            .map(|address| IceServer {
+                urls: vec![format!("stun:{address}")],
+                username: None,
+                credential: None,
+            })
+            .collect();
+        Rendezvous { stun, ice_servers }
+    }
+
+    async fn report_nat(&self, token: String, report: NatReport) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        if let Some(public) = &report.public
+            && public.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ChatError::Invalid(format!(
+                "the public address {:?} is not ip:port",
+                excerpt(public)
+            )));
+        }
+        *session.nat.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+        Ok(())
+    }
+
+    async fn nat_of(&self, token: String, user: String) -> Result<Option<NatReport>, ChatError> {
+        self.shared.nat_of(&token, &user)
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chat_api::{
-    ChatError, LoginRequest, RegisterRequest, Sender, Session as SessionReply, UserInfo, excerpt,
+    ChatError, LoginRequest, NatReport, RegisterRequest, Sender, Session as SessionReply, UserInfo,
+    excerpt,
 };
 use rpc_registry::{LeaseId, Registry, RegistryError};
 use tokio_util::sync::CancellationToken;
@@ -100,6 +101,8 @@ pub(crate) struct Session {
     pub(crate) inbox: InboxSlot,
     /// Cancelled when the session ends (ends its presence streams).
     pub(crate) ended: CancellationToken,
+    /// What the user last reported about their NAT (`report_nat`), for `nat_of`.
+    pub(crate) nat: Mutex<Option<NatReport>>,
 }
 
 impl Session {
@@ -232,6 +235,7 @@ impl Shared {
             revision,
             inbox: InboxSlot::default(),
             ended: CancellationToken::new(),
+            nat: Mutex::new(None),
         });
         let old = {
             let mut sessions = self.sessions();
@@ -306,6 +310,34 @@ impl Shared {
             }),
             None => Err(ChatError::UnknownUser(excerpt(user).into_owned())),
         }
+    }
+
+    /// What an online user (by id or name) reported about their NAT. Reports live with the
+    /// session on the server that holds it: a user online through another node is known to
+    /// be online but their report is not here, so the answer is `None`.
+    pub(crate) fn nat_of(&self, token: &str, user: &str) -> Result<Option<NatReport>, ChatError> {
+        self.session(token)?;
+        let unknown = || ChatError::UnknownUser(excerpt(user).into_owned());
+        let id = match Uuid::parse_str(user) {
+            Ok(id) => id,
+            Err(_) => {
+                self.presence
+                    .find_name(&name_key(user))
+                    .ok_or_else(unknown)?
+                    .id
+            }
+        };
+        if let Some(session) = self.session_of(id) {
+            return Ok(session
+                .nat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone());
+        }
+        if self.presence.get(id).is_some() {
+            return Ok(None);
+        }
+        Err(unknown())
     }
 
     /// Ends a session, if it is still the user's current one: the inbox and presence streams
