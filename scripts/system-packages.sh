@@ -12,8 +12,8 @@
 #                      the chat server's PostgreSQL store's tests start
 #   chromium,          headless Chromium and its WebDriver server, in which the JavaScript
 #   chromium-driver    client's tests run (examples/tests/browser_rpc.rs)
-#   iproute2, iptables `ip netns` and the NAT rules of the NAT lab (scripts/natlab), in which
-#                      the chat client's NAT tests run
+#   iproute2, iptables, `ip netns` and the NAT rules of the NAT lab (scripts/natlab), in
+#   ipset              which the chat client's NAT tests run
 #
 # With `fuzz`, also what building the fuzz targets needs:
 #
@@ -34,6 +34,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 type -P ip >/dev/null 2>&1 || missing+=(iproute2)
 type -P iptables >/dev/null 2>&1 || missing+=(iptables)
+type -P ipset >/dev/null 2>&1 || missing+=(ipset)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 for extra in "$@"; do

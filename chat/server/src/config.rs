@@ -1,5 +1,6 @@
 //! How a chat server is set up.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,10 @@ pub struct ChatServerConfig {
     /// [`MAX_CALL_ANSWER`](Self::MAX_CALL_ANSWER). Default: 30 s
     /// ([`CALL_ANSWER_SECS`](chat_api::CALL_ANSWER_SECS)).
     pub call_answer: Duration,
+    /// Where to serve the web chat (its pages over HTTP), or nowhere. The browsers talk to the
+    /// server over its first `ws://` endpoint in `listen`; without one, the server adds one
+    /// on this address's host, on a free port. Default: `None`.
+    pub web: Option<SocketAddr>,
     /// How account passwords are hashed (argon2id). Default: [`PasswordHashing::default`],
     /// OWASP's recommendation.
     pub password_hashing: PasswordHashing,
@@ -213,6 +218,7 @@ impl ChatServerConfig {
             max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
             max_friends: Self::DEFAULT_MAX_FRIENDS,
             call_answer: Duration::from_secs(chat_api::CALL_ANSWER_SECS),
+            web: None,
             password_hashing: PasswordHashing::default(),
             stun: None,
         }

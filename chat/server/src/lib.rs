@@ -53,8 +53,10 @@ mod state;
 pub mod store;
 mod stun;
 mod validate;
+mod web;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +91,7 @@ pub struct ChatServer {
     tasks: Vec<JoinHandle<()>>,
     stun: Option<StunServer>,
     stun_advertised: Option<String>,
+    web: Option<SocketAddr>,
 }
 
 impl ChatServer {
@@ -206,7 +209,15 @@ impl ChatServer {
             )))
             .service(NodeServer::new(nodes::NodeService::new(shared.clone())))
             .max_frame_len(config.max_frame_len);
-        for endpoint in &config.listen {
+        let mut listen = config.listen.clone();
+        if let Some(web) = config.web
+            && !listen.iter().any(|e| matches!(e, Endpoint::Ws { .. }))
+        {
+            // The web chat's browsers need a WebSocket endpoint: one on the web address's
+            // host, on a port of the system's choosing (named in config.json).
+            listen.push(Endpoint::ws(SocketAddr::new(web.ip(), 0), "/"));
+        }
+        for endpoint in &listen {
             builder = builder.listen(endpoint.clone());
         }
         let handle = match builder.start().await {
@@ -230,6 +241,24 @@ impl ChatServer {
             config.advertise.clone()
         };
         let mut tasks = tasks;
+        let web = match config.web {
+            Some(addr) => match start_web(addr, &handle, stun_advertised.as_deref(), &stop).await {
+                Ok((bound, task)) => {
+                    tasks.push(task);
+                    Some(bound)
+                }
+                Err(e) => {
+                    stop.cancel();
+                    handle.shutdown(Duration::ZERO).await;
+                    if let Some(stun) = stun {
+                        stun.join().await;
+                    }
+                    shared.store.close().await;
+                    return Err(e).context("serving the web chat");
+                }
+            },
+            None => None,
+        };
         tasks.push(tokio::spawn(nodes::register_node(
             registry.clone(),
             shared.server_id.clone(),
@@ -250,7 +279,13 @@ impl ChatServer {
             tasks,
             stun,
             stun_advertised,
+            web,
         })
+    }
+
+    /// Where the web chat is served (with `web` set), with the real port when 0 was asked for.
+    pub fn web_address(&self) -> Option<SocketAddr> {
+        self.web
     }
 
     /// The local UDP addresses of the STUN service (empty without one): the primary, the
@@ -320,6 +355,33 @@ impl fmt::Debug for ChatServer {
 /// The host clients are told to send STUN to: the configured one, else the primary IP when
 /// it is a specific one, else the host of the first advertised or listening TCP endpoint
 /// (when that is not a wildcard either).
+/// Binds the web chat's address and serves it, pointing browsers at the server's first
+/// WebSocket endpoint and at its STUN service (when it has one) for ICE.
+async fn start_web(
+    addr: SocketAddr,
+    handle: &ServerHandle,
+    stun: Option<&str>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let Some((ws_port, ws_path)) = handle.local_endpoints().iter().find_map(|e| match e {
+        Endpoint::Ws { port, path, .. } => Some((*port, path.clone())),
+        _ => None,
+    }) else {
+        anyhow::bail!("the web chat needs a ws:// endpoint to listen on");
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let settings = web::WebSettings {
+        ws_port,
+        ws_path,
+        ice_urls: stun.map(|s| format!("stun:{s}")).into_iter().collect(),
+    };
+    let task = tokio::spawn(web::serve(listener, settings, stop.clone()));
+    Ok((bound, task))
+}
+
 fn stun_host(stun: &StunConfig, config: &ChatServerConfig) -> Option<String> {
     if let Some(host) = &stun.advertise {
         return Some(host.clone());

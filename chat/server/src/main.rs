@@ -148,6 +148,11 @@ struct Args {
     /// How long a call may ring before it ends as missed, in seconds (1 to 600).
     #[arg(long, default_value_t = chat_api::CALL_ANSWER_SECS, value_parser = clap::value_parser!(u64).range(1..=600))]
     call_answer_secs: u64,
+    /// Serve the web chat at this address (host:port), e.g. 127.0.0.1:8080: open
+    /// http://127.0.0.1:8080/ in a browser. Browsers talk to the server over its first ws://
+    /// --listen endpoint; without one, a ws:// endpoint on this host and a free port is added.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<SocketAddr>,
     /// The memory of one password hash (argon2id), in KiB (8 to 4194304, and at least 8 per
     /// lane). Existing passwords keep working when it changes; they are hashed again with the
     /// new settings when their users sign in.
@@ -212,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_page_bytes = usize::try_from(args.max_page_bytes)?;
     config.max_friends = args.max_friends;
     config.call_answer = Duration::from_secs(args.call_answer_secs);
+    config.web = args.web;
     config.password_hashing.memory_kib = args.password_memory_kib;
     config.password_hashing.iterations = args.password_iterations;
     config.password_hashing.parallelism = args.password_parallelism;
@@ -279,6 +285,9 @@ async fn main() -> anyhow::Result<()> {
             |a| format!(", advertised as {a}"),
         );
         say!("chat-server stun on udp {primary} and {alternate}{second}{advertised}");
+    }
+    if let Some(web) = server.web_address() {
+        say!("web chat on http://{web}/");
     }
     say!("chat-server data in {data}");
     say!("chat-server presence in {presence}");

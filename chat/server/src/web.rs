@@ -8,7 +8,6 @@
 //! answered with the fitting 4xx status and the connection closed.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,12 +75,12 @@ pub(crate) async fn serve(listener: TcpListener, settings: WebSettings, stop: Ca
     let settings = Arc::new(settings);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = tokio::select! {
+        let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit,
             () = stop.cancelled() => return,
-        } else {
-            return;
         };
+        // The semaphore is never closed.
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
@@ -116,30 +115,71 @@ async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => {
-            respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"", true).await?;
+            respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+                true,
+            )
+            .await?;
             return drain(&mut stream).await;
         }
         Ok(Err(error)) => return Err(error),
-        Err(_) => return respond(&mut stream, "408 Request Timeout", "text/plain", b"", true).await,
+        Err(_) => {
+            return respond(&mut stream, "408 Request Timeout", "text/plain", b"", true).await;
+        }
     };
     let request = Request::parse(&head);
     let Some(request) = request else {
-        return respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n", true).await;
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            b"bad request\n",
+            true,
+        )
+        .await;
     };
     let with_body = request.method == "GET";
     if request.method != "GET" && request.method != "HEAD" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET or HEAD\n", with_body).await;
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET or HEAD\n",
+            with_body,
+        )
+        .await;
     }
     let path = request.path.split('?').next().unwrap_or("/");
     if path == "/config.json" {
         let host = request.host.as_deref().map_or("127.0.0.1", host_name);
         let body = config_json(settings, host);
-        return respond(&mut stream, "200 OK", "application/json", body.as_bytes(), with_body).await;
+        return respond(
+            &mut stream,
+            "200 OK",
+            "application/json",
+            body.as_bytes(),
+            with_body,
+        )
+        .await;
     }
     let path = if path == "/" { "/index.html" } else { path };
     match FILES.iter().find(|(name, _, _)| *name == path) {
-        Some((_, kind, content)) => respond(&mut stream, "200 OK", kind, content.as_bytes(), with_body).await,
-        None => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", with_body).await,
+        Some((_, kind, content)) => {
+            respond(&mut stream, "200 OK", kind, content.as_bytes(), with_body).await
+        }
+        None => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"not found\n",
+                with_body,
+            )
+            .await
+        }
     }
 }
 
@@ -148,7 +188,7 @@ async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<
 /// lose the answer.
 async fn drain(stream: &mut TcpStream) -> io::Result<()> {
     let mut buf = [0; 4096];
-    let mut left = 64 * 1024;
+    let mut left: usize = 64 * 1024;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while left > 0 {
             match stream.read(&mut buf).await {
@@ -220,7 +260,9 @@ impl Request {
 fn host_name(host: &str) -> &str {
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
-        rest.split(']').next().map_or("", |v6| &host[..v6.len() + 2])
+        rest.split(']')
+            .next()
+            .map_or("", |v6| &host[..v6.len() + 2])
     } else {
         host.rsplit_once(':').map_or(host, |(name, _)| name)
     };
@@ -264,23 +306,27 @@ async fn respond(
     stream.shutdown().await
 }
 
-/// Where the web chat is served, for the startup line.
-pub(crate) fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_request_head_is_read_for_its_method_path_and_host() {
-        let request = Request::parse("GET /app.js?v=1 HTTP/1.1\r\nHost: chat.example:8080\r\nAccept: */*").unwrap();
+        let request =
+            Request::parse("GET /app.js?v=1 HTTP/1.1\r\nHost: chat.example:8080\r\nAccept: */*")
+                .unwrap();
         assert_eq!(request.method, "GET");
         assert_eq!(request.path, "/app.js?v=1");
         assert_eq!(request.host.as_deref(), Some("chat.example:8080"));
         assert_eq!(Request::parse("GET / HTTP/1.0").unwrap().host, None);
-        for bad in ["", "GET", "GET /", "GET x HTTP/1.1", "GET / SPDY/3", "GET / HTTP/1.1 extra"] {
+        for bad in [
+            "",
+            "GET",
+            "GET /",
+            "GET x HTTP/1.1",
+            "GET / SPDY/3",
+            "GET / HTTP/1.1 extra",
+        ] {
             assert_eq!(Request::parse(bad), None, "{bad:?}");
         }
     }
@@ -297,7 +343,8 @@ mod tests {
             ws_path: "/".into(),
             ice_urls: vec!["stun:192.0.2.1:3478".into()],
         };
-        let config: serde_json::Value = serde_json::from_str(&config_json(&settings, "[::1]")).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&config_json(&settings, "[::1]")).unwrap();
         assert_eq!(config["ws"], "ws://[::1]:7301/");
         assert_eq!(config["ice_servers"][0]["urls"][0], "stun:192.0.2.1:3478");
     }
