@@ -605,6 +605,7 @@ export class Client {
     };
     if (call.signal?.aborted) return fail(new RpcError("cancelled", "cancelled"));
     this.ready(call.deadline, call.signal).then((connection) => {
+      if (call.signal?.aborted) return fail(new RpcError("cancelled", "cancelled"));
       const left = call.deadline === null ? 0 : call.deadline - performance.now();
       if (call.deadline !== null && left <= 0) return fail(new RpcError("deadline", "the deadline passed"));
       let body;
