@@ -122,10 +122,10 @@ impl Terminal {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("the terminal client: no {what} in {seen:#?}"));
-            if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                if wanted(&value) {
-                    return value;
-                }
+            if let Ok(value) = serde_json::from_str::<Value>(&line)
+                && wanted(&value)
+            {
+                return value;
             }
             seen.push(line);
         }
