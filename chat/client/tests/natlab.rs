@@ -60,7 +60,9 @@ impl Lab {
         if std::env::var_os("CI").is_some() {
             panic!("cannot build the NAT lab under CI: {why}");
         }
-        eprintln!("skipped: cannot build the NAT lab here (needs root, iproute2, iptables, ipset): {why}");
+        eprintln!(
+            "skipped: cannot build the NAT lab here (needs root, iproute2, iptables, ipset): {why}"
+        );
         None
     }
 
@@ -104,7 +106,10 @@ fn start_server(lab: &Lab, data: &Path) -> Killed {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
     // Ready once it has said where STUN is: that line comes after the listeners are bound.
-    while !seen.iter().any(|line: &String| line.starts_with("chat-server stun on")) {
+    while !seen
+        .iter()
+        .any(|line: &String| line.starts_with("chat-server stun on"))
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => seen.push(line),
