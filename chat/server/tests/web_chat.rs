@@ -322,6 +322,22 @@ async fn two_browsers_chat_post_in_a_group_call_each_other_and_ride_out_a_restar
         WAIT,
     )
     .await;
+
+    // On a phone-sized window the page fits its width: no sideways scrolling.
+    ben.client.set_window_size(390, 844).await.unwrap();
+    ben.click("#people li[data-user=ann]").await;
+    let fits = ben
+        .wait_for(
+            "window.innerWidth <= 420 && document.documentElement.scrollWidth <= window.innerWidth \
+             && document.getElementById('compose').getBoundingClientRect().right <= window.innerWidth",
+            "the page fits a phone-sized window",
+            WAIT,
+        )
+        .await;
+    assert_eq!(fits, json!(true));
+    if let Some(dir) = screenshots() {
+        ben.screenshot(&dir.join("web-chat-phone.png")).await;
+    }
     drop(carl);
     ann.close().await;
     ben.close().await;
