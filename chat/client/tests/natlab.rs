@@ -100,7 +100,7 @@ fn start_server(lab: &Lab, data: &Path) -> Killed {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::null());
     let mut process = Killed(command.spawn().expect("chat-server starts"));
     let lines = lines_of(&mut process.0);
     let deadline = Instant::now() + Duration::from_secs(10);
