@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chat_api::{
-    Access, CallMedia, ChatError, Delivery, Destination, Envelope, Friend, FriendState,
+    Access, CallMedia, ChatError, Delivery, Destination, DeviceKey, Envelope, Friend, FriendState,
     IceCandidate, InboxItem, LoginRequest, Membership, NatReport, Node, NodeServer,
     Page as ChatPage, Path, Peer, PeerError, PeerServer, PresenceEvent, RegisterRequest,
     Rendezvous, RoomInfo, SdpKind, Sender, Session, Signal, SignalServer, UserInfo,
@@ -220,6 +220,12 @@ impl Signal for SignalMethods {
         unreachable!("{UNCALLED}")
     }
     async fn nat_of(&self, _: String, _: String) -> Result<Option<NatReport>, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn bind_device_key(&self, _: String, _: DeviceKey) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn device_key_of(&self, _: String, _: String) -> Result<Option<Vec<u8>>, ChatError> {
         unreachable!("{UNCALLED}")
     }
     async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {

@@ -320,6 +320,21 @@ pub enum NatBehaviour {
     Unknown,
 }
 
+/// What a device's identity key is signed over to bind it to a session: these bytes, then the
+/// session's token (see [`DeviceKey`]).
+pub const DEVICE_KEY_CONTEXT: &[u8] = b"dubbo-rs chat device key v1\n";
+
+/// A device's identity key (ed25519; the key its direct QUIC connections are known by), and
+/// the proof that the device holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKey {
+    /// The 32-byte ed25519 public key.
+    pub public: Vec<u8>,
+    /// The 64-byte ed25519 signature, with that key, of [`DEVICE_KEY_CONTEXT`] followed by the
+    /// session's token.
+    pub proof: Vec<u8>,
+}
+
 /// What a client found out about its NAT with the server's STUN service (RFC 5780).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatReport {
@@ -598,6 +613,19 @@ pub trait Signal {
     /// when they reported nothing.
     #[rpc(idempotent)]
     async fn nat_of(&self, token: String, user: String) -> Result<Option<NatReport>, ChatError>;
+    /// Binds this device's identity key to the session (until it ends): peers that connect
+    /// to the device directly pin it. The proof must be the key's signature of
+    /// [`DEVICE_KEY_CONTEXT`] and the token, or the call is refused with `Invalid`.
+    #[rpc(idempotent)]
+    async fn bind_device_key(&self, token: String, key: DeviceKey) -> Result<(), ChatError>;
+    /// The identity key (32 bytes) of the device an online user (by id as text, or display
+    /// name) is signed in on; `None` when it bound none.
+    #[rpc(idempotent)]
+    async fn device_key_of(
+        &self,
+        token: String,
+        user: String,
+    ) -> Result<Option<Vec<u8>>, ChatError>;
 }
 
 /// Why a peer refused a direct message.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::transport::quic::Identity;
 use rpc_core::{Backoff, Endpoint, Format};
 use rpc_registry::Registry;
 use uuid::Uuid;
@@ -72,6 +73,10 @@ pub struct ChatClientConfig {
     /// client gives up (its state becomes [`ClientState::GaveUp`](crate::ClientState::GaveUp));
     /// `None` for no limit. Default: `None`.
     pub max_reconnect_attempts: Option<u32>,
+    /// This device's identity key, bound to each session with `bind_device_key` so that peers
+    /// connecting directly can pin it; `None` binds none. Default: a new random key (keep one
+    /// with [`Identity::from_secret_bytes`] to be the same device across runs).
+    pub device_key: Option<Identity>,
 }
 
 impl ChatClientConfig {
@@ -98,6 +103,7 @@ impl ChatClientConfig {
             resend_within: Duration::from_secs(30),
             dedup_capacity: 4096,
             max_reconnect_attempts: None,
+            device_key: Identity::generate().ok(),
         }
     }
 
@@ -143,6 +149,8 @@ impl fmt::Debug for ChatClientConfig {
             .field("resend_within", &self.resend_within)
             .field("dedup_capacity", &self.dedup_capacity)
             .field("max_reconnect_attempts", &self.max_reconnect_attempts)
+            // An identity shows its public key only.
+            .field("device_key", &self.device_key)
             .finish()
     }
 }

@@ -348,6 +348,19 @@ impl ChatClient {
         .await
     }
 
+    /// The identity key (ed25519, 32 bytes) of the device an online user (by name or id) is
+    /// signed in on, as its session bound it; `None` when it bound none.
+    pub async fn device_key_of(&self, user: &str) -> Result<Option<[u8; 32]>, ClientError> {
+        let user = user.trim().to_owned();
+        let key = self
+            .call(|s, token| {
+                let user = user.clone();
+                async move { s.device_key_of(token, user).await }
+            })
+            .await?;
+        Ok(key.and_then(|key| <[u8; 32]>::try_from(key.as_slice()).ok()))
+    }
+
     /// This user's id.
     pub fn id(&self) -> Uuid {
         self.inner.shared.config.id

@@ -130,6 +130,11 @@ struct Args {
     /// after the session was lost (1 to 1000000). Default: keep trying.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_reconnect_attempts: Option<u32>,
+    /// This device's identity key (ed25519), kept in FILE as 64 hex digits (made, readable by
+    /// its owner only, when missing); it is bound to each session so that peers connecting
+    /// directly know the device by it. Default: a new key each run.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// The serializer: msgpack, postcard or json.
     #[arg(long, default_value = "msgpack")]
     format: Format,
@@ -342,6 +347,9 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
     let mut config = ChatClientConfig::new(server.clone(), args.name.clone()).identity(id, secret);
     config.login = args.login;
     config.max_reconnect_attempts = args.max_reconnect_attempts;
+    if let Some(path) = &args.key_file {
+        config.device_key = Some(device_key(path)?);
+    }
     config.fallback_servers = fallbacks.to_vec();
     if let Some(registry) = &args.registry {
         let remote = RemoteRegistry::connect_lazy(registry)
@@ -966,5 +974,45 @@ impl Output {
             let _ = write!(stdout, "\r\x1b[2K");
             let _ = stdout.flush();
         }
+    }
+}
+
+/// The device key kept in `path` (64 hex digits), made and saved (owner-only) when missing.
+fn device_key(path: &Path) -> anyhow::Result<rpc_core::transport::quic::Identity> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            let mut secret = [0u8; 32];
+            if text.len() != 64 || !text.is_ascii() {
+                anyhow::bail!("{}: not a device key (64 hex digits)", path.display());
+            }
+            for (i, byte) in secret.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).with_context(|| {
+                    format!("{}: not a device key (64 hex digits)", path.display())
+                })?;
+            }
+            rpc_core::transport::quic::Identity::from_secret_bytes(secret)
+                .with_context(|| format!("{}: unusable device key", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let identity =
+                rpc_core::transport::quic::Identity::generate().context("making a device key")?;
+            let hex: String = identity
+                .secret_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(identity)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }

@@ -288,6 +288,27 @@ impl Shared {
         }
     }
 
+    /// Binds this device's identity key to the session, when the client has one: the proof is
+    /// the key's signature of the context and the session's token.
+    async fn bind_device_key(&self, session: &Session) {
+        let Some(identity) = &self.config.device_key else {
+            return;
+        };
+        let mut signed = chat_api::DEVICE_KEY_CONTEXT.to_vec();
+        signed.extend_from_slice(session.token.as_bytes());
+        let key = chat_api::DeviceKey {
+            public: identity.public_key().to_vec(),
+            proof: identity.sign(&signed).to_vec(),
+        };
+        if let Err(e) = self
+            .signal
+            .bind_device_key(session.token.clone(), key)
+            .await
+        {
+            debug!("the device key was not bound: {e}");
+        }
+    }
+
     /// Reads the rooms this user belongs to (the server keeps memberships across sessions),
     /// for [`ChatClient::joined_rooms`](crate::ChatClient::joined_rooms).
     async fn refresh_rooms(&self, session: &Session) {
@@ -339,6 +360,7 @@ pub(crate) async fn run(
     mut renew: mpsc::UnboundedReceiver<String>,
 ) {
     shared.refresh_rooms(&session).await;
+    shared.bind_device_key(&session).await;
     let mut reconnects = 0;
     loop {
         let ended = shared.serve(&session, reconnects, &mut renew).await;
@@ -365,6 +387,7 @@ pub(crate) async fn run(
         reconnects += 1;
         info!(user = %shared.config.name, reconnects, "registered again");
         shared.refresh_rooms(&session).await;
+        shared.bind_device_key(&session).await;
         let nat = shared.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(report) = nat
             && let Err(e) = shared

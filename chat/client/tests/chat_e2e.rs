@@ -883,3 +883,44 @@ fn nat_check_without_an_answer_exits_1_within_3_seconds() {
     assert_eq!(report["mapping"], "unknown");
     assert_eq!(report["public"], Value::Null);
 }
+
+#[test]
+fn a_key_file_is_made_once_for_its_owner_only_and_a_bad_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_chat-client"))
+            .args(["--server", &closed_endpoint(), "--name", "keyholder"])
+            .arg("--key-file")
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let key = dir.path().join("device.key");
+    let first = run(&key);
+    // Nobody to connect to, but the key is made before that.
+    assert!(!first.status.success());
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim().len(), 64, "{text:?}");
+    assert!(
+        text.trim().chars().all(|c| c.is_ascii_hexdigit()),
+        "{text:?}"
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    run(&key);
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        text,
+        "kept, not made again"
+    );
+
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let refused = run(&bad);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not a device key"), "{stderr}");
+}

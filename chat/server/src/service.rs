@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use chat_api::{
-    Access, CallMedia, ChatError, Delivery, Envelope, Friend, FriendState, IceCandidate, IceServer,
-    InboxItem, LoginRequest, NatReport, Page, PresenceEvent, RegisterRequest, Rendezvous, RoomInfo,
-    SdpKind, Sender, Session, Signal, UserInfo, excerpt,
+    Access, CallMedia, ChatError, Delivery, DeviceKey, Envelope, Friend, FriendState, IceCandidate,
+    IceServer, InboxItem, LoginRequest, NatReport, Page, PresenceEvent, RegisterRequest,
+    Rendezvous, RoomInfo, SdpKind, Sender, Session, Signal, UserInfo, excerpt,
 };
 use rpc_core::{CallContext, PeerAddr, ServerStream};
 use uuid::Uuid;
@@ -320,6 +320,21 @@ impl Signal for ChatService {
 
     async fn nat_of(&self, token: String, user: String) -> Result<Option<NatReport>, ChatError> {
         self.shared.nat_of(&token, &user)
+    }
+
+    async fn bind_device_key(&self, token: String, key: DeviceKey) -> Result<(), ChatError> {
+        self.shared.bind_device_key(&token, key)
+    }
+
+    async fn device_key_of(
+        &self,
+        token: String,
+        user: String,
+    ) -> Result<Option<Vec<u8>>, ChatError> {
+        Ok(self
+            .shared
+            .device_key_of(&token, &user)?
+            .map(|key| key.to_vec()))
     }
 }
 

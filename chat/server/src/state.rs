@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chat_api::{
-    ChatError, LoginRequest, NatReport, RegisterRequest, Sender, Session as SessionReply, UserInfo,
-    excerpt,
+    ChatError, DEVICE_KEY_CONTEXT, DeviceKey, LoginRequest, NatReport, RegisterRequest, Sender,
+    Session as SessionReply, UserInfo, excerpt,
 };
 use rpc_registry::{LeaseId, Registry, RegistryError};
 use tokio_util::sync::CancellationToken;
@@ -103,6 +103,8 @@ pub(crate) struct Session {
     pub(crate) ended: CancellationToken,
     /// What the user last reported about their NAT (`report_nat`), for `nat_of`.
     pub(crate) nat: Mutex<Option<NatReport>>,
+    /// The identity key of the device this session is on, once it bound one.
+    pub(crate) device_key: Mutex<Option<[u8; 32]>>,
 }
 
 impl Session {
@@ -236,6 +238,7 @@ impl Shared {
             inbox: InboxSlot::default(),
             ended: CancellationToken::new(),
             nat: Mutex::new(None),
+            device_key: Mutex::new(None),
         });
         let old = {
             let mut sessions = self.sessions();
@@ -317,6 +320,51 @@ impl Shared {
     /// be online but their report is not here, so the answer is `None`.
     pub(crate) fn nat_of(&self, token: &str, user: &str) -> Result<Option<NatReport>, ChatError> {
         self.session(token)?;
+        Ok(self.online_here(user)?.and_then(|session| {
+            session
+                .nat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        }))
+    }
+
+    /// Binds the caller's device key to its session, if the proof is the key's signature of
+    /// the context and the token.
+    pub(crate) fn bind_device_key(&self, token: &str, key: DeviceKey) -> Result<(), ChatError> {
+        let session = self.session(token)?;
+        let public: [u8; 32] = key.public.as_slice().try_into().map_err(|_| {
+            ChatError::Invalid(format!(
+                "a device key has 32 bytes, not {}",
+                key.public.len()
+            ))
+        })?;
+        let mut signed = DEVICE_KEY_CONTEXT.to_vec();
+        signed.extend_from_slice(token.as_bytes());
+        if !rpc_core::transport::quic::verify(&public, &signed, &key.proof) {
+            return Err(ChatError::Invalid(
+                "the device key's proof is not its signature of this session".into(),
+            ));
+        }
+        *session.device_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(public);
+        Ok(())
+    }
+
+    /// The device key bound to an online user's session, if any.
+    pub(crate) fn device_key_of(
+        &self,
+        token: &str,
+        user: &str,
+    ) -> Result<Option<[u8; 32]>, ChatError> {
+        self.session(token)?;
+        Ok(self
+            .online_here(user)?
+            .and_then(|session| *session.device_key.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// The session of an online user (by id as text, or display name) if this server holds
+    /// it; `None` if the user is online through another server; `UnknownUser` if not online.
+    fn online_here(&self, user: &str) -> Result<Option<Arc<Session>>, ChatError> {
         let unknown = || ChatError::UnknownUser(excerpt(user).into_owned());
         let id = match Uuid::parse_str(user) {
             Ok(id) => id,
@@ -328,11 +376,7 @@ impl Shared {
             }
         };
         if let Some(session) = self.session_of(id) {
-            return Ok(session
-                .nat
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone());
+            return Ok(Some(session));
         }
         if self.presence.get(id).is_some() {
             return Ok(None);

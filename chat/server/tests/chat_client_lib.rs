@@ -120,3 +120,38 @@ async fn without_a_limit_a_client_keeps_trying_until_the_server_is_back() {
     client.shutdown().await;
     second.shutdown(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn each_client_binds_its_device_key_and_sees_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let endpoint = server.endpoints()[0].clone();
+    let kept = rpc_core::transport::quic::Identity::generate().unwrap();
+    let mut alice = ChatClientConfig::new(endpoint.clone(), "alice");
+    alice.device_key = Some(kept.clone());
+    let mut nobody = ChatClientConfig::new(endpoint.clone(), "keyless");
+    nobody.device_key = None;
+    let bob = ChatClientConfig::new(endpoint, "bob");
+    let bob_key = bob.device_key.as_ref().unwrap().public_key();
+    let (alice, _a) = ChatClient::connect(alice).await.unwrap();
+    let (bob, _b) = ChatClient::connect(bob).await.unwrap();
+    let (_nobody, _n) = ChatClient::connect(nobody).await.unwrap();
+    // Bound right after each registration, in the background: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = (
+            bob.device_key_of("alice").await.unwrap(),
+            alice.device_key_of("bob").await.unwrap(),
+        );
+        if seen == (Some(kept.public_key()), Some(bob_key)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "keys seen: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(alice.device_key_of("keyless").await.unwrap(), None);
+    server.shutdown(Duration::from_secs(1)).await;
+}

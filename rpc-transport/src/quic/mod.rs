@@ -27,6 +27,6 @@ pub(crate) mod stream;
 pub use auth::PeerAuth;
 pub use config::{ALPN, QuicConfig};
 pub use endpoint::{QuicConnector, QuicEndpoint};
-pub use identity::{Identity, IdentityError};
+pub use identity::{Identity, IdentityError, verify};
 
 pub(crate) use endpoint::connect;
