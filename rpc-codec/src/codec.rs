@@ -17,8 +17,10 @@ pub const DEFAULT_MAX_BODY_LEN: usize = 8 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The first two bytes were not [`MAGIC`](crate::MAGIC).
-    #[error("bad magic {found:#06x}, expected {:#06x}", crate::MAGIC)]
+    /// The first two bytes were not [`MAGIC`](crate::MAGIC). The message says what the bytes
+    /// look like when they are another protocol's (TLS, HTTP), the usual mistake being a
+    /// `tcp://` client at a `tls://` port or the reverse.
+    #[error("bad magic {found:#06x}, expected {:#06x}{}", crate::MAGIC, magic_hint(*found))]
     BadMagic {
         /// The bytes found instead.
         found: u16,
@@ -46,6 +48,21 @@ pub enum FrameError {
     /// The underlying byte stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// What two bytes that are not the magic look like, if they are the start of another protocol.
+fn magic_hint(found: u16) -> &'static str {
+    match found.to_be_bytes() {
+        // A TLS record: handshake (a client hello) or alert, in TLS 1.0 to 1.3's record version.
+        [0x16, 0x03] => " (a TLS handshake: the peer speaks TLS; use a tls:// endpoint)",
+        [0x15, 0x03] => " (a TLS alert: the peer speaks TLS; use a tls:// endpoint)",
+        [b'H', b'T'] => " (an HTTP response: the peer is an HTTP server)",
+        [b'G', b'E'] | [b'P', b'O'] | [b'P', b'U'] | [b'H', b'E'] => {
+            " (an HTTP request: the peer is an HTTP client, or a WebSocket client at a tcp:// port)"
+        }
+        [b'S', b'S'] => " (an SSH banner)",
+        _ => "",
+    }
 }
 
 /// A [`Decoder`] and [`Encoder`] of [`Frame`]s for use with `tokio_util::codec::Framed`.
@@ -369,6 +386,28 @@ mod tests {
             FrameCodec::new().decode(&mut buf),
             Err(FrameError::BadMagic { found: 0x4745 })
         ));
+    }
+
+    #[test]
+    fn bad_magic_names_the_protocol_it_looks_like() {
+        let message = |bytes: &[u8]| {
+            FrameCodec::new()
+                .decode(&mut BytesMut::from(bytes))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            message(&[0x16, 0x03, 0x01, 0x02, 0x00]),
+            "bad magic 0x1603, expected 0xdab0 (a TLS handshake: the peer speaks TLS; use a \
+             tls:// endpoint)"
+        );
+        assert!(
+            message(&[0x15, 0x03, 0x03, 0, 2, 2, 50])
+                .ends_with("(a TLS alert: the peer speaks TLS; use a tls:// endpoint)")
+        );
+        assert!(message(b"HTTP/1.1 400 Bad Request").contains("an HTTP response"));
+        assert!(message(b"GET / HTTP/1.1").contains("an HTTP request"));
+        assert_eq!(message(b"\x00\x01"), "bad magic 0x0001, expected 0xdab0");
     }
 
     #[test]

@@ -24,10 +24,68 @@ use crate::{Acceptor, Connection, Connector, Endpoint, TransportError, memory, t
 /// covers both. A memory
 /// endpoint nobody listens on fails at once with [`io::ErrorKind::ConnectionRefused`]; one whose
 /// listener has [a full backlog](listen) waits, up to `timeout`.
+///
+/// TLS (`tls://` and `wss://`) checks the server's certificate against the Mozilla root store
+/// compiled in ([`ClientTls::new`](crate::tls::ClientTls::new)); [`connect_tls`] takes CAs of
+/// one's own and a client certificate.
 pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connection, TransportError> {
+    connect_inner(endpoint, timeout, None).await
+}
+
+/// As [`connect`], with these TLS settings for a `tls://` or `wss://` endpoint (other endpoints
+/// ignore them).
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    tls: &crate::tls::ClientTls,
+) -> Result<Connection, TransportError> {
+    connect_inner(endpoint, timeout, Some(tls)).await
+}
+
+#[cfg(feature = "tls")]
+type ClientTlsRef<'a> = Option<&'a crate::tls::ClientTls>;
+#[cfg(not(feature = "tls"))]
+type ClientTlsRef<'a> = Option<&'a std::convert::Infallible>;
+
+async fn connect_inner(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    tls: ClientTlsRef<'_>,
+) -> Result<Connection, TransportError> {
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
     let attempt = async {
         match endpoint {
             Endpoint::Tcp { host, port } => tcp::connect(host, *port).await,
+            #[cfg(feature = "tls")]
+            Endpoint::Tls { host, port } => {
+                let default;
+                let tls = match tls {
+                    Some(tls) => tls,
+                    None => {
+                        default = crate::tls::ClientTls::new();
+                        &default
+                    }
+                };
+                crate::tls::connect(host, *port, tls).await
+            }
+            #[cfg(all(feature = "tls", feature = "ws"))]
+            Endpoint::Wss { host, port, path } => {
+                let default;
+                let tls = match tls {
+                    Some(tls) => tls,
+                    None => {
+                        default = crate::tls::ClientTls::new();
+                        &default
+                    }
+                };
+                crate::tls::connect_wss(host, *port, path, tls).await
+            }
+            #[cfg(not(feature = "tls"))]
+            Endpoint::Tls { .. } => Err(tls_disabled()),
+            #[cfg(not(all(feature = "tls", feature = "ws")))]
+            Endpoint::Wss { .. } => Err(wss_disabled()),
             Endpoint::Quic { host, port } => quic_connect(host, *port).await,
             #[cfg(feature = "ws")]
             Endpoint::Ws { host, port, path } => crate::ws::connect(host, *port, path).await,
@@ -75,14 +133,61 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Connectio
 ///   file is removed when the listener is dropped.
 /// - Memory registers the name for this process, failing with [`io::ErrorKind::AddrInUse`] if it
 ///   is taken. Up to 128 connections queue until accepted. Dropping the listener frees the name.
+/// - TLS (`tls://`, `wss://`) needs a certificate: it fails here with
+///   [`io::ErrorKind::InvalidInput`]; see [`listen_tls`].
 pub async fn listen(endpoint: &Endpoint) -> Result<Listener, TransportError> {
+    listen_inner(endpoint, None).await
+}
+
+/// As [`listen`], with the certificate (and client CA) for a `tls://` or `wss://` endpoint;
+/// other endpoints ignore it. Each accepted connection does its TLS handshake (and, for
+/// `wss://`, its WebSocket upgrade) in a task of its own with a timeout of 10 s, so a client
+/// that connects and stalls delays no other; [`Listener::accept`] returns connections whose
+/// handshake is done.
+#[cfg(feature = "tls")]
+pub async fn listen_tls(
+    endpoint: &Endpoint,
+    tls: &crate::tls::ServerTls,
+) -> Result<Listener, TransportError> {
+    listen_inner(endpoint, Some(tls)).await
+}
+
+#[cfg(feature = "tls")]
+type ServerTlsRef<'a> = Option<&'a crate::tls::ServerTls>;
+#[cfg(not(feature = "tls"))]
+type ServerTlsRef<'a> = Option<&'a std::convert::Infallible>;
+
+async fn listen_inner(
+    endpoint: &Endpoint,
+    tls: ServerTlsRef<'_>,
+) -> Result<Listener, TransportError> {
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
     let inner = match endpoint {
         Endpoint::Tcp { host, port } => TcpAcceptor::bind(host, *port).await.map(Inner::Tcp),
         Endpoint::Quic { host, port } => quic_listen(host, *port).await,
         #[cfg(feature = "ws")]
-        Endpoint::Ws { host, port, path } => crate::ws::WsAcceptor::bind(host, *port, path)
+        Endpoint::Ws { host, port, path } => crate::ws::bind(host, *port, path)
             .await
-            .map(Inner::Ws),
+            .map(Inner::Handshake),
+        #[cfg(feature = "tls")]
+        Endpoint::Tls { host, port } => match tls {
+            Some(tls) => crate::tls::bind(host, *port, tls)
+                .await
+                .map(Inner::Handshake),
+            None => Err(no_certificate()),
+        },
+        #[cfg(all(feature = "tls", feature = "ws"))]
+        Endpoint::Wss { host, port, path } => match tls {
+            Some(tls) => crate::tls::bind_wss(host, *port, path, tls)
+                .await
+                .map(Inner::Handshake),
+            None => Err(no_certificate()),
+        },
+        #[cfg(not(feature = "tls"))]
+        Endpoint::Tls { .. } => Err(tls_disabled()),
+        #[cfg(not(all(feature = "tls", feature = "ws")))]
+        Endpoint::Wss { .. } => Err(wss_disabled()),
         #[cfg(not(feature = "ws"))]
         Endpoint::Ws { .. } => Err(ws_disabled()),
         #[cfg(unix)]
@@ -171,6 +276,31 @@ fn quic_unsupported() -> io::Error {
     )
 }
 
+#[cfg(feature = "tls")]
+fn no_certificate() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a TLS endpoint needs a certificate and key: listen with listen_tls \
+         (ServerBuilder::tls, or --tls-cert and --tls-key)",
+    )
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_disabled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "tls:// endpoints need the `tls` feature of rpc-transport",
+    )
+}
+
+#[cfg(not(all(feature = "tls", feature = "ws")))]
+fn wss_disabled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "wss:// endpoints need the `tls` and `ws` features of rpc-transport",
+    )
+}
+
 #[cfg(not(feature = "ws"))]
 fn ws_disabled() -> io::Error {
     io::Error::new(
@@ -187,17 +317,33 @@ fn unix_unsupported() -> io::Error {
     )
 }
 
-/// A [`Connector`] for a built-in endpoint, with a connect timeout; see [`connect`].
+/// A [`Connector`] for a built-in endpoint, with a connect timeout and, for TLS endpoints,
+/// TLS settings; see [`connect`].
 #[derive(Debug, Clone)]
 pub struct EndpointConnector {
     endpoint: Endpoint,
     timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl EndpointConnector {
     /// Connects to `endpoint`, giving up after `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
-        EndpointConnector { endpoint, timeout }
+        EndpointConnector {
+            endpoint,
+            timeout,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Connects to a `tls://` or `wss://` endpoint with these settings (CAs, client
+    /// certificate) instead of the default ones; see [`connect_tls`].
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The endpoint it connects to.
@@ -214,7 +360,11 @@ impl EndpointConnector {
 #[async_trait::async_trait]
 impl Connector for EndpointConnector {
     async fn connect(&self) -> Result<Connection, TransportError> {
-        connect(&self.endpoint, self.timeout).await
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref();
+        #[cfg(not(feature = "tls"))]
+        let tls = None;
+        connect_inner(&self.endpoint, self.timeout, tls).await
     }
 
     fn describe(&self) -> String {
@@ -233,8 +383,8 @@ enum Inner {
     Tcp(TcpAcceptor),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicEndpoint),
-    #[cfg(feature = "ws")]
-    Ws(crate::ws::WsAcceptor),
+    #[cfg(any(feature = "ws", feature = "tls"))]
+    Handshake(crate::handshake::HandshakeAcceptor),
     #[cfg(unix)]
     Unix(UnixAcceptor),
     Memory(MemoryListener),
@@ -248,8 +398,8 @@ impl Listener {
             Inner::Tcp(acceptor) => acceptor.accept().await,
             #[cfg(feature = "quic")]
             Inner::Quic(endpoint) => return endpoint.accept().await,
-            #[cfg(feature = "ws")]
-            Inner::Ws(acceptor) => acceptor.accept().await,
+            #[cfg(any(feature = "ws", feature = "tls"))]
+            Inner::Handshake(acceptor) => acceptor.accept().await,
             #[cfg(unix)]
             Inner::Unix(acceptor) => acceptor.accept().await,
             Inner::Memory(listener) => listener.accept().await,
@@ -257,15 +407,15 @@ impl Listener {
         accepted.map_err(TransportError::Accept)
     }
 
-    /// Where it listens; for TCP and QUIC this is the address actually bound, with the real
+    /// Where it listens; for TCP, TLS, WebSocket and QUIC this is the address actually bound, with the real
     /// port when port 0 was asked for.
     pub fn local_endpoint(&self) -> Endpoint {
         match &self.inner {
             Inner::Tcp(acceptor) => acceptor.local_endpoint().clone(),
             #[cfg(feature = "quic")]
             Inner::Quic(endpoint) => Acceptor::local_endpoint(endpoint),
-            #[cfg(feature = "ws")]
-            Inner::Ws(acceptor) => acceptor.local_endpoint().clone(),
+            #[cfg(any(feature = "ws", feature = "tls"))]
+            Inner::Handshake(acceptor) => acceptor.local_endpoint().clone(),
             #[cfg(unix)]
             Inner::Unix(acceptor) => Endpoint::Unix(acceptor.path().to_owned()),
             Inner::Memory(listener) => Endpoint::Memory(listener.name().to_owned()),

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -16,7 +17,7 @@ use tokio::net::UnixStream;
 use crate::quic::stream::QuicStream;
 
 /// Any byte stream a [`Connection`] can carry: TCP, a Unix socket, an in-process pipe, or a
-/// user's own stream (TLS, say). Implemented for every type with the required bounds.
+/// user's own stream (a tunnel or an in-house protocol, say). Implemented for every type with the required bounds.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}
@@ -41,8 +42,24 @@ pub enum PeerAddr {
         /// The peer's ed25519 public key.
         key: Option<[u8; 32]>,
     },
+    /// A TLS peer (`tls://` endpoints): its TCP address, and the certificate it presented (DER,
+    /// the leaf of its chain), checked by the handshake; `None` for a client that presented
+    /// none. See [`tls`](crate::tls).
+    Tls {
+        /// The peer's TCP address.
+        addr: SocketAddr,
+        /// The peer's certificate, DER.
+        cert: Option<Arc<[u8]>>,
+    },
     /// A WebSocket peer's TCP address (`ws://` endpoints).
     Ws(SocketAddr),
+    /// A WebSocket-over-TLS peer (`wss://` endpoints), as for [`Tls`](PeerAddr::Tls).
+    Wss {
+        /// The peer's TCP address.
+        addr: SocketAddr,
+        /// The peer's certificate, DER.
+        cert: Option<Arc<[u8]>>,
+    },
     /// A Unix socket peer: its path if it has one (a connecting client usually has none, a
     /// server it connected to is named by the path it listens on).
     Unix(Option<PathBuf>),
@@ -52,12 +69,27 @@ pub enum PeerAddr {
     Other(String),
 }
 
+impl PeerAddr {
+    /// The peer's IP address and port, for the transports over IP (TCP, TLS, QUIC, WebSocket).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            PeerAddr::Tcp(addr) | PeerAddr::Ws(addr) => Some(*addr),
+            PeerAddr::Tls { addr, .. }
+            | PeerAddr::Wss { addr, .. }
+            | PeerAddr::Quic { addr, .. } => Some(*addr),
+            PeerAddr::Unix(_) | PeerAddr::Memory(_) | PeerAddr::Other(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
             PeerAddr::Quic { addr, .. } => write!(f, "quic://{addr}"),
+            PeerAddr::Tls { addr, .. } => write!(f, "tls://{addr}"),
             PeerAddr::Ws(addr) => write!(f, "ws://{addr}"),
+            PeerAddr::Wss { addr, .. } => write!(f, "wss://{addr}"),
             PeerAddr::Unix(Some(path)) => write!(f, "unix://{}", path.display()),
             PeerAddr::Unix(None) => f.write_str("unix (unnamed)"),
             PeerAddr::Memory(number) => write!(f, "mem connection #{number}"),
@@ -85,7 +117,7 @@ enum Stream {
 }
 
 impl Connection {
-    /// A connection over any byte stream; this is how a user transport (TLS, say) hands its
+    /// A connection over any byte stream; this is how a user transport (a tunnel or an in-house protocol, say) hands its
     /// streams to the framework.
     pub fn new(stream: impl AsyncStream, peer: PeerAddr) -> Self {
         Connection {

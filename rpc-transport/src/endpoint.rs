@@ -7,13 +7,11 @@ use std::str::FromStr;
 
 use crate::TransportError;
 
-/// Where to connect or listen: `tcp://host:port`, `quic://host:port`, `ws://host:port/path`,
-/// `unix:///abs/path` or
-/// `mem://name`.
+/// Where to connect or listen: `tcp://host:port`, `tls://host:port`, `quic://host:port`,
+/// `ws://host:port/path`, `wss://host:port/path`, `unix:///abs/path` or `mem://name`.
 ///
 /// Parsed with [`FromStr`]; [`Display`](fmt::Display) writes the same form back, so an endpoint
 /// survives a round trip through text (an IPv6 host is written in brackets, `tcp://[::1]:80`).
-/// `wss://` (WebSocket over TLS) is not built in.
 ///
 /// ```
 /// use rpc_transport::Endpoint;
@@ -28,11 +26,15 @@ use crate::TransportError;
 /// let endpoint: Endpoint = "ws://[::1]:8080".parse()?;
 /// assert_eq!(endpoint.scheme(), "ws");
 /// assert_eq!(endpoint.to_string(), "ws://[::1]:8080/");
+/// let endpoint: Endpoint = "wss://chat.example:443/rpc".parse()?;
+/// assert_eq!(endpoint.scheme(), "wss");
+/// let endpoint: Endpoint = "tls://chat.example:7443".parse()?;
+/// assert_eq!(endpoint, Endpoint::Tls { host: "chat.example".into(), port: 7443 });
 ///
 /// let err = "http://x".parse::<Endpoint>().unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, ws://host:port/path, unix:///path or mem://name"#,
+///     r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, tls://host:port, quic://host:port, ws://host:port/path, wss://host:port/path, unix:///path or mem://name"#,
 /// );
 /// # Ok::<(), rpc_transport::TransportError>(())
 /// ```
@@ -42,6 +44,14 @@ pub enum Endpoint {
     /// A TCP socket. The host is a name (`localhost`), an IPv4 address or an IPv6 address
     /// (stored without brackets).
     Tcp {
+        /// Host name or address, resolved when connecting or listening.
+        host: String,
+        /// Port; 0 when listening asks the system for a free one.
+        port: u16,
+    },
+    /// TLS over TCP (see [`tls`](crate::tls), feature `tls`): host and port as for
+    /// [`Tcp`](Endpoint::Tcp); a client checks the server's certificate for the host.
+    Tls {
         /// Host name or address, resolved when connecting or listening.
         host: String,
         /// Port; 0 when listening asks the system for a free one.
@@ -66,6 +76,16 @@ pub enum Endpoint {
         /// any other.
         path: String,
     },
+    /// A WebSocket over TLS (features `ws` and `tls`), as [`Ws`](Endpoint::Ws) after a TLS
+    /// handshake: what a browser on an `https://` page must use.
+    Wss {
+        /// Host name or address, resolved when connecting or listening.
+        host: String,
+        /// Port; 0 when listening asks the system for a free one.
+        port: u16,
+        /// The HTTP path of the upgrade request, starting with `/`.
+        path: String,
+    },
     /// A Unix domain socket at an absolute path.
     Unix(PathBuf),
     /// An in-process pipe registered under a name; see [`listen`](crate::listen).
@@ -76,6 +96,14 @@ impl Endpoint {
     /// The TCP endpoint of a socket address.
     pub fn tcp(addr: SocketAddr) -> Self {
         Endpoint::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+
+    /// The TLS endpoint of a socket address.
+    pub fn tls(addr: SocketAddr) -> Self {
+        Endpoint::Tls {
             host: addr.ip().to_string(),
             port: addr.port(),
         }
@@ -108,10 +136,26 @@ impl Endpoint {
         }
     }
 
-    /// The scheme: `"tcp"`, `"quic"`, `"ws"`, `"unix"` or `"mem"`.
+    /// The WebSocket-over-TLS endpoint of a socket address, upgrading at `path`.
+    pub fn wss(addr: SocketAddr, path: impl Into<String>) -> Self {
+        Endpoint::Wss {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            path: path.into(),
+        }
+    }
+
+    /// Whether connections to it run TLS (`tls://` and `wss://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Endpoint::Tls { .. } | Endpoint::Wss { .. })
+    }
+
+    /// The scheme: `"tcp"`, `"tls"`, `"quic"`, `"ws"`, `"wss"`, `"unix"` or `"mem"`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Endpoint::Tcp { .. } => "tcp",
+            Endpoint::Tls { .. } => "tls",
+            Endpoint::Wss { .. } => "wss",
             Endpoint::Quic { .. } => "quic",
             Endpoint::Ws { .. } => "ws",
             Endpoint::Unix(_) => "unix",
@@ -131,9 +175,21 @@ impl FromStr for Endpoint {
             "tcp" => {
                 parse_host_port(input, "tcp", rest).map(|(host, port)| Endpoint::Tcp { host, port })
             }
+            "tls" => {
+                parse_host_port(input, "tls", rest).map(|(host, port)| Endpoint::Tls { host, port })
+            }
             "quic" => parse_host_port(input, "quic", rest)
                 .map(|(host, port)| Endpoint::Quic { host, port }),
-            "ws" => parse_ws(input, rest),
+            "ws" => parse_ws(input, "ws", rest).map(|(host, port, path)| Endpoint::Ws {
+                host,
+                port,
+                path,
+            }),
+            "wss" => parse_ws(input, "wss", rest).map(|(host, port, path)| Endpoint::Wss {
+                host,
+                port,
+                path,
+            }),
             "unix" => parse_unix(input, rest),
             "mem" => parse_memory(input, rest),
             other => Err(TransportError::invalid(
@@ -151,6 +207,10 @@ impl fmt::Display for Endpoint {
                 write!(f, "tcp://[{host}]:{port}")
             }
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Tls { host, port } if host.contains(':') => {
+                write!(f, "tls://[{host}]:{port}")
+            }
+            Endpoint::Tls { host, port } => write!(f, "tls://{host}:{port}"),
             Endpoint::Quic { host, port } if host.contains(':') => {
                 write!(f, "quic://[{host}]:{port}")
             }
@@ -159,6 +219,10 @@ impl fmt::Display for Endpoint {
                 write!(f, "ws://[{host}]:{port}{path}")
             }
             Endpoint::Ws { host, port, path } => write!(f, "ws://{host}:{port}{path}"),
+            Endpoint::Wss { host, port, path } if host.contains(':') => {
+                write!(f, "wss://[{host}]:{port}{path}")
+            }
+            Endpoint::Wss { host, port, path } => write!(f, "wss://{host}:{port}{path}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::Memory(name) => write!(f, "mem://{name}"),
         }
@@ -237,12 +301,17 @@ impl From<SocketAddr> for Endpoint {
     }
 }
 
-fn parse_ws(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
+/// The host, port and path of `ws://` and `wss://` endpoints.
+fn parse_ws(
+    input: &str,
+    scheme: &str,
+    rest: &str,
+) -> Result<(String, u16, String), TransportError> {
     let (authority, path) = match rest.find('/') {
         Some(slash) => rest.split_at(slash),
         None => (rest, "/"),
     };
-    let (host, port) = parse_host_port(input, "ws", authority)?;
+    let (host, port) = parse_host_port(input, scheme, authority)?;
     if let Some(bad) = path
         .chars()
         .find(|c| !c.is_ascii_graphic() || matches!(c, '?' | '#'))
@@ -252,14 +321,10 @@ fn parse_ws(input: &str, rest: &str) -> Result<Endpoint, TransportError> {
             format!("invalid character {bad:?} in the path {path:?}"),
         ));
     }
-    Ok(Endpoint::Ws {
-        host,
-        port,
-        path: path.to_owned(),
-    })
+    Ok((host, port, path.to_owned()))
 }
 
-/// The host and port of `tcp://`, `quic://` and `ws://` endpoints (`host:port` or
+/// The host and port of `tcp://`, `tls://`, `quic://`, `ws://` and `wss://` endpoints (`host:port` or
 /// `[v6]:port`); `scheme` names the form in errors.
 fn parse_host_port(input: &str, scheme: &str, rest: &str) -> Result<(String, u16), TransportError> {
     let invalid = |reason: String| TransportError::invalid(input, reason);
@@ -417,6 +482,28 @@ mod tests {
                     path: "/rpc/v1".into(),
                 },
             ),
+            (
+                "tls://localhost:7443",
+                Endpoint::Tls {
+                    host: "localhost".into(),
+                    port: 7443,
+                },
+            ),
+            (
+                "tls://[::1]:0",
+                Endpoint::Tls {
+                    host: "::1".into(),
+                    port: 0,
+                },
+            ),
+            (
+                "wss://chat.example:443/rpc",
+                Endpoint::Wss {
+                    host: "chat.example".into(),
+                    port: 443,
+                    path: "/rpc".into(),
+                },
+            ),
             ("mem://svc", Endpoint::Memory("svc".into())),
             ("mem://a://b", Endpoint::Memory("a://b".into())),
         ];
@@ -439,6 +526,13 @@ mod tests {
         assert_eq!(Endpoint::ws(v4, "/rpc").to_string(), "ws://127.0.0.1:9/rpc");
         assert_eq!(Endpoint::ws(v6, "/").to_string(), "ws://[::1]:9/");
         assert_eq!(Endpoint::ws(v6, "/").scheme(), "ws");
+        assert_eq!(Endpoint::tls(v4).to_string(), "tls://127.0.0.1:9");
+        assert_eq!(Endpoint::tls(v6).to_string(), "tls://[::1]:9");
+        assert_eq!(Endpoint::wss(v6, "/").to_string(), "wss://[::1]:9/");
+        assert_eq!(Endpoint::wss(v4, "/x").scheme(), "wss");
+        assert_eq!(Endpoint::tls(v4).scheme(), "tls");
+        assert!(Endpoint::tls(v4).is_tls() && Endpoint::wss(v4, "/").is_tls());
+        assert!(!Endpoint::tcp(v4).is_tls() && !Endpoint::ws(v4, "/").is_tls());
         assert_eq!(Endpoint::unix("/s").scheme(), "unix");
         assert_eq!(Endpoint::memory("m").scheme(), "mem");
     }
@@ -452,7 +546,7 @@ mod tests {
         let message = "http://x".parse::<Endpoint>().unwrap_err().to_string();
         assert_eq!(
             message,
-            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, quic://host:port, ws://host:port/path, unix:///path or mem://name"#
+            r#"invalid endpoint "http://x": unknown scheme "http"; expected tcp://host:port, tls://host:port, quic://host:port, ws://host:port/path, wss://host:port/path, unix:///path or mem://name"#
         );
     }
 
@@ -497,6 +591,20 @@ mod tests {
             "an IPv6 host must be in brackets, as in quic://[::1]:80"
         );
         assert_eq!(reason("tcp://user@h:80"), r#"invalid host "user@h""#);
+        assert_eq!(reason("tls://h"), "missing port");
+        assert_eq!(
+            reason("tls://::1:80"),
+            "an IPv6 host must be in brackets, as in tls://[::1]:80"
+        );
+        assert_eq!(reason("wss://h/rpc"), "missing port");
+        assert_eq!(
+            reason("wss://::1:80/"),
+            "an IPv6 host must be in brackets, as in wss://[::1]:80"
+        );
+        assert_eq!(
+            reason("wss://h:80/a b"),
+            r#"invalid character ' ' in the path "/a b""#
+        );
     }
 
     #[test]
@@ -558,6 +666,10 @@ mod tests {
             (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Quic { host, port }),
             (any::<SocketAddr>(), "(/[!-~&&[^?#/]]{0,8}){1,3}")
                 .prop_map(|(addr, path)| Endpoint::ws(addr, path)),
+            any::<SocketAddr>().prop_map(Endpoint::tls),
+            (host_name(), any::<u16>()).prop_map(|(host, port)| Endpoint::Tls { host, port }),
+            (any::<SocketAddr>(), "(/[!-~&&[^?#/]]{0,8}){1,3}")
+                .prop_map(|(addr, path)| Endpoint::wss(addr, path)),
             "(/[^/\0]{1,12}){1,4}".prop_map(Endpoint::unix),
             ".{1,40}".prop_map(Endpoint::memory),
         ]

@@ -4,8 +4,7 @@ use std::io;
 use std::time::Duration;
 
 /// The accepted endpoint forms, named in every [`TransportError::InvalidEndpoint`] message.
-pub(crate) const ACCEPTED_FORMS: &str =
-    "tcp://host:port, quic://host:port, ws://host:port/path, unix:///path or mem://name";
+pub(crate) const ACCEPTED_FORMS: &str = "tcp://host:port, tls://host:port, quic://host:port, ws://host:port/path, wss://host:port/path, unix:///path or mem://name";
 
 /// Why an endpoint could not be parsed, connected to, listened on or accepted from.
 #[derive(Debug, thiserror::Error)]

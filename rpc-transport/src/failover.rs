@@ -37,6 +37,8 @@ pub struct Failover {
     /// may have changed since: it is only where trying starts).
     current: Arc<AtomicUsize>,
     timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Failover {
@@ -54,7 +56,17 @@ impl Failover {
             source: Arc::new(source),
             current: Arc::new(AtomicUsize::new(0)),
             timeout,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Connects to `tls://` and `wss://` endpoints with these settings; see
+    /// [`connect_tls`](crate::connect_tls).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The endpoints as they are now.
@@ -90,7 +102,16 @@ impl Connector for Failover {
         let mut last = None;
         for step in 0..endpoints.len() {
             let index = (start + step) % endpoints.len();
-            match connect(&endpoints[index], self.timeout).await {
+            #[cfg(feature = "tls")]
+            let attempt = match &self.tls {
+                Some(tls) => {
+                    crate::builtin::connect_tls(&endpoints[index], self.timeout, tls).await
+                }
+                None => connect(&endpoints[index], self.timeout).await,
+            };
+            #[cfg(not(feature = "tls"))]
+            let attempt = connect(&endpoints[index], self.timeout).await;
+            match attempt {
                 Ok(connection) => {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(connection);

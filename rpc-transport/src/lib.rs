@@ -1,15 +1,18 @@
 //! Byte-stream transports for the framework: where connections come from, and nothing about
 //! what travels over them (framing belongs to `rpc-codec`, calls to `rpc-core`).
 //!
-//! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`, `quic://host:port`,
-//!   `ws://host:port/path` (a WebSocket, so that browsers can call; feature `ws`, on by
-//!   default; `wss://` is not built in), `unix:///abs/path` or `mem://name` (an in-process pipe,
-//!   for tests and for client and server in one process).
+//! - [`Endpoint`] names a place to connect or listen: `tcp://host:port`, `tls://host:port`
+//!   (TLS over TCP; feature `tls`, on by default), `quic://host:port`, `ws://host:port/path`
+//!   (a WebSocket, so that browsers can call; feature `ws`, on by default),
+//!   `wss://host:port/path` (a WebSocket over TLS), `unix:///abs/path` or `mem://name` (an
+//!   in-process pipe, for tests and for client and server in one process).
+//! - [`tls`] holds the certificates: [`tls::ServerTls`] for listeners ([`listen_tls`]),
+//!   [`tls::ClientTls`] for clients ([`connect_tls`], [`EndpointConnector::tls`]).
 //! - [`quic`] (feature `quic`, on by default) runs connections over QUIC, with peers known by
 //!   their ed25519 keys.
 //! - [`connect`] and [`listen`] open the built-in endpoints; [`EndpointConnector`] and
 //!   [`Listener`] are the same as [`Connector`] and [`Acceptor`] values.
-//! - [`Connector`] and [`Acceptor`] are the plug: a user transport (TLS, say) implements them and
+//! - [`Connector`] and [`Acceptor`] are the plug: a user transport implements them and
 //!   wraps its own byte stream, any [`AsyncStream`], in a [`Connection`]. Implement them with
 //!   the re-exported [`macro@async_trait`] attribute.
 //! - A [`Connection`] is a byte stream plus the [`PeerAddr`] seen on the other side;
@@ -49,10 +52,14 @@ mod connection;
 mod endpoint;
 mod error;
 mod failover;
+#[cfg(any(feature = "ws", feature = "tls"))]
+mod handshake;
 mod memory;
 #[cfg(feature = "quic")]
 pub mod quic;
 mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 #[cfg(unix)]
 mod unix;
@@ -60,6 +67,8 @@ mod unix;
 pub mod ws;
 
 pub use builtin::{EndpointConnector, Listener, connect, listen};
+#[cfg(feature = "tls")]
+pub use builtin::{connect_tls, listen_tls};
 pub use connection::{AsyncStream, BoxRead, BoxWrite, Connection, PeerAddr};
 pub use endpoint::{Endpoint, IntoEndpoint};
 pub use error::TransportError;

@@ -8,7 +8,7 @@ use crate::{Connection, Endpoint, TransportError};
 /// Opens connections: the client side of a transport.
 ///
 /// [`EndpointConnector`](crate::EndpointConnector) connects to the built-in endpoints; a user
-/// transport (TLS, say) implements this to bring its own byte stream, wrapped with
+/// transport (a tunnel or an in-house protocol, say) implements this to bring its own byte stream, wrapped with
 /// [`Connection::new`].
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync + fmt::Debug + 'static {

@@ -12,21 +12,27 @@
 //! than [`MAX_MESSAGE`] is refused the same way with code 1009 (too big). Pings are answered,
 //! and a close from the peer is the end of the stream.
 //!
+//! A WebSocket has no half-close: shutting down the write half sends a close frame, the peer
+//! answers it at once, and that ends both directions. So a side shuts down once it has written
+//! all it means to and expects nothing more; bytes written after the peer's close fail with
+//! [`io::ErrorKind::BrokenPipe`].
+//!
+//! `wss://host:port/path` is the same over TLS (feature `tls`): the TLS handshake of
+//! [`tls`](crate::tls), then the upgrade; the timeout covers both.
+//!
 //! The listener accepts TCP connections in a task of its own and runs each WebSocket handshake
 //! in a task of its own too, with [`HANDSHAKE_TIMEOUT`] and at most [`MAX_HANDSHAKES`] at once,
 //! so that a client that connects and never sends its upgrade request delays nobody.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -34,6 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
+use crate::handshake::HandshakeAcceptor;
 use crate::{Connection, Endpoint, PeerAddr, tcp};
 
 /// The WebSocket subprotocol of the framework. A client may offer it in
@@ -49,12 +56,13 @@ pub const SUBPROTOCOL: &str = "dubbo-rs.v1";
 /// framework's frames may span messages, and this side splits what it writes at this size.
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024 + 18;
 
-/// How long a server waits for a client's upgrade request and its own answer to be written.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server waits for a client's upgrade request (and, for `wss://`, its TLS
+/// handshake before it) and its own answer to be written.
+pub const HANDSHAKE_TIMEOUT: Duration = crate::handshake::HANDSHAKE_TIMEOUT;
 
 /// How many handshakes (and handshaken connections not yet accepted) a listener holds at once;
 /// past that, TCP connections wait in the kernel's backlog.
-pub const MAX_HANDSHAKES: usize = 64;
+pub const MAX_HANDSHAKES: usize = crate::handshake::MAX_HANDSHAKES;
 
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -66,13 +74,30 @@ fn config() -> WebSocketConfig {
 /// [`SUBPROTOCOL`].
 pub(crate) async fn connect(host: &str, port: u16, path: &str) -> io::Result<Connection> {
     let (stream, addr) = tcp::connect_stream(host, port).await?;
+    let ws = upgrade_client(stream, host, port, path, false).await?;
+    Ok(Connection::new(ws, PeerAddr::Ws(addr)))
+}
+
+/// The client side of the upgrade, over `stream` (TCP, or TLS for `wss://`), offering
+/// [`SUBPROTOCOL`].
+pub(crate) async fn upgrade_client<S>(
+    stream: S,
+    host: &str,
+    port: u16,
+    path: &str,
+    secure: bool,
+) -> io::Result<WsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
+    let scheme = if secure { "wss" } else { "ws" };
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{authority}{path}"
+        "{scheme}://{authority}{path}"
     ))
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     request.headers_mut().insert(
@@ -83,7 +108,7 @@ pub(crate) async fn connect(host: &str, port: u16, path: &str) -> io::Result<Con
         tokio_tungstenite::client_async_with_config(request, stream, Some(config()))
             .await
             .map_err(|e| handshake_error("websocket upgrade", e))?;
-    Ok(Connection::new(WsStream::new(ws), PeerAddr::Ws(addr)))
+    Ok(WsStream::new(ws))
 }
 
 fn handshake_error(what: &str, error: tungstenite::Error) -> io::Error {
@@ -100,109 +125,37 @@ fn handshake_error(what: &str, error: tungstenite::Error) -> io::Error {
     }
 }
 
-/// Listens for WebSocket clients: a task accepts TCP connections and hands each to a handshake
-/// task; finished connections come out of [`accept`](WsAcceptor::accept).
-#[derive(Debug)]
-pub(crate) struct WsAcceptor {
-    connections: mpsc::Receiver<io::Result<Connection>>,
-    local: Endpoint,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl WsAcceptor {
-    pub(crate) async fn bind(host: &str, port: u16, path: &str) -> io::Result<Self> {
-        let listener = TcpListener::bind((host, port)).await?;
-        let addr = listener.local_addr()?;
-        let local = Endpoint::Ws {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            path: path.to_owned(),
-        };
-        let (tx, connections) = mpsc::channel(MAX_HANDSHAKES);
-        let task = tokio::spawn(accept_loop(
-            listener,
-            path.to_owned(),
-            tx,
-            HANDSHAKE_TIMEOUT,
-        ));
-        Ok(WsAcceptor {
-            connections,
-            local,
-            task,
-        })
-    }
-
-    pub(crate) async fn accept(&mut self) -> io::Result<Connection> {
-        match self.connections.recv().await {
-            Some(accepted) => accepted,
-            None => Err(io::Error::other("the websocket listener's task ended")),
-        }
-    }
-
-    pub(crate) fn local_endpoint(&self) -> &Endpoint {
-        &self.local
-    }
-}
-
-impl Drop for WsAcceptor {
-    fn drop(&mut self) {
-        // Stops accepting and, with the task's `JoinSet`, every handshake in flight.
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    path: String,
-    tx: mpsc::Sender<io::Result<Connection>>,
-    timeout: Duration,
-) {
-    let mut handshakes = JoinSet::new();
-    loop {
-        while handshakes.try_join_next().is_some() {}
-        if handshakes.len() >= MAX_HANDSHAKES {
-            tokio::select! {
-                _ = handshakes.join_next() => continue,
-                () = tx.closed() => return,
+/// Listens for WebSocket clients at `path`; see [`HandshakeAcceptor`].
+pub(crate) async fn bind(host: &str, port: u16, path: &str) -> io::Result<HandshakeAcceptor> {
+    let listener = TcpListener::bind((host, port)).await?;
+    let addr = listener.local_addr()?;
+    let local = Endpoint::Ws {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        path: path.to_owned(),
+    };
+    let path: Arc<str> = path.into();
+    Ok(HandshakeAcceptor::spawn(
+        listener,
+        local,
+        HANDSHAKE_TIMEOUT,
+        move |stream: TcpStream, peer| {
+            let path = path.clone();
+            async move {
+                stream.set_nodelay(true)?;
+                let ws = upgrade_server(stream, &path).await?;
+                Ok(Connection::new(ws, PeerAddr::Ws(peer)))
             }
-        }
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            Some(_) = handshakes.join_next() => continue,
-            () = tx.closed() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let (path, tx) = (path.clone(), tx.clone());
-                handshakes.spawn(async move {
-                    match tokio::time::timeout(timeout, handshake(stream, peer, &path)).await {
-                        Ok(Ok(connection)) => {
-                            // Fails only when the listener is gone.
-                            let _ = tx.send(Ok(connection)).await;
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "websocket handshake failed");
-                        }
-                        Err(_elapsed) => {
-                            tracing::debug!(%peer, ?timeout, "websocket handshake timed out");
-                        }
-                    }
-                });
-            }
-            // Out of file descriptors, say: the server logs it and backs off.
-            Err(error) => {
-                if tx.send(Err(error)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
+        },
+    ))
 }
 
 /// The server side of the upgrade: the request's path must be the listener's (else 404), and
 /// [`SUBPROTOCOL`] is named in the answer when the client offers it. Any `Origin` is accepted.
-async fn handshake(stream: TcpStream, peer: SocketAddr, path: &str) -> io::Result<Connection> {
-    stream.set_nodelay(true)?;
+pub(crate) async fn upgrade_server<S>(stream: S, path: &str) -> io::Result<WsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // The callback's signature is tungstenite's; the size of its error is not ours to choose.
     #[allow(clippy::result_large_err)]
     let check = |request: &Request, mut response: Response| {
@@ -232,17 +185,20 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, path: &str) -> io::Resul
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config()))
         .await
         .map_err(|e| handshake_error("websocket handshake", e))?;
-    Ok(Connection::new(WsStream::new(ws), PeerAddr::Ws(peer)))
+    Ok(WsStream::new(ws))
 }
 
 /// A byte stream over a WebSocket; see the [module](self) documentation.
-pub(crate) struct WsStream {
-    ws: WebSocketStream<TcpStream>,
+pub(crate) struct WsStream<S> {
+    ws: WebSocketStream<S>,
     /// What is left of the binary message being read.
     reading: Bytes,
     read_state: ReadState,
     /// The bytes written since the last message was sent.
     writing: Vec<u8>,
+    /// The peer's close frame has arrived: the WebSocket is over, and a TLS stream under it
+    /// may end without its own close (`close_notify`), which is then no error.
+    close_received: bool,
 }
 
 enum ReadState {
@@ -255,13 +211,14 @@ enum ReadState {
     Failed(io::ErrorKind, String),
 }
 
-impl WsStream {
-    fn new(ws: WebSocketStream<TcpStream>) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    fn new(ws: WebSocketStream<S>) -> Self {
         WsStream {
             ws,
             reading: Bytes::new(),
             read_state: ReadState::Open,
             writing: Vec::new(),
+            close_received: false,
         }
     }
 
@@ -310,7 +267,7 @@ fn write_error(error: tungstenite::Error) -> io::Error {
     }
 }
 
-impl AsyncRead for WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -354,7 +311,16 @@ impl AsyncRead for WsStream {
                     }
                 }
                 // Answered by tungstenite; the next read sends its reply and ends the stream.
-                Some(Ok(Message::Close(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) => this.close_received = true,
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Err(tungstenite::Error::Io(_))) if this.close_received => {
+                    this.read_state = ReadState::Ended;
+                }
+                // The peer left without a close frame (a process that exited): the frames
+                // inside carry their own lengths, so this ends the stream like TCP's FIN does.
+                Some(Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ))) => this.read_state = ReadState::Ended,
                 Some(Err(tungstenite::Error::Capacity(error))) => this.refuse(
                     CloseCode::Size,
                     io::ErrorKind::InvalidData,
@@ -383,7 +349,7 @@ impl AsyncRead for WsStream {
     }
 }
 
-impl AsyncWrite for WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -436,40 +402,13 @@ impl AsyncWrite for WsStream {
         // Sends a close frame (code 1000); reading goes on until the peer's close arrives.
         match ready!(Pin::new(&mut this.ws).poll_close(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::SendAfterClosing,
-            )) => Poll::Ready(Ok(())),
+            // The peer's close came first and was answered: the close handshake is done.
+            Err(
+                tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing)
+                | tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed,
+            ) => Poll::Ready(Ok(())),
             Err(error) => Poll::Ready(Err(write_error(error))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::AsyncReadExt;
-    use tokio::time::Instant;
-
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_handshake_that_takes_too_long_is_dropped() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = mpsc::channel(1);
-        let timeout = Duration::from_secs(3);
-        let task = tokio::spawn(accept_loop(listener, "/".into(), tx, timeout));
-
-        let mut silent = TcpStream::connect(addr).await.unwrap();
-        let started = Instant::now();
-        let mut buf = [0; 1];
-        // The server drops the connection when the handshake times out: end of stream.
-        let read = tokio::time::timeout(Duration::from_secs(60), silent.read(&mut buf));
-        assert_eq!(
-            read.await.expect("the handshake never timed out").unwrap(),
-            0
-        );
-        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
-        assert!(rx.try_recv().is_err(), "nothing reaches accept()");
-        task.abort();
     }
 }

@@ -152,6 +152,44 @@ async fn a_client_that_pins_the_server_key_connects_and_a_wrong_pin_is_refused()
     echo_once(&mut again, &mut from_again, b"connect_with").await;
 }
 
+/// A connector made from another for a second device: the same socket, its own pinned key.
+#[tokio::test]
+async fn a_connector_to_another_device_pins_that_devices_key() {
+    let (a_config, a_key) = config();
+    let mut a = endpoint(a_config);
+    let (b_config, b_key) = config();
+    let mut b = endpoint(b_config);
+    let (client_config, _) = config();
+    let client = endpoint(client_config);
+    let template = client.connector(a.local_addr().unwrap());
+
+    let to_b = template
+        .to(b.local_addr().unwrap(), &PeerAuth::pinned(b_key))
+        .unwrap();
+    assert_eq!(to_b.remote(), b.local_addr().unwrap());
+    let (mut to_b, mut from_client) = tokio::join!(to_b.connect(), b.accept());
+    let (to_b, from_client) = (to_b.as_mut().unwrap(), from_client.as_mut().unwrap());
+    assert_eq!(peer_key(to_b), Some(b_key));
+    // From the template's socket.
+    assert_eq!(
+        from_client.peer().socket_addr(),
+        Some(client.local_addr().unwrap())
+    );
+    echo_once(to_b, from_client, b"to b").await;
+
+    // Pinned to a's key, b is refused.
+    let wrong = template
+        .to(b.local_addr().unwrap(), &PeerAuth::pinned(a_key))
+        .unwrap();
+    let err = wrong.connect().await.unwrap_err();
+    assert!(chain(&err).contains("pinned"), "{err:?}");
+    let right = template
+        .to(a.local_addr().unwrap(), &PeerAuth::pinned(a_key))
+        .unwrap();
+    let (to_a, from_client) = tokio::join!(right.connect(), a.accept());
+    echo_once(&mut to_a.unwrap(), &mut from_client.unwrap(), b"to a").await;
+}
+
 #[tokio::test]
 async fn a_server_that_pins_client_keys_refuses_other_clients() {
     let (good_config, good_key) = config();
@@ -445,4 +483,70 @@ async fn garbage_datagrams_leave_connections_alone() {
 
 fn hex(key: &[u8; 32]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An endpoint with datagrams: what is not QUIC goes to `Datagrams`, what it sends leaves from
+/// the endpoint's port, and QUIC carries on beside it.
+#[tokio::test]
+async fn datagrams_that_are_not_quic_share_the_socket_with_quic() {
+    let (server_config, server_key) = config();
+    let (mut server, mut datagrams) =
+        QuicEndpoint::bind_with_datagrams(LOOPBACK.parse().unwrap(), server_config).unwrap();
+    let addr = server.local_addr().unwrap();
+    assert_eq!(datagrams.local_addr().unwrap(), addr);
+
+    // In: a datagram that starts as STUN does.
+    let other = UdpSocket::bind(LOOPBACK).await.unwrap();
+    other
+        .send_to(&[0x00, 0x01, 0, 0, 1, 2], addr)
+        .await
+        .unwrap();
+    let (got, from) = tokio::time::timeout(Duration::from_secs(5), datagrams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.as_slice(), from),
+        (&[0x00, 0x01, 0, 0, 1, 2][..], other.local_addr().unwrap())
+    );
+
+    // Out: from the endpoint's own port.
+    datagrams
+        .send_to(b"\x01probe", other.local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0; 64];
+    let (len, from) = tokio::time::timeout(Duration::from_secs(5), other.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&buf[..len], from), (&b"\x01probe"[..], addr));
+
+    // QUIC beside it, with junk arriving all along.
+    let junk = tokio::spawn(async move {
+        for n in 0..200u32 {
+            let _ = other.send_to(&[0x02, n as u8], addr).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let client = endpoint(config().0.peer(PeerAuth::pinned(server_key)));
+    let (to_server, from_client) = tokio::join!(client.connect(addr), server.accept());
+    echo_once(
+        &mut to_server.unwrap(),
+        &mut from_client.unwrap(),
+        b"beside datagrams",
+    )
+    .await;
+    junk.await.unwrap();
+    let mut diverted = 0;
+    while tokio::time::timeout(Duration::from_millis(200), datagrams.recv())
+        .await
+        .is_ok_and(|d| d.is_some())
+    {
+        diverted += 1;
+    }
+    assert!(
+        diverted > 100,
+        "only {diverted} of 200 datagrams came through"
+    );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rpc_transport::ws::{MAX_MESSAGE, SUBPROTOCOL};
 use rpc_transport::{Connection, Endpoint, Listener, PeerAddr, connect, listen};
-use support::exchange;
+use support::exchange_then_close;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -126,7 +126,7 @@ async fn ws_round_trip() {
     assert_eq!(client.peer().to_string(), format!("ws://127.0.0.1:{port}"));
     assert!(matches!(server.peer(), PeerAddr::Ws(addr) if addr.ip().is_loopback()));
 
-    exchange(client, server).await;
+    exchange_then_close(client, server).await;
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::auth::ed25519_key;
+use super::datagrams::Datagrams;
 use super::stream::QuicStream;
 use super::{PeerAuth, QuicConfig};
 use crate::{Acceptor, Connection, Connector, Endpoint, PeerAddr, TransportError};
@@ -91,34 +92,77 @@ impl QuicEndpoint {
         })
     }
 
+    /// Binds as [`bind`](QuicEndpoint::bind) does, and hands the datagrams of the socket that
+    /// are not QUIC (STUN, an application's probes) to the [`Datagrams`] returned with it,
+    /// which also sends such datagrams from the same port: what hole punching needs.
+    pub fn bind_with_datagrams(
+        addr: SocketAddr,
+        config: QuicConfig,
+    ) -> Result<(Self, Datagrams), TransportError> {
+        let bind = || -> io::Result<(Self, Datagrams)> {
+            let (endpoint, datagrams) = Self::build(UdpSocket::bind(addr)?, config, true)?;
+            let datagrams = datagrams.ok_or_else(|| io::Error::other("no datagram channel"))?;
+            Ok((endpoint, datagrams))
+        };
+        bind().map_err(|source| TransportError::Bind {
+            endpoint: Endpoint::quic(addr).to_string(),
+            source,
+        })
+    }
+
     pub(crate) fn bind_io(addr: SocketAddr, config: QuicConfig) -> io::Result<Self> {
         Self::from_socket_io(UdpSocket::bind(addr)?, config)
     }
 
     fn from_socket_io(socket: UdpSocket, config: QuicConfig) -> io::Result<Self> {
+        Self::build(socket, config, false).map(|(endpoint, _)| endpoint)
+    }
+
+    fn build(
+        socket: UdpSocket,
+        config: QuicConfig,
+        with_datagrams: bool,
+    ) -> io::Result<(Self, Option<Datagrams>)> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("a QUIC endpoint must be made inside a tokio runtime"))?;
         let server_config = config.server_config()?;
         let client_config = config.client_config(&config.peer)?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )?;
+        let quinn_runtime = Arc::new(quinn::TokioRuntime);
+        let (endpoint, datagrams) = if with_datagrams {
+            let (socket, datagrams) = super::datagrams::demux(socket, &*quinn_runtime)?;
+            // Peers must keep the fixed bit set, which is what tells QUIC from the rest.
+            let mut endpoint_config = quinn::EndpointConfig::default();
+            endpoint_config.grease_quic_bit(false);
+            let endpoint = quinn::Endpoint::new_with_abstract_socket(
+                endpoint_config,
+                Some(server_config),
+                socket,
+                quinn_runtime,
+            )?;
+            (endpoint, Some(datagrams))
+        } else {
+            let endpoint = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server_config),
+                socket,
+                quinn_runtime,
+            )?;
+            (endpoint, None)
+        };
         let (ready, accepted) = mpsc::channel(BACKLOG);
         let accept_task = runtime.spawn(accept_loop(
             endpoint.clone(),
             ready,
             config.handshake_timeout,
         ));
-        Ok(QuicEndpoint {
+        let endpoint = QuicEndpoint {
             endpoint,
             config: Arc::new(config),
             client_config,
             accepted,
             accept_task,
-        })
+        };
+        Ok((endpoint, datagrams))
     }
 
     /// The address of the UDP socket, with the real port when port 0 was asked for.
@@ -162,6 +206,7 @@ impl QuicEndpoint {
     pub fn connector(&self, remote: SocketAddr) -> QuicConnector {
         QuicConnector {
             endpoint: self.endpoint.clone(),
+            config: self.config.clone(),
             client_config: self.client_config.clone(),
             remote,
             timeout: self.config.handshake_timeout,
@@ -220,9 +265,36 @@ impl Acceptor for QuicEndpoint {
 #[derive(Clone)]
 pub struct QuicConnector {
     endpoint: quinn::Endpoint,
+    config: Arc<QuicConfig>,
     client_config: quinn::ClientConfig,
     remote: SocketAddr,
     timeout: Duration,
+}
+
+impl QuicConnector {
+    /// A connector from the same socket to `remote`, checking it as `peer` says: to reach
+    /// another device whose key is known, from the socket whose NAT mapping the others know.
+    pub fn to(&self, remote: SocketAddr, peer: &PeerAuth) -> Result<QuicConnector, TransportError> {
+        let client_config =
+            self.config
+                .client_config(peer)
+                .map_err(|source| TransportError::Connect {
+                    endpoint: Endpoint::quic(remote).to_string(),
+                    source,
+                })?;
+        Ok(QuicConnector {
+            endpoint: self.endpoint.clone(),
+            config: self.config.clone(),
+            client_config,
+            remote,
+            timeout: self.timeout,
+        })
+    }
+
+    /// The address it connects to.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
 }
 
 impl fmt::Debug for QuicConnector {

@@ -20,12 +20,14 @@
 
 mod auth;
 mod config;
+mod datagrams;
 mod endpoint;
 mod identity;
 pub(crate) mod stream;
 
 pub use auth::PeerAuth;
 pub use config::{ALPN, QuicConfig};
+pub use datagrams::{DatagramSender, Datagrams};
 pub use endpoint::{QuicConnector, QuicEndpoint};
 pub use identity::{Identity, IdentityError, verify};
 

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses some of these
 
 use std::time::Duration;
 
@@ -62,4 +63,38 @@ async fn exchange_unbounded(client: Connection, server: Connection) {
         received_down == down,
         "client received other bytes than the server sent"
     );
+}
+
+/// Like [`exchange`], for a transport without half-close (a WebSocket's close ends both
+/// directions): both sides send [`EXCHANGE_LEN`] bytes at once and read the other side's, and
+/// only then shut down; each then reads the end of the stream with nothing more on it.
+pub(crate) async fn exchange_then_close(client: Connection, server: Connection) {
+    tokio::time::timeout(Duration::from_secs(30), async move {
+        let up = pattern(0x11, EXCHANGE_LEN);
+        let down = pattern(0x22, EXCHANGE_LEN);
+        let client_side = tokio::spawn(duplex_then_close(client, up.clone(), down.clone()));
+        let server_side = tokio::spawn(duplex_then_close(server, down, up));
+        client_side.await.unwrap();
+        server_side.await.unwrap();
+    })
+    .await
+    .expect("the exchange stalled");
+}
+
+/// Writes `send` while reading `expect` on one connection, then shuts down and reads to the end.
+async fn duplex_then_close(connection: Connection, send: Vec<u8>, expect: Vec<u8>) {
+    let (mut read, mut write) = connection.into_split();
+    let writer = tokio::spawn(async move {
+        write.write_all(&send).await.unwrap();
+        write.flush().await.unwrap();
+        write
+    });
+    let mut received = vec![0; expect.len()];
+    read.read_exact(&mut received).await.unwrap();
+    assert!(received == expect, "received other bytes than were sent");
+    let mut write = writer.await.unwrap();
+    write.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    read.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{} bytes after the exchange", rest.len());
 }
