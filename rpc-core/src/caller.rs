@@ -126,6 +126,13 @@ impl Response {
         self.status
     }
 
+    /// The body as the server sent it: the encoded result when the status is ok, else an
+    /// error body ([`ErrorBody`]). For tools that print or relay answers without knowing their
+    /// types, such as a JSON caller that sends a `serde_json::value::RawValue` as arguments.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     /// Decodes the result; an application error keeps the server's message.
     pub fn decode<T: DeserializeOwned>(self) -> Result<T, RpcError> {
         self.decode_with(|body| Ok(body.message))

@@ -11,6 +11,9 @@
 //! - [`Server`] listens on any number of endpoints and routes each call to a [`Service`] by
 //!   name and version, answering in the format the call used.
 //! - [`service`] turns a trait of `async fn`s into a typed client and a server adapter.
+//! - With the feature `metrics` (on by default), [`metrics::Metrics`] records calls,
+//!   latencies, connections, bytes and reconnects of the servers and clients given it, and
+//!   serves them to Prometheus over HTTP.
 //! - With the feature `tower`, `LayeredService` and `LayeredCaller` put tower middleware
 //!   (timeouts, limits, load shedding) around a service or a caller.
 //!
@@ -45,6 +48,10 @@
 //! # Ok(()) }
 //! ```
 
+// `#[service]` writes `::rpc_core::…` paths; this lets the crate use it for its own reflection
+// service.
+extern crate self as rpc_core;
+
 mod backoff;
 mod blocking;
 mod caller;
@@ -55,7 +62,10 @@ mod filter;
 mod frame_buf;
 mod heartbeat;
 mod id_hash;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod reader;
+mod reflection;
 mod server;
 mod service;
 #[cfg(feature = "tower")]
@@ -73,10 +83,16 @@ pub use caller::__private;
 pub use caller::{
     CallOptions, Caller, MethodTarget, RawStream, Response, RpcStream, ServiceClient,
 };
-pub use client::{Client, ClientBuilder, ClientConfig, ConnectionState};
+pub use client::{
+    Client, ClientBuilder, ClientConfig, ConnectionState, Fallback, Fallbacks, falls_back,
+};
 pub use context::CallContext;
 pub use error::{Cause, Report, RpcError, ServerError};
 pub use filter::{CallFuture, CallOutput, ClientFilter, ServerFilter, TraceCalls};
+pub use reflection::{
+    ArgDescriptor, MethodDescriptor, Reflection, ReflectionClient, ReflectionServer,
+    ServiceDescriptor, SignatureDescriptor,
+};
 pub use rpc_codec::{
     DEFAULT_MAX_BODY_LEN, Format, Formats, Metadata, MetadataError, SerializeError, Serializer,
     SerializerId, Status,
@@ -89,13 +105,18 @@ pub use rpc_transport::{
 pub use serde;
 pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle, StartError};
 pub use service::{
-    BoxFuture, MethodInfo, MethodKind, NamedService, Reply, ServerCall, ServerStream, Service,
+    ArgInfo, BoxFuture, MethodInfo, MethodKind, MethodSignature, NamedService, Reply, ServerCall,
+    ServerStream, Service,
 };
 
 /// The wire format crate, for users who need its lower-level types.
 pub use rpc_codec as codec;
 /// The transport crate, for users who plug in their own byte streams.
 pub use rpc_transport as transport;
+/// TLS settings for `tls://` and `wss://` endpoints: [`tls::ServerTls`] for
+/// [`ServerBuilder::tls`], [`tls::ClientTls`] for [`ClientBuilder::tls`](crate::ClientBuilder::tls).
+#[cfg(feature = "tls")]
+pub use rpc_transport::tls;
 
 /// The README's code compiles.
 #[cfg(doctest)]

@@ -43,6 +43,34 @@ pub struct MethodInfo {
     /// Whether running it twice has the same effect as once, so a client may retry it on
     /// another instance after a connection error.
     pub idempotent: bool,
+    /// The method's arguments and result as the service's source declares them, for people
+    /// and tools (the reflection service, `rpcctl`); `#[service]` fills it in. `None` for a
+    /// hand-written service that does not describe its methods.
+    pub signature: Option<MethodSignature>,
+}
+
+/// What a method takes and returns, as written in the service trait: type names are the type
+/// tokens as written (so `Vec<u8>`, `std::time::Duration` or an alias stay as they are), with
+/// whitespace normalized. They tell a person what to send; they are not resolved types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MethodSignature {
+    /// The arguments that travel, in order (a `CallContext` argument does not travel and is
+    /// not listed).
+    pub args: &'static [ArgInfo],
+    /// The result: the value of a unary method (`T` of `Result<T, E>`), the type of each item
+    /// of a streaming method, `()` for a method that returns nothing or is one-way.
+    pub result: &'static str,
+    /// The application error `E` of a method returning `Result<T, E>`; `None` otherwise.
+    pub error: Option<&'static str>,
+}
+
+/// An argument of a method: its name and its type as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArgInfo {
+    /// The argument's name in the trait.
+    pub name: &'static str,
+    /// Its type, as written.
+    pub ty: &'static str,
 }
 
 /// The identity of a service: its name and version on the wire.

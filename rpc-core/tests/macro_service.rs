@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rpc_core::{
-    CallContext, Client, Endpoint, Format, MethodInfo, MethodKind, MethodTarget, NamedService,
-    RpcError, Server, ServerHandle, ServerStream, Service, ServiceClient,
+    ArgInfo, CallContext, Client, Endpoint, Format, MethodInfo, MethodKind, MethodSignature,
+    MethodTarget, NamedService, RpcError, Server, ServerHandle, ServerStream, Service,
+    ServiceClient,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -266,9 +267,32 @@ async fn server_describes_the_service() {
         MethodInfo {
             name: "hello",
             kind: MethodKind::Unary,
-            idempotent: false
+            idempotent: false,
+            signature: Some(MethodSignature {
+                args: &[ArgInfo {
+                    name: "name",
+                    ty: "String"
+                }],
+                result: "String",
+                error: None,
+            }),
         }
     );
+    let signature = |name: &str| info(name).signature.expect(name);
+    let divide = signature("divide");
+    let args: Vec<_> = divide.args.iter().map(|a| (a.name, a.ty)).collect();
+    assert_eq!(args, [("a", "i32"), ("b", "i32")]);
+    assert_eq!((divide.result, divide.error), ("i32", Some("MathError")));
+    // The context does not travel, so it is no argument; one-way and unit results are `()`.
+    assert!(signature("whoami").args.is_empty());
+    assert_eq!(signature("tagged").args.len(), 1);
+    assert_eq!(signature("log").result, "()");
+    assert_eq!(signature("ping").result, "()");
+    // A stream's result is its item.
+    assert_eq!(signature("count_up").result, "u32");
+    assert_eq!(signature("get").result, "Option<String>");
+    assert_eq!(signature("many").args[7].ty, "Vec<u8>");
+    assert_eq!(signature("match").args[0].name, "pattern");
     assert_eq!(info("log").kind, MethodKind::OneWay);
     assert!(info("get").idempotent);
     assert_eq!(info("count_up").kind, MethodKind::ServerStream);

@@ -16,7 +16,10 @@
 //! - **`GreeterServer<T>`**, which implements `rpc_core::Service` for any `T: Greeter`:
 //!   `GreeterServer::new(implementation)` or `GreeterServer::from_arc(arc)` is what
 //!   `ServerBuilder::service` takes. Each call decodes the arguments, calls the method and
-//!   encodes what it returns in the format the caller used. It implements
+//!   encodes what it returns in the format the caller used. Its `methods()` describe each
+//!   method (`rpc_core::MethodInfo`): wire name, kind, idempotence and signature, the argument
+//!   names and the argument, result and error types as written in the trait (whitespace
+//!   normalized), which the server's reflection service lists. It implements
 //!   `rpc_core::NamedService`, whose name and version are the ones `Service` routes and
 //!   registers by.
 //! - **`GreeterClient<C = rpc_core::Client>`**, generic over any `rpc_core::Caller`: `new(caller)`,

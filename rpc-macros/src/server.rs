@@ -1,10 +1,11 @@
 //! The server adapter: `FooServer<T>`, an `rpc_core::Service` that decodes each call's
 //! arguments, calls the implementation and encodes its answer.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Spacing, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
-use syn::ReturnType;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
+use syn::{ReturnType, Type};
 
 use crate::parse::{Method, Output, ServiceDef};
 
@@ -113,13 +114,104 @@ fn method_info(m: &Method) -> TokenStream {
     } else {
         quote!(Unary)
     };
+    let args = m.args.iter().map(|(name, ty)| {
+        let name = name.unraw().to_string();
+        let ty = type_text(ty);
+        quote!(::rpc_core::ArgInfo { name: #name, ty: #ty })
+    });
+    let (result, error) = match &m.output {
+        _ if m.one_way => ("()".to_owned(), None),
+        Output::Unit => ("()".to_owned(), None),
+        Output::Value(ty) | Output::Stream(ty) => (type_text(ty), None),
+        Output::Result { ok, err } => (type_text(ok), Some(type_text(err))),
+    };
+    let error = match error {
+        Some(e) => quote!(::core::option::Option::Some(#e)),
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         ::rpc_core::MethodInfo {
             name: #name,
             kind: ::rpc_core::MethodKind::#kind,
             idempotent: #idempotent,
+            signature: ::core::option::Option::Some(::rpc_core::MethodSignature {
+                args: &[#(#args),*],
+                result: #result,
+                error: #error,
+            }),
         }
     }
+}
+
+/// A type as written, with the spacing a person would use: `Vec<(u8, String)>`, whether the
+/// compiler's token printer would write `Vec < (u8 , String) >` or `Vec<(u8,String)>`.
+fn type_text(ty: &Type) -> String {
+    tokens_text(quote!(#ty))
+}
+
+fn tokens_text(tokens: TokenStream) -> String {
+    // Operators made of several characters (`::`, `->`, `>>`) come as joint punctuation and a
+    // lifetime as an apostrophe before a name: glue them into words first, then space the words.
+    let mut words: Vec<String> = Vec::new();
+    let mut operator = String::new();
+    for tree in tokens {
+        let text = match tree {
+            TokenTree::Punct(p) => {
+                operator.push(p.as_char());
+                if p.spacing() == Spacing::Alone && p.as_char() != '\'' {
+                    words.push(std::mem::take(&mut operator));
+                }
+                continue;
+            }
+            TokenTree::Ident(i) => i.to_string(),
+            TokenTree::Literal(l) => l.to_string(),
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::None => ("", ""),
+                };
+                format!("{open}{}{close}", tokens_text(g.stream()))
+            }
+        };
+        if operator.ends_with('\'') {
+            operator.push_str(&text);
+            words.push(std::mem::take(&mut operator));
+        } else {
+            if !operator.is_empty() {
+                words.push(std::mem::take(&mut operator));
+            }
+            words.push(text);
+        }
+    }
+    if !operator.is_empty() {
+        words.push(operator);
+    }
+    let mut out = String::new();
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 && spaced(&words[i - 1], word) {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// Whether two adjacent tokens of a type keep a space between them: between words (`dyn
+/// Error`, `&'a mut T`), after a comma or semicolon, and around `->`, `+` and `=`.
+fn spaced(before: &str, after: &str) -> bool {
+    let word_end = before
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '"');
+    let word_start = after
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '\'' || c == '"');
+    (word_end && word_start)
+        || matches!(before, "," | ";" | "->" | "+" | "=")
+        || matches!(after, "->" | "+" | "=")
 }
 
 /// The match arm that starts a call of `m`.
@@ -184,6 +276,36 @@ fn arm(trait_ident: &syn::Ident, m: &Method) -> TokenStream {
                 #decode
                 #answer
             }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syn::parse_quote;
+
+    use super::*;
+
+    #[test]
+    fn types_read_as_written() {
+        let cases: [(Type, &str); 8] = [
+            (parse_quote!(String), "String"),
+            (parse_quote!(Vec<u8>), "Vec<u8>"),
+            (
+                parse_quote!(std::collections::BTreeMap<String, Vec<(u8, bool)>>),
+                "std::collections::BTreeMap<String, Vec<(u8, bool)>>",
+            ),
+            (parse_quote!([u8; 32]), "[u8; 32]"),
+            (
+                parse_quote!(Option<Box<dyn Error + Send>>),
+                "Option<Box<dyn Error + Send>>",
+            ),
+            (parse_quote!(Box<dyn Fn(u8) -> u8>), "Box<dyn Fn(u8) -> u8>"),
+            (parse_quote!(Cow<'static, str>), "Cow<'static, str>"),
+            (parse_quote!(()), "()"),
+        ];
+        for (ty, text) in cases {
+            assert_eq!(type_text(&ty), text);
         }
     }
 }

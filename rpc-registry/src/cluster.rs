@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use rpc_core::{
-    CallOptions, Caller, Client, ClientBuilder, ClientConfig, IntoEndpoint, MethodTarget,
-    RawStream, Response, RpcError, Status,
+    CallOptions, Caller, Client, ClientBuilder, ClientConfig, Fallbacks, IntoEndpoint,
+    MethodTarget, RawStream, Response, RpcError, Status,
 };
 use serde::Serialize;
 use tokio::time::Instant;
@@ -38,6 +38,9 @@ pub struct ClusterConfig {
     /// member fails fast and the call moves on. Its `timeout` is also the budget of a whole
     /// call, across its attempts, when the call sets none. Default: [`ClientConfig::default`].
     pub client: ClientConfig,
+    /// What unary calls that fail for want of a server answer, once the failover has run out
+    /// of members to try ([`rpc_core::falls_back`] says which failures). Default: none.
+    pub fallbacks: Fallbacks,
 }
 
 impl Default for ClusterConfig {
@@ -47,6 +50,7 @@ impl Default for ClusterConfig {
             retries: 2,
             failfast: false,
             client: ClientConfig::default(),
+            fallbacks: Fallbacks::new(),
         }
     }
 }
@@ -375,16 +379,24 @@ impl Caller for Cluster {
         options: &CallOptions,
         args: &A,
     ) -> Result<Response, RpcError> {
-        self.with_failover(target, options, |node, options| async move {
-            let response = node
-                .member
-                .client
-                .call_unary(target, &options, args)
-                .await?;
-            let status = response.status();
-            Ok((response, Some(status)))
-        })
-        .await
+        let outcome = self
+            .with_failover(target, options, |node, options| async move {
+                let response = node
+                    .member
+                    .client
+                    .call_unary(target, &options, args)
+                    .await?;
+                let status = response.status();
+                Ok((response, Some(status)))
+            })
+            .await;
+        let config = &self.shared.config;
+        if config.fallbacks.is_empty() {
+            return outcome;
+        }
+        config
+            .fallbacks
+            .apply(target, &config.client.format, outcome)
     }
 
     async fn call_one_way<A: Serialize + Sync + ?Sized>(

@@ -130,6 +130,38 @@ impl MemoryRegistry {
             .sum()
     }
 
+    /// How many instances are registered under each service name (over its versions and
+    /// groups), for names with any; sorted by name.
+    pub fn instances_by_service(&self) -> Vec<(String, usize)> {
+        let state = self.inner.lock();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (key, service) in &state.services {
+            if !service.instances.is_empty() {
+                *counts.entry(key.service.as_str()).or_default() += service.instances.len();
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(name, n)| (name.to_owned(), n))
+            .collect()
+    }
+
+    /// How many leases are live (granted, and neither expired nor revoked).
+    pub fn lease_count(&self) -> usize {
+        self.inner.lock().leases.len()
+    }
+
+    /// How many watches are open, over all keys.
+    pub fn watcher_count(&self) -> usize {
+        self.inner
+            .lock()
+            .services
+            .values()
+            .filter_map(|s| s.watchers.as_ref())
+            .map(|w| w.receiver_count())
+            .sum()
+    }
+
     /// The current revision.
     pub fn revision(&self) -> u64 {
         self.inner.lock().revision

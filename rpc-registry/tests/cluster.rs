@@ -225,3 +225,26 @@ async fn an_empty_cluster_says_nothing_is_available() {
     let err = WhoClient::new(cluster).who().await.unwrap_err();
     assert!(matches!(err, RpcError::Unavailable(_)), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_answers_once_every_member_has_failed() {
+    let (a_server, a, _) = serve("a").await;
+    let down = mem("down"); // nothing listens here
+    let fallback = rpc_core::Fallback::value("nobody");
+    let mut config = ClusterConfig::default();
+    config.fallbacks = rpc_core::Fallbacks::new().method("test.Who", "who", fallback.clone());
+    let cluster = Cluster::connect_lazy([&down, &a], config).unwrap();
+    let client = WhoClient::new(cluster);
+    // A member that is down is failed over, not answered from the fallback.
+    for _ in 0..20 {
+        assert_eq!(client.who().await.unwrap(), "a");
+    }
+    assert_eq!(fallback.used(), 0);
+
+    // With every member down, the fallback answers; a method without one fails.
+    a_server.abort().await;
+    assert_eq!(client.who().await.unwrap(), "nobody");
+    assert_eq!(fallback.used(), 1);
+    let charged = client.charge(0).await;
+    assert!(charged.is_err(), "{charged:?}");
+}

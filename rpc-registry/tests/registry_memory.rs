@@ -236,3 +236,35 @@ async fn a_lease_longer_than_the_clock_can_count_is_granted_and_renewed() {
     tokio::time::sleep(Duration::from_secs(3600 * 24 * 365)).await;
     registry.keep_alive(lease.id).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn counts_of_instances_leases_and_watchers_follow_the_store() {
+    let registry = MemoryRegistry::new();
+    let a = ServiceKey::new("svc-a");
+    let mut a2 = ServiceKey::new("svc-a");
+    a2.version = "2".into();
+    let b = ServiceKey::new("svc-b");
+    let lease = registry.grant(Duration::from_secs(10)).await.unwrap();
+    let other = registry.grant(Duration::from_secs(20)).await.unwrap();
+    for (key, endpoint) in [(&a, "tcp://a:1"), (&a2, "tcp://a:2"), (&b, "tcp://b:1")] {
+        let instance = Instance::new(key.clone(), endpoint);
+        registry.register(instance, lease.id).await.unwrap();
+    }
+    assert_eq!(
+        registry.instances_by_service(),
+        [("svc-a".to_owned(), 2), ("svc-b".to_owned(), 1)]
+    );
+    assert_eq!(registry.lease_count(), 2);
+    assert_eq!(registry.watcher_count(), 0);
+    let watch = registry.watch(&a, None).await.unwrap();
+    let watch2 = registry.watch(&b, None).await.unwrap();
+    assert_eq!(registry.watcher_count(), 2);
+    drop(watch);
+    assert_eq!(registry.watcher_count(), 1);
+    drop(watch2);
+    registry.revoke(lease.id).await.unwrap();
+    assert!(registry.instances_by_service().is_empty());
+    assert_eq!(registry.lease_count(), 1);
+    registry.revoke(other.id).await.unwrap();
+    assert_eq!(registry.lease_count(), 0);
+}

@@ -3,6 +3,7 @@
 
 mod config;
 mod conn;
+mod fallback;
 mod state;
 mod supervisor;
 
@@ -22,6 +23,7 @@ use tracing::debug;
 
 pub use self::config::ClientConfig;
 use self::conn::{ClientStream, Conn, Pending};
+pub use self::fallback::{Fallback, Fallbacks, falls_back};
 pub use self::state::ConnectionState;
 use self::state::{DropGuard, Shared};
 use self::supervisor::supervise;
@@ -54,6 +56,11 @@ pub struct Client {
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder {
     config: ClientConfig,
+    fallbacks: Fallbacks,
+    #[cfg(feature = "tls")]
+    tls: Option<rpc_transport::tls::ClientTls>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ClientBuilder {
@@ -123,6 +130,50 @@ impl ClientBuilder {
         self
     }
 
+    /// Answers the unary calls of `service`'s `method` that fail for want of a server
+    /// (unreachable, connection lost, busy, draining, deadline passed: see [`falls_back`])
+    /// from `fallback` rather than with the error. Filters see the failure; the caller gets
+    /// the fallback's answer. A cluster of clients (`rpc_registry::Cluster`) takes its
+    /// fallbacks in its own settings, so that a failed member is first failed over.
+    pub fn fallback(
+        mut self,
+        service: impl Into<String>,
+        method: impl Into<String>,
+        fallback: Fallback,
+    ) -> Self {
+        self.fallbacks = self.fallbacks.method(service, method, fallback);
+        self
+    }
+
+    /// Connects to `tls://` and `wss://` endpoints with these TLS settings (a CA of one's own, a
+    /// client certificate) rather than the default, which trusts the Mozilla root store:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rpc_core::Client;
+    /// use rpc_core::tls::ClientTls;
+    ///
+    /// let client = Client::builder()
+    ///     .tls(ClientTls::with_ca_pem_file("ca.pem")?)
+    ///     .connect("tls://chat.example:7443")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: rpc_transport::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Records the client's calls, reconnects and bytes in `metrics` (feature `metrics`): see
+    /// [`metrics`](crate::metrics) for the families. Its filter runs before every other, so it
+    /// sees each call whole.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
     /// The settings made so far.
     pub fn settings(&self) -> &ClientConfig {
         &self.config
@@ -135,7 +186,7 @@ impl ClientBuilder {
         self.connect_with(connector).await
     }
 
-    /// Connects through a user [`Connector`] (TLS, say), failing if the settings are invalid or
+    /// Connects through a user [`Connector`] (a tunnel or an in-house protocol, say), failing if the settings are invalid or
     /// the first attempt fails.
     pub async fn connect_with(self, connector: impl Connector) -> Result<Client, RpcError> {
         let (tx, rx) = oneshot::channel();
@@ -167,10 +218,13 @@ impl ClientBuilder {
         let endpoint = endpoint
             .into_endpoint()
             .map_err(|e| RpcError::BadEndpoint(e.to_string()))?;
-        Ok(EndpointConnector::new(
-            endpoint,
-            self.config.connect_timeout,
-        ))
+        let connector = EndpointConnector::new(endpoint, self.config.connect_timeout);
+        #[cfg(feature = "tls")]
+        let connector = match &self.tls {
+            Some(tls) => connector.tls(tls.clone()),
+            None => connector,
+        };
+        Ok(connector)
     }
 
     fn start(
@@ -180,8 +234,19 @@ impl ClientBuilder {
     ) -> Result<Client, RpcError> {
         self.config.validate().map_err(RpcError::InvalidConfig)?;
         let shutdown = CancellationToken::new();
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut filters = self.config.filters.clone();
+        #[cfg(feature = "metrics")]
+        let metrics = self.metrics.map(|m| m.client());
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &metrics {
+            filters.insert(0, m.clone());
+        }
         let shared = Arc::new(Shared {
-            filters: ClientFilters::new(self.config.filters.clone()),
+            filters: ClientFilters::new(filters),
+            fallbacks: (!self.fallbacks.is_empty()).then_some(self.fallbacks),
+            #[cfg(feature = "metrics")]
+            metrics,
             config: self.config,
             target: connector.describe(),
             next_id: AtomicU64::new(1),
@@ -361,19 +426,31 @@ impl Caller for Client {
         args: &A,
     ) -> Result<Response, RpcError> {
         let filters = &self.shared.filters;
-        if filters.is_empty() {
-            return self.unary(target, options, args).await;
-        }
-        let send = |options: CallOptions| -> CallFuture<'_> {
-            Box::pin(async move {
-                let response = self.unary(target, &options, args).await?;
-                Ok(CallOutput::Response(response))
-            })
+        let outcome = if filters.is_empty() {
+            self.unary(target, options, args).await
+        } else {
+            let send = |options: CallOptions| -> CallFuture<'_> {
+                Box::pin(async move {
+                    let response = self.unary(target, &options, args).await?;
+                    Ok(CallOutput::Response(response))
+                })
+            };
+            filters
+                .run(target, MethodKind::Unary, options, send)
+                .await
+                .and_then(CallOutput::into_response)
         };
-        filters
-            .run(target, MethodKind::Unary, options, send)
-            .await?
-            .into_response()
+        match &self.shared.fallbacks {
+            None => outcome,
+            Some(fallbacks) => {
+                fallbacks.apply_counted(target, &self.shared.config.format, outcome, || {
+                    #[cfg(feature = "metrics")]
+                    if let Some(metrics) = &self.shared.metrics {
+                        metrics.fell_back(target);
+                    }
+                })
+            }
+        }
     }
 
     async fn call_one_way<A: Serialize + Sync + ?Sized>(

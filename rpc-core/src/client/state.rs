@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ClientConfig;
 use super::conn::Conn;
+use super::fallback::Fallbacks;
 use crate::filter::ClientFilters;
 
 /// Where a client's connection stands. Watch it with [`Client::watch_state`](crate::Client::watch_state).
@@ -38,6 +39,11 @@ pub enum ConnectionState {
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
     pub(crate) filters: ClientFilters,
+    /// `None` when there are none, so that calls check one word.
+    pub(crate) fallbacks: Option<Fallbacks>,
+    /// Reconnects and bytes, when metrics are on (calls are counted by a filter).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::ClientMetrics>>,
     pub(crate) target: String,
     pub(crate) next_id: AtomicU64,
     pub(crate) current: ArcSwapOption<Conn>,

@@ -41,6 +41,10 @@ pub(crate) async fn supervise(
             Ok(Ok(connection)) => {
                 attempt = 0;
                 number += 1;
+                #[cfg(feature = "metrics")]
+                if let Some(m) = shared.metrics.as_ref().filter(|_| number > 1) {
+                    m.reconnected();
+                }
                 let peer = connection.peer().clone();
                 let conn = start_connection(&shared, connection, number, events_tx.clone());
                 shared.current.store(Some(conn.clone()));
@@ -122,6 +126,11 @@ fn start_connection(
 ) -> Arc<Conn> {
     let config = &shared.config;
     let (read, write) = connection.into_split();
+    #[cfg(feature = "metrics")]
+    let (read, write) = match &shared.metrics {
+        Some(m) => m.count_bytes(read, write),
+        None => (read, write),
+    };
     let (tx, rx) = crate::writer::channel();
     let conn = Arc::new(Conn::new(tx));
     let outstanding = conn.outstanding.clone();

@@ -36,6 +36,10 @@ pub struct ServerConfig {
     /// After this long without reading anything, the server closes the connection.
     /// Default (`None`): 3 × `heartbeat_interval`, whatever that is set to.
     pub idle_timeout: Option<Duration>,
+    /// Whether the server also serves the reflection service, `rpc.Reflection` version `1`,
+    /// which lists its services and their methods (see [`Reflection`](crate::Reflection)).
+    /// Default: true.
+    pub reflection: bool,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
             max_server_buffer: 256 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(10),
             idle_timeout: None,
+            reflection: true,
         }
     }
 }

@@ -42,6 +42,11 @@ pub(crate) async fn serve_connection(
 ) {
     let peer = connection.peer().clone();
     let (read, write) = connection.into_split();
+    #[cfg(feature = "metrics")]
+    let (open, (read, write)) = match &server.metrics {
+        Some(m) => (Some(m.connection()), m.count_bytes(read, write)),
+        None => (None, (read, write)),
+    };
     let (tx, rx) = crate::writer::channel_with(Backlog::new(
         server.config.max_connection_buffer,
         Some(server.backlog.clone()),
@@ -139,6 +144,8 @@ pub(crate) async fn serve_connection(
     if let Ok(mut conns) = server.connections.lock() {
         conns.remove(&number);
     }
+    #[cfg(feature = "metrics")]
+    drop(open);
     conn.done.cancel();
 }
 
@@ -258,7 +265,14 @@ fn handle_request(
         )));
     }
     let serializer = frame.serializer;
-    let mut respond = |status: Status, message: String| {
+    // `service` and `method` are for metrics; they label only what the server routes.
+    let mut respond = |status: Status, message: String, service: &str, method: &str| {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &server.metrics {
+            m.refused(service, method, status);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (service, method);
         if one_way {
             debug!(id, %status, %message, "one-way call failed");
         } else {
@@ -270,24 +284,34 @@ fn handle_request(
         }
     };
     let Some(slot) = conn.limits.acquire() else {
-        respond(Status::SERVER_BUSY, "too many calls in flight".to_owned());
+        respond(
+            Status::SERVER_BUSY,
+            "too many calls in flight".to_owned(),
+            "",
+            "",
+        );
         return Ok(());
     };
     if conn.draining.load(Ordering::Acquire) {
-        respond(Status::UNAVAILABLE, "server is draining".to_owned());
+        respond(Status::UNAVAILABLE, "server is draining".to_owned(), "", "");
         return Ok(());
     }
     let format = match server.formats.get(frame.serializer) {
         Ok(format) => format,
         Err(e) => {
-            respond(Status::UNSUPPORTED_SERIALIZER, e.to_string());
+            respond(Status::UNSUPPORTED_SERIALIZER, e.to_string(), "", "");
             return Ok(());
         }
     };
     let (head, args_offset) = match RequestHeadRef::parse(&frame.body) {
         Ok(parsed) => parsed,
         Err(e) => {
-            respond(Status::BAD_REQUEST, format!("request preamble: {e}"));
+            respond(
+                Status::BAD_REQUEST,
+                format!("request preamble: {e}"),
+                "",
+                "",
+            );
             return Ok(());
         }
     };
@@ -297,7 +321,7 @@ fn handle_request(
         } else {
             format!("no service {:?} version {:?}", head.service, head.version)
         };
-        respond(Status::SERVICE_NOT_FOUND, message);
+        respond(Status::SERVICE_NOT_FOUND, message, "", "");
         return Ok(());
     };
     // Deadlines count from when the burst that carried the request was read.
@@ -317,6 +341,8 @@ fn handle_request(
         respond(
             Status::METHOD_NOT_FOUND,
             format!("service {:?} has no method {:?}", head.service, head.method),
+            service.name(),
+            "",
         );
         return Ok(());
     };
@@ -324,7 +350,7 @@ fn handle_request(
         future = match server.filters.apply(ctx, future) {
             Ok(f) => f,
             Err(e) => {
-                respond(e.status, e.message);
+                respond(e.status, e.message, head.service, head.method);
                 return Ok(());
             }
         };

@@ -50,6 +50,10 @@ pub struct ServerBuilder {
     acceptors: Vec<Box<dyn Acceptor>>,
     formats: Vec<rpc_codec::Format>,
     filters: Vec<Arc<dyn ServerFilter>>,
+    #[cfg(feature = "tls")]
+    tls: Option<rpc_transport::tls::ServerTls>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Why a server did not start.
@@ -87,6 +91,10 @@ impl Server {
             acceptors: Vec::new(),
             formats: Vec::new(),
             filters: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 }
@@ -110,7 +118,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Listens on a built-in endpoint (TCP, WebSocket, Unix, memory): `"tcp://127.0.0.1:7000"`,
+    /// Listens on a built-in endpoint (TCP, TLS, QUIC, WebSocket, Unix, memory):
+    /// `"tcp://127.0.0.1:7000"`,
     /// `"ws://127.0.0.1:7001/rpc"`, an [`Endpoint`]… Call it again to listen on several at once
     /// (TCP for servers and WebSocket for browsers, say). Text that names no endpoint fails
     /// [`start`](ServerBuilder::start).
@@ -119,7 +128,30 @@ impl ServerBuilder {
         self
     }
 
-    /// Accepts connections from a user [`Acceptor`] (TLS, say).
+    /// The certificate, key and client CA of every `tls://` and `wss://` endpoint this server
+    /// [listens](ServerBuilder::listen) on; without it, such an endpoint fails
+    /// [`start`](ServerBuilder::start).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rpc_core::Server;
+    /// use rpc_core::tls::ServerTls;
+    ///
+    /// let server = Server::builder()
+    ///     .tls(ServerTls::from_pem_files("fullchain.pem", "privkey.pem")?)
+    ///     .listen("tls://0.0.0.0:7443")
+    ///     .listen("wss://0.0.0.0:8443/rpc")
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: rpc_transport::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Accepts connections from a user [`Acceptor`] (a tunnel or an in-house protocol, say).
     pub fn acceptor(mut self, acceptor: impl Acceptor) -> Self {
         self.acceptors.push(Box::new(acceptor));
         self
@@ -135,6 +167,15 @@ impl ServerBuilder {
     /// Adds a filter; filters run in the order they were added, before the handler.
     pub fn filter(mut self, filter: impl ServerFilter) -> Self {
         self.filters.push(Arc::new(filter));
+        self
+    }
+
+    /// Records the server's calls, connections and bytes in `metrics` (feature `metrics`): see
+    /// [`metrics`](crate::metrics) for the families. Its filter runs before every other, so it
+    /// sees each call whole.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
         self
     }
 
@@ -180,6 +221,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets whether the server serves the reflection service ([`ServerConfig::reflection`]).
+    pub fn reflection(mut self, on: bool) -> Self {
+        self.config.reflection = on;
+        self
+    }
+
     /// Checks the settings, binds every endpoint and starts accepting. Fails, binding nothing
     /// further, at the first invalid setting, format or endpoint, or endpoint that cannot be
     /// bound.
@@ -194,7 +241,15 @@ impl ServerBuilder {
         }
         let mut acceptors = self.acceptors;
         for endpoint in self.endpoints {
-            acceptors.push(Box::new(rpc_transport::listen(&endpoint?).await?));
+            let endpoint = endpoint?;
+            #[cfg(feature = "tls")]
+            let listener = match &self.tls {
+                Some(tls) => rpc_transport::listen_tls(&endpoint, tls).await?,
+                None => rpc_transport::listen(&endpoint).await?,
+            };
+            #[cfg(not(feature = "tls"))]
+            let listener = rpc_transport::listen(&endpoint).await?;
+            acceptors.push(Box::new(listener));
         }
         // A server has a handful of services: a list searched by comparing names beats hashing
         // them. A service added again under the same name and version replaces the earlier one.
@@ -215,6 +270,19 @@ impl ServerBuilder {
                 None => routes.push(service),
             }
         }
+        if self.config.reflection {
+            crate::reflection::add_to(&mut routes);
+        }
+        #[cfg(feature = "metrics")]
+        let metrics = self
+            .metrics
+            .map(|m| Arc::new(crate::metrics::ServerCallMetrics::new(m.server(), &routes)));
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut filters = self.filters;
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &metrics {
+            filters.insert(0, m.clone());
+        }
         let backlog = Arc::new(Backlog::new(self.config.max_server_buffer, None));
         let shared = Arc::new(ServerShared {
             backlog,
@@ -222,7 +290,9 @@ impl ServerBuilder {
             config: self.config,
             routes,
             formats,
-            filters: ServerFilters::new(self.filters),
+            filters: ServerFilters::new(filters),
+            #[cfg(feature = "metrics")]
+            metrics,
             in_flight: Arc::new(AtomicUsize::new(0)),
             connections: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -279,12 +349,14 @@ impl ServerHandle {
         self.local_endpoints.first()
     }
 
-    /// The services served, as (name, version) pairs.
+    /// The services served, as (name, version) pairs, without the reflection service
+    /// (`rpc.Reflection` version `1`): every server has it, so it is nothing to register.
     pub fn services(&self) -> Vec<(&'static str, &'static str)> {
         let mut out: Vec<_> = self
             .shared
             .routes
             .iter()
+            .filter(|s| !crate::reflection::is_reflection(&***s))
             .map(|s| (s.name(), s.version()))
             .collect();
         out.sort_unstable();

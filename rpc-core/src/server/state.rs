@@ -29,6 +29,9 @@ pub(crate) struct ServerShared {
     pub(crate) routes: Vec<Arc<dyn Service>>,
     pub(crate) formats: Formats,
     pub(crate) filters: ServerFilters,
+    /// Calls, connections and bytes, when metrics are on.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<Arc<crate::metrics::ServerCallMetrics>>,
     /// Calls open on every connection.
     pub(crate) in_flight: Arc<AtomicUsize>,
     pub(crate) connections: Mutex<HashMap<u64, Arc<ConnShared>>>,

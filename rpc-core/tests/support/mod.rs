@@ -96,46 +96,55 @@ pub const METHODS: &[MethodInfo] = &[
         name: "echo",
         kind: MethodKind::Unary,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "tagged",
         kind: MethodKind::Unary,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "sleep",
         kind: MethodKind::Unary,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "fail",
         kind: MethodKind::Unary,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "panic",
         kind: MethodKind::Unary,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "metadata",
         kind: MethodKind::Unary,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "note",
         kind: MethodKind::OneWay,
         idempotent: false,
+        signature: None,
     },
     MethodInfo {
         name: "count",
         kind: MethodKind::ServerStream,
         idempotent: true,
+        signature: None,
     },
     MethodInfo {
         name: "ticks",
         kind: MethodKind::ServerStream,
         idempotent: true,
+        signature: None,
     },
 ];
 
