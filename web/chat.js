@@ -164,6 +164,9 @@ export class ChatSession extends EventTarget {
         return this.emit("friend", value);
       case "Call":
         return this.emit("call", value);
+      case "Punch":
+        // Hole punching is between terminal clients' QUIC sockets; a browser has none.
+        return;
       default:
         console.warn("an inbox item of an unknown kind", item);
     }

@@ -211,6 +211,30 @@ pub enum InboxItem {
     Friend(FriendEvent),
     /// Call signaling: an invite, its answer, SDP and ICE from the other side, the end.
     Call(CallEvent),
+    /// Another user's client wants a direct path to this one (or answers such a request): the
+    /// addresses to probe. Not acknowledged, and not kept for an offline user.
+    Punch(PunchRequest),
+}
+
+/// How many candidate addresses a [`PunchRequest`] may carry.
+pub const MAX_PUNCH_CANDIDATES: usize = 8;
+
+/// A step of opening a direct path through NATs (UDP hole punching): where the sender's peer
+/// socket may be reached. The recipient of a request (`answer` false) sends probes to these
+/// addresses from its own peer socket, which opens its NAT toward them, then answers with its
+/// own candidates; the requester, on the answer, connects over QUIC to the first candidate
+/// that answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PunchRequest {
+    /// Who sent it (set by the server).
+    pub from: Sender,
+    /// The attempt, chosen by the requester; the answer carries it back.
+    pub attempt: Uuid,
+    /// `ip:port` addresses of the sender's peer socket: its own, and the one the server's
+    /// STUN service saw (its NAT's mapping); at most [`MAX_PUNCH_CANDIDATES`].
+    pub candidates: Vec<String>,
+    /// Whether this answers a request (the recipient of an answer connects).
+    pub answer: bool,
 }
 
 /// What happened to a relayed message.
@@ -601,6 +625,16 @@ pub trait Signal {
         call: Uuid,
         candidate: IceCandidate,
     ) -> Result<(), ChatError>;
+    /// Passes a hole-punching request (or its answer) with the caller's candidate addresses to
+    /// an online user (by id), on whichever server holds their session: see [`PunchRequest`].
+    async fn punch(
+        &self,
+        token: String,
+        to: Uuid,
+        attempt: Uuid,
+        candidates: Vec<String>,
+        answer: bool,
+    ) -> Result<(), ChatError>;
     /// Where this server's STUN service is (RFC 8489 and RFC 5780 over UDP), for clients to
     /// learn their public address and their NAT's behaviour; needs no session.
     #[rpc(idempotent)]
@@ -637,13 +671,23 @@ pub enum PeerError {
     /// The message broke a rule.
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// The connection did not prove the sender's device key: not QUIC, no key, or not the key
+    /// the server has for the user the envelope names.
+    #[error("sender not authenticated: {0}")]
+    Unauthenticated(String),
 }
 
-/// The service every chat client serves, for messages sent peer to peer.
+/// The service every chat client serves, for messages sent peer to peer, over `quic://`
+/// connections on which both ends prove their device keys.
 #[rpc_core::service(name = "chat.Peer", version = "1")]
 pub trait Peer {
-    /// Delivers a direct message to this client's user.
-    async fn deliver(&self, envelope: Envelope) -> Result<(), PeerError>;
+    /// Delivers a direct message to this client's user, from the user whose device key the
+    /// connection proved.
+    async fn deliver(
+        &self,
+        ctx: rpc_core::CallContext,
+        envelope: Envelope,
+    ) -> Result<(), PeerError>;
     /// The user this peer serves.
     #[rpc(idempotent)]
     async fn whoami(&self) -> Uuid;

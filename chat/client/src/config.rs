@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::tls::ClientTls;
 use rpc_core::transport::quic::Identity;
 use rpc_core::{Backoff, Endpoint, Format};
 use rpc_registry::Registry;
@@ -11,8 +12,9 @@ use uuid::Uuid;
 
 /// The chat server's default endpoint, `tcp://127.0.0.1:7300`.
 pub const DEFAULT_SERVER: &str = "tcp://127.0.0.1:7300";
-/// Where a client serves its peer by default: a free port of the loopback interface.
-pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:0";
+/// Where a client serves its peer by default: a free UDP port of the loopback interface, for
+/// QUIC.
+pub const DEFAULT_LISTEN: &str = "quic://127.0.0.1:0";
 
 /// Settings of a [`ChatClient`](crate::ChatClient). Every field's default is in its description;
 /// [`ChatClientConfig::new`] fills them in.
@@ -43,8 +45,9 @@ pub struct ChatClientConfig {
     /// than register `id`: the server tells the id, and the client registers with it from then
     /// on. Default: false.
     pub login: bool,
-    /// Where this client serves its peer (`chat.Peer`) for direct messages. Default:
-    /// [`DEFAULT_LISTEN`].
+    /// Where this client serves its peer (`chat.Peer`) for direct messages: a `quic://`
+    /// endpoint, whose UDP socket also carries the messages this client sends directly.
+    /// Default: [`DEFAULT_LISTEN`].
     pub listen: Endpoint,
     /// The endpoint advertised to others for direct messages. Default: `None`, meaning the
     /// endpoint the peer is really bound to (with the real port when `listen` asks for port 0).
@@ -77,6 +80,9 @@ pub struct ChatClientConfig {
     /// connecting directly can pin it; `None` binds none. Default: a new random key (keep one
     /// with [`Identity::from_secret_bytes`] to be the same device across runs).
     pub device_key: Option<Identity>,
+    /// The TLS settings for a `tls://` or `wss://` server (a private CA, say). Default: `None`,
+    /// the Mozilla root store.
+    pub tls: Option<ClientTls>,
 }
 
 impl ChatClientConfig {
@@ -91,7 +97,7 @@ impl ChatClientConfig {
             name: name.into(),
             secret: new_secret(),
             login: false,
-            listen: Endpoint::Tcp {
+            listen: Endpoint::Quic {
                 host: "127.0.0.1".to_owned(),
                 port: 0,
             },
@@ -104,6 +110,7 @@ impl ChatClientConfig {
             dedup_capacity: 4096,
             max_reconnect_attempts: None,
             device_key: Identity::generate().ok(),
+            tls: None,
         }
     }
 
@@ -151,6 +158,7 @@ impl fmt::Debug for ChatClientConfig {
             .field("max_reconnect_attempts", &self.max_reconnect_attempts)
             // An identity shows its public key only.
             .field("device_key", &self.device_key)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -186,8 +194,14 @@ impl ChatClientConfig {
                 Self::MAX_DEDUP_CAPACITY
             ));
         }
-        if let Endpoint::Tcp { host, .. } = &self.listen
-            && self.advertise.is_none()
+        let Endpoint::Quic { host, .. } = &self.listen else {
+            return Err(format!(
+                "the peer listens on quic:// only (direct messages are authenticated by device \
+                 keys over QUIC), not on {}",
+                self.listen
+            ));
+        };
+        if self.advertise.is_none()
             && host
                 .trim_matches(['[', ']'])
                 .parse::<std::net::IpAddr>()
@@ -217,15 +231,24 @@ mod tests {
     #[test]
     fn a_wildcard_listen_needs_an_advertised_endpoint() {
         let server: Endpoint = DEFAULT_SERVER.parse().unwrap();
-        for wildcard in ["tcp://0.0.0.0:0", "tcp://[::]:7400"] {
+        for wildcard in ["quic://0.0.0.0:0", "quic://[::]:7400"] {
             let mut config = ChatClientConfig::new(server.clone(), "x");
             config.listen = wildcard.parse().unwrap();
             let refused = config.check().unwrap_err();
             assert!(refused.contains("--advertise"), "{refused}");
-            config.advertise = Some("tcp://198.51.100.7:7400".into());
+            config.advertise = Some("quic://198.51.100.7:7400".into());
             assert_eq!(config.check(), Ok(()));
         }
         let config = ChatClientConfig::new(server, "x");
         assert_eq!(config.check(), Ok(()), "the default listen is fine");
+    }
+
+    #[test]
+    fn the_peer_listens_on_quic_only() {
+        let server: Endpoint = DEFAULT_SERVER.parse().unwrap();
+        let mut config = ChatClientConfig::new(server, "x");
+        config.listen = "tcp://127.0.0.1:0".parse().unwrap();
+        let refused = config.check().unwrap_err();
+        assert!(refused.contains("quic:// only"), "{refused}");
     }
 }

@@ -37,6 +37,7 @@ mod directory;
 mod event;
 pub mod nat;
 mod peer;
+mod punch;
 mod render;
 mod session;
 
@@ -51,6 +52,7 @@ use chat_api::{
     LoginRequest, Membership, NatReport, Page, Path, PeerServer, Rendezvous, RoomInfo, SdpKind,
     Sender, Session, SignalClient, UserInfo, excerpt, now_ms,
 };
+use rpc_core::transport::quic::{Identity, QuicConfig, QuicEndpoint};
 use rpc_core::{Client, Endpoint, Failover, RpcError, Server, ServerHandle};
 use rpc_registry::{Discovery, ServiceKey};
 use tokio::sync::{mpsc, watch};
@@ -63,6 +65,7 @@ pub use self::config::{ChatClientConfig, DEFAULT_LISTEN, DEFAULT_SERVER, new_sec
 pub use self::event::{ChatEvent, ClientError, ClientState, SendReport};
 pub use self::nat::{NatTimeouts, discover, discover_on};
 use self::peer::{PeerClients, PeerService, Sink, check_text};
+use self::punch::Puncher;
 pub use self::render::{
     event_json, event_text, nat_json, nat_text, path_name, printable, user_json,
 };
@@ -108,6 +111,25 @@ fn outcome_unknown(error: &ClientError) -> bool {
     }
 }
 
+/// One way of sending a direct message: the path that delivered, or why none did.
+type DirectTry<'a> = std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+/// The UDP address a `quic://` peer endpoint names.
+async fn peer_socket_addr(listen: &Endpoint) -> Result<SocketAddr, String> {
+    let Endpoint::Quic { host, port } = listen else {
+        return Err(format!(
+            "the peer listens on quic:// only (direct messages are authenticated by device \
+             keys over QUIC), not on {listen}"
+        ));
+    };
+    let host = host.trim_matches(['[', ']']);
+    tokio::net::lookup_host((host, *port))
+        .await
+        .map_err(|e| format!("cannot resolve {listen}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{listen} names no address"))
+}
+
 /// The events a [`ChatClient`] sends its application. The channel is unbounded so that the
 /// client never waits for the application: read it steadily.
 pub type ChatEvents = mpsc::UnboundedReceiver<ChatEvent>;
@@ -151,15 +173,35 @@ impl ChatClient {
         config.check().map_err(ClientError::Invalid)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let sink = Arc::new(Sink::new(config.id, config.dedup_capacity, events_tx));
+        let listen_error = |reason: String| ClientError::Listen {
+            endpoint: config.listen.to_string(),
+            reason,
+        };
+        // The peer's QUIC socket: it takes direct messages and sends them, so that peers see
+        // one address for this client. Without a device key of its own (none bound), the
+        // client still serves and sends with a key made for this run, which the others, not
+        // finding it bound, refuse: its messages go through the server.
+        let identity = match &config.device_key {
+            Some(identity) => identity.clone(),
+            None => Identity::generate().map_err(|e| listen_error(e.to_string()))?,
+        };
+        let listen_addr = peer_socket_addr(&config.listen)
+            .await
+            .map_err(listen_error)?;
+        let (quic, datagrams) = QuicEndpoint::bind_with_datagrams(
+            listen_addr,
+            QuicConfig::new(identity).require_client_key(true),
+        )
+        .map_err(|e| listen_error(e.to_string()))?;
+        let local = quic.local_addr().map_err(|e| listen_error(e.to_string()))?;
+        let dialer = quic.connector(local);
+        let puncher = Puncher::start(datagrams, local);
         let peer = Server::builder()
             .service(PeerServer::new(PeerService::new(sink.clone())))
-            .listen(config.listen.clone())
+            .acceptor(quic)
             .start()
             .await
-            .map_err(|e| ClientError::Listen {
-                endpoint: config.listen.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| listen_error(e.to_string()))?;
         let peer_endpoint = peer
             .local_endpoint()
             .cloned()
@@ -170,12 +212,15 @@ impl ChatClient {
                 .clone()
                 .unwrap_or_else(|| peer_endpoint.to_string()),
         );
-        let builder = Client::builder()
+        let mut builder = Client::builder()
             .format(config.format.clone())
             .timeout(config.call_timeout)
             .connect_timeout(config.call_timeout)
             .heartbeat_interval(Duration::from_secs(5))
             .reconnect(config.reconnect);
+        if let Some(tls) = &config.tls {
+            builder = builder.tls(tls.clone());
+        }
         let nodes: Vec<Endpoint> = std::iter::once(config.server.clone())
             .chain(config.fallback_servers.iter().cloned())
             .collect();
@@ -196,13 +241,17 @@ impl ChatClient {
                     found
                 }
             };
-            builder
-                .connect_with(Failover::from_fn(listed, config.call_timeout))
-                .await
+            let mut failover = Failover::from_fn(listed, config.call_timeout);
+            if let Some(tls) = &config.tls {
+                failover = failover.tls(tls.clone());
+            }
+            builder.connect_with(failover).await
         } else if nodes.len() > 1 {
-            builder
-                .connect_with(Failover::new(nodes, config.call_timeout))
-                .await
+            let mut failover = Failover::new(nodes, config.call_timeout);
+            if let Some(tls) = &config.tls {
+                failover = failover.tls(tls.clone());
+            }
+            builder.connect_with(failover).await
         } else {
             builder.connect(&config.server).await
         };
@@ -239,7 +288,8 @@ impl ChatClient {
         };
         let (renew, renew_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            peers: PeerClients::new(config.format.clone(), config.direct_timeout),
+            peers: PeerClients::new(config.format.clone(), config.direct_timeout, dialer),
+            puncher,
             config,
             advertised,
             signal,
@@ -278,12 +328,32 @@ impl ChatClient {
         let mut state = client.watch_state();
         let timeout = client.inner.shared.config.call_timeout;
         let _ = tokio::time::timeout(timeout, state.wait_for(ClientState::is_online)).await;
+        // Device keys of other users come from the server, through a client held weakly.
+        let weak = Arc::downgrade(&client.inner);
+        client
+            .inner
+            .shared
+            .sink
+            .keys
+            .set_lookup(Arc::new(move |user: Uuid| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    let inner = weak
+                        .upgrade()
+                        .ok_or_else(|| "the client stopped".to_owned())?;
+                    ChatClient { inner }
+                        .device_key_of(&user.to_string())
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }));
         // NAT discovery in the background, when the server has STUN: `nat` then answers at
         // once. It holds the client weakly, so as not to keep it alive.
         let weak = Arc::downgrade(&client.inner);
         tokio::spawn(async move {
             let Some(inner) = weak.upgrade() else { return };
             let client = ChatClient { inner };
+            client.learn_public_address().await;
             if let Err(e) = client.nat().await {
                 debug!("NAT discovery: {e}");
             }
@@ -458,8 +528,7 @@ impl ChatClient {
         let mut direct_error = None;
         match &user.advertised {
             Some(endpoint) if online && user.id != self.id() => {
-                let peers = &self.inner.shared.peers;
-                match peers.deliver(endpoint, envelope.clone()).await {
+                match self.direct(user.id, endpoint, &envelope).await {
                     Ok(()) => {
                         return Ok(SendReport {
                             id: envelope.id,
@@ -492,6 +561,153 @@ impl ChatClient {
             },
             direct_error,
         })
+    }
+
+    /// Sends `envelope` to `user` peer to peer: to the path that worked last, else to the
+    /// endpoint the user advertises and, when this client knows its public address, through a
+    /// hole punched at the same time; the first that delivers wins, and is used next time.
+    async fn direct(
+        &self,
+        user: Uuid,
+        advertised: &str,
+        envelope: &Envelope,
+    ) -> Result<(), String> {
+        let shared = &self.inner.shared;
+        let key = shared.sink.keys.key_of(user).await?;
+        if let Some(path) = shared.peers.path_of(user) {
+            if shared
+                .peers
+                .deliver(&path, key, envelope.clone())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            shared.peers.forget_path(user);
+        }
+        let plain: DirectTry<'_> = Box::pin(async move {
+            shared
+                .peers
+                .deliver(advertised, key, envelope.clone())
+                .await
+                .map(|()| advertised.to_owned())
+        });
+        let result = if shared.puncher.has_reflexive() {
+            let punched: DirectTry<'_> = Box::pin(self.punched(user, key, envelope));
+            futures::future::select_ok([plain, punched])
+                .await
+                .map(|(path, _)| path)
+        } else {
+            plain.await
+        };
+        match result {
+            Ok(path) => {
+                shared.peers.remember_path(user, path);
+                Ok(())
+            }
+            Err(e) => {
+                // The user may be on another device now: ask the server next time.
+                shared.sink.keys.forget(user);
+                Err(e)
+            }
+        }
+    }
+
+    /// Punches a hole to `user`: asks them, through the server, to probe this client's
+    /// candidates and answer with theirs, then delivers to the first of theirs that takes it.
+    /// The path that delivered.
+    async fn punched(
+        &self,
+        user: Uuid,
+        key: [u8; 32],
+        envelope: &Envelope,
+    ) -> Result<String, String> {
+        let shared = &self.inner.shared;
+        let attempt = Uuid::new_v4();
+        let punch::Attempt {
+            answer,
+            mut sources,
+        } = shared.puncher.expect_answer(attempt);
+        let candidates = shared.puncher.candidates();
+        let asked = self
+            .call(|s, token| {
+                let candidates = candidates.clone();
+                async move { s.punch(token, user, attempt, candidates, false).await }
+            })
+            .await;
+        if let Err(e) = asked {
+            shared.puncher.forget(attempt);
+            return Err(format!("no hole punched: {e}"));
+        }
+        let timeout = shared.config.direct_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let theirs = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(theirs)) if !theirs.is_empty() => theirs,
+            _ => {
+                shared.puncher.forget(attempt);
+                return Err(format!("no hole punched: no answer within {timeout:?}"));
+            }
+        };
+        // Their candidates, and wherever their probes come from (the port their NAT really
+        // uses toward this client, which a symmetric NAT does not show the STUN server), each
+        // tried once, all at once; this side's NAT opens as QUIC's first packets leave.
+        let mut tried = std::collections::HashSet::new();
+        let mut tries = futures::stream::FuturesUnordered::new();
+        let try_path = |addr: SocketAddr| {
+            let path = format!("quic://{addr}");
+            async move {
+                shared
+                    .peers
+                    .deliver(&path, key, envelope.clone())
+                    .await
+                    .map(|()| path)
+            }
+        };
+        for addr in theirs {
+            if tried.insert(addr) {
+                tries.push(try_path(addr));
+            }
+        }
+        let mut last = "no candidate answered".to_owned();
+        let mut listening = true;
+        let outcome = loop {
+            tokio::select! {
+                Some(result) = futures::StreamExt::next(&mut tries) => match result {
+                    Ok(path) => break Ok(path),
+                    Err(e) => last = e,
+                },
+                source = sources.recv(), if listening => match source {
+                    Some(addr) => {
+                        if tried.insert(addr) {
+                            tries.push(try_path(addr));
+                        }
+                    }
+                    None => listening = false,
+                },
+                () = tokio::time::sleep_until(deadline), if listening => listening = false,
+                else => break Err(last),
+            }
+        };
+        shared.puncher.forget(attempt);
+        outcome.map_err(|e| format!("hole punched, no answer through it: {e}"))
+    }
+
+    /// Learns the public address of the peer socket from the server's STUN service, when it
+    /// has one, for hole punching.
+    async fn learn_public_address(&self) {
+        let Ok(rendezvous) = self.rendezvous().await else {
+            return;
+        };
+        let Some(stun) = rendezvous.stun.first() else {
+            return;
+        };
+        match resolve_stun(stun).await {
+            Ok(stun) => {
+                let learned = self.inner.shared.puncher.learn_reflexive(stun).await;
+                debug!(?learned, "public address of the peer socket");
+            }
+            Err(e) => debug!("STUN at {stun}: {e}"),
+        }
     }
 
     /// Joins a room: an open one (made if it does not exist) or an invite-only one this user

@@ -30,10 +30,12 @@ const LONG_ABOUT: &str = "\
 Chat client of the chat.Signal service (see chat-server).
 
 The client registers the user with the chat server and serves its own small chat service
-(chat.Peer) on --listen, where other clients deliver direct messages peer to peer. A message to
-an online user goes directly to that user's client; when the direct connection fails within
---direct-timeout-ms, it goes through the server's relay, and to an offline user it is stored by
-the server and delivered when they come back. Whatever arrives by either path is shown once.
+(chat.Peer) on --listen, a quic:// endpoint, where other clients deliver direct messages peer to
+peer. Both ends of a direct connection prove their device keys (--key-file), checked against
+the keys the server has bound to each user's session, so a direct message is from who it says.
+A message to an online user goes directly to that user's client; when the direct connection
+fails within --direct-timeout-ms, it goes through the server's relay, and to an offline user it
+is stored by the server and delivered when they come back. Whatever arrives by either path is shown once.
 When the server goes away the client reconnects and registers again by itself, and says so.
 
 Identity: an account is a UUID bound to a password (the secret) and to the display name, both
@@ -82,7 +84,8 @@ a bad identity file or option.";
     long_about = LONG_ABOUT
 )]
 struct Args {
-    /// The chat server: tcp://host:port, unix:///path or mem://name. Repeat it to name other
+    /// The chat server: tcp://host:port, tls://host:port, ws://host:port/path,
+    /// wss://host:port/path, unix:///path or mem://name. Repeat it to name other
     /// nodes of the same service: when the first cannot be reached the client goes to the next
     /// that answers, and registers again there.
     #[arg(long, default_value = DEFAULT_SERVER)]
@@ -115,7 +118,8 @@ struct Args {
     /// $HOME/.chat-client/NAME.json. Not used when both --id and --secret are given.
     #[arg(long)]
     identity: Option<PathBuf>,
-    /// Where to serve this client's peer for direct messages; port 0 picks a free port.
+    /// Where to serve this client's peer for direct messages: quic://host:port (a UDP port,
+    /// which also carries the direct messages this client sends); port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: Endpoint,
     /// The endpoint to advertise for direct messages instead of the one bound by --listen (for
@@ -135,6 +139,10 @@ struct Args {
     /// directly know the device by it. Default: a new key each run.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for a tls:// or wss:// server (and registry), instead of
+    /// the Mozilla root store: a private CA, or the server's self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// The serializer: msgpack, postcard or json.
     #[arg(long, default_value = "msgpack")]
     format: Format,
@@ -304,10 +312,11 @@ async fn server_stun(args: &Args) -> anyhow::Result<String> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("--server: at least one endpoint is needed"))?;
     let connect = async {
-        let client = rpc_core::Client::builder()
-            .format(args.format.clone())
-            .connect(server)
-            .await?;
+        let mut client = rpc_core::Client::builder().format(args.format.clone());
+        if let Some(tls) = client_tls(args)? {
+            client = client.tls(tls);
+        }
+        let client = client.connect(server).await?;
         let signal = chat_api::SignalClient::new(client);
         let rendezvous = signal.rendezvous().await?;
         anyhow::Ok(rendezvous)
@@ -351,16 +360,33 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
         config.device_key = Some(device_key(path)?);
     }
     config.fallback_servers = fallbacks.to_vec();
+    config.tls = client_tls(args)?;
     if let Some(registry) = &args.registry {
-        let remote = RemoteRegistry::connect_lazy(registry)
+        let mut client = rpc_core::Client::builder();
+        if let Some(tls) = &config.tls {
+            client = client.tls(tls.clone());
+        }
+        let client = client
+            .connect_lazy(registry)
             .map_err(|e| anyhow::anyhow!("--registry {registry}: {e}"))?;
-        config.registry = Some(Arc::new(remote));
+        config.registry = Some(Arc::new(RemoteRegistry::new(client)));
     }
     config.listen = args.listen.clone();
     config.advertise = args.advertise.clone();
     config.direct_timeout = Duration::from_millis(args.direct_timeout_ms);
     config.format = args.format.clone();
     Ok(config)
+}
+
+/// The TLS settings of `--tls-ca`, if given.
+fn client_tls(args: &Args) -> anyhow::Result<Option<rpc_core::tls::ClientTls>> {
+    args.tls_ca
+        .as_ref()
+        .map(|ca| {
+            rpc_core::tls::ClientTls::with_ca_pem_file(ca)
+                .map_err(|e| anyhow::anyhow!("--tls-ca: {e}"))
+        })
+        .transpose()
 }
 
 /// Parses `--for`: a number of seconds from 0 to a day.

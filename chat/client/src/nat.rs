@@ -225,6 +225,23 @@ fn classify_filtering(
     }
 }
 
+/// A Binding request for `id`, encoded: to learn the address a NAT maps a socket to.
+pub(crate) fn binding_request(id: [u8; 12]) -> Option<Vec<u8>> {
+    Request::plain(SocketAddr::from(([0, 0, 0, 0], 0))).encode(TransactionId::new(id))
+}
+
+/// The transaction and mapped address of a successful Binding response, if `datagram` is one.
+pub(crate) fn binding_response(
+    datagram: &[u8],
+    source: SocketAddr,
+) -> Option<([u8; 12], SocketAddr)> {
+    let (id, reply) = Reply::parse(datagram, source)?;
+    if !reply.is_success() {
+        return None;
+    }
+    Some((*id.as_bytes(), reply.mapped?))
+}
+
 /// A Binding request to send.
 #[derive(Debug, Clone, Copy)]
 struct Request {

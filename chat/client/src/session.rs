@@ -20,6 +20,7 @@ use crate::config::ChatClientConfig;
 use crate::directory::Directory;
 use crate::event::{ChatEvent, ClientError, ClientState};
 use crate::peer::{PeerClients, Sink};
+use crate::punch::{Puncher, parse_candidates};
 
 /// Heartbeats that may fail in a row (for reasons other than a lost session) before the
 /// session is given up and registered again.
@@ -55,6 +56,7 @@ pub(crate) struct Shared {
     pub(crate) signal: SignalClient,
     pub(crate) sink: Arc<Sink>,
     pub(crate) peers: PeerClients,
+    pub(crate) puncher: Arc<Puncher>,
     pub(crate) state: watch::Sender<ClientState>,
     /// The session in force; `None` while registering.
     pub(crate) session: watch::Sender<Option<Session>>,
@@ -223,6 +225,10 @@ impl Shared {
                 Some(Ok(InboxItem::Room(event))) => self.sink.emit(ChatEvent::Room(event)),
                 Some(Ok(InboxItem::Friend(event))) => self.sink.emit(ChatEvent::Friend(event)),
                 Some(Ok(InboxItem::Call(event))) => self.sink.emit(ChatEvent::Call(event)),
+                Some(Ok(InboxItem::Punch(request))) if request.answer => {
+                    self.puncher.take_answer(&request);
+                }
+                Some(Ok(InboxItem::Punch(request))) => self.answer_punch(token, request),
                 Some(Err(RpcError::Application(message))) if message.contains(REPLACED) => {
                     break Err(Ended::Replaced);
                 }
@@ -238,6 +244,36 @@ impl Shared {
             self.ack(token, acks).await.map_err(Ended::Lost)?;
         }
         outcome
+    }
+
+    /// Answers another client's hole-punching request, in the background: probes its
+    /// candidates from the peer socket (which opens this side's NAT toward them), then tells it
+    /// this client's own.
+    fn answer_punch(&self, token: &str, request: chat_api::PunchRequest) {
+        if !self.puncher.may_answer(request.from.id) {
+            return;
+        }
+        let puncher = self.puncher.clone();
+        let signal = self.signal.clone();
+        let token = token.to_owned();
+        tokio::spawn(async move {
+            let candidates = parse_candidates(&request.candidates);
+            puncher.probe(request.attempt, &candidates).await;
+            let answered = signal
+                .punch(
+                    token,
+                    request.from.id,
+                    request.attempt,
+                    puncher.candidates(),
+                    true,
+                )
+                .await;
+            if let Err(e) = answered {
+                debug!(from = %request.from.id, "hole-punching answer not sent: {e}");
+                return;
+            }
+            puncher.keep_probing(request.attempt, &candidates).await;
+        });
     }
 
     async fn ack(&self, token: &str, ids: Vec<Uuid>) -> Result<(), String> {

@@ -25,7 +25,8 @@ use support::{Killed, free_port, lines_of, program_of};
 /// How long any one expected thing may take.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A free port with nothing listening on it: an advertised endpoint that refuses connections.
+/// A free TCP port with nothing listening on it: an advertised endpoint no direct message can
+/// reach (direct messages go over quic:// only), so messages to it go through the server.
 fn closed_endpoint() -> String {
     format!("tcp://127.0.0.1:{}", free_port())
 }
@@ -57,6 +58,8 @@ struct ChatServer {
     ttl_secs: u64,
     /// More flags for the server.
     flags: Vec<String>,
+    /// `tcp`, or `tls` for a server started with a certificate.
+    scheme: &'static str,
 }
 
 impl ChatServer {
@@ -71,13 +74,33 @@ impl ChatServer {
             dir: dir.to_owned(),
             ttl_secs,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            scheme: "tcp",
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server on `tls://` with this certificate and key.
+    fn start_tls(dir: &Path, cert: &Path, key: &Path) -> ChatServer {
+        let mut server = ChatServer {
+            process: None,
+            port: free_port(),
+            dir: dir.to_owned(),
+            ttl_secs: 10,
+            flags: vec![
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ],
+            scheme: "tls",
         };
         server.spawn();
         server
     }
 
     fn endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// Starts the process (again) on the same port and data directory; retries for a while in
@@ -311,7 +334,7 @@ fn register_lookup_and_the_online_list() {
             user["advertised"]
                 .as_str()
                 .unwrap()
-                .starts_with("tcp://127.0.0.1:")
+                .starts_with("quic://127.0.0.1:")
         );
     }
 
@@ -416,6 +439,64 @@ fn direct_when_the_peer_is_reachable_relayed_when_its_endpoint_is_closed() {
     carol.expect("the last message", WAIT, |e| is_message(e, "end"));
     assert_eq!(bob.messages().len(), 2, "{:#?}", bob.seen);
     assert_eq!(carol.messages().len(), 2, "{:#?}", carol.seen);
+}
+
+#[test]
+fn clients_talk_to_a_server_over_tls_with_its_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let server = ChatServer::start_tls(&dir.path().join("data"), &cert_file, &key_file);
+    assert!(server.endpoint().starts_with("tls://"));
+
+    let ca = cert_file.display().to_string();
+    let mut alice = Client::online(&server, "alice", &["--tls-ca", &ca]);
+    let mut bob = Client::online(&server, "bob", &["--tls-ca", &ca]);
+    let who = alice.command("/who", "who");
+    assert_eq!(names(&who["online"]), ["alice", "bob"]);
+    for user in who["online"].as_array().unwrap() {
+        // The server sees the address a TLS client came from, as for TCP.
+        let observed = user["observed"].as_str().unwrap();
+        assert!(observed.starts_with("127.0.0.1:"), "{observed}");
+    }
+    bob.send("/quit");
+    assert_eq!(bob.exit_code(WAIT), Some(0));
+    // bob is offline: the message is stored on the server and delivered over TLS later.
+    alice.expect("bob leaving", WAIT, |e| {
+        e["event"] == "presence" && e["change"] == "left"
+    });
+    let sent = alice.command("/msg bob kept for you", "sent");
+    assert_eq!(sent["path"], "stored", "{sent}");
+    let mut bob = Client::spawn(
+        &server,
+        "bob",
+        bob.id,
+        &format!("secret-of-{}", bob.id),
+        &["--tls-ca", &ca],
+    );
+    bob.expect("the stored message", WAIT, |e| {
+        is_message(e, "kept for you")
+    });
+
+    // Without the CA the client does not trust the server, and says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-client"))
+        .args(["--server", &server.endpoint(), "--name", "mallory"])
+        .args(["--max-reconnect-attempts", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("certificate") && stderr.contains("give the CA that signed it"),
+        "{stderr}"
+    );
 }
 
 #[test]

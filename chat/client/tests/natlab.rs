@@ -204,3 +204,140 @@ fn no_nat_and_a_port_restricted_cone_are_told_apart() {
 fn an_address_restricted_cone_and_a_symmetric_nat_are_told_apart() {
     classifies("ar", "sym");
 }
+
+/// A `chat-client --json` running in a node of the lab, driven through its stdin.
+struct LabClient {
+    name: &'static str,
+    _process: Killed,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<Value>,
+}
+
+impl LabClient {
+    /// Starts a client on `node`, its peer socket on `lan_ip`, and waits until it is online.
+    fn online(lab: &Lab, node: &str, name: &'static str, lan_ip: &str, dir: &Path) -> LabClient {
+        let id = uuid::Uuid::new_v4();
+        let mut command = lab.command(node, Path::new(env!("CARGO_BIN_EXE_chat-client")));
+        command
+            .args([
+                "--json",
+                "--server",
+                &format!("tcp://{SERVER_IP}:{CHAT_PORT}"),
+            ])
+            .args(["--name", name, "--id", &id.to_string()])
+            .args(["--secret", &format!("secret-of-{id}")])
+            .args(["--listen", &format!("quic://{lan_ip}:0")])
+            .args(["--direct-timeout-ms", "3000"])
+            .arg("--identity")
+            .arg(dir.join(format!("{name}.json")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("chat-client starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = lines_of(&mut child);
+        let mut client = LabClient {
+            name,
+            _process: Killed(child),
+            stdin,
+            lines,
+            seen: Vec::new(),
+        };
+        client.expect("online", |e| {
+            e["event"] == "state" && e["state"] == "online"
+        });
+        client
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").expect("the client reads its stdin");
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next event that matches, within 15 s.
+    fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!("{} waited for {what}; saw {:#?}", self.name, self.seen);
+            };
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            self.seen.push(event.clone());
+            if matches(&event) {
+                return event;
+            }
+        }
+    }
+}
+
+/// Two clients behind the routers `behaviour_a` and `behaviour_b`: a message from a to b, and
+/// the path it took. Both advertise their private addresses, which the other cannot reach: a
+/// direct path exists only through a punched hole.
+fn message_path(behaviour_a: &str, behaviour_b: &str) -> Option<String> {
+    let lab = Lab::up(behaviour_a, behaviour_b)?;
+    let data = tempfile::tempdir().unwrap();
+    let _server = start_server(&lab, data.path());
+    let mut alice = LabClient::online(&lab, "a", "alice", "192.0.2.2", data.path());
+    let mut bob = LabClient::online(&lab, "b", "bob", "198.51.100.2", data.path());
+    // Each learns its public address (STUN through its peer socket) right after it registers;
+    // a few messages give that time, and the last one's path is what counts.
+    let mut path = String::new();
+    for n in 0..5 {
+        let text = format!("message {n}");
+        alice.send(&format!("/msg bob {text}"));
+        let sent = alice.expect("the send's result", |e| {
+            e["event"] == "sent" || e["event"] == "error"
+        });
+        assert_eq!(sent["event"], "sent", "{sent}");
+        bob.expect("alice's message", |e| {
+            e["event"] == "message" && e["text"] == text.as_str()
+        });
+        path = sent["path"].as_str().unwrap_or_default().to_owned();
+        if path == "direct" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Some(path)
+}
+
+#[test]
+fn a_hole_is_punched_between_two_port_restricted_cones() {
+    if let Some(path) = message_path("pr", "pr") {
+        assert_eq!(path, "direct");
+    }
+}
+
+#[test]
+fn a_hole_is_punched_between_an_address_restricted_cone_and_no_nat() {
+    if let Some(path) = message_path("ar", "none") {
+        assert_eq!(path, "direct");
+    }
+}
+
+/// The symmetric side's real port comes from its probes (a peer-reflexive candidate).
+#[test]
+fn a_hole_is_punched_from_no_nat_to_a_symmetric_nat() {
+    if let Some(path) = message_path("none", "sym") {
+        assert_eq!(path, "direct");
+    }
+}
+
+#[test]
+fn a_hole_is_punched_from_a_symmetric_nat_to_an_address_restricted_cone() {
+    if let Some(path) = message_path("sym", "ar") {
+        assert_eq!(path, "direct");
+    }
+}
+
+#[test]
+fn two_symmetric_nats_fall_back_on_the_relay() {
+    if let Some(path) = message_path("sym", "sym") {
+        assert_eq!(path, "relayed");
+    }
+}

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_api::{
     CallEnd, CallEvent, CallMedia, CallPhase, ChatError, IceCandidate, InboxItem,
-    MAX_CANDIDATE_BYTES, MAX_SDP_BYTES, SdpKind, Sender, excerpt,
+    MAX_CANDIDATE_BYTES, MAX_PUNCH_CANDIDATES, MAX_SDP_BYTES, PunchRequest, SdpKind, Sender,
+    excerpt,
 };
 use tracing::info;
 use uuid::Uuid;
@@ -86,6 +87,11 @@ impl Inner {
 }
 
 impl Calls {
+    /// How many calls this server's users take part in now.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The map holds plain data changed in single steps: a panic elsewhere leaves it whole.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -339,6 +345,48 @@ impl Shared {
             candidate,
         };
         self.push_everywhere(&[to], &InboxItem::Call(event)).await;
+        Ok(())
+    }
+
+    /// Passes a hole-punching request or answer to `to`, wherever their session is.
+    pub(crate) async fn punch(
+        &self,
+        session: &Session,
+        to: Uuid,
+        attempt: Uuid,
+        candidates: Vec<String>,
+        answer: bool,
+    ) -> Result<(), ChatError> {
+        if candidates.len() > MAX_PUNCH_CANDIDATES {
+            return Err(ChatError::Invalid(format!(
+                "at most {MAX_PUNCH_CANDIDATES} candidates, not {}",
+                candidates.len()
+            )));
+        }
+        for candidate in &candidates {
+            if candidate.len() > 64 || candidate.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ChatError::Invalid(format!(
+                    "a candidate is ip:port, not {:?}",
+                    excerpt(candidate)
+                )));
+            }
+        }
+        if self.session_of(to).is_none() && self.presence.node_of(to).is_none() {
+            return Err(ChatError::Offline(to.to_string()));
+        }
+        let request = PunchRequest {
+            from: session.sender(),
+            attempt,
+            candidates,
+            answer,
+        };
+        if self
+            .push_everywhere(&[to], &InboxItem::Punch(request))
+            .await
+            == 0
+        {
+            return Err(ChatError::Offline(to.to_string()));
+        }
         Ok(())
     }
 

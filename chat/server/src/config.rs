@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rpc_core::Endpoint;
+use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_registry::Registry;
 
 use crate::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
@@ -81,9 +82,10 @@ pub struct ChatServerConfig {
     /// [`MAX_CALL_ANSWER`](Self::MAX_CALL_ANSWER). Default: 30 s
     /// ([`CALL_ANSWER_SECS`](chat_api::CALL_ANSWER_SECS)).
     pub call_answer: Duration,
-    /// Where to serve the web chat (its pages over HTTP), or nowhere. The browsers talk to the
-    /// server over its first `ws://` endpoint in `listen`; without one, the server adds one
-    /// on this address's host, on a free port. Default: `None`.
+    /// Where to serve the web chat (its pages over HTTP, or HTTPS with `tls`), or nowhere. The
+    /// browsers talk to the server over its first `ws://` endpoint in `listen` (`wss://` with
+    /// `tls`); without one, the server adds one on this address's host, on a free port.
+    /// Default: `None`.
     pub web: Option<SocketAddr>,
     /// How account passwords are hashed (argon2id). Default: [`PasswordHashing::default`],
     /// OWASP's recommendation.
@@ -91,6 +93,19 @@ pub struct ChatServerConfig {
     /// The STUN service (RFC 8489 Binding with RFC 5780's NAT behaviour discovery) on UDP,
     /// which `rendezvous` tells clients about. Default: `None`, no STUN service.
     pub stun: Option<StunConfig>,
+    /// The certificate and key of the `tls://` and `wss://` endpoints in `listen`, and of the
+    /// web chat, which is then served over HTTPS and talks to a `wss://` endpoint (browsers
+    /// allow cameras and microphones only on secure pages, and a secure page only `wss://`).
+    /// Default: `None`: no TLS endpoint can listen, and the web chat is served over HTTP.
+    pub tls: Option<ServerTls>,
+    /// The TLS settings of the connections this server makes to other nodes that advertise
+    /// `tls://` or `wss://` endpoints. Default: `None`, the Mozilla root store.
+    pub client_tls: Option<ClientTls>,
+    /// Where the server records its metrics: the framework's (calls, connections, bytes) and
+    /// its own (`chat_online_users`, `chat_messages_total` by path, `chat_messages_waiting`,
+    /// `chat_calls_in_progress`). Serving them is up to whoever holds the
+    /// [`Metrics`](rpc_core::metrics::Metrics). Default: `None`, no metrics.
+    pub metrics: Option<rpc_core::metrics::Metrics>,
 }
 
 /// The argon2id parameters account passwords are hashed with. Each hash records the
@@ -221,6 +236,9 @@ impl ChatServerConfig {
             web: None,
             password_hashing: PasswordHashing::default(),
             stun: None,
+            tls: None,
+            client_tls: None,
+            metrics: None,
         }
     }
 

@@ -165,6 +165,7 @@ impl Shared {
                     // the shared store.
                     pushed = self.nodes.wake(&*self.registry, &node, to, seq).await;
                 }
+                self.messages.relayed(pushed);
                 debug!(from = %session.info.id, %to, message = %id, seq, pushed, "relayed");
                 Ok(if pushed {
                     Delivery::Delivered
@@ -205,6 +206,7 @@ impl Shared {
             .ack(session.info.id, &ids)
             .await
             .map_err(storage_error)?;
+        self.messages.acknowledged(removed);
         debug!(user = %session.info.id, ids = ids.len(), removed, "acknowledged");
         Ok(())
     }

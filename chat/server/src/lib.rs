@@ -42,6 +42,8 @@ mod calls;
 mod config;
 mod friends;
 mod inbox;
+mod message_counts;
+mod metrics;
 mod nodes;
 pub mod page;
 mod password;
@@ -142,7 +144,13 @@ impl ChatServer {
             call_answer: config.call_answer,
             password_hashing: config.password_hashing,
         };
-        let shared = Arc::new(Shared::new(settings, store, registry.clone(), node_secret));
+        let shared = Arc::new(Shared::new(
+            settings,
+            store,
+            registry.clone(),
+            node_secret,
+            config.client_tls.clone(),
+        ));
         let stop = CancellationToken::new();
         // Watching before serving: no session can expire unseen.
         let first_watch = match tokio::time::timeout(
@@ -209,13 +217,29 @@ impl ChatServer {
             )))
             .service(NodeServer::new(nodes::NodeService::new(shared.clone())))
             .max_frame_len(config.max_frame_len);
+        if let Some(metrics) = &config.metrics {
+            builder = builder.metrics(metrics);
+            metrics::register(metrics, &shared);
+        }
+        if let Some(tls) = &config.tls {
+            builder = builder.tls(tls.clone());
+        }
         let mut listen = config.listen.clone();
+        let secure_web = config.tls.is_some();
         if let Some(web) = config.web
-            && !listen.iter().any(|e| matches!(e, Endpoint::Ws { .. }))
+            && !listen
+                .iter()
+                .any(|e| web_socket_endpoint(e, secure_web).is_some())
         {
-            // The web chat's browsers need a WebSocket endpoint: one on the web address's
-            // host, on a port of the system's choosing (named in config.json).
-            listen.push(Endpoint::ws(SocketAddr::new(web.ip(), 0), "/"));
+            // The web chat's browsers need a WebSocket endpoint (over TLS when the page is
+            // served over HTTPS): one on the web address's host, on a port of the system's
+            // choosing (named in config.json).
+            let addr = SocketAddr::new(web.ip(), 0);
+            listen.push(if secure_web {
+                Endpoint::wss(addr, "/")
+            } else {
+                Endpoint::ws(addr, "/")
+            });
         }
         for endpoint in &listen {
             builder = builder.listen(endpoint.clone());
@@ -242,7 +266,15 @@ impl ChatServer {
         };
         let mut tasks = tasks;
         let web = match config.web {
-            Some(addr) => match start_web(addr, &handle, stun_advertised.as_deref(), &stop).await {
+            Some(addr) => match start_web(
+                addr,
+                &handle,
+                stun_advertised.as_deref(),
+                config.tls.as_ref(),
+                &stop,
+            )
+            .await
+            {
                 Ok((bound, task)) => {
                     tasks.push(task);
                     Some(bound)
@@ -355,30 +387,49 @@ impl fmt::Debug for ChatServer {
 /// The host clients are told to send STUN to: the configured one, else the primary IP when
 /// it is a specific one, else the host of the first advertised or listening TCP endpoint
 /// (when that is not a wildcard either).
-/// Binds the web chat's address and serves it, pointing browsers at the server's first
-/// WebSocket endpoint and at its STUN service (when it has one) for ICE.
+/// The port and path of `endpoint` if it is a WebSocket endpoint the web chat can use: `wss://`
+/// when the page is served over HTTPS (`secure`), else `ws://`.
+fn web_socket_endpoint(endpoint: &Endpoint, secure: bool) -> Option<(u16, String)> {
+    match endpoint {
+        Endpoint::Ws { port, path, .. } if !secure => Some((*port, path.clone())),
+        Endpoint::Wss { port, path, .. } if secure => Some((*port, path.clone())),
+        _ => None,
+    }
+}
+
+/// Binds the web chat's address and serves it (over HTTPS with `tls`), pointing browsers at
+/// the server's first WebSocket endpoint of the same security and at its STUN service (when it
+/// has one) for ICE.
 async fn start_web(
     addr: SocketAddr,
     handle: &ServerHandle,
     stun: Option<&str>,
+    tls: Option<&rpc_core::tls::ServerTls>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let Some((ws_port, ws_path)) = handle.local_endpoints().iter().find_map(|e| match e {
-        Endpoint::Ws { port, path, .. } => Some((*port, path.clone())),
-        _ => None,
-    }) else {
-        anyhow::bail!("the web chat needs a ws:// endpoint to listen on");
+    let secure = tls.is_some();
+    let Some((ws_port, ws_path)) = handle
+        .local_endpoints()
+        .iter()
+        .find_map(|e| web_socket_endpoint(e, secure))
+    else {
+        anyhow::bail!(
+            "the web chat needs a {} endpoint to listen on",
+            if secure { "wss://" } else { "ws://" }
+        );
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
     let settings = web::WebSettings {
+        ws_scheme: if secure { "wss" } else { "ws" },
         ws_port,
         ws_path,
         ice_urls: stun.map(|s| format!("stun:{s}")).into_iter().collect(),
     };
-    let task = tokio::spawn(web::serve(listener, settings, stop.clone()));
+    let tls = tls.map(|tls| tls.rustls_config(&[b"http/1.1"]));
+    let task = tokio::spawn(web::serve(listener, settings, tls, stop.clone()));
     Ok((bound, task))
 }
 
@@ -396,7 +447,7 @@ fn stun_host(stun: &StunConfig, config: &ChatServerConfig) -> Option<String> {
     advertised
         .chain(config.listen.iter().cloned())
         .find_map(|endpoint| match endpoint {
-            Endpoint::Tcp { host, .. } => Some(host),
+            Endpoint::Tcp { host, .. } | Endpoint::Tls { host, .. } => Some(host),
             _ => None,
         })
         .filter(|host| {

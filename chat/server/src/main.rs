@@ -11,11 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chat_server::page::{MIN_PAGE_BYTES, PAGE_EXPANSION};
 use chat_server::store::{PgStore, Store};
 use chat_server::{ChatServer, ChatServerConfig, PasswordHashing, StunConfig};
 use clap::Parser;
 use rpc_core::Endpoint;
+use rpc_core::metrics::Metrics;
+use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_registry::{Registry, RemoteRegistry};
 
 /// `println!` for what the program tells whoever started it: a stdout that nobody reads any more
@@ -40,9 +43,23 @@ macro_rules! say {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Where to listen: tcp://host:port, unix:///path or mem://name. Repeat for several.
+    /// Where to listen: tcp://host:port, tls://host:port, ws://host:port/path,
+    /// wss://host:port/path, quic://host:port, unix:///path or mem://name. Repeat for several.
+    /// tls:// and wss:// need --tls-cert and --tls-key.
     #[arg(long, default_value = ChatServerConfig::DEFAULT_LISTEN)]
     listen: Vec<Endpoint>,
+    /// The certificate chain (PEM, leaf first, as an ACME client's fullchain.pem) of the
+    /// tls:// and wss:// endpoints; with --web, the web chat is then served over HTTPS and
+    /// talks to a wss:// endpoint.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) to trust, instead of the Mozilla root store, for the connections
+    /// this server makes over tls:// or wss:// (to a registry server, to other nodes).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// The directory of the database file (chat.redb); created if missing. Unused with a
     /// PostgreSQL --store.
     #[arg(long, default_value = "chat-data")]
@@ -153,6 +170,11 @@ struct Args {
     /// --listen endpoint; without one, a ws:// endpoint on this host and a free port is added.
     #[arg(long, value_name = "ADDR")]
     web: Option<SocketAddr>,
+    /// Serve Prometheus metrics over HTTP at this address (host:port), e.g. 127.0.0.1:9100:
+    /// GET /metrics (calls, latencies, connections, bytes, users online, messages by path,
+    /// messages waiting, calls in progress).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// The memory of one password hash (argon2id), in KiB (8 to 4194304, and at least 8 per
     /// lane). Existing passwords keep working when it changes; they are hashed again with the
     /// new settings when their users sign in.
@@ -218,6 +240,12 @@ async fn main() -> anyhow::Result<()> {
     config.max_friends = args.max_friends;
     config.call_answer = Duration::from_secs(args.call_answer_secs);
     config.web = args.web;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(ServerTls::from_pem_files(cert, key).context("--tls-cert/--tls-key")?);
+    }
+    if let Some(ca) = &args.tls_ca {
+        config.client_tls = Some(ClientTls::with_ca_pem_file(ca).context("--tls-ca")?);
+    }
     config.password_hashing.memory_kib = args.password_memory_kib;
     config.password_hashing.iterations = args.password_iterations;
     config.password_hashing.parallelism = args.password_parallelism;
@@ -255,7 +283,12 @@ async fn main() -> anyhow::Result<()> {
             let endpoint: Endpoint = endpoint
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--registry {endpoint:?}: {e}"))?;
-            Some(Arc::new(RemoteRegistry::connect_lazy(&endpoint)?) as Arc<dyn Registry>)
+            let mut client = rpc_core::Client::builder();
+            if let Some(tls) = &config.client_tls {
+                client = client.tls(tls.clone());
+            }
+            let client = client.connect_lazy(&endpoint)?;
+            Some(Arc::new(RemoteRegistry::new(client)) as Arc<dyn Registry>)
         }
     };
     let data = match args.store.as_str() {
@@ -270,6 +303,14 @@ async fn main() -> anyhow::Result<()> {
             description
         }
         other => anyhow::bail!("--store {other:?}: expected `redb` or a postgres:// URL"),
+    };
+    let metrics_server = match args.metrics {
+        Some(addr) => {
+            let metrics = Metrics::new();
+            config.metrics = Some(metrics.clone());
+            Some(metrics.serve(addr).await.context("--metrics")?)
+        }
+        None => None,
     };
     let server = ChatServer::start(config).await?;
     for endpoint in server.endpoints() {
@@ -287,7 +328,15 @@ async fn main() -> anyhow::Result<()> {
         say!("chat-server stun on udp {primary} and {alternate}{second}{advertised}");
     }
     if let Some(web) = server.web_address() {
-        say!("web chat on http://{web}/");
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        say!("web chat on {scheme}://{web}/");
+    }
+    if let Some(metrics_server) = &metrics_server {
+        say!("metrics on http://{}/metrics", metrics_server.local_addr());
     }
     say!("chat-server data in {data}");
     say!("chat-server presence in {presence}");

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_api::{ChatError, InboxItem, Node, NodeClient, SignalClient};
+use rpc_core::tls::ClientTls;
 use rpc_core::{Backoff, Client, RpcError};
 use rpc_registry::{Instance, Registration, Registry, ServiceKey};
 use tokio_util::sync::CancellationToken;
@@ -123,9 +124,18 @@ impl Shared {
 #[derive(Debug, Default)]
 pub(crate) struct NodeLinks {
     clients: Mutex<HashMap<String, NodeClient<Client>>>,
+    /// For nodes that advertise `tls://` or `wss://` endpoints.
+    tls: Option<ClientTls>,
 }
 
 impl NodeLinks {
+    pub(crate) fn new(tls: Option<ClientTls>) -> Self {
+        NodeLinks {
+            clients: Mutex::default(),
+            tls,
+        }
+    }
+
     /// Tells the node with `server_id` that `user`'s mailbox has the new message `seq`;
     /// whether it pushed it to an open inbox.
     pub(crate) async fn wake(
@@ -193,11 +203,13 @@ impl NodeLinks {
             .find(|i| i.metadata.get(SERVER_ID).is_some_and(|id| id == server_id))?
             .endpoint
             .clone();
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .timeout(WAKE_TIMEOUT)
-            .connect_timeout(WAKE_TIMEOUT)
-            .connect_lazy(endpoint.as_str())
-            .ok()?;
+            .connect_timeout(WAKE_TIMEOUT);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.clone());
+        }
+        let client = builder.connect_lazy(endpoint.as_str()).ok()?;
         let client = NodeClient::new(client);
         self.lock().insert(server_id.to_owned(), client.clone());
         Some(client)

@@ -291,6 +291,20 @@ impl Signal for ChatService {
         self.shared.send_ice(&session, call, candidate).await
     }
 
+    async fn punch(
+        &self,
+        token: String,
+        to: Uuid,
+        attempt: Uuid,
+        candidates: Vec<String>,
+        answer: bool,
+    ) -> Result<(), ChatError> {
+        let session = self.shared.session(&token)?;
+        self.shared
+            .punch(&session, to, attempt, candidates, answer)
+            .await
+    }
+
     async fn rendezvous(&self) -> Rendezvous {
         let stun: Vec<String> = self.stun.iter().cloned().collect();
         let ice_servers = stun
@@ -338,11 +352,11 @@ impl Signal for ChatService {
     }
 }
 
-/// The caller's address as this server saw it: `ip:port` for TCP (the user's public address
-/// when it comes through a NAT), the transport's own description otherwise.
+/// The caller's address as this server saw it: `ip:port` for TCP and TLS (the user's public
+/// address when it comes through a NAT), the transport's own description otherwise.
 fn observed(peer: &PeerAddr) -> String {
     match peer {
-        PeerAddr::Tcp(addr) => addr.to_string(),
+        PeerAddr::Tcp(addr) | PeerAddr::Tls { addr, .. } => addr.to_string(),
         other => other.to_string(),
     }
 }

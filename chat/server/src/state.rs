@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::calls::Calls;
 use crate::config::PasswordHashing;
 use crate::inbox::InboxSlot;
+use crate::message_counts::MessageCounts;
 use crate::nodes::NodeLinks;
 use crate::page::PageLimits;
 use crate::password::{Passwords, Verdict};
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) presence: Presence,
     pub(crate) rooms: Rooms,
     pub(crate) calls: Calls,
+    /// Messages relayed, stored and acknowledged, for metrics.
+    pub(crate) messages: MessageCounts,
     /// Clients of the other chat servers on the same registry.
     pub(crate) nodes: NodeLinks,
     passwords: Passwords,
@@ -132,6 +135,7 @@ impl Shared {
         store: Arc<dyn Store>,
         registry: Arc<dyn Registry>,
         node_secret: String,
+        node_tls: Option<rpc_core::tls::ClientTls>,
     ) -> Self {
         Shared {
             passwords: Passwords::new(settings.password_hashing),
@@ -143,7 +147,8 @@ impl Shared {
             presence: Presence::new(),
             rooms: Rooms::default(),
             calls: Calls::default(),
-            nodes: NodeLinks::default(),
+            messages: MessageCounts::default(),
+            nodes: NodeLinks::new(node_tls),
             sessions: Mutex::default(),
             next_serial: AtomicU64::new(1),
             user_locks: (0..USER_LOCKS)

@@ -11,9 +11,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rpc_core::tls::rustls::ServerConfig;
+use rpc_core::tls::tokio_rustls::TlsAcceptor;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -63,16 +65,23 @@ const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 's
 /// What `config.json` says, besides the WebSocket URL's host (the one the browser used).
 #[derive(Debug, Clone)]
 pub(crate) struct WebSettings {
-    /// The port and path of the server's WebSocket endpoint.
+    /// The scheme (`ws` or `wss`), port and path of the server's WebSocket endpoint.
+    pub(crate) ws_scheme: &'static str,
     pub(crate) ws_port: u16,
     pub(crate) ws_path: String,
     /// `urls` of the ICE servers the browsers should use (`stun:host:port`).
     pub(crate) ice_urls: Vec<String>,
 }
 
-/// Serves the web chat on `listener` until `stop`.
-pub(crate) async fn serve(listener: TcpListener, settings: WebSettings, stop: CancellationToken) {
+/// Serves the web chat on `listener` until `stop`, over HTTPS with `tls`, else HTTP.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    settings: WebSettings,
+    tls: Option<Arc<ServerConfig>>,
+    stop: CancellationToken,
+) {
     let settings = Arc::new(settings);
+    let tls = tls.map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -87,11 +96,10 @@ pub(crate) async fn serve(listener: TcpListener, settings: WebSettings, stop: Ca
         };
         match accepted {
             Ok((stream, peer)) => {
-                let settings = settings.clone();
-                let stop = stop.clone();
+                let (settings, stop, tls) = (settings.clone(), stop.clone(), tls.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        result = serve_one(stream, &settings) => {
+                        result = serve_connection(stream, tls, &settings) => {
                             if let Err(error) = result {
                                 debug!(%peer, %error, "web request failed");
                             }
@@ -110,30 +118,58 @@ pub(crate) async fn serve(listener: TcpListener, settings: WebSettings, stop: Ca
     }
 }
 
+/// Does the TLS handshake (with `tls`), then reads one request and answers it.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
+    settings: &WebSettings,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    match tls {
+        Some(tls) => {
+            let mut stream = tokio::time::timeout(READ_TIMEOUT, tls.accept(stream))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            serve_one(&mut stream, settings).await?;
+            // TLS's close_notify, so the browser knows the answer is whole.
+            stream.shutdown().await
+        }
+        None => {
+            let mut stream = stream;
+            serve_one(&mut stream, settings).await
+        }
+    }
+}
+
 /// Reads one request and answers it.
-async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    settings: &WebSettings,
+) -> io::Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(stream)).await {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => {
             respond(
-                &mut stream,
+                stream,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 b"",
                 true,
             )
             .await?;
-            return drain(&mut stream).await;
+            return drain(stream).await;
         }
         Ok(Err(error)) => return Err(error),
         Err(_) => {
-            return respond(&mut stream, "408 Request Timeout", "text/plain", b"", true).await;
+            return respond(stream, "408 Request Timeout", "text/plain", b"", true).await;
         }
     };
     let request = Request::parse(&head);
     let Some(request) = request else {
         return respond(
-            &mut stream,
+            stream,
             "400 Bad Request",
             "text/plain",
             b"bad request\n",
@@ -144,7 +180,7 @@ async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<
     let with_body = request.method == "GET";
     if request.method != "GET" && request.method != "HEAD" {
         return respond(
-            &mut stream,
+            stream,
             "405 Method Not Allowed",
             "text/plain",
             b"GET or HEAD\n",
@@ -157,7 +193,7 @@ async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<
         let host = request.host.as_deref().map_or("127.0.0.1", host_name);
         let body = config_json(settings, host);
         return respond(
-            &mut stream,
+            stream,
             "200 OK",
             "application/json",
             body.as_bytes(),
@@ -168,11 +204,11 @@ async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<
     let path = if path == "/" { "/index.html" } else { path };
     match FILES.iter().find(|(name, _, _)| *name == path) {
         Some((_, kind, content)) => {
-            respond(&mut stream, "200 OK", kind, content.as_bytes(), with_body).await
+            respond(stream, "200 OK", kind, content.as_bytes(), with_body).await
         }
         None => {
             respond(
-                &mut stream,
+                stream,
                 "404 Not Found",
                 "text/plain",
                 b"not found\n",
@@ -186,7 +222,7 @@ async fn serve_one(mut stream: TcpStream, settings: &WebSettings) -> io::Result<
 /// Reads and drops what the client still sends (for a second, at most 64 KiB) after an answer
 /// that did not read its whole request, so that closing does not reset the connection and
 /// lose the answer.
-async fn drain(stream: &mut TcpStream) -> io::Result<()> {
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<()> {
     let mut buf = [0; 4096];
     let mut left: usize = 64 * 1024;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -202,7 +238,7 @@ async fn drain(stream: &mut TcpStream) -> io::Result<()> {
 }
 
 /// The request head (up to and without the blank line), or `None` when it is too long.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<String>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0; 1024];
     loop {
@@ -276,7 +312,10 @@ fn host_name(host: &str) -> &str {
 
 fn config_json(settings: &WebSettings, host: &str) -> String {
     json!({
-        "ws": format!("ws://{host}:{}{}", settings.ws_port, settings.ws_path),
+        "ws": format!(
+            "{}://{host}:{}{}",
+            settings.ws_scheme, settings.ws_port, settings.ws_path
+        ),
         "ice_servers": settings
             .ice_urls
             .iter()
@@ -286,8 +325,8 @@ fn config_json(settings: &WebSettings, host: &str) -> String {
     .to_string()
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: &str,
     content_type: &str,
     body: &[u8],
@@ -338,7 +377,8 @@ mod tests {
         assert_eq!(host_name("[::1]:8080"), "[::1]");
         assert_eq!(host_name("evil\"},x:{"), "127.0.0.1");
         assert_eq!(host_name(""), "127.0.0.1");
-        let settings = WebSettings {
+        let mut settings = WebSettings {
+            ws_scheme: "ws",
             ws_port: 7301,
             ws_path: "/".into(),
             ice_urls: vec!["stun:192.0.2.1:3478".into()],
@@ -346,6 +386,10 @@ mod tests {
         let config: serde_json::Value =
             serde_json::from_str(&config_json(&settings, "[::1]")).unwrap();
         assert_eq!(config["ws"], "ws://[::1]:7301/");
+        settings.ws_scheme = "wss";
+        let config: serde_json::Value =
+            serde_json::from_str(&config_json(&settings, "chat.example")).unwrap();
+        assert_eq!(config["ws"], "wss://chat.example:7301/");
         assert_eq!(config["ice_servers"][0]["urls"][0], "stun:192.0.2.1:3478");
     }
 

@@ -155,3 +155,168 @@ async fn each_client_binds_its_device_key_and_sees_the_others() {
     assert_eq!(alice.device_key_of("keyless").await.unwrap(), None);
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Waits until `client` reads `user`'s device key from the server.
+async fn wait_for_key(client: &ChatClient, user: &str) -> [u8; 32] {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(key) = client.device_key_of(user).await.unwrap() {
+            return key;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} bound no key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next message `events` shows, skipping other events.
+async fn next_message(events: &mut chat_client::ChatEvents) -> chat_api::Envelope {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(chat_client::ChatEvent::Message(m)) = events.recv().await {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("no message came")
+}
+
+#[tokio::test]
+async fn direct_messages_are_authenticated_by_device_keys() {
+    use chat_api::{Destination, Envelope, Path, PeerClient, PeerError, Sender};
+    use rpc_core::transport::quic::{Identity, PeerAuth, QuicConfig, QuicEndpoint};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let endpoint = server.endpoints()[0].clone();
+    let (alice, _a) = ChatClient::connect(ChatClientConfig::new(endpoint.clone(), "alice"))
+        .await
+        .unwrap();
+    let (bob, mut bob_events) = ChatClient::connect(ChatClientConfig::new(endpoint, "bob"))
+        .await
+        .unwrap();
+    let bob_key = wait_for_key(&alice, "bob").await;
+    wait_for_key(&bob, "alice").await;
+
+    // Alice to Bob, peer to peer over QUIC, each end proving its key.
+    assert!(bob.peer_endpoint().to_string().starts_with("quic://"));
+    let report = alice.send("bob", "hi, directly").await.unwrap();
+    assert_eq!(report.path, Path::Direct, "{report:?}");
+    let got = next_message(&mut bob_events).await;
+    assert_eq!(
+        (got.text.as_str(), got.path),
+        ("hi, directly", Path::Direct)
+    );
+    assert_eq!(got.from.id, alice.id());
+
+    // Someone else, with a key of their own, posing as Alice at Bob's peer: refused.
+    let rogue = QuicEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        QuicConfig::new(Identity::generate().unwrap()),
+    )
+    .unwrap();
+    let bob_addr = match bob.peer_endpoint() {
+        rpc_core::Endpoint::Quic { host, port } => format!("{host}:{port}").parse().unwrap(),
+        other => panic!("{other}"),
+    };
+    let connector = rogue
+        .connector(bob_addr)
+        .to(bob_addr, &PeerAuth::pinned(bob_key))
+        .unwrap();
+    let to_bob = PeerClient::new(
+        rpc_core::Client::builder()
+            .format(rpc_core::Format::MessagePack)
+            .connect_with(connector)
+            .await
+            .unwrap(),
+    );
+    let forged = Envelope {
+        id: Uuid::new_v4(),
+        from: Sender {
+            id: alice.id(),
+            name: "alice".to_owned(),
+        },
+        to: Destination::User(bob.id()),
+        text: "send me your password".to_owned(),
+        sent_at_ms: chat_api::now_ms(),
+        path: Path::Direct,
+    };
+    let refused = to_bob.deliver(forged).await;
+    assert!(
+        matches!(
+            refused,
+            Err(rpc_core::RpcError::Application(PeerError::Unauthenticated(
+                _
+            )))
+        ),
+        "{refused:?}"
+    );
+
+    // And a peer that pins another key than Bob's does not get through the handshake.
+    let wrong = rogue
+        .connector(bob_addr)
+        .to(bob_addr, &PeerAuth::pinned([9; 32]))
+        .unwrap();
+    let handshake = rpc_core::Client::builder()
+        .wait_for_reconnect(false)
+        .connect_with(wrong)
+        .await;
+    assert!(handshake.is_err());
+
+    // Bob saw only Alice's message.
+    alice.send("bob", "still me").await.unwrap();
+    assert_eq!(next_message(&mut bob_events).await.text, "still me");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A peer whose advertised endpoint leads nowhere (as the private address of a device behind a
+/// NAT would) is reached through a hole punched with the server's help: the two exchange
+/// candidates through the server, the recipient probes, the sender connects.
+#[tokio::test]
+async fn a_hole_is_punched_when_the_advertised_endpoint_leads_nowhere() {
+    use chat_api::Path;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ChatServerConfig::new(dir.path());
+    config.listen = vec!["tcp://127.0.0.1:0".parse().unwrap()];
+    config.password_hashing.memory_kib = 64;
+    config.password_hashing.iterations = 1;
+    config.stun = Some(chat_server::StunConfig::new("127.0.0.1:0".parse().unwrap()));
+    let server = ChatServer::start(config).await.unwrap();
+    let endpoint = server.endpoints()[0].clone();
+
+    let (alice, _a) = ChatClient::connect(ChatClientConfig::new(endpoint.clone(), "alice"))
+        .await
+        .unwrap();
+    // Bob tells the others a UDP port nobody serves.
+    let nowhere = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut bob_config = ChatClientConfig::new(endpoint, "bob");
+    bob_config.advertise = Some(format!("quic://{}", nowhere.local_addr().unwrap()));
+    bob_config.direct_timeout = Duration::from_secs(2);
+    let (bob, mut bob_events) = ChatClient::connect(bob_config).await.unwrap();
+    wait_for_key(&alice, "bob").await;
+    wait_for_key(&bob, "alice").await;
+    // Both learn their public addresses in the background, after registering.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let report = loop {
+        let report = alice.send("bob", "through the hole").await.unwrap();
+        if report.path == Path::Direct || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report.path, Path::Direct, "{report:?}");
+    loop {
+        let got = next_message(&mut bob_events).await;
+        if got.text == "through the hole" && got.path == Path::Direct {
+            break;
+        }
+    }
+    // The punched path is kept: the next message takes it at once.
+    let again = alice.send("bob", "again").await.unwrap();
+    assert_eq!((again.path, again.direct_error), (Path::Direct, None));
+    server.shutdown(Duration::from_secs(1)).await;
+}

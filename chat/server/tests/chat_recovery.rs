@@ -144,7 +144,10 @@ async fn the_store_recovers_from_an_io_error_by_itself_and_loses_nothing_acknowl
         let item = tokio::time::timeout(WAIT, inbox.next()).await.unwrap();
         match item.unwrap().unwrap() {
             InboxItem::Message(m) => received.push(m.id),
-            InboxItem::Room(_) | InboxItem::Friend(_) | InboxItem::Call(_) => {}
+            InboxItem::Room(_)
+            | InboxItem::Friend(_)
+            | InboxItem::Call(_)
+            | InboxItem::Punch(_) => {}
         }
     }
     assert_eq!(received, expected);

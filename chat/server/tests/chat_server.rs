@@ -819,7 +819,10 @@ async fn a_post_sent_again_with_its_id_is_posted_once_even_after_it_left_the_his
         match next(&mut inbox).await {
             InboxItem::Message(m) if m.id == marker => break,
             InboxItem::Message(m) => received.push(m.id),
-            InboxItem::Room(_) | InboxItem::Friend(_) | InboxItem::Call(_) => {}
+            InboxItem::Room(_)
+            | InboxItem::Friend(_)
+            | InboxItem::Call(_)
+            | InboxItem::Punch(_) => {}
         }
     }
     assert_eq!(received, ids);
@@ -854,4 +857,52 @@ async fn a_large_mailbox_is_replayed_in_order_a_page_at_a_time_then_live() {
     alice.relay(marker, &bob, "marker").await;
     assert_eq!(next_message(&mut inbox).await.id, marker);
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn punch_requests_reach_the_online_recipient_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let alice = User::register(&server, "alice").await;
+    let bob = User::register(&server, "bob").await;
+    let mut inbox = bob.inbox().await;
+    let attempt = Uuid::new_v4();
+    let candidates = vec!["127.0.0.1:5000".to_owned(), "[::1]:5001".to_owned()];
+    alice
+        .api
+        .punch(alice.token(), bob.id, attempt, candidates.clone(), false)
+        .await
+        .unwrap();
+    let request = loop {
+        if let InboxItem::Punch(request) = next(&mut inbox).await {
+            break request;
+        }
+    };
+    assert_eq!(request.from, alice.sender(), "the server names the sender");
+    assert_eq!(
+        (request.attempt, request.candidates, request.answer),
+        (attempt, candidates, false)
+    );
+
+    for bad in [
+        vec!["not an address".to_owned()],
+        vec!["127.0.0.1:1".to_owned(); chat_api::MAX_PUNCH_CANDIDATES + 1],
+        vec!["x".repeat(100)],
+    ] {
+        let refused = alice
+            .api
+            .punch(alice.token(), bob.id, attempt, bad, false)
+            .await;
+        assert!(matches!(app_error(refused), ChatError::Invalid(_)));
+    }
+    let nobody = alice
+        .api
+        .punch(alice.token(), Uuid::new_v4(), attempt, Vec::new(), false)
+        .await;
+    assert!(matches!(app_error(nobody), ChatError::Offline(_)));
+    let no_session = alice
+        .api
+        .punch("no such token".into(), bob.id, attempt, Vec::new(), true)
+        .await;
+    assert!(matches!(app_error(no_session), ChatError::NoSession));
 }

@@ -344,6 +344,107 @@ async fn two_browsers_chat_post_in_a_group_call_each_other_and_ride_out_a_restar
     drop(server);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_page_is_a_secure_context_and_talks_wss() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (tls, web) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", &format!("tls://127.0.0.1:{tls}")])
+        .args(["--web", &format!("127.0.0.1:{web}")])
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .args(["--password-memory-kib", "64", "--password-iterations", "1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chat-server starts");
+    let lines = lines_of(&mut child);
+    let _server = Killed(child);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !seen.iter().any(|l: &String| l.starts_with("web chat on")) {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("chat-server did not serve the web chat: {seen:?}"),
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l == &format!("web chat on https://127.0.0.1:{web}/")),
+        "{seen:?}"
+    );
+    // The server added a wss:// endpoint for the browsers.
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("chat-server listening on wss://127.0.0.1:")),
+        "{seen:?}"
+    );
+    std::thread::spawn(move || while lines.recv().is_ok() {});
+
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    browser.open(&format!("https://127.0.0.1:{web}/")).await;
+    let secure = browser.run("return window.isSecureContext;", vec![]).await;
+    assert_eq!(secure, Value::Bool(true));
+    browser.fill("#name", "tess").await;
+    browser.fill("#password", "password of tess").await;
+    browser.click("#register").await;
+    browser
+        .wait_for(
+            "!document.getElementById('app').hidden && chatApp.chat.state === 'online'",
+            "tess is signed in over wss://",
+            WAIT,
+        )
+        .await;
+
+    // A terminal client over tls:// writes to the browser's user.
+    let mut terminal = Command::new(program_of("chat-client", "chat-client"))
+        .args(["--server", &format!("tls://127.0.0.1:{tls}")])
+        .arg("--tls-ca")
+        .arg(&cert_file)
+        .args(["--name", "term", "--secret", "password of term", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chat-client starts");
+    let mut stdin = terminal.stdin.take().unwrap();
+    let terminal_lines = lines_of(&mut terminal);
+    let _terminal = Killed(terminal);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = terminal_lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the terminal client comes online over tls://");
+        if line.contains(r#""state":"online""#) {
+            break;
+        }
+    }
+    writeln!(stdin, "/msg tess over tls and wss").unwrap();
+    browser
+        .wait_for(
+            "[...chatApp.conversations.values()].some(c => c.messages.some(m => m.text === 'over tls and wss'))",
+            "tess gets the terminal's message",
+            WAIT,
+        )
+        .await;
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_web_server_answers_what_it_has_and_refuses_the_rest() {
     let data = tempfile::tempdir().unwrap();

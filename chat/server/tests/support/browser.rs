@@ -80,6 +80,8 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({ "binary": CHROMIUM, "args": args }),
         );
+        // The HTTPS tests serve certificates made at test time, which no browser trusts.
+        capabilities.insert("acceptInsecureCerts".into(), json!(true));
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
             .capabilities(capabilities)

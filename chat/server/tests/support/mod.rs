@@ -172,3 +172,48 @@ impl Running {
         );
     }
 }
+
+/// `GET /metrics` from a program started with `--metrics addr`: the body, after checking the
+/// answer is a 200.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics endpoint answers");
+    stream
+        .set_read_timeout(Some(Running::WAIT))
+        .expect("a read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("the request is sent");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("the answer is read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    body.to_owned()
+}
+
+/// The value of the series `name` with exactly `labels` in scraped text (whose label values
+/// hold no quotes or commas), if there is one.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, mut series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (
+                    n,
+                    rest.strip_suffix('}')?
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
+                None => (series, Vec::new()),
+            };
+            series_labels.retain(|l| !l.is_empty());
+            series_labels.sort();
+            (series_name == name && series_labels == wanted).then(|| value.parse().ok())?
+        })
+}
