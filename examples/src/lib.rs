@@ -11,5 +11,6 @@
 
 pub mod hello;
 pub mod proc_status;
+pub mod tls_args;
 
 pub use chat_server::{StopSignal, init_logging, shutdown_signal};

@@ -13,7 +13,10 @@ use chat_api::{
     Rendezvous, RoomInfo, SdpKind, Sender, Session, Signal, SignalServer, UserInfo,
 };
 use examples::hello::{GreeterServer, HelloService};
-use rpc_core::{CallContext, Format, MethodKind, ServerStream, Service};
+use rpc_core::{
+    CallContext, Format, MethodKind, Reflection, ReflectionServer, ServerStream, Service,
+    ServiceDescriptor,
+};
 use rpc_registry::{
     Change, Instance, MemoryRegistry, Page, RegistryApiServer, RegistryService, ServiceKey,
     WatchItem,
@@ -42,12 +45,12 @@ fn strip(cell: &str) -> String {
     cell.trim().trim_matches('`').to_owned()
 }
 
-/// The services of section 12, in page order.
-fn listed_services() -> Vec<ListedService> {
+/// The services of a section ("12. " or "13. "), in page order.
+fn listed_services(number: &str) -> Vec<ListedService> {
     let section = PAGE
         .split("\n## ")
-        .find(|s| s.starts_with("12. "))
-        .expect("the page has a section 12");
+        .find(|s| s.starts_with(number))
+        .unwrap_or_else(|| panic!("the page has a section {number}"));
     section
         .split("\n### ")
         .skip(1)
@@ -213,6 +216,16 @@ impl Signal for SignalMethods {
     async fn send_ice(&self, _: String, _: Uuid, _: IceCandidate) -> Result<(), ChatError> {
         unreachable!("{UNCALLED}")
     }
+    async fn punch(
+        &self,
+        _: String,
+        _: Uuid,
+        _: Uuid,
+        _: Vec<String>,
+        _: bool,
+    ) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
     async fn rendezvous(&self) -> Rendezvous {
         unreachable!("{UNCALLED}")
     }
@@ -276,7 +289,7 @@ impl Signal for SignalMethods {
 struct PeerMethods;
 
 impl Peer for PeerMethods {
-    async fn deliver(&self, _: Envelope) -> Result<(), PeerError> {
+    async fn deliver(&self, _: rpc_core::CallContext, _: Envelope) -> Result<(), PeerError> {
         unreachable!("{UNCALLED}")
     }
     async fn whoami(&self) -> Uuid {
@@ -313,7 +326,33 @@ async fn the_page_lists_every_example_service_with_its_methods() {
     .into_iter()
     .map(as_listed)
     .collect();
-    assert_eq!(listed_services(), served);
+    assert_eq!(listed_services("12. "), served);
+}
+
+/// Stands in for the server's own reflection service, whose type is private.
+struct ReflectionMethods;
+
+impl Reflection for ReflectionMethods {
+    async fn services(&self) -> Vec<ServiceDescriptor> {
+        unreachable!("{UNCALLED}")
+    }
+}
+
+#[test]
+fn the_page_lists_the_built_in_services() {
+    let reflection = ReflectionServer::new(ReflectionMethods);
+    assert_eq!(listed_services("13. "), [as_listed(&reflection)]);
+}
+
+#[test]
+fn the_reflection_example_describes_the_hello_service() {
+    let hello = GreeterServer::new(HelloService {
+        name: "hello-server".to_owned(),
+    });
+    assert_eq!(
+        json_example("The `hello.Greeter` of [§12.1]"),
+        json(&ServiceDescriptor::of(&hello))
+    );
 }
 
 /// The JSON line after the paragraph that introduces it.

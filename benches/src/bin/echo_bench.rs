@@ -1,6 +1,7 @@
 //! End-to-end echo benchmark: the framework with each serializer, the raw multiplexed reference
 //! (`benches/src/raw.rs`) and the same echo service on tarpc and tonic (`benches/src/peers/`),
 //! on loopback TCP, and the framework with postcard over loopback QUIC (`postcard-quic`),
+//! WebSocket (`postcard-ws`) and TLS (`postcard-tls`, a self-signed certificate made at start),
 //! interleaved: every round runs each workload for every system in turn, so
 //! drifts in the machine's load fall on all systems alike.
 //!
@@ -46,6 +47,7 @@ use clap::Parser;
 use futures::{Stream, StreamExt};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use rpc_core::tls::{ClientTls, ServerTls};
 use rpc_core::{Client, Endpoint, Format, Server};
 use tokio::net::TcpListener;
 
@@ -65,8 +67,8 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     latency_calls: usize,
     /// Systems to run (default: all): raw, msgpack, postcard, json, postcard-quic (postcard over
-    /// `quic://`), postcard-ws (postcard over `ws://`), tarpc, tarpc-nodelay, tonic (tonic only
-    /// in a build with `--features tonic`).
+    /// `quic://`), postcard-ws (postcard over `ws://`), postcard-tls (postcard over `tls://`),
+    /// tarpc, tarpc-nodelay, tonic (tonic only in a build with `--features tonic`).
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Workloads to run (default: all): a, b, c, d, e.
@@ -94,6 +96,8 @@ enum Kind {
     OursQuic(Format),
     /// The framework with this serializer, over its WebSocket transport (`ws://`).
     OursWs(Format),
+    /// The framework with this serializer, over TLS (`tls://`), trusting these settings.
+    OursTls(Format, ClientTls),
     /// tarpc (serde transport, bincode), with or without `TCP_NODELAY`.
     Tarpc { nodelay: bool },
     /// tonic (gRPC, prost).
@@ -124,6 +128,15 @@ impl System {
                     .await?;
                 EchoConn::Ours(EchoClient::new(client))
             }
+            Kind::OursTls(format, tls) => {
+                let client = Client::builder()
+                    .format(format.clone())
+                    .timeout(Duration::from_secs(60))
+                    .tls(tls.clone())
+                    .connect(&Endpoint::tls(self.addr))
+                    .await?;
+                EchoConn::Ours(EchoClient::new(client))
+            }
             Kind::OursQuic(format) => {
                 let client = Client::builder()
                     .format(format.clone())
@@ -143,7 +156,7 @@ impl System {
     fn is_ours(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Ours(_) | Kind::OursQuic(_) | Kind::OursWs(_)
+            Kind::Ours(_) | Kind::OursQuic(_) | Kind::OursWs(_) | Kind::OursTls(..)
         )
     }
 }
@@ -402,11 +415,18 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
     } else {
         None
     };
+    // A self-signed certificate for the TLS row, as an operator would make one.
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?.self_signed(&key)?;
+    let server_tls = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
+    let client_tls = ClientTls::with_ca_pem(cert.pem().as_bytes())?;
     let server = Server::builder()
         .service(EchoServer::new(EchoImpl))
+        .tls(server_tls)
         .listen("tcp://127.0.0.1:0")
         .listen("quic://127.0.0.1:0")
         .listen("ws://127.0.0.1:0/")
+        .listen("tls://127.0.0.1:0")
         .start()
         .await?;
     let [
@@ -415,10 +435,12 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
             port: quic_port, ..
         },
         Endpoint::Ws { port: ws_port, .. },
+        Endpoint::Tls { port: tls_port, .. },
     ] = server.local_endpoints()
     else {
-        anyhow::bail!("server has no TCP, QUIC and WebSocket endpoints");
+        anyhow::bail!("server has no TCP, QUIC, WebSocket and TLS endpoints");
     };
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse()?;
     let rpc_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let quic_addr: SocketAddr = format!("127.0.0.1:{quic_port}").parse()?;
     let ws_addr: SocketAddr = format!("127.0.0.1:{ws_port}").parse()?;
@@ -430,6 +452,11 @@ async fn start_systems(args: &Args) -> anyhow::Result<(Vec<System>, rpc_core::Se
         system("json", rpc_addr, Kind::Ours(Format::Json)),
         system("postcard-quic", quic_addr, Kind::OursQuic(Format::Postcard)),
         system("postcard-ws", ws_addr, Kind::OursWs(Format::Postcard)),
+        system(
+            "postcard-tls",
+            tls_addr,
+            Kind::OursTls(Format::Postcard, client_tls),
+        ),
         system("tarpc", tarpc_addr, Kind::Tarpc { nodelay: false }),
         system(
             "tarpc-nodelay",
@@ -741,6 +768,7 @@ fn color(system: &System) -> RGBColor {
         "json" => RGBColor(160, 200, 232),
         "postcard-quic" => RGBColor(148, 103, 189),
         "postcard-ws" => RGBColor(20, 70, 120),
+        "postcard-tls" => RGBColor(188, 128, 45),
         "tarpc" => RGBColor(253, 174, 107),
         "tarpc-nodelay" => RGBColor(230, 120, 20),
         _ => RGBColor(44, 160, 44),

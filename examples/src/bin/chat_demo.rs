@@ -235,7 +235,10 @@ async fn demo(args: &Args) -> anyhow::Result<()> {
         found.advertised.as_deref().unwrap_or("nowhere")
     ));
 
-    step(3, "alice writes to bob: peer to peer");
+    step(
+        3,
+        "alice writes to bob: peer to peer, over QUIC, each end proving its device key",
+    );
     let text = "hi bob, this one comes straight from my client";
     let report = alice.client.send("bob", text).await?;
     ensure!(

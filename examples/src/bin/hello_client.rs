@@ -4,16 +4,20 @@ use std::time::Duration;
 
 use clap::Parser;
 use examples::hello::{GreeterClient, MathError};
+use examples::tls_args::ClientTlsArgs;
 use futures::StreamExt;
-use rpc_core::{BlockingClient, Client, Endpoint, Format, RpcError};
+use rpc_core::{BlockingClient, Client, ClientBuilder, Endpoint, Format, RpcError};
 
 /// Calls `hello.Greeter` on a server started with `hello-server`, printing each step.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// The server's endpoint: tcp://host:port, ws://host:port/path, unix:///path or mem://name.
+    /// The server's endpoint: tcp://host:port, tls://host:port, ws://host:port/path,
+    /// wss://host:port/path, quic://host:port, unix:///path or mem://name.
     #[arg(long, default_value = "tcp://127.0.0.1:7000")]
     endpoint: Endpoint,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// The serializer for this connection: msgpack, postcard or json.
     #[arg(long, default_value = "msgpack")]
     format: Format,
@@ -36,8 +40,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn asynchronous(args: &Args) -> anyhow::Result<()> {
     println!("connecting to {} with {}", args.endpoint, args.format);
-    let client = Client::builder()
-        .format(args.format.clone())
+    let client = builder(args)?
         .timeout(Duration::from_secs(5))
         .connect(&args.endpoint)
         .await?;
@@ -64,13 +67,21 @@ async fn asynchronous(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client builder with the format and TLS flags.
+fn builder(args: &Args) -> anyhow::Result<ClientBuilder> {
+    let mut builder = Client::builder().format(args.format.clone());
+    if let Some(tls) = args.tls.client_tls()? {
+        builder = builder.tls(tls);
+    }
+    Ok(builder)
+}
+
 fn blocking(args: &Args) -> anyhow::Result<()> {
     println!(
         "connecting to {} with {} (blocking calls)",
         args.endpoint, args.format
     );
-    let builder = Client::builder().format(args.format.clone());
-    let client = BlockingClient::connect_with(builder, &args.endpoint)?;
+    let client = BlockingClient::connect_with(builder(args)?, &args.endpoint)?;
     let greeter = GreeterClient::new(client.client().clone());
     let greeting = client.block_on(greeter.hello(args.name.clone()))?;
     println!("hello({:?}) -> {greeting:?}", args.name);

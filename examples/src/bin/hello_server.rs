@@ -6,10 +6,13 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
 use examples::hello::{GreeterServer, HelloService};
+use examples::tls_args::ServerTlsArgs;
+use rpc_core::metrics::Metrics;
 use rpc_core::{Endpoint, Server, TraceCalls};
 
 /// `println!` for what the program tells whoever started it: a stdout that nobody reads any more
@@ -29,10 +32,17 @@ macro_rules! say {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Where to listen: tcp://host:port, ws://host:port/path, unix:///path or mem://name.
-    /// Repeat for several.
+    /// Where to listen: tcp://host:port, tls://host:port, ws://host:port/path,
+    /// wss://host:port/path, quic://host:port, unix:///path or mem://name. Repeat for several.
+    /// tls:// and wss:// need --tls-cert and --tls-key.
     #[arg(long, default_value = "tcp://127.0.0.1:7000")]
     listen: Vec<Endpoint>,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    /// Serve Prometheus metrics (calls, latencies, connections, bytes) over HTTP at this
+    /// address, e.g. 127.0.0.1:9100: GET /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// A name shown in greetings, to tell instances apart.
     #[arg(long, default_value = "hello-server")]
     name: String,
@@ -67,9 +77,20 @@ async fn main() -> anyhow::Result<()> {
             kib(args.max_connection_buffer_kib)?,
             kib(args.max_server_buffer_mib.saturating_mul(1024))?,
         );
+    if let Some(tls) = args.tls.server_tls()? {
+        builder = builder.tls(tls);
+    }
     for endpoint in &args.listen {
         builder = builder.listen(endpoint.clone());
     }
+    let metrics = Metrics::new();
+    let metrics_server = match args.metrics {
+        Some(addr) => {
+            builder = builder.metrics(&metrics);
+            Some(metrics.serve(addr).await?)
+        }
+        None => None,
+    };
     // Settings that do not fit together (a connection buffer over the server's) are refused here,
     // before anything is bound.
     let server = builder.start().await?;
@@ -78,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
             "hello-server {:?} serving hello.Greeter on {endpoint}",
             args.name
         );
+    }
+    if let Some(metrics_server) = &metrics_server {
+        say!("metrics on http://{}/metrics", metrics_server.local_addr());
     }
     let signal = stop.await;
     say!(

@@ -7,11 +7,14 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
+use examples::tls_args::ServerTlsArgs;
+use rpc_core::metrics::Metrics;
 use rpc_core::{Endpoint, Server, TraceCalls};
 use rpc_registry::{MemoryRegistry, PageRequest, Registry, RegistryApiServer, RegistryService};
 
@@ -62,10 +65,18 @@ const MAX_FRAME_BYTES: u64 = u32::MAX as u64;
 #[derive(Parser, Debug)]
 #[command(name = "registry-server", version, verbatim_doc_comment)]
 struct Args {
-    /// Where to listen: tcp://host:port, ws://host:port/path, unix:///path or mem://name.
-    /// Repeat for several.
+    /// Where to listen: tcp://host:port, tls://host:port, ws://host:port/path,
+    /// wss://host:port/path, quic://host:port, unix:///path or mem://name. Repeat for several.
+    /// tls:// and wss:// need --tls-cert and --tls-key.
     #[arg(long, default_value = "tcp://127.0.0.1:7100")]
     listen: Vec<Endpoint>,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    /// Serve Prometheus metrics over HTTP at this address, e.g. 127.0.0.1:9100: GET /metrics
+    /// (calls, latencies, connections, bytes; with the memory backend also instances by
+    /// service, live leases and open watches).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// The store behind the registry.
     #[arg(long, value_enum, default_value_t = Backend::Memory)]
     backend: Backend,
@@ -114,6 +125,8 @@ enum Backend {
 #[derive(Debug)]
 struct Settings {
     listen: Vec<Endpoint>,
+    tls: ServerTlsArgs,
+    metrics: Option<SocketAddr>,
     backend: Backend,
     // The etcd settings are read only by a build with the etcd backend.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
@@ -160,6 +173,8 @@ impl Settings {
         }
         Ok(Settings {
             listen: args.listen,
+            tls: args.tls,
+            metrics: args.metrics,
             backend: args.backend,
             etcd_endpoints: args.etcd_endpoints,
             etcd_prefix: args.etcd_prefix,
@@ -189,8 +204,13 @@ async fn main() -> anyhow::Result<()> {
             .exit(),
     };
     let mut stop = Box::pin(examples::shutdown_signal()?);
+    let metrics = Metrics::new();
     let registry: Arc<dyn Registry> = match settings.backend {
-        Backend::Memory => Arc::new(MemoryRegistry::new()),
+        Backend::Memory => {
+            let memory = MemoryRegistry::new();
+            register_gauges(&metrics, &memory);
+            Arc::new(memory)
+        }
         Backend::Etcd => tokio::select! {
             registry = etcd(&settings) => registry?,
             signal = &mut stop => {
@@ -207,15 +227,28 @@ async fn main() -> anyhow::Result<()> {
         .service(RegistryApiServer::new(service))
         .max_frame_len(settings.max_frame_bytes)
         .filter(TraceCalls);
+    if let Some(tls) = settings.tls.server_tls()? {
+        builder = builder.tls(tls);
+    }
     for endpoint in &settings.listen {
         builder = builder.listen(endpoint.clone());
     }
+    let metrics_server = match settings.metrics {
+        Some(addr) => {
+            builder = builder.metrics(&metrics);
+            Some(metrics.serve(addr).await?)
+        }
+        None => None,
+    };
     let server = builder.start().await?;
     for endpoint in server.local_endpoints() {
         say!(
             "registry-server ({:?} backend) listening on {endpoint}",
             settings.backend
         );
+    }
+    if let Some(metrics_server) = &metrics_server {
+        say!("metrics on http://{}/metrics", metrics_server.local_addr());
     }
     let signal = stop.await;
     say!(
@@ -225,6 +258,35 @@ async fn main() -> anyhow::Result<()> {
     server.shutdown(settings.grace).await;
     say!("registry-server stopped");
     Ok(())
+}
+
+/// The embedded store's gauges, read at every scrape. They hold a clone of the store, which
+/// lives as long as the program anyway.
+fn register_gauges(metrics: &Metrics, memory: &MemoryRegistry) {
+    let m = memory.clone();
+    metrics.register_gauge_family_fn(
+        "registry_instances",
+        "Instances registered, by service name",
+        "service",
+        move || {
+            m.instances_by_service()
+                .into_iter()
+                .map(|(service, n)| (service, gauge(n)))
+                .collect()
+        },
+    );
+    let m = memory.clone();
+    metrics.register_gauge_fn("registry_leases", "Leases live", move || {
+        gauge(m.lease_count())
+    });
+    let m = memory.clone();
+    metrics.register_gauge_fn("registry_watchers", "Watches open", move || {
+        gauge(m.watcher_count())
+    });
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Connects to etcd, retrying with backoff while it does not answer, for up to
