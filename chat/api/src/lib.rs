@@ -235,6 +235,10 @@ pub struct PunchRequest {
     pub candidates: Vec<String>,
     /// Whether this answers a request (the recipient of an answer connects).
     pub answer: bool,
+    /// What the sender reported about its NAT (`report_nat`), if anything (set by the
+    /// server): a side behind an address-and-port-dependent mapping, facing one that filters
+    /// by address and port, opens many mappings for the other to find by probing random ports.
+    pub nat: Option<NatReport>,
 }
 
 /// What happened to a relayed message.

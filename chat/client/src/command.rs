@@ -27,6 +27,8 @@ commands:
   /friends                  your friends and requests, and who of them is online
   /status                   this client's state, id and addresses
   /nat [<name|uuid>]        your NAT's behaviour and public address (STUN), or a user's
+  /connect <name|uuid>      open a direct path to a user (punching through NATs) and say which
+  /paths                    how each peer was last reached (direct or relayed), and why
   /help                     this help
   /quit                     leave the server and exit
 a line starting with // posts the text after the first slash
@@ -106,6 +108,10 @@ pub enum Command {
     Status,
     /// `/nat`, or `/nat <user>` for what a user reported.
     Nat(Option<String>),
+    /// `/connect <user>`: open a direct path to a user, and say how messages to them go.
+    Connect(String),
+    /// `/paths`: how each peer was last reached.
+    Paths,
     /// `/help`.
     Help,
     /// `/quit`.
@@ -167,6 +173,8 @@ impl Command {
             "status" => no_args(word, args, Command::Status)?,
             "nat" if args.is_empty() => Command::Nat(None),
             "nat" => Command::Nat(Some(one_arg(word, args, "[<name|uuid>]")?)),
+            "connect" => Command::Connect(one_arg(word, args, "<name|uuid>")?),
+            "paths" => no_args(word, args, Command::Paths)?,
             "help" | "?" => Command::Help,
             "quit" | "exit" => Command::Quit,
             "whois" | "lookup" => Command::Whois(one_arg(word, args, "<name|uuid>")?),
@@ -264,6 +272,14 @@ mod tests {
         assert_eq!(parse("/status"), Command::Status);
         assert_eq!(parse("/nat"), Command::Nat(None));
         assert_eq!(parse("/nat bob"), Command::Nat(Some("bob".into())));
+        assert_eq!(parse("/connect bob"), Command::Connect("bob".into()));
+        assert_eq!(parse("/paths"), Command::Paths);
+        assert!(
+            Command::parse("/connect")
+                .unwrap_err()
+                .contains("<name|uuid>")
+        );
+        assert!(Command::parse("/paths bob").is_err());
         assert_eq!(parse("/myrooms"), Command::MyRooms);
         assert_eq!(
             parse("/group team"),

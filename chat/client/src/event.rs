@@ -109,6 +109,24 @@ pub struct SendReport {
     pub direct_error: Option<String>,
 }
 
+/// How this client reaches a peer: what [`ChatClient::connect_peer`](crate::ChatClient::connect_peer)
+/// found, or the last direct message to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPath {
+    /// The peer.
+    pub to: UserInfo,
+    /// [`Path::Direct`] (peer to peer) or [`Path::Relayed`] (through the server).
+    pub path: Path,
+    /// The direct path's endpoint (`quic://ip:port`), when there is one.
+    pub endpoint: Option<String>,
+    /// How the direct path was found, or why messages go through the server.
+    pub why: String,
+    /// How long finding out took.
+    pub took: std::time::Duration,
+    /// Hole-punching datagrams (probes and spray packets) this client sent meanwhile.
+    pub datagrams: u64,
+}
+
 /// Why a chat client operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]

@@ -62,9 +62,9 @@ use uuid::Uuid;
 
 pub use self::command::{Command, HELP};
 pub use self::config::{ChatClientConfig, DEFAULT_LISTEN, DEFAULT_SERVER, new_secret};
-pub use self::event::{ChatEvent, ClientError, ClientState, SendReport};
+pub use self::event::{ChatEvent, ClientError, ClientState, PeerPath, SendReport};
 pub use self::nat::{NatTimeouts, discover, discover_on};
-use self::peer::{PeerClients, PeerService, Sink, check_text};
+use self::peer::{PeerCall, PeerClients, PeerService, Sink, check_text};
 use self::punch::Puncher;
 pub use self::render::{
     event_json, event_text, nat_json, nat_text, path_name, printable, user_json,
@@ -112,7 +112,14 @@ fn outcome_unknown(error: &ClientError) -> bool {
 }
 
 /// One way of sending a direct message: the path that delivered, or why none did.
-type DirectTry<'a> = std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+type DirectTry<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Reached, String>> + Send + 'a>>;
+
+/// A direct path that answered: its endpoint, and how it was found.
+#[derive(Debug, Clone)]
+struct Reached {
+    endpoint: String,
+    how: String,
+}
 
 /// The UDP address a `quic://` peer endpoint names.
 async fn peer_socket_addr(listen: &Endpoint) -> Result<SocketAddr, String> {
@@ -150,6 +157,8 @@ struct Inner {
     peer_endpoint: Endpoint,
     /// What NAT discovery found, once it ran.
     nat: tokio::sync::Mutex<Option<NatReport>>,
+    /// How each peer was last reached (or not).
+    paths: Mutex<std::collections::HashMap<Uuid, PeerPath>>,
 }
 
 impl Drop for Inner {
@@ -321,6 +330,7 @@ impl ChatClient {
                 peer: Mutex::new(Some(peer)),
                 peer_endpoint,
                 nat: tokio::sync::Mutex::new(None),
+                paths: Mutex::new(std::collections::HashMap::new()),
             }),
         };
         // The streams open right after; waiting for them makes "connected" mean "online". If
@@ -406,6 +416,12 @@ impl ChatClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
         Ok(report)
+    }
+
+    /// Hole-punching datagrams (probes and spray packets) this client has sent since it
+    /// started.
+    pub fn punch_datagrams_sent(&self) -> u64 {
+        self.inner.shared.puncher.sent()
     }
 
     /// What a user (by name or id) reported about their NAT; `None` if nothing.
@@ -528,8 +544,14 @@ impl ChatClient {
         let mut direct_error = None;
         match &user.advertised {
             Some(endpoint) if online && user.id != self.id() => {
-                match self.direct(user.id, endpoint, &envelope).await {
-                    Ok(()) => {
+                let started = tokio::time::Instant::now();
+                let sent_before = self.punch_datagrams_sent();
+                let call = PeerCall::Deliver(envelope.clone());
+                let reached = self.direct(user.id, endpoint, &call).await;
+                let path = self.path_report(&user, reached.clone(), started, sent_before);
+                self.remember_peer_path(path);
+                match reached {
+                    Ok(_) => {
                         return Ok(SendReport {
                             id: envelope.id,
                             to: user,
@@ -563,47 +585,137 @@ impl ChatClient {
         })
     }
 
-    /// Sends `envelope` to `user` peer to peer: to the path that worked last, else to the
-    /// endpoint the user advertises and, when this client knows its public address, through a
-    /// hole punched at the same time; the first that delivers wins, and is used next time.
+    /// Opens a direct path to a user (by name or id) without sending anything, as a message to
+    /// them would (the path that worked last, the endpoint they advertise, a hole punched
+    /// through both NATs), and says which path messages to them take now, and why; a
+    /// message sent next goes the same way.
+    pub async fn connect_peer(&self, to: &str) -> Result<PeerPath, ClientError> {
+        let (user, online) = self.resolve(to).await?;
+        if user.id == self.id() {
+            return Err(ClientError::Invalid("that is you".to_owned()));
+        }
+        if !online {
+            return Err(ClientError::Invalid(format!(
+                "{} is offline: messages to them are stored by the server",
+                user.name
+            )));
+        }
+        let started = tokio::time::Instant::now();
+        let sent_before = self.punch_datagrams_sent();
+        let reached = match &user.advertised {
+            Some(endpoint) => {
+                self.direct(user.id, endpoint, &PeerCall::Reach(user.id))
+                    .await
+            }
+            None => Err(format!(
+                "{} advertises no direct endpoint (a web or relay-only client)",
+                user.name
+            )),
+        };
+        let mut path = self.path_report(&user, reached, started, sent_before);
+        if path.path == Path::Relayed
+            && let Ok(Some(theirs)) = self.nat_of(&user.id.to_string()).await
+        {
+            let own = self
+                .inner
+                .shared
+                .nat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(note) = punch::why_no_hole(own.as_ref(), Some(&theirs)) {
+                path.why = format!("{note}; {}", path.why);
+            }
+        }
+        self.remember_peer_path(path.clone());
+        Ok(path)
+    }
+
+    /// How each peer this client tried to reach directly was last reached (or not), by name.
+    pub fn peer_paths(&self) -> Vec<PeerPath> {
+        let mut paths: Vec<PeerPath> = self
+            .inner
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        paths.sort_by(|a, b| a.to.name.cmp(&b.to.name));
+        paths
+    }
+
+    fn remember_peer_path(&self, path: PeerPath) {
+        let mut paths = self.inner.paths.lock().unwrap_or_else(|e| e.into_inner());
+        if paths.len() >= 1024 {
+            paths.clear();
+        }
+        paths.insert(path.to.id, path);
+    }
+
+    fn path_report(
+        &self,
+        user: &UserInfo,
+        reached: Result<Reached, String>,
+        started: tokio::time::Instant,
+        sent_before: u64,
+    ) -> PeerPath {
+        let (path, endpoint, why) = match reached {
+            Ok(Reached { endpoint, how }) => (Path::Direct, Some(endpoint), how),
+            Err(e) => (Path::Relayed, None, e),
+        };
+        PeerPath {
+            to: user.clone(),
+            path,
+            endpoint,
+            why,
+            took: started.elapsed(),
+            datagrams: self.punch_datagrams_sent().saturating_sub(sent_before),
+        }
+    }
+
+    /// Makes `call` on `user` peer to peer: on the path that worked last, else on the endpoint
+    /// the user advertises and, when this client knows its public address, through a hole
+    /// punched at the same time; the first that answers wins, and is used next time.
     async fn direct(
         &self,
         user: Uuid,
         advertised: &str,
-        envelope: &Envelope,
-    ) -> Result<(), String> {
+        call: &PeerCall,
+    ) -> Result<Reached, String> {
         let shared = &self.inner.shared;
         let key = shared.sink.keys.key_of(user).await?;
         if let Some(path) = shared.peers.path_of(user) {
-            if shared
-                .peers
-                .deliver(&path, key, envelope.clone())
-                .await
-                .is_ok()
-            {
-                return Ok(());
+            if shared.peers.call(&path, key, call.clone()).await.is_ok() {
+                return Ok(Reached {
+                    endpoint: path,
+                    how: "the path that worked last".to_owned(),
+                });
             }
             shared.peers.forget_path(user);
         }
         let plain: DirectTry<'_> = Box::pin(async move {
             shared
                 .peers
-                .deliver(advertised, key, envelope.clone())
+                .call(advertised, key, call.clone())
                 .await
-                .map(|()| advertised.to_owned())
+                .map(|()| Reached {
+                    endpoint: advertised.to_owned(),
+                    how: "the endpoint it advertises".to_owned(),
+                })
         });
         let result = if shared.puncher.has_reflexive() {
-            let punched: DirectTry<'_> = Box::pin(self.punched(user, key, envelope));
+            let punched: DirectTry<'_> = Box::pin(self.punched(user, key, call));
             futures::future::select_ok([plain, punched])
                 .await
-                .map(|(path, _)| path)
+                .map(|(reached, _)| reached)
         } else {
             plain.await
         };
         match result {
-            Ok(path) => {
-                shared.peers.remember_path(user, path);
-                Ok(())
+            Ok(reached) => {
+                shared.peers.remember_path(user, reached.endpoint.clone());
+                Ok(reached)
             }
             Err(e) => {
                 // The user may be on another device now: ask the server next time.
@@ -616,12 +728,7 @@ impl ChatClient {
     /// Punches a hole to `user`: asks them, through the server, to probe this client's
     /// candidates and answer with theirs, then delivers to the first of theirs that takes it.
     /// The path that delivered.
-    async fn punched(
-        &self,
-        user: Uuid,
-        key: [u8; 32],
-        envelope: &Envelope,
-    ) -> Result<String, String> {
+    async fn punched(&self, user: Uuid, key: [u8; 32], call: &PeerCall) -> Result<Reached, String> {
         let shared = &self.inner.shared;
         let attempt = Uuid::new_v4();
         let punch::Attempt {
@@ -641,13 +748,31 @@ impl ChatClient {
         }
         let timeout = shared.config.direct_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let theirs = match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(theirs)) if !theirs.is_empty() => theirs,
+        let punch::Answer {
+            candidates: theirs,
+            nat: their_nat,
+        } = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) if !answer.candidates.is_empty() => answer,
             _ => {
                 shared.puncher.forget(attempt);
                 return Err(format!("no hole punched: no answer within {timeout:?}"));
             }
         };
+        // Against a symmetric NAT that filters by address and port, the birthday paradox:
+        // this side sprays, or probes random ports (see `punch`).
+        let own_nat = shared.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let tactic = punch::tactic(own_nat.as_ref(), their_nat.as_ref());
+        let random_ports = match tactic {
+            punch::Tactic::Spray => {
+                shared.puncher.spray(attempt, theirs.clone());
+                Vec::new()
+            }
+            punch::Tactic::RandomPorts => punch::public_ips(&theirs),
+            punch::Tactic::Plain => Vec::new(),
+        };
+        let probing = shared.puncher.probe_random_ports(attempt, &random_ports);
+        tokio::pin!(probing);
+        let mut probing_done = random_ports.is_empty();
         // Their candidates, and wherever their probes come from (the port their NAT really
         // uses toward this client, which a symmetric NAT does not show the STUN server), each
         // tried once, all at once; this side's NAT opens as QUIC's first packets leave.
@@ -658,7 +783,7 @@ impl ChatClient {
             async move {
                 shared
                     .peers
-                    .deliver(&path, key, envelope.clone())
+                    .call(&path, key, call.clone())
                     .await
                     .map(|()| path)
             }
@@ -684,12 +809,28 @@ impl ChatClient {
                     }
                     None => listening = false,
                 },
+                () = &mut probing, if !probing_done => probing_done = true,
                 () = tokio::time::sleep_until(deadline), if listening => listening = false,
                 else => break Err(last),
             }
         };
         shared.puncher.forget(attempt);
-        outcome.map_err(|e| format!("hole punched, no answer through it: {e}"))
+        let how = match tactic {
+            punch::Tactic::Plain => "a hole punched through both NATs".to_owned(),
+            punch::Tactic::Spray => format!(
+                "a hole punched by the birthday paradox (sprayed from {} ports; the peer \
+                 probed random ones)",
+                punch::SPRAY_SOCKETS
+            ),
+            punch::Tactic::RandomPorts => format!(
+                "a hole punched by the birthday paradox (up to {} random ports probed; the \
+                 peer sprayed)",
+                punch::RANDOM_PROBES
+            ),
+        };
+        outcome
+            .map(|endpoint| Reached { endpoint, how })
+            .map_err(|e| format!("hole punched, no answer through it: {e}"))
     }
 
     /// Learns the public address of the peer socket from the server's STUN service, when it

@@ -11,7 +11,7 @@ use anyhow::Context;
 use chat_api::{Access, Friend, FriendState, Membership, RoomInfo, UserInfo, excerpt};
 use chat_client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
-    HELP, NatTimeouts, event_json, event_text, nat_json, nat_text, new_secret, path_name,
+    HELP, NatTimeouts, PeerPath, event_json, event_text, nat_json, nat_text, new_secret, path_name,
     printable, user_json,
 };
 use clap::Parser;
@@ -743,12 +743,65 @@ impl Session {
                     ),
                 }
             }
+            Command::Connect(user) => {
+                let path = client
+                    .connect_peer(&user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.result(path_json(&path), path_text(&path));
+            }
+            Command::Paths => {
+                let paths = client.peer_paths();
+                if paths.is_empty() {
+                    out.result(
+                        json!({"event": "paths", "paths": []}),
+                        "* no peer reached yet; /connect <user> opens a path".to_owned(),
+                    );
+                } else {
+                    let text = paths.iter().map(path_text).collect::<Vec<_>>().join("\n");
+                    out.result(
+                        json!({"event": "paths", "paths": paths.iter().map(path_json).collect::<Vec<_>>()}),
+                        text,
+                    );
+                }
+            }
             Command::Help => out.result(json!({"event": "help", "text": HELP}), HELP.to_owned()),
             // Handled by the caller; anything newer is not for this program to guess.
             _ => return Err("not supported by this program".to_owned()),
         }
         Ok(())
     }
+}
+
+/// A peer path as JSON (the `/connect` event, and each of `/paths`).
+fn path_json(path: &PeerPath) -> serde_json::Value {
+    json!({
+        "event": "path",
+        "user": path.to.name,
+        "user_id": path.to.id,
+        "path": path_name(path.path),
+        "endpoint": path.endpoint,
+        "why": path.why,
+        "took_ms": u64::try_from(path.took.as_millis()).unwrap_or(u64::MAX),
+        "datagrams": path.datagrams,
+    })
+}
+
+/// A peer path as a line: "* bob: direct over quic://… (how; 412 ms, 2,110 datagrams)".
+fn path_text(path: &PeerPath) -> String {
+    let over = path
+        .endpoint
+        .as_deref()
+        .map(|e| format!(" over {e}"))
+        .unwrap_or_default();
+    format!(
+        "* {}: {}{over} ({}; {} ms, {} hole-punching datagrams)",
+        printable(&path.to.name),
+        path_name(path.path),
+        printable(&path.why),
+        path.took.as_millis(),
+        path.datagrams
+    )
 }
 
 /// "1 member", "3 members".

@@ -217,6 +217,15 @@ pub(crate) fn check_text(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What is asked of a peer over a direct path.
+#[derive(Debug, Clone)]
+pub(crate) enum PeerCall {
+    /// Take this message.
+    Deliver(Envelope),
+    /// Say who you are, which must be this user: the path works, and nothing is sent.
+    Reach(Uuid),
+}
+
 /// Connections to other clients' peers, one per advertised endpoint and key, kept while they
 /// work, and the endpoints whose direct path failed lately.
 #[derive(Debug)]
@@ -280,11 +289,22 @@ impl PeerClients {
     /// Delivers `envelope` to the peer at `endpoint`, which must hold the device key `key`,
     /// within the direct-send timeout; fails at once when the direct path to it failed less
     /// than [`DIRECT_RETRY_AFTER`] ago.
+    #[cfg(test)]
     pub(crate) async fn deliver(
         &self,
         endpoint: &str,
         key: [u8; 32],
         envelope: Envelope,
+    ) -> Result<(), String> {
+        self.call(endpoint, key, PeerCall::Deliver(envelope)).await
+    }
+
+    /// Makes `call` on the peer at `endpoint`, as [`PeerClients::deliver`] does.
+    pub(crate) async fn call(
+        &self,
+        endpoint: &str,
+        key: [u8; 32],
+        call: PeerCall,
     ) -> Result<(), String> {
         if let Some((at, why)) = self.failed_lately(endpoint) {
             return Err(format!(
@@ -296,9 +316,22 @@ impl PeerClients {
         let cached = cache_key(endpoint, &key);
         let error = match self.client(endpoint, &cached, key).await {
             Ok(client) => {
-                match tokio::time::timeout(self.timeout, client.deliver(envelope)).await {
+                let outcome = tokio::time::timeout(self.timeout, async {
+                    match call {
+                        PeerCall::Deliver(envelope) => {
+                            client.deliver(envelope).await.map_err(|e| e.to_string())
+                        }
+                        PeerCall::Reach(user) => match client.whoami().await {
+                            Ok(id) if id == user => Ok(()),
+                            Ok(id) => Err(format!("the peer there is {id}, not {user}")),
+                            Err(e) => Err(e.to_string()),
+                        },
+                    }
+                })
+                .await;
+                match outcome {
                     Ok(Ok(())) => return Ok(()),
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(e)) => e,
                     Err(_) => format!("no answer within {:?}", self.timeout),
                 }
             }

@@ -20,7 +20,7 @@ use crate::config::ChatClientConfig;
 use crate::directory::Directory;
 use crate::event::{ChatEvent, ClientError, ClientState};
 use crate::peer::{PeerClients, Sink};
-use crate::punch::{Puncher, parse_candidates};
+use crate::punch::{self, Puncher, parse_candidates};
 
 /// Heartbeats that may fail in a row (for reasons other than a lost session) before the
 /// session is given up and registered again.
@@ -250,14 +250,22 @@ impl Shared {
     /// candidates from the peer socket (which opens this side's NAT toward them), then tells it
     /// this client's own.
     fn answer_punch(&self, token: &str, request: chat_api::PunchRequest) {
-        if !self.puncher.may_answer(request.from.id) {
+        let Some(delay) = self.puncher.answer_delay(request.from.id) else {
+            debug!(from = %request.from.id, "hole-punching request ignored: too many at once");
             return;
-        }
+        };
         let puncher = self.puncher.clone();
         let signal = self.signal.clone();
         let token = token.to_owned();
+        let own_nat = self.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             let candidates = parse_candidates(&request.candidates);
+            let tactic = punch::tactic(own_nat.as_ref(), request.nat.as_ref());
+            if tactic == punch::Tactic::Spray {
+                // Before answering, so that the requester's random probes find the ports open.
+                puncher.spray(request.attempt, candidates.clone());
+            }
             puncher.probe(request.attempt, &candidates).await;
             let answered = signal
                 .punch(
@@ -272,7 +280,15 @@ impl Shared {
                 debug!(from = %request.from.id, "hole-punching answer not sent: {e}");
                 return;
             }
-            puncher.keep_probing(request.attempt, &candidates).await;
+            if tactic == punch::Tactic::RandomPorts {
+                let ips = punch::public_ips(&candidates);
+                tokio::join!(
+                    puncher.keep_probing(request.attempt, &candidates),
+                    puncher.probe_random_ports(request.attempt, &ips)
+                );
+            } else {
+                puncher.keep_probing(request.attempt, &candidates).await;
+            }
         });
     }
 

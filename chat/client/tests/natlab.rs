@@ -275,69 +275,116 @@ impl LabClient {
     }
 }
 
-/// Two clients behind the routers `behaviour_a` and `behaviour_b`: a message from a to b, and
-/// the path it took. Both advertise their private addresses, which the other cannot reach: a
-/// direct path exists only through a punched hole.
-fn message_path(behaviour_a: &str, behaviour_b: &str) -> Option<String> {
+/// Two clients behind the routers `behaviour_a` and `behaviour_b`: a `/connect` from a to b,
+/// then a message, and the path both took. Both advertise their private addresses, which the
+/// other cannot reach: a direct path exists only through a punched hole.
+fn message_path(behaviour_a: &str, behaviour_b: &str) -> Option<Value> {
     let lab = Lab::up(behaviour_a, behaviour_b)?;
     let data = tempfile::tempdir().unwrap();
     let _server = start_server(&lab, data.path());
     let mut alice = LabClient::online(&lab, "a", "alice", "192.0.2.2", data.path());
     let mut bob = LabClient::online(&lab, "b", "bob", "198.51.100.2", data.path());
-    // Each learns its public address (STUN through its peer socket) right after it registers;
-    // a few messages give that time, and the last one's path is what counts.
-    let mut path = String::new();
-    for n in 0..5 {
-        let text = format!("message {n}");
-        alice.send(&format!("/msg bob {text}"));
-        let sent = alice.expect("the send's result", |e| {
-            e["event"] == "sent" || e["event"] == "error"
+    // `/nat` waits for each side's NAT discovery (which runs once, after registering) and its
+    // report to the server, which hole punching goes by.
+    for client in [&mut alice, &mut bob] {
+        client.send("/nat");
+        let nat = client.expect("the NAT report", |e| {
+            e["event"] == "nat" || e["event"] == "error"
         });
-        assert_eq!(sent["event"], "sent", "{sent}");
-        bob.expect("alice's message", |e| {
-            e["event"] == "message" && e["text"] == text.as_str()
-        });
-        path = sent["path"].as_str().unwrap_or_default().to_owned();
-        if path == "direct" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(nat["event"], "nat", "{nat}");
     }
-    Some(path)
+    alice.send("/connect bob");
+    let connected = alice.expect("the path to bob", |e| {
+        e["event"] == "path" || e["event"] == "error"
+    });
+    assert_eq!(connected["event"], "path", "{connected}");
+    let path = connected["path"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        connected["took_ms"].as_u64().is_some_and(|ms| ms < 5000),
+        "{behaviour_a}/{behaviour_b}: {connected}"
+    );
+    if path == "direct" {
+        assert!(
+            connected["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("quic://")),
+            "{connected}"
+        );
+    }
+    assert!(
+        !connected["why"].as_str().unwrap_or_default().is_empty(),
+        "{connected}"
+    );
+    // A message goes the way `/connect` found.
+    alice.send("/msg bob hello");
+    let sent = alice.expect("the send's result", |e| {
+        e["event"] == "sent" || e["event"] == "error"
+    });
+    assert_eq!(sent["event"], "sent", "{sent}");
+    bob.expect("alice's message", |e| {
+        e["event"] == "message" && e["text"] == "hello"
+    });
+    assert_eq!(sent["path"], path.as_str(), "{connected} then {sent}");
+    alice.send("/paths");
+    let paths = alice.expect("the paths", |e| e["event"] == "paths");
+    assert_eq!(paths["paths"][0]["user"], "bob", "{paths}");
+    assert_eq!(paths["paths"][0]["path"], path.as_str(), "{paths}");
+    Some(connected)
 }
 
 #[test]
 fn a_hole_is_punched_between_two_port_restricted_cones() {
-    if let Some(path) = message_path("pr", "pr") {
-        assert_eq!(path, "direct");
+    if let Some(connected) = message_path("pr", "pr") {
+        assert_eq!(connected["path"], "direct", "{connected}");
     }
 }
 
 #[test]
 fn a_hole_is_punched_between_an_address_restricted_cone_and_no_nat() {
-    if let Some(path) = message_path("ar", "none") {
-        assert_eq!(path, "direct");
+    if let Some(connected) = message_path("ar", "none") {
+        assert_eq!(connected["path"], "direct", "{connected}");
     }
 }
 
 /// The symmetric side's real port comes from its probes (a peer-reflexive candidate).
 #[test]
 fn a_hole_is_punched_from_no_nat_to_a_symmetric_nat() {
-    if let Some(path) = message_path("none", "sym") {
-        assert_eq!(path, "direct");
+    if let Some(connected) = message_path("none", "sym") {
+        assert_eq!(connected["path"], "direct", "{connected}");
     }
 }
 
 #[test]
 fn a_hole_is_punched_from_a_symmetric_nat_to_an_address_restricted_cone() {
-    if let Some(path) = message_path("sym", "ar") {
-        assert_eq!(path, "direct");
+    if let Some(connected) = message_path("sym", "ar") {
+        assert_eq!(connected["path"], "direct", "{connected}");
     }
 }
 
 #[test]
 fn two_symmetric_nats_fall_back_on_the_relay() {
-    if let Some(path) = message_path("sym", "sym") {
-        assert_eq!(path, "relayed");
+    if let Some(connected) = message_path("sym", "sym") {
+        assert_eq!(connected["path"], "relayed", "{connected}");
+        let why = connected["why"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("both NATs give a new public port"),
+            "{connected}"
+        );
+    }
+}
+
+/// The birthday paradox: the symmetric side sprays from many ports, the port-restricted side
+/// probes random ports of its address until one meets.
+#[test]
+fn a_hole_is_punched_from_a_port_restricted_cone_to_a_symmetric_nat() {
+    if let Some(connected) = message_path("pr", "sym") {
+        assert_eq!(connected["path"], "direct", "{connected}");
+    }
+}
+
+#[test]
+fn a_hole_is_punched_from_a_symmetric_nat_to_a_port_restricted_cone() {
+    if let Some(connected) = message_path("sym", "pr") {
+        assert_eq!(connected["path"], "direct", "{connected}");
     }
 }

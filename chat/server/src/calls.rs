@@ -379,6 +379,11 @@ impl Shared {
             attempt,
             candidates,
             answer,
+            nat: session
+                .nat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
         if self
             .push_everywhere(&[to], &InboxItem::Punch(request))
