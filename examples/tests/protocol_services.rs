@@ -295,6 +295,25 @@ impl Peer for PeerMethods {
     async fn whoami(&self) -> Uuid {
         unreachable!("{UNCALLED}")
     }
+    async fn offer_file(
+        &self,
+        _: rpc_core::CallContext,
+        _: chat_api::FileOffer,
+    ) -> Result<u64, PeerError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn file_chunk(
+        &self,
+        _: rpc_core::CallContext,
+        _: Uuid,
+        _: u64,
+        _: bytes::Bytes,
+    ) -> Result<(), PeerError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn finish_file(&self, _: rpc_core::CallContext, _: Uuid) -> Result<(), PeerError> {
+        unreachable!("{UNCALLED}")
+    }
 }
 
 /// Stands in for the chat server's node service, whose type is private.

@@ -21,6 +21,12 @@ use uuid::Uuid;
 pub const MAX_NAME_CHARS: usize = 32;
 /// The longest message text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// The largest piece of a file sent peer to peer in one `file_chunk` call, in bytes (1 MiB).
+pub const MAX_FILE_CHUNK: usize = 1 << 20;
+
+/// The longest file name a peer offers, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// The longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 32;
 
@@ -679,10 +685,34 @@ pub enum PeerError {
     /// the server has for the user the envelope names.
     #[error("sender not authenticated: {0}")]
     Unauthenticated(String),
+    /// The recipient does not take this file: too large, or no room for it.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The recipient could not store what it received (its disk is full, say).
+    #[error("the recipient could not store the file: {0}")]
+    Storage(String),
 }
 
-/// The service every chat client serves, for messages sent peer to peer, over `quic://`
-/// connections on which both ends prove their device keys.
+/// A file a peer offers to send directly: `offer_file`, then `file_chunk` from the offset the
+/// answer gives, then `finish_file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOffer {
+    /// The transfer, chosen by the sender; offering it again resumes it.
+    pub id: Uuid,
+    /// The sender, whose device key the connection must prove.
+    pub from: Sender,
+    /// The file's name, without any directory: at most [`MAX_FILE_NAME_BYTES`] bytes, no `/`,
+    /// `\`, control character, nor `.` or `..` alone.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, as 64 lowercase hexadecimal digits: the recipient keeps the file only if
+    /// what it received has this hash.
+    pub sha256: String,
+}
+
+/// The service every chat client serves, for messages and files sent peer to peer, over
+/// `quic://` connections on which both ends prove their device keys.
 #[rpc_core::service(name = "chat.Peer", version = "1")]
 pub trait Peer {
     /// Delivers a direct message to this client's user, from the user whose device key the
@@ -695,6 +725,28 @@ pub trait Peer {
     /// The user this peer serves.
     #[rpc(idempotent)]
     async fn whoami(&self) -> Uuid;
+    /// Offers a file; the answer is how many of its bytes the recipient holds already (0 for
+    /// a new transfer, more when an interrupted one resumes, its size when it is complete).
+    /// `Refused` when the recipient takes no such file (too large, no room for it).
+    #[rpc(idempotent)]
+    async fn offer_file(
+        &self,
+        ctx: rpc_core::CallContext,
+        offer: FileOffer,
+    ) -> Result<u64, PeerError>;
+    /// The file's bytes from `offset`, which must be where the recipient's copy ends; at most
+    /// [`MAX_FILE_CHUNK`] bytes, from the device that offered it.
+    async fn file_chunk(
+        &self,
+        ctx: rpc_core::CallContext,
+        id: Uuid,
+        offset: u64,
+        data: bytes::Bytes,
+    ) -> Result<(), PeerError>;
+    /// Ends a transfer whose bytes have all arrived: the recipient checks the hash and keeps
+    /// the file under its name (`Invalid`, and the copy deleted, when the hash differs).
+    #[rpc(idempotent)]
+    async fn finish_file(&self, ctx: rpc_core::CallContext, id: Uuid) -> Result<(), PeerError>;
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -27,6 +27,7 @@ commands:
   /friends                  your friends and requests, and who of them is online
   /status                   this client's state, id and addresses
   /nat [<name|uuid>]        your NAT's behaviour and public address (STUN), or a user's
+  /send <name|uuid> <path>  send a file peer to peer (resumes after a break; hash-checked)
   /connect <name|uuid>      open a direct path to a user (punching through NATs) and say which
   /paths                    how each peer was last reached (direct or relayed), and why
   /help                     this help
@@ -112,6 +113,13 @@ pub enum Command {
     Connect(String),
     /// `/paths`: how each peer was last reached.
     Paths,
+    /// `/send <user> <path>`: a file, peer to peer.
+    Send {
+        /// The recipient, by name or id.
+        to: String,
+        /// The file.
+        path: String,
+    },
     /// `/help`.
     Help,
     /// `/quit`.
@@ -175,6 +183,10 @@ impl Command {
             "nat" => Command::Nat(Some(one_arg(word, args, "[<name|uuid>]")?)),
             "connect" => Command::Connect(one_arg(word, args, "<name|uuid>")?),
             "paths" => no_args(word, args, Command::Paths)?,
+            "send" => {
+                let (to, path) = two_args(word, args, "<name|uuid> <path>")?;
+                Command::Send { to, path }
+            }
             "help" | "?" => Command::Help,
             "quit" | "exit" => Command::Quit,
             "whois" | "lookup" => Command::Whois(one_arg(word, args, "<name|uuid>")?),
@@ -274,6 +286,14 @@ mod tests {
         assert_eq!(parse("/nat bob"), Command::Nat(Some("bob".into())));
         assert_eq!(parse("/connect bob"), Command::Connect("bob".into()));
         assert_eq!(parse("/paths"), Command::Paths);
+        assert_eq!(
+            parse("/send bob ./my notes.txt"),
+            Command::Send {
+                to: "bob".into(),
+                path: "./my notes.txt".into()
+            }
+        );
+        assert!(Command::parse("/send bob").unwrap_err().contains("<path>"));
         assert!(
             Command::parse("/connect")
                 .unwrap_err()

@@ -83,6 +83,11 @@ pub struct ChatClientConfig {
     /// The TLS settings for a `tls://` or `wss://` server (a private CA, say). Default: `None`,
     /// the Mozilla root store.
     pub tls: Option<ClientTls>,
+    /// Where files other users send peer to peer are saved (made when the first arrives);
+    /// `None` refuses every file. Default: `None`.
+    pub files_dir: Option<std::path::PathBuf>,
+    /// The largest file taken from a peer, in bytes. Default: 1 GB.
+    pub max_file_bytes: u64,
 }
 
 impl ChatClientConfig {
@@ -111,6 +116,8 @@ impl ChatClientConfig {
             max_reconnect_attempts: None,
             device_key: Identity::generate().ok(),
             tls: None,
+            files_dir: None,
+            max_file_bytes: 1_000_000_000,
         }
     }
 
@@ -159,6 +166,8 @@ impl fmt::Debug for ChatClientConfig {
             // An identity shows its public key only.
             .field("device_key", &self.device_key)
             .field("tls", &self.tls)
+            .field("files_dir", &self.files_dir)
+            .field("max_file_bytes", &self.max_file_bytes)
             .finish()
     }
 }

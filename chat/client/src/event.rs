@@ -1,7 +1,7 @@
 //! What a chat client tells its application: events, its state, what a send did, and errors.
 
 use chat_api::{
-    CallEvent, ChatError, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, UserInfo,
+    CallEvent, ChatError, Envelope, FriendEvent, Path, PresenceEvent, RoomEvent, Sender, UserInfo,
 };
 use rpc_core::RpcError;
 use uuid::Uuid;
@@ -23,8 +23,72 @@ pub enum ChatEvent {
     Friend(FriendEvent),
     /// Call signaling: an invite, its answer, SDP and ICE from the other side, the end.
     Call(CallEvent),
+    /// A file sent to this client peer to peer started, resumed, arrived or failed.
+    File(FileEvent),
     /// The client's state changed.
     State(ClientState),
+}
+
+/// What happened to a file sent to this client peer to peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileEvent {
+    /// A peer started sending a file, or resumed sending it from `offset`.
+    Incoming {
+        /// The transfer.
+        id: Uuid,
+        /// The sender.
+        from: Sender,
+        /// The file's name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Bytes already here (0 for a new transfer).
+        offset: u64,
+    },
+    /// A file arrived whole, with the hash offered, and was saved.
+    Received {
+        /// The transfer.
+        id: Uuid,
+        /// The sender.
+        from: Sender,
+        /// The file's name as offered.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Where it was saved (its name, or `name (n).ext` when that was taken).
+        path: std::path::PathBuf,
+    },
+    /// A file arrived whole but not with the hash offered; the copy was deleted.
+    Failed {
+        /// The transfer.
+        id: Uuid,
+        /// The sender.
+        from: Sender,
+        /// The file's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What [`ChatClient::send_file`](crate::ChatClient::send_file) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// The transfer's id.
+    pub id: Uuid,
+    /// The recipient.
+    pub to: UserInfo,
+    /// The file's name as offered.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The direct path it went by.
+    pub endpoint: String,
+    /// How long it took, hashing included.
+    pub took: std::time::Duration,
+    /// How many times the transfer resumed after a broken connection.
+    pub resumed: u32,
 }
 
 /// Where a chat client stands. Watch it with [`ChatClient::watch_state`] or read it from

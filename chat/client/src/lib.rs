@@ -35,6 +35,7 @@ mod config;
 mod dedup;
 mod directory;
 mod event;
+mod files;
 pub mod nat;
 mod peer;
 mod punch;
@@ -62,7 +63,10 @@ use uuid::Uuid;
 
 pub use self::command::{Command, HELP};
 pub use self::config::{ChatClientConfig, DEFAULT_LISTEN, DEFAULT_SERVER, new_secret};
-pub use self::event::{ChatEvent, ClientError, ClientState, PeerPath, SendReport};
+pub use self::event::{
+    ChatEvent, ClientError, ClientState, FileEvent, FileReport, PeerPath, SendReport,
+};
+pub use self::files::human_bytes;
 pub use self::nat::{NatTimeouts, discover, discover_on};
 use self::peer::{PeerCall, PeerClients, PeerService, Sink, check_text};
 use self::punch::Puncher;
@@ -113,6 +117,68 @@ fn outcome_unknown(error: &ClientError) -> bool {
 
 /// One way of sending a direct message: the path that delivered, or why none did.
 type DirectTry<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Reached, String>> + Send + 'a>>;
+
+/// How many times in a row a file transfer resumes without progress before it fails.
+pub const FILE_RESUMES: u32 = 5;
+
+/// How long one call of a file transfer (a chunk of up to 1 MiB) may take.
+const FILE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a file transfer stopped.
+enum FileError {
+    /// For good: refused, invalid, the recipient's disk full, the file unreadable here.
+    Fatal(String),
+    /// The connection broke: resume. `progressed` when some chunk got through first.
+    Broken { error: String, progressed: bool },
+}
+
+/// Offers `offer` to `peer` and sends what it lacks from `file`, then finishes.
+async fn send_file_over(
+    peer: &chat_api::PeerClient,
+    offer: &chat_api::FileOffer,
+    file: &mut tokio::fs::File,
+    progress: &(impl Fn(u64, u64) + Send),
+) -> Result<(), FileError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut progressed = false;
+    let classify = |e: RpcError<chat_api::PeerError>, progressed: bool| match e {
+        RpcError::Application(e) => FileError::Fatal(format!("{}: {e}", offer.name)),
+        other => FileError::Broken {
+            error: other.to_string(),
+            progressed,
+        },
+    };
+    let mut offset = peer
+        .offer_file(offer.clone())
+        .await
+        .map_err(|e| classify(e, false))?;
+    progress(offset, offer.size);
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| FileError::Fatal(format!("cannot read {}: {e}", offer.name)))?;
+    let mut buf = vec![0u8; chat_api::MAX_FILE_CHUNK];
+    while offset < offer.size {
+        let want = usize::try_from(offer.size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        file.read_exact(&mut buf[..want]).await.map_err(|e| {
+            FileError::Fatal(format!("cannot read {} (did it change?): {e}", offer.name))
+        })?;
+        peer.file_chunk(
+            offer.id,
+            offset,
+            bytes::Bytes::copy_from_slice(&buf[..want]),
+        )
+        .await
+        .map_err(|e| classify(e, progressed))?;
+        progressed = true;
+        offset += want as u64;
+        progress(offset, offer.size);
+    }
+    peer.finish_file(offer.id)
+        .await
+        .map_err(|e| classify(e, progressed))
+}
 
 /// A direct path that answered: its endpoint, and how it was found.
 #[derive(Debug, Clone)]
@@ -206,7 +272,13 @@ impl ChatClient {
         let dialer = quic.connector(local);
         let puncher = Puncher::start(datagrams, local);
         let peer = Server::builder()
-            .service(PeerServer::new(PeerService::new(sink.clone())))
+            .service(PeerServer::new(PeerService::new(
+                sink.clone(),
+                Arc::new(files::Incoming::new(
+                    config.files_dir.clone(),
+                    config.max_file_bytes,
+                )),
+            )))
             .acceptor(quic)
             .start()
             .await
@@ -629,6 +701,143 @@ impl ChatClient {
         }
         self.remember_peer_path(path.clone());
         Ok(path)
+    }
+
+    /// Sends the file at `path` to a user (by name or id) peer to peer, over the direct path
+    /// (QUIC, authenticated by device keys both ways), calling `progress(sent, size)` as it
+    /// goes. A broken connection resumes where the recipient's copy ends (up to
+    /// [`FILE_RESUMES`] times in a row without progress); the recipient keeps the file only if
+    /// its SHA-256 matches. Fails with a clear error when the file cannot be read, the user is
+    /// offline or cannot be reached directly (files do not go through the server), or the
+    /// recipient refuses it (too large, no room, a full disk).
+    pub async fn send_file(
+        &self,
+        to: &str,
+        path: &std::path::Path,
+        progress: impl Fn(u64, u64) + Send,
+    ) -> Result<FileReport, ClientError> {
+        let started = tokio::time::Instant::now();
+        let unreadable = |e: &dyn std::fmt::Display| {
+            ClientError::Invalid(format!("cannot read {}: {e}", path.display()))
+        };
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        if !meta.is_file() {
+            return Err(unreadable(&"not a file"));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| unreadable(&"the name is not UTF-8"))?
+            .to_owned();
+        files::check_name(&name).map_err(ClientError::Invalid)?;
+        let (user, online) = self.resolve(to).await?;
+        if user.id == self.id() {
+            return Err(ClientError::Invalid("that is you".to_owned()));
+        }
+        if !online {
+            return Err(ClientError::Invalid(format!(
+                "{} is offline; files go peer to peer only",
+                user.name
+            )));
+        }
+        let owned = path.to_owned();
+        let sha256 = tokio::task::spawn_blocking(move || files::sha256_of(&owned))
+            .await
+            .map_err(|e| unreadable(&e))?
+            .map_err(|e| unreadable(&e))?;
+        let offer = chat_api::FileOffer {
+            id: Uuid::new_v4(),
+            from: chat_api::Sender {
+                id: self.id(),
+                name: self.name().to_owned(),
+            },
+            name: name.clone(),
+            size: meta.len(),
+            sha256: files::hex(&sha256),
+        };
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        let mut resumed = 0u32;
+        let mut fruitless = 0u32;
+        let mut last_error = String::new();
+        loop {
+            if fruitless > FILE_RESUMES {
+                return Err(ClientError::Invalid(format!(
+                    "{name} was not sent: the direct path to {} kept failing ({last_error})",
+                    user.name
+                )));
+            }
+            if fruitless > 0 {
+                tokio::time::sleep(Duration::from_millis(250) * fruitless).await;
+            }
+            let endpoint = match self.file_path_to(&user).await {
+                Ok(endpoint) => endpoint,
+                // At first, the reason the file cannot go; after a break, the peer may be
+                // coming back: try again.
+                Err(e) if resumed == 0 => return Err(e),
+                Err(e) => {
+                    last_error = e.to_string();
+                    fruitless += 1;
+                    continue;
+                }
+            };
+            let key = self
+                .inner
+                .shared
+                .sink
+                .keys
+                .key_of(user.id)
+                .await
+                .map_err(ClientError::Invalid)?;
+            let peer = self
+                .inner
+                .shared
+                .peers
+                .client_for(&endpoint, key)
+                .await
+                .map_err(ClientError::Invalid)?
+                .with_timeout(FILE_CALL_TIMEOUT);
+            match send_file_over(&peer, &offer, &mut file, &progress).await {
+                Ok(()) => {
+                    return Ok(FileReport {
+                        id: offer.id,
+                        to: user,
+                        name,
+                        size: offer.size,
+                        endpoint,
+                        took: started.elapsed(),
+                        resumed,
+                    });
+                }
+                Err(FileError::Fatal(message)) => return Err(ClientError::Invalid(message)),
+                Err(FileError::Broken { error, progressed }) => {
+                    debug!(%endpoint, "file transfer broken: {error}");
+                    self.inner.shared.peers.drop_client(&endpoint, key);
+                    self.inner.shared.peers.forget_path(user.id);
+                    last_error = error;
+                    resumed += 1;
+                    fruitless = if progressed { 1 } else { fruitless + 1 };
+                }
+            }
+        }
+    }
+
+    /// The direct path to `user` for a file: the one that worked last, or a new one.
+    async fn file_path_to(&self, user: &UserInfo) -> Result<String, ClientError> {
+        if let Some(path) = self.inner.shared.peers.path_of(user.id) {
+            return Ok(path);
+        }
+        let path = self.connect_peer(&user.id.to_string()).await?;
+        match (path.path, path.endpoint) {
+            (Path::Direct, Some(endpoint)) => Ok(endpoint),
+            _ => Err(ClientError::Invalid(format!(
+                "{} cannot be reached directly, and files go peer to peer only: {}",
+                user.name, path.why
+            ))),
+        }
     }
 
     /// How each peer this client tried to reach directly was last reached (or not), by name.

@@ -11,8 +11,8 @@ use anyhow::Context;
 use chat_api::{Access, Friend, FriendState, Membership, RoomInfo, UserInfo, excerpt};
 use chat_client::{
     ChatClient, ChatClientConfig, ChatEvent, ClientState, Command, DEFAULT_LISTEN, DEFAULT_SERVER,
-    HELP, NatTimeouts, PeerPath, event_json, event_text, nat_json, nat_text, new_secret, path_name,
-    printable, user_json,
+    HELP, NatTimeouts, PeerPath, event_json, event_text, human_bytes, nat_json, nat_text,
+    new_secret, path_name, printable, user_json,
 };
 use clap::Parser;
 use rpc_core::{Endpoint, Format};
@@ -139,6 +139,12 @@ struct Args {
     /// directly know the device by it. Default: a new key each run.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Where files other users send (/send) are saved, made when the first arrives.
+    #[arg(long, value_name = "DIR", default_value = "chat-files")]
+    files_dir: PathBuf,
+    /// The largest file taken from another user, in megabytes (0 refuses every file).
+    #[arg(long, value_name = "MB", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    max_file_mb: u64,
     /// CA certificates (PEM) to trust for a tls:// or wss:// server (and registry), instead of
     /// the Mozilla root store: a private CA, or the server's self-signed certificate.
     #[arg(long, value_name = "FILE")]
@@ -375,6 +381,10 @@ fn config(args: &Args) -> anyhow::Result<ChatClientConfig> {
     config.advertise = args.advertise.clone();
     config.direct_timeout = Duration::from_millis(args.direct_timeout_ms);
     config.format = args.format.clone();
+    if args.max_file_mb > 0 {
+        config.files_dir = Some(args.files_dir.clone());
+        config.max_file_bytes = args.max_file_mb * 1_000_000;
+    }
     Ok(config)
 }
 
@@ -750,6 +760,48 @@ impl Session {
                     .map_err(|e| e.to_string())?;
                 out.result(path_json(&path), path_text(&path));
             }
+            Command::Send { to, path } => {
+                // In the background: the chat goes on while the file does.
+                let (client, out) = (client.clone(), out.clone());
+                tokio::spawn(async move {
+                    let bar = ProgressBar::new(out.clone(), &path);
+                    match client
+                        .send_file(&to, Path::new(&path), |sent, size| bar.show(sent, size))
+                        .await
+                    {
+                        Ok(report) => {
+                            let secs = report.took.as_secs_f64().max(1e-6);
+                            let rate = report.size as f64 / secs / 1e6;
+                            let resumed = match report.resumed {
+                                0 => String::new(),
+                                n => format!(", resumed {n}×"),
+                            };
+                            out.result(
+                                json!({
+                                    "event": "file_sent",
+                                    "id": report.id,
+                                    "to": report.to.name,
+                                    "to_id": report.to.id,
+                                    "name": report.name,
+                                    "size": report.size,
+                                    "endpoint": report.endpoint,
+                                    "took_ms": u64::try_from(report.took.as_millis()).unwrap_or(u64::MAX),
+                                    "resumed": report.resumed,
+                                }),
+                                format!(
+                                    "* sent {} to {} ({} in {:.1} s, {rate:.1} MB/s, direct over {}{resumed})",
+                                    printable(&report.name),
+                                    report.to.name,
+                                    human_bytes(report.size),
+                                    secs,
+                                    report.endpoint
+                                ),
+                            );
+                        }
+                        Err(e) => out.error(Some(&format!("/send {to} {path}")), &e.to_string()),
+                    }
+                });
+            }
             Command::Paths => {
                 let paths = client.peer_paths();
                 if paths.is_empty() {
@@ -922,6 +974,59 @@ fn describe(user: &UserInfo, me: Uuid) -> String {
     )
 }
 
+/// A file's progress on the prompt line of a terminal, at most ten times a second; nothing
+/// elsewhere (the end is reported as a line of its own).
+struct ProgressBar {
+    out: Output,
+    name: String,
+    started: std::time::Instant,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl ProgressBar {
+    fn new(out: Output, path: &str) -> Self {
+        let name = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.to_owned());
+        ProgressBar {
+            out,
+            name,
+            started: std::time::Instant::now(),
+            last: Mutex::new(None),
+        }
+    }
+
+    fn show(&self, sent: u64, size: u64) {
+        if !self.out.tty {
+            return;
+        }
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| now.duration_since(at) < Duration::from_millis(100))
+                && sent < size
+            {
+                return;
+            }
+            *last = Some(now);
+        }
+        const WIDTH: u64 = 24;
+        let filled = (sent * WIDTH).checked_div(size).unwrap_or(WIDTH);
+        let percent = (sent * 100).checked_div(size).unwrap_or(100);
+        let rate = sent as f64 / now.duration_since(self.started).as_secs_f64().max(1e-3) / 1e6;
+        let bar: String = (0..WIDTH)
+            .map(|i| if i < filled { '#' } else { '-' })
+            .collect();
+        self.out.status(&format!(
+            "{} [{bar}] {percent:>3}% {} / {}  {rate:.1} MB/s",
+            printable(&self.name),
+            human_bytes(sent),
+            human_bytes(size)
+        ));
+    }
+}
+
 /// Where everything goes: JSON lines, or text lines above a prompt.
 #[derive(Clone)]
 struct Output {
@@ -1023,6 +1128,15 @@ impl Output {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{value}");
         let _ = stdout.flush();
+    }
+
+    /// Shows `line` in place of the prompt (a terminal only), until the next line or prompt.
+    fn status(&self, line: &str) {
+        if self.tty {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "\r\x1b[2K{line}");
+            let _ = stdout.flush();
+        }
     }
 
     fn prompt(&self) {

@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chat_api::{Destination, Envelope, MAX_TEXT_BYTES, Path, Peer, PeerClient, PeerError};
+use chat_api::{
+    Destination, Envelope, FileOffer, MAX_TEXT_BYTES, Path, Peer, PeerClient, PeerError,
+};
 use rpc_core::transport::quic::{PeerAuth, QuicConnector};
 use rpc_core::{Backoff, CallContext, Client, Endpoint, Format, PeerAddr};
 use tokio::sync::mpsc;
@@ -19,7 +21,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::dedup::SeenIds;
-use crate::event::ChatEvent;
+use crate::event::{ChatEvent, FileEvent};
+use crate::files::Incoming;
 
 /// Looks up the device key the server has for a user: `None` when the user bound none (or is
 /// offline), an error when the server could not be asked.
@@ -155,11 +158,12 @@ impl Sink {
 #[derive(Debug)]
 pub(crate) struct PeerService {
     sink: Arc<Sink>,
+    files: Arc<Incoming>,
 }
 
 impl PeerService {
-    pub(crate) fn new(sink: Arc<Sink>) -> Self {
-        PeerService { sink }
+    pub(crate) fn new(sink: Arc<Sink>, files: Arc<Incoming>) -> Self {
+        PeerService { sink, files }
     }
 }
 
@@ -171,19 +175,64 @@ impl Peer for PeerService {
     async fn whoami(&self) -> Uuid {
         self.sink.me()
     }
+
+    async fn offer_file(&self, ctx: CallContext, offer: FileOffer) -> Result<u64, PeerError> {
+        let key = device_key(ctx.peer())?;
+        self.sink
+            .keys
+            .check(offer.from.id, key)
+            .await
+            .map_err(PeerError::Unauthenticated)?;
+        let (offset, event) = self.files.offer(key, offer).await?;
+        if let Some(event) = event {
+            self.sink.emit(ChatEvent::File(event));
+        }
+        Ok(offset)
+    }
+
+    async fn file_chunk(
+        &self,
+        ctx: CallContext,
+        id: Uuid,
+        offset: u64,
+        data: bytes::Bytes,
+    ) -> Result<(), PeerError> {
+        let key = device_key(ctx.peer())?;
+        self.files.chunk(key, id, offset, &data).await
+    }
+
+    async fn finish_file(&self, ctx: CallContext, id: Uuid) -> Result<(), PeerError> {
+        let key = device_key(ctx.peer())?;
+        let event = self.files.finish(key, id).await?;
+        let failed = match &event {
+            FileEvent::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        self.sink.emit(ChatEvent::File(event));
+        match failed {
+            Some(reason) => Err(PeerError::Invalid(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The device key a direct connection proved.
+fn device_key(peer: &PeerAddr) -> Result<[u8; 32], PeerError> {
+    match peer {
+        PeerAddr::Quic { key: Some(key), .. } => Ok(*key),
+        _ => Err(PeerError::Unauthenticated(
+            "direct messages and files come over QUIC, from the sender's device key".to_owned(),
+        )),
+    }
 }
 
 impl PeerService {
     /// Takes a message that came directly from `peer`.
     async fn accept(&self, peer: &PeerAddr, mut envelope: Envelope) -> Result<(), PeerError> {
-        let PeerAddr::Quic { key: Some(key), .. } = peer else {
-            return Err(PeerError::Unauthenticated(
-                "direct messages come over QUIC, from the sender's device key".to_owned(),
-            ));
-        };
+        let key = device_key(peer)?;
         self.sink
             .keys
-            .check(envelope.from.id, *key)
+            .check(envelope.from.id, key)
             .await
             .map_err(PeerError::Unauthenticated)?;
         match envelope.to {
@@ -346,6 +395,21 @@ impl PeerClients {
         }
         failed.insert(endpoint.to_owned(), (Instant::now(), error.clone()));
         Err(error)
+    }
+
+    /// The connection to the peer at `endpoint` holding `key` (cached, or opened lazily),
+    /// for calls of its own, such as a file's.
+    pub(crate) async fn client_for(
+        &self,
+        endpoint: &str,
+        key: [u8; 32],
+    ) -> Result<PeerClient, String> {
+        self.client(endpoint, &cache_key(endpoint, &key), key).await
+    }
+
+    /// Forgets the connection to `endpoint` for `key`, which failed.
+    pub(crate) fn drop_client(&self, endpoint: &str, key: [u8; 32]) {
+        self.lock().remove(&cache_key(endpoint, &key));
     }
 
     /// When and why the direct path to `endpoint` failed, if less than [`DIRECT_RETRY_AFTER`]
@@ -527,7 +591,7 @@ mod tests {
         sink.keys.set_lookup(Arc::new(move |user| {
             Box::pin(async move { Ok((user == sender).then_some(key)) })
         }));
-        (PeerService::new(sink), rx)
+        (PeerService::new(sink, Arc::new(Incoming::new(None, 0))), rx)
     }
 
     type ChatEventsRx = mpsc::UnboundedReceiver<ChatEvent>;

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use std::borrow::Cow;
 use uuid::Uuid;
 
-use crate::event::{ChatEvent, ClientState};
+use crate::event::{ChatEvent, ClientState, FileEvent};
+use crate::files::human_bytes;
 
 /// The path's name in output: `direct`, `relayed`, `stored` or `room`.
 pub fn path_name(path: Path) -> &'static str {
@@ -95,6 +96,8 @@ fn message_json(m: &Envelope) -> Value {
 /// {"event":"friend","change":"requested","user":"bob","user_id":"…"}   (also accepted, removed)
 /// {"event":"call","change":"incoming","call":"…","user":"bob","user_id":"…","media":["audio"],"reason":null,"sdp_kind":null,"sdp":null,"candidate":null}
 /// {"event":"call","change":"ended","call":"…","user":null,"user_id":null,…,"reason":"missed",…}   (also ringing, accepted, sdp, ice)
+/// {"event":"file","change":"incoming","id":"…","user":"bob","user_id":"…","name":"a.txt","size":10,"offset":0,"path":null,"reason":null}
+/// {"event":"file","change":"received",…,"size":10,"offset":null,"path":"chat-files/a.txt","reason":null}   (also failed, with reason)
 /// {"event":"state","state":"online","id":"…","name":"alice","observed":"…","advertised":"…","reconnects":0,"reason":null,"attempt":null}
 /// {"event":"state","state":"reconnecting","id":null,…,"reason":"…","attempt":1}
 /// ```
@@ -126,8 +129,44 @@ pub fn event_json(event: &ChatEvent) -> Value {
         ChatEvent::Friend(FriendEvent::Accepted { by }) => friend_json("accepted", by),
         ChatEvent::Friend(FriendEvent::Removed { by }) => friend_json("removed", by),
         ChatEvent::Call(event) => call_json(event),
+        ChatEvent::File(event) => file_json(event),
         ChatEvent::State(state) => state_json(state),
     }
+}
+
+/// `{"event":"file","change":…,"id":…,"user":…,"user_id":…,"name":…,"size":…,"offset":…,
+/// "path":…,"reason":…}`: `change` is `incoming`, `received` or `failed`; the last three keys
+/// are null unless the change carries them.
+fn file_json(event: &FileEvent) -> Value {
+    let (change, id, from, name) = match event {
+        FileEvent::Incoming { id, from, name, .. } => ("incoming", id, from, name),
+        FileEvent::Received { id, from, name, .. } => ("received", id, from, name),
+        FileEvent::Failed { id, from, name, .. } => ("failed", id, from, name),
+    };
+    let mut value = json!({
+        "event": "file",
+        "change": change,
+        "id": id,
+        "user": from.name,
+        "user_id": from.id,
+        "name": name,
+        "size": null,
+        "offset": null,
+        "path": null,
+        "reason": null,
+    });
+    match event {
+        FileEvent::Incoming { size, offset, .. } => {
+            value["size"] = json!(size);
+            value["offset"] = json!(offset);
+        }
+        FileEvent::Received { size, path, .. } => {
+            value["size"] = json!(size);
+            value["path"] = json!(path.display().to_string());
+        }
+        FileEvent::Failed { reason, .. } => value["reason"] = json!(reason),
+    }
+    value
 }
 
 fn presence_json(change: &str, users: &[UserInfo], more: bool) -> Value {
@@ -346,6 +385,47 @@ pub fn event_text(event: &ChatEvent, me: Uuid) -> Option<String> {
             by: None, reason, ..
         }) => format!("* a call ended: {}", end_name(*reason)),
         ChatEvent::Call(_) => return None,
+        ChatEvent::File(FileEvent::Incoming {
+            from,
+            name,
+            size,
+            offset: 0,
+            ..
+        }) => format!(
+            "* {} is sending you {} ({})",
+            printable(&from.name),
+            printable(name),
+            human_bytes(*size)
+        ),
+        ChatEvent::File(FileEvent::Incoming {
+            from,
+            name,
+            size,
+            offset,
+            ..
+        }) => format!(
+            "* {} resumes sending you {} ({} of {} here)",
+            printable(&from.name),
+            printable(name),
+            human_bytes(*offset),
+            human_bytes(*size)
+        ),
+        ChatEvent::File(FileEvent::Received {
+            from, size, path, ..
+        }) => format!(
+            "* file from {} saved: {} ({})",
+            printable(&from.name),
+            printable(&path.display().to_string()),
+            human_bytes(*size)
+        ),
+        ChatEvent::File(FileEvent::Failed {
+            from, name, reason, ..
+        }) => format!(
+            "! file {} from {} failed: {}",
+            printable(name),
+            printable(&from.name),
+            printable(reason)
+        ),
         ChatEvent::State(ClientState::Online {
             user,
             reconnects: 0,
@@ -516,8 +596,28 @@ mod tests {
             }),
             ChatEvent::Call(CallEvent::Ended {
                 call: Uuid::new_v4(),
-                by: Some(sender),
+                by: Some(sender.clone()),
                 reason: CallEnd::HungUp,
+            }),
+            ChatEvent::File(FileEvent::Incoming {
+                id: Uuid::new_v4(),
+                from: sender.clone(),
+                name: "a.txt".into(),
+                size: 10,
+                offset: 0,
+            }),
+            ChatEvent::File(FileEvent::Received {
+                id: Uuid::new_v4(),
+                from: sender.clone(),
+                name: "a.txt".into(),
+                size: 10,
+                path: "chat-files/a.txt".into(),
+            }),
+            ChatEvent::File(FileEvent::Failed {
+                id: Uuid::new_v4(),
+                from: sender,
+                name: "a.txt".into(),
+                reason: "hash".into(),
             }),
             ChatEvent::State(ClientState::Connecting),
             ChatEvent::State(ClientState::Online {
@@ -545,7 +645,9 @@ mod tests {
         let kinds: Vec<&str> = shapes.keys().map(String::as_str).collect();
         assert_eq!(
             kinds,
-            ["call", "friend", "message", "presence", "room", "state"]
+            [
+                "call", "file", "friend", "message", "presence", "room", "state"
+            ]
         );
     }
 
