@@ -229,6 +229,8 @@ impl LabClient {
             .args(["--secret", &format!("secret-of-{id}")])
             .args(["--listen", &format!("quic://{lan_ip}:0")])
             .args(["--direct-timeout-ms", "3000"])
+            .arg("--files-dir")
+            .arg(dir.join(format!("{name}-files")))
             .arg("--identity")
             .arg(dir.join(format!("{name}.json")))
             .stdin(Stdio::piped())
@@ -387,4 +389,39 @@ fn a_hole_is_punched_from_a_symmetric_nat_to_a_port_restricted_cone() {
     if let Some(connected) = message_path("sym", "pr") {
         assert_eq!(connected["path"], "direct", "{connected}");
     }
+}
+
+/// A file from behind a port-restricted cone to a host behind a symmetric NAT: over the path
+/// the birthday paradox found, through the symmetric side's splice, whole.
+#[test]
+fn a_file_crosses_the_path_the_birthday_paradox_found() {
+    let Some(lab) = Lab::up("pr", "sym") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let _server = start_server(&lab, data.path());
+    let mut alice = LabClient::online(&lab, "a", "alice", "192.0.2.2", data.path());
+    let mut bob = LabClient::online(&lab, "b", "bob", "198.51.100.2", data.path());
+    for client in [&mut alice, &mut bob] {
+        client.send("/nat");
+        client.expect("the NAT report", |e| e["event"] == "nat");
+    }
+    let source = data.path().join("archive.bin");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&source, &bytes).unwrap();
+    alice.send(&format!("/send bob {}", source.display()));
+    let sent = alice.expect("the file sent", |e| {
+        e["event"] == "file_sent" || e["event"] == "error"
+    });
+    assert_eq!(sent["event"], "file_sent", "{sent}");
+    assert_eq!(sent["size"], 3_000_000, "{sent}");
+    let received = bob.expect("the file", |e| {
+        e["event"] == "file" && e["change"] != "incoming"
+    });
+    assert_eq!(received["change"], "received", "{received}");
+    let path = received["path"].as_str().unwrap();
+    assert!(std::fs::read(path).unwrap() == bytes, "the copy differs");
+    alice.send("/paths");
+    let paths = alice.expect("the paths", |e| e["event"] == "paths");
+    assert_eq!(paths["paths"][0]["path"], "direct", "{paths}");
 }

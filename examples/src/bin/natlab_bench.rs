@@ -26,6 +26,10 @@ struct Args {
     /// Pairs to measure, as `a/b` behaviours (none, pr, ar, sym); every pair when none given.
     #[arg(long = "pair")]
     pairs: Vec<String>,
+    /// Also send a file of this many megabytes from a to b with `/send` (peer to peer) and
+    /// report its throughput.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    file_mb: Option<u64>,
 }
 
 const BEHAVIOURS: [&str; 4] = ["none", "pr", "ar", "sym"];
@@ -52,13 +56,21 @@ fn main() -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    let file = match args.file_mb {
+        Some(mb) => format!(" {mb} MB file, direct |"),
+        None => String::new(),
+    };
     println!(
-        "| a → b | path (of {}) | time to connect, median (min–max) | datagrams sent, median |",
+        "| a → b | path (of {}) | time to connect, median (min–max) | datagrams sent, median |{file}",
         args.runs
     );
-    println!("|---|---|---|---|");
+    println!(
+        "|---|---|---|---|{}",
+        if file.is_empty() { "" } else { "---|" }
+    );
     for (a, b) in pairs {
-        let row = measure(&a, &b, args.runs).with_context(|| format!("pair {a}/{b}"))?;
+        let row =
+            measure(&a, &b, args.runs, args.file_mb).with_context(|| format!("pair {a}/{b}"))?;
         println!("{row}");
     }
     Ok(())
@@ -116,6 +128,8 @@ impl Client {
             .args(["--id", &id.to_string(), "--secret", &format!("secret-{id}")])
             .args(["--listen", &format!("quic://{lan_ip}:0")])
             .args(["--direct-timeout-ms", "4000"])
+            .arg("--files-dir")
+            .arg(dir.join(format!("{name}-files")))
             .arg("--identity")
             .arg(dir.join(format!("{name}-{id}.json")))
             .stdin(Stdio::piped())
@@ -148,16 +162,37 @@ impl Client {
 
     /// Sends a command and returns the first event that matches.
     fn ask(&mut self, line: &str, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        self.ask_for(line, matches, Duration::from_secs(20))
+    }
+
+    /// Like [`Client::ask`], waiting at most `wait`.
+    fn ask_for(
+        &mut self,
+        line: &str,
+        matches: impl Fn(&Value) -> bool,
+        wait: Duration,
+    ) -> anyhow::Result<Value> {
         writeln!(self.stdin, "{line}")?;
         self.stdin.flush()?;
-        self.expect(matches)
+        self.expect_within(matches, wait)
     }
 
     fn expect(&mut self, matches: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.expect_within(matches, Duration::from_secs(20))
+    }
+
+    fn expect_within(
+        &mut self,
+        matches: impl Fn(&Value) -> bool,
+        wait: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).context("no answer in 20 s")?;
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .with_context(|| format!("no answer in {wait:?}"))?;
             let Ok(event) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -175,7 +210,7 @@ fn is_event(name: &'static str) -> impl Fn(&Value) -> bool {
     move |e| e["event"] == name
 }
 
-fn measure(a: &str, b: &str, runs: u32) -> anyhow::Result<String> {
+fn measure(a: &str, b: &str, runs: u32, file_mb: Option<u64>) -> anyhow::Result<String> {
     let name = format!("nb{}", std::process::id() % 0xffff);
     let status = Command::new(natlab())
         .args(["up", &name, a, b])
@@ -221,6 +256,7 @@ fn measure(a: &str, b: &str, runs: u32) -> anyhow::Result<String> {
     let mut times = Vec::new();
     let mut datagrams = Vec::new();
     let alice_id = uuid::Uuid::new_v4();
+    let mut last = None;
     for run in 0..runs {
         // A peer answers one user's requests at most every 500 ms (later ones wait): runs of
         // the same user are spaced so that none waits.
@@ -234,7 +270,29 @@ fn measure(a: &str, b: &str, runs: u32) -> anyhow::Result<String> {
         paths.push(path["path"].as_str().unwrap_or("?").to_owned());
         times.push(path["took_ms"].as_u64().unwrap_or(0));
         datagrams.push(path["datagrams"].as_u64().unwrap_or(0));
+        last = Some(alice);
     }
+    let direct_last = paths.last().is_some_and(|p| p == "direct");
+    let file = match (file_mb, last) {
+        (Some(_), Some(_)) if !direct_last => " — (files go peer to peer only) |".to_owned(),
+        (Some(mb), Some(mut alice)) => {
+            let path = data.path().join("payload.bin");
+            let chunk: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+            let mut out = std::fs::File::create(&path)?;
+            for _ in 0..mb {
+                out.write_all(&chunk)?;
+            }
+            drop(out);
+            let sent = alice.ask_for(
+                &format!("/send bob {}", path.display()),
+                is_event("file_sent"),
+                Duration::from_secs(600),
+            )?;
+            let secs = sent["took_ms"].as_u64().unwrap_or(1).max(1) as f64 / 1000.0;
+            format!(" {:.1} MB/s ({secs:.1} s) |", mb as f64 / secs)
+        }
+        _ => String::new(),
+    };
     let direct = paths.iter().filter(|p| *p == "direct").count();
     let path = match direct {
         0 => format!("relayed ({runs})"),
@@ -250,7 +308,7 @@ fn measure(a: &str, b: &str, runs: u32) -> anyhow::Result<String> {
         times.iter().max().copied().unwrap_or(0),
     );
     Ok(format!(
-        "| {a} → {b} | {path} | {} ms ({min}–{max}) | {} |",
+        "| {a} → {b} | {path} | {} ms ({min}–{max}) | {} |{file}",
         median(&mut times),
         median(&mut datagrams)
     ))
