@@ -118,6 +118,10 @@ fn outcome_unknown(error: &ClientError) -> bool {
 /// One way of sending a direct message: the path that delivered, or why none did.
 type DirectTry<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Reached, String>> + Send + 'a>>;
 
+/// How long the advertised endpoint may still take to answer once no hole can be punched: a
+/// peer on this network answers within it.
+const LAN_GRACE: Duration = Duration::from_millis(300);
+
 /// How many times in a row a file transfer resumes without progress before it fails.
 pub const FILE_RESUMES: u32 = 5;
 
@@ -695,7 +699,9 @@ impl ChatClient {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            if let Some(note) = punch::why_no_hole(own.as_ref(), Some(&theirs)) {
+            if let Some(note) = punch::why_no_hole(own.as_ref(), Some(&theirs))
+                && !path.why.contains(note)
+            {
                 path.why = format!("{note}; {}", path.why);
             }
         }
@@ -913,11 +919,29 @@ impl ChatClient {
                     how: "the endpoint it advertises".to_owned(),
                 })
         });
+        let hopeless = std::sync::atomic::AtomicBool::new(false);
         let result = if shared.puncher.has_reflexive() {
-            let punched: DirectTry<'_> = Box::pin(self.punched(user, key, call));
-            futures::future::select_ok([plain, punched])
-                .await
-                .map(|(reached, _)| reached)
+            let mut plain = plain;
+            let mut punched: DirectTry<'_> = Box::pin(self.punched(user, key, call, &hopeless));
+            tokio::select! {
+                reached = &mut plain => match reached {
+                    Ok(reached) => Ok(reached),
+                    Err(e) => punched.await.map_err(|p| format!("{p}; {e}")),
+                },
+                reached = &mut punched => match reached {
+                    Ok(reached) => Ok(reached),
+                    // No hole can be punched: the advertised endpoint still may answer, if the
+                    // peer is on this network, which is quick.
+                    Err(p) if hopeless.load(std::sync::atomic::Ordering::Relaxed) => {
+                        match tokio::time::timeout(LAN_GRACE, plain).await {
+                            Ok(Ok(reached)) => Ok(reached),
+                            Ok(Err(e)) => Err(format!("{p}; {e}")),
+                            Err(_) => Err(format!("{p}; the endpoint it advertises did not answer")),
+                        }
+                    }
+                    Err(p) => plain.await.map_err(|e| format!("{p}; {e}")),
+                },
+            }
         } else {
             plain.await
         };
@@ -937,7 +961,13 @@ impl ChatClient {
     /// Punches a hole to `user`: asks them, through the server, to probe this client's
     /// candidates and answer with theirs, then delivers to the first of theirs that takes it.
     /// The path that delivered.
-    async fn punched(&self, user: Uuid, key: [u8; 32], call: &PeerCall) -> Result<Reached, String> {
+    async fn punched(
+        &self,
+        user: Uuid,
+        key: [u8; 32],
+        call: &PeerCall,
+        hopeless: &std::sync::atomic::AtomicBool,
+    ) -> Result<Reached, String> {
         let shared = &self.inner.shared;
         let attempt = Uuid::new_v4();
         let punch::Attempt {
@@ -970,6 +1000,11 @@ impl ChatClient {
         // Against a symmetric NAT that filters by address and port, the birthday paradox:
         // this side sprays, or probes random ports (see `punch`).
         let own_nat = shared.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(why) = punch::why_no_hole(own_nat.as_ref(), their_nat.as_ref()) {
+            shared.puncher.forget(attempt);
+            hopeless.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(why.to_owned());
+        }
         let tactic = punch::tactic(own_nat.as_ref(), their_nat.as_ref());
         let random_ports = match tactic {
             punch::Tactic::Spray => {
