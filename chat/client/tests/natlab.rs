@@ -277,24 +277,57 @@ impl LabClient {
     }
 }
 
+/// A lab with the server and a client behind each router (alice on a, bob on b), both online
+/// and with their NAT discovered and reported.
+struct LabPair {
+    alice: LabClient,
+    bob: LabClient,
+    /// The server's and the clients' files.
+    data: tempfile::TempDir,
+    // Dropped last: the programs stop before the lab is torn down.
+    _server: Killed,
+    _lab: Lab,
+}
+
+impl LabPair {
+    /// `None` where [`Lab::up`] cannot build a lab (and says why).
+    fn up(behaviour_a: &str, behaviour_b: &str) -> Option<LabPair> {
+        let lab = Lab::up(behaviour_a, behaviour_b)?;
+        let data = tempfile::tempdir().unwrap();
+        let server = start_server(&lab, data.path());
+        let mut alice = LabClient::online(&lab, "a", "alice", "192.0.2.2", data.path());
+        let mut bob = LabClient::online(&lab, "b", "bob", "198.51.100.2", data.path());
+        // `/nat` waits for each side's NAT discovery (which runs once, after registering) and
+        // its report to the server, which hole punching goes by.
+        for client in [&mut alice, &mut bob] {
+            client.send("/nat");
+            let nat = client.expect("the NAT report", |e| {
+                e["event"] == "nat" || e["event"] == "error"
+            });
+            assert_eq!(nat["event"], "nat", "{nat}");
+        }
+        Some(LabPair {
+            alice,
+            bob,
+            data,
+            _server: server,
+            _lab: lab,
+        })
+    }
+}
+
 /// Two clients behind the routers `behaviour_a` and `behaviour_b`: a `/connect` from a to b,
 /// then a message, and the path both took. Both advertise their private addresses, which the
 /// other cannot reach: a direct path exists only through a punched hole.
 fn message_path(behaviour_a: &str, behaviour_b: &str) -> Option<Value> {
-    let lab = Lab::up(behaviour_a, behaviour_b)?;
-    let data = tempfile::tempdir().unwrap();
-    let _server = start_server(&lab, data.path());
-    let mut alice = LabClient::online(&lab, "a", "alice", "192.0.2.2", data.path());
-    let mut bob = LabClient::online(&lab, "b", "bob", "198.51.100.2", data.path());
-    // `/nat` waits for each side's NAT discovery (which runs once, after registering) and its
-    // report to the server, which hole punching goes by.
-    for client in [&mut alice, &mut bob] {
-        client.send("/nat");
-        let nat = client.expect("the NAT report", |e| {
-            e["event"] == "nat" || e["event"] == "error"
-        });
-        assert_eq!(nat["event"], "nat", "{nat}");
-    }
+    // Every part bound, so that the lab and the server live to the end.
+    let LabPair {
+        mut alice,
+        mut bob,
+        data: _data,
+        _server,
+        _lab,
+    } = LabPair::up(behaviour_a, behaviour_b)?;
     alice.send("/connect bob");
     let connected = alice.expect("the path to bob", |e| {
         e["event"] == "path" || e["event"] == "error"
@@ -395,17 +428,16 @@ fn a_hole_is_punched_from_a_symmetric_nat_to_a_port_restricted_cone() {
 /// the birthday paradox found, through the symmetric side's splice, whole.
 #[test]
 fn a_file_crosses_the_path_the_birthday_paradox_found() {
-    let Some(lab) = Lab::up("pr", "sym") else {
+    let Some(LabPair {
+        mut alice,
+        mut bob,
+        data,
+        _server,
+        _lab,
+    }) = LabPair::up("pr", "sym")
+    else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let _server = start_server(&lab, data.path());
-    let mut alice = LabClient::online(&lab, "a", "alice", "192.0.2.2", data.path());
-    let mut bob = LabClient::online(&lab, "b", "bob", "198.51.100.2", data.path());
-    for client in [&mut alice, &mut bob] {
-        client.send("/nat");
-        client.expect("the NAT report", |e| e["event"] == "nat");
-    }
     let source = data.path().join("archive.bin");
     let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
     std::fs::write(&source, &bytes).unwrap();
