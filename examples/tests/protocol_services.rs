@@ -241,6 +241,36 @@ impl Signal for SignalMethods {
     async fn device_key_of(&self, _: String, _: String) -> Result<Option<Vec<u8>>, ChatError> {
         unreachable!("{UNCALLED}")
     }
+    async fn upload_file(
+        &self,
+        _: String,
+        _: Uuid,
+        _: Uuid,
+        _: chat_api::Attachment,
+    ) -> Result<u64, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn upload_chunk(
+        &self,
+        _: String,
+        _: Uuid,
+        _: u64,
+        _: bytes::Bytes,
+    ) -> Result<(), ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn finish_upload(&self, _: String, _: Uuid, _: u64) -> Result<Delivery, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
+    async fn download(
+        &self,
+        _: String,
+        _: Uuid,
+        _: u64,
+        _: u32,
+    ) -> Result<bytes::Bytes, ChatError> {
+        unreachable!("{UNCALLED}")
+    }
     async fn join(&self, _: String, _: String) -> Result<RoomInfo, ChatError> {
         unreachable!("{UNCALLED}")
     }
@@ -413,6 +443,7 @@ fn the_pages_json_examples_are_what_the_types_serialize_to() {
         text: "hi".to_owned(),
         sent_at_ms: 1_700_000_000_000,
         path: Path::Relayed,
+        file: None,
     });
     assert_eq!(json_example("An `InboxItem` in JSON:"), json(&message));
 

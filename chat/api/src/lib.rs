@@ -168,6 +168,22 @@ pub struct Envelope {
     pub sent_at_ms: u64,
     /// How it arrived.
     pub path: Path,
+    /// The file the message carries, held by the server until the recipient downloads it
+    /// (`download`) and acknowledges the message; `None` for a text message. Only the server
+    /// sets it (see `upload_file`).
+    pub file: Option<Attachment>,
+}
+
+/// A file sent through the server: what the message that carries it says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file's name, without any directory: at most [`MAX_FILE_NAME_BYTES`] bytes, no `/`,
+    /// `\`, control character, nor `.` or `..` alone.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, as 64 lowercase hexadecimal digits.
+    pub sha256: String,
 }
 
 /// Something that happened in a room, pushed to its members who are online (on any server).
@@ -459,6 +475,10 @@ pub enum ChatError {
     /// The call has ended, or never was, or the caller is not part of it.
     #[error("no such call {0}; it has ended")]
     NoSuchCall(Uuid),
+    /// The server holds no such file for the caller: never uploaded, expired, or deleted once
+    /// its recipient acknowledged it.
+    #[error("no file {0} is held for you; it expired or was deleted")]
+    NoSuchFile(Uuid),
 }
 
 /// The signaling server: registration and presence, lookups, relay and store-and-forward, rooms.
@@ -670,6 +690,55 @@ pub trait Signal {
         token: String,
         user: String,
     ) -> Result<Option<Vec<u8>>, ChatError>;
+
+    /// Starts sending a file through the server to a user, online or not, or resumes an
+    /// upload: the transfer's `id` is the id of the message that will carry it, chosen by the
+    /// sender. The answer is how many of its bytes the server holds already (0 for a new
+    /// upload). Refused with `Quota` when the file is larger than the server holds, or would
+    /// take the recipient past the bytes held for one user; with `Invalid` when `id` is
+    /// another upload.
+    #[rpc(idempotent)]
+    async fn upload_file(
+        &self,
+        token: String,
+        id: Uuid,
+        to: Uuid,
+        file: Attachment,
+    ) -> Result<u64, ChatError>;
+
+    /// The file's bytes from `offset`, which must be where the server's copy ends (what
+    /// `upload_file` answered, plus what was sent since); at most [`MAX_FILE_CHUNK`] bytes.
+    async fn upload_chunk(
+        &self,
+        token: String,
+        id: Uuid,
+        offset: u64,
+        data: bytes::Bytes,
+    ) -> Result<(), ChatError>;
+
+    /// Ends an upload whose bytes have all arrived: the server checks the hash (`Invalid`,
+    /// and the copy deleted, when it differs), then relays the message that carries the file
+    /// ([`Envelope::file`]) like `relay`. Finishing it again relays nothing more.
+    #[rpc(idempotent)]
+    async fn finish_upload(
+        &self,
+        token: String,
+        id: Uuid,
+        sent_at_ms: u64,
+    ) -> Result<Delivery, ChatError>;
+
+    /// Bytes of a file held for the caller (the id of the message that carries it), from
+    /// `offset`: at most `limit` (0, or more than [`MAX_FILE_CHUNK`]: [`MAX_FILE_CHUNK`]), and
+    /// fewer where the server's pieces end; empty at the end. Acknowledging the message
+    /// (`ack`) deletes the file.
+    #[rpc(idempotent)]
+    async fn download(
+        &self,
+        token: String,
+        id: Uuid,
+        offset: u64,
+        limit: u32,
+    ) -> Result<bytes::Bytes, ChatError>;
 }
 
 /// Why a peer refused a direct message.
@@ -747,6 +816,44 @@ pub trait Peer {
     /// the file under its name (`Invalid`, and the copy deleted, when the hash differs).
     #[rpc(idempotent)]
     async fn finish_file(&self, ctx: rpc_core::CallContext, id: Uuid) -> Result<(), PeerError>;
+}
+
+/// Whether `name` may name a file sent to someone (peer to peer, or held by the server): no
+/// directory, nothing that escapes the recipient's files directory.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("{name:?} is not a file name"));
+    }
+    if name.len() > MAX_FILE_NAME_BYTES {
+        return Err(format!(
+            "a file name is at most {MAX_FILE_NAME_BYTES} bytes, not {}",
+            name.len()
+        ));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(format!(
+            "a file name has no directory nor control characters: {:?}",
+            excerpt(name)
+        ));
+    }
+    Ok(())
+}
+
+/// A SHA-256 written as 64 hexadecimal digits, as bytes.
+pub fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
+    let bad = || format!("a SHA-256 is 64 hexadecimal digits, not {:?}", excerpt(hex));
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(hash)
 }
 
 /// Milliseconds since the Unix epoch, now.

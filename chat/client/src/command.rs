@@ -27,7 +27,8 @@ commands:
   /friends                  your friends and requests, and who of them is online
   /status                   this client's state, id and addresses
   /nat [<name|uuid>]        your NAT's behaviour and public address (STUN), or a user's
-  /send <name|uuid> <path>  send a file peer to peer (resumes after a break; hash-checked)
+  /send <name|uuid> <path>  send a file: peer to peer, else through the server (which holds
+                            it for an offline user); resumable, hash-checked
   /connect <name|uuid>      open a direct path to a user (punching through NATs) and say which
   /paths                    how each peer was last reached (direct or relayed), and why
   /help                     this help
@@ -113,7 +114,7 @@ pub enum Command {
     Connect(String),
     /// `/paths`: how each peer was last reached.
     Paths,
-    /// `/send <user> <path>`: a file, peer to peer.
+    /// `/send <user> <path>`: a file, peer to peer or through the server.
     Send {
         /// The recipient, by name or id.
         to: String,

@@ -83,8 +83,15 @@ pub struct FileReport {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
-    /// The direct path it went by.
-    pub endpoint: String,
+    /// How it went: [`Path::Direct`](chat_api::Path::Direct) peer to peer; through the
+    /// server to a recipient who was online ([`Path::Relayed`](chat_api::Path::Relayed): they
+    /// download it at once) or offline ([`Path::Stored`](chat_api::Path::Stored): held for
+    /// them).
+    pub path: chat_api::Path,
+    /// The direct path's endpoint, when it went directly.
+    pub endpoint: Option<String>,
+    /// Why it did not go directly, when it went through the server.
+    pub why_not_direct: Option<String>,
     /// How long it took, hashing included.
     pub took: std::time::Duration,
     /// How many times the transfer resumed after a broken connection.

@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use chat_api::{FileOffer, MAX_FILE_CHUNK, MAX_FILE_NAME_BYTES, PeerError, Sender};
+use chat_api::{FileOffer, MAX_FILE_CHUNK, PeerError, Sender};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
@@ -34,11 +34,20 @@ pub(crate) struct Incoming {
     finished: Mutex<HashMap<Uuid, u64>>,
 }
 
+/// Where a file comes from: only that source sends its chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A peer's device, by its key (sent directly).
+    Device([u8; 32]),
+    /// The chat server, which held the file for this user (downloaded by this client).
+    Server,
+}
+
 #[derive(Debug)]
 struct Transfer {
     from: Sender,
-    /// The device key that offered it: only that device sends its chunks.
-    key: [u8; 32],
+    /// Who offered it: only they send its chunks.
+    key: Source,
     name: String,
     size: u64,
     sha256: [u8; 32],
@@ -58,11 +67,17 @@ impl Incoming {
         }
     }
 
-    /// Takes an offer from the device `key` (already checked to be `offer.from`'s): how many
-    /// bytes of it are here already, and whether it is new (to tell the application).
+    /// Whether this client takes files at all (it has a directory for them).
+    pub(crate) fn takes_files(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Takes an offer from `key` (a device already checked to be `offer.from`'s, or the
+    /// server): how many bytes of it are here already, and whether it is new (to tell the
+    /// application).
     pub(crate) async fn offer(
         &self,
-        key: [u8; 32],
+        key: Source,
         offer: FileOffer,
     ) -> Result<(u64, Option<FileEvent>), PeerError> {
         if let Some(size) = lock(&self.finished).get(&offer.id) {
@@ -73,8 +88,8 @@ impl Incoming {
                 "this client takes no files (it has no directory for them)".to_owned(),
             ));
         };
-        check_name(&offer.name).map_err(PeerError::Invalid)?;
-        let sha256 = parse_sha256(&offer.sha256).map_err(PeerError::Invalid)?;
+        chat_api::check_file_name(&offer.name).map_err(PeerError::Invalid)?;
+        let sha256 = chat_api::parse_sha256(&offer.sha256).map_err(PeerError::Invalid)?;
         if offer.size > self.max_bytes {
             return Err(PeerError::Refused(format!(
                 "{} is {}; this client takes files up to {}",
@@ -149,7 +164,7 @@ impl Incoming {
     /// Writes `data` at `offset` of transfer `id`, which must be where the copy ends.
     pub(crate) async fn chunk(
         &self,
-        key: [u8; 32],
+        key: Source,
         id: Uuid,
         offset: u64,
         data: &[u8],
@@ -202,7 +217,7 @@ impl Incoming {
     }
 
     /// Ends transfer `id`: checks the hash and moves the copy to its name.
-    pub(crate) async fn finish(&self, key: [u8; 32], id: Uuid) -> Result<FileEvent, PeerError> {
+    pub(crate) async fn finish(&self, key: Source, id: Uuid) -> Result<FileEvent, PeerError> {
         if lock(&self.finished).contains_key(&id) {
             return Err(PeerError::Invalid("that transfer has ended".to_owned()));
         }
@@ -277,47 +292,6 @@ fn storage(e: io::Error) -> PeerError {
     } else {
         PeerError::Storage(e.to_string())
     }
-}
-
-/// A file name a peer may give: no directory, nothing that escapes the files directory.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("{name:?} is not a file name"));
-    }
-    if name.len() > MAX_FILE_NAME_BYTES {
-        return Err(format!(
-            "a file name is at most {MAX_FILE_NAME_BYTES} bytes, not {}",
-            name.len()
-        ));
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == '\\' || c.is_control())
-    {
-        return Err(format!(
-            "a file name has no directory nor control characters: {:?}",
-            chat_api::excerpt(name)
-        ));
-    }
-    Ok(())
-}
-
-fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
-    let bad = || {
-        format!(
-            "a SHA-256 is 64 hexadecimal digits, not {:?}",
-            chat_api::excerpt(hex)
-        )
-    };
-    if hex.len() != 64 {
-        return Err(bad());
-    }
-    let mut hash = [0u8; 32];
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(hash)
 }
 
 /// The SHA-256 of a file's bytes (blocking).
@@ -403,19 +377,19 @@ mod tests {
     #[test]
     fn names_that_escape_the_directory_are_refused() {
         for bad in ["", ".", "..", "a/b", "..\\x", "a\nb", &"x".repeat(256)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
+            assert!(chat_api::check_file_name(bad).is_err(), "{bad:?}");
         }
         for good in ["notes.txt", ".hidden", "été 2026.jpg", "a..b"] {
-            assert!(check_name(good).is_ok(), "{good:?}");
+            assert!(chat_api::check_file_name(good).is_ok(), "{good:?}");
         }
     }
 
     #[test]
     fn hashes_and_sizes_read_back() {
         let hash = [0xab; 32];
-        assert_eq!(parse_sha256(&hex(&hash)), Ok(hash));
-        assert!(parse_sha256("zz").is_err());
-        assert!(parse_sha256(&"g".repeat(64)).is_err());
+        assert_eq!(chat_api::parse_sha256(&hex(&hash)), Ok(hash));
+        assert!(chat_api::parse_sha256("zz").is_err());
+        assert!(chat_api::parse_sha256(&"g".repeat(64)).is_err());
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500_000), "1.5 MB");
     }
@@ -424,7 +398,7 @@ mod tests {
     async fn a_file_arrives_resumes_and_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-        let key = [7; 32];
+        let key = Source::Device([7; 32]);
         let incoming = Incoming::new(Some(dir.path().to_owned()), 1 << 20);
         let offer = offer(&data, "data.bin");
         let (at, event) = incoming.offer(key, offer.clone()).await.unwrap();
@@ -443,7 +417,7 @@ mod tests {
         );
         assert!(
             incoming
-                .chunk([8; 32], offer.id, 1000, &data[1000..])
+                .chunk(Source::Server, offer.id, 1000, &data[1000..])
                 .await
                 .is_err()
         );
@@ -507,16 +481,18 @@ mod tests {
         let incoming = Incoming::new(Some(dir.path().to_owned()), 100);
         let big = offer(&[0; 101], "big");
         assert!(matches!(
-            incoming.offer([1; 32], big).await,
+            incoming.offer(Source::Device([1; 32]), big).await,
             Err(PeerError::Refused(m)) if m.contains("up to 100 B")
         ));
         let none = Incoming::new(None, 100);
         assert!(matches!(
-            none.offer([1; 32], offer(b"x", "x")).await,
+            none.offer(Source::Device([1; 32]), offer(b"x", "x")).await,
             Err(PeerError::Refused(_))
         ));
         assert!(matches!(
-            incoming.offer([1; 32], offer(b"x", "../x")).await,
+            incoming
+                .offer(Source::Device([1; 32]), offer(b"x", "../x"))
+                .await,
             Err(PeerError::Invalid(_))
         ));
     }

@@ -275,13 +275,14 @@ impl ChatClient {
         let local = quic.local_addr().map_err(|e| listen_error(e.to_string()))?;
         let dialer = quic.connector(local);
         let puncher = Puncher::start(datagrams, local);
+        let incoming = Arc::new(files::Incoming::new(
+            config.files_dir.clone(),
+            config.max_file_bytes,
+        ));
         let peer = Server::builder()
             .service(PeerServer::new(PeerService::new(
                 sink.clone(),
-                Arc::new(files::Incoming::new(
-                    config.files_dir.clone(),
-                    config.max_file_bytes,
-                )),
+                incoming.clone(),
             )))
             .acceptor(quic)
             .start()
@@ -385,6 +386,8 @@ impl ChatClient {
             rooms: Mutex::new(BTreeSet::new()),
             renew,
             nat: Mutex::new(None),
+            files: incoming,
+            downloads: Arc::default(),
         });
         shared.set_state(ClientState::Connecting);
         let session = match login {
@@ -616,6 +619,7 @@ impl ChatClient {
             text: text.to_owned(),
             sent_at_ms: now_ms(),
             path: Path::Direct,
+            file: None,
         };
         let mut direct_error = None;
         match &user.advertised {
@@ -709,13 +713,14 @@ impl ChatClient {
         Ok(path)
     }
 
-    /// Sends the file at `path` to a user (by name or id) peer to peer, over the direct path
-    /// (QUIC, authenticated by device keys both ways), calling `progress(sent, size)` as it
-    /// goes. A broken connection resumes where the recipient's copy ends (up to
-    /// [`FILE_RESUMES`] times in a row without progress); the recipient keeps the file only if
-    /// its SHA-256 matches. Fails with a clear error when the file cannot be read, the user is
-    /// offline or cannot be reached directly (files do not go through the server), or the
-    /// recipient refuses it (too large, no room, a full disk).
+    /// Sends the file at `path` to a user (by name or id), calling `progress(sent, size)` as
+    /// it goes: peer to peer over the direct path (QUIC, authenticated by device keys both
+    /// ways) when there is one; else, and when the user is offline, through the server, which
+    /// holds it for them (up to its size limit and the recipient's quota) until their client
+    /// downloads it. A broken connection resumes where the recipient's (or the server's) copy
+    /// ends, up to [`FILE_RESUMES`] times in a row without progress; the file is kept only if
+    /// its SHA-256 matches. Fails with a clear error when the file cannot be read, or the
+    /// recipient (or the server) refuses it (too large, no room, a full disk).
     pub async fn send_file(
         &self,
         to: &str,
@@ -737,16 +742,10 @@ impl ChatClient {
             .and_then(|n| n.to_str())
             .ok_or_else(|| unreadable(&"the name is not UTF-8"))?
             .to_owned();
-        files::check_name(&name).map_err(ClientError::Invalid)?;
+        chat_api::check_file_name(&name).map_err(ClientError::Invalid)?;
         let (user, online) = self.resolve(to).await?;
         if user.id == self.id() {
             return Err(ClientError::Invalid("that is you".to_owned()));
-        }
-        if !online {
-            return Err(ClientError::Invalid(format!(
-                "{} is offline; files go peer to peer only",
-                user.name
-            )));
         }
         let owned = path.to_owned();
         let sha256 = tokio::task::spawn_blocking(move || files::sha256_of(&owned))
@@ -766,6 +765,12 @@ impl ChatClient {
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(|e| unreadable(&e))?;
+        if !online {
+            let why = format!("{} is offline", user.name);
+            return self
+                .send_file_via_server(user, offer, file, why, started, progress)
+                .await;
+        }
         let mut resumed = 0u32;
         let mut fruitless = 0u32;
         let mut last_error = String::new();
@@ -781,9 +786,17 @@ impl ChatClient {
             }
             let endpoint = match self.file_path_to(&user).await {
                 Ok(endpoint) => endpoint,
-                // At first, the reason the file cannot go; after a break, the peer may be
-                // coming back: try again.
-                Err(e) if resumed == 0 => return Err(e),
+                // At first: no direct path, so the server takes the file; after a break, the
+                // peer may be coming back: try again.
+                Err(e) if resumed == 0 => {
+                    let why = match e {
+                        ClientError::Invalid(why) => why,
+                        other => other.to_string(),
+                    };
+                    return self
+                        .send_file_via_server(user, offer, file, why, started, progress)
+                        .await;
+                }
                 Err(e) => {
                     last_error = e.to_string();
                     fruitless += 1;
@@ -813,7 +826,9 @@ impl ChatClient {
                         to: user,
                         name,
                         size: offer.size,
-                        endpoint,
+                        path: Path::Direct,
+                        endpoint: Some(endpoint),
+                        why_not_direct: None,
                         took: started.elapsed(),
                         resumed,
                     });
@@ -840,10 +855,128 @@ impl ChatClient {
         match (path.path, path.endpoint) {
             (Path::Direct, Some(endpoint)) => Ok(endpoint),
             _ => Err(ClientError::Invalid(format!(
-                "{} cannot be reached directly, and files go peer to peer only: {}",
+                "{} cannot be reached directly: {}",
                 user.name, path.why
             ))),
         }
+    }
+
+    /// Sends a file through the server (`why`: why not directly), resuming where the server's
+    /// copy ends after a broken connection.
+    async fn send_file_via_server(
+        &self,
+        user: UserInfo,
+        offer: chat_api::FileOffer,
+        mut file: tokio::fs::File,
+        why: String,
+        started: tokio::time::Instant,
+        progress: impl Fn(u64, u64) + Send,
+    ) -> Result<FileReport, ClientError> {
+        let attachment = chat_api::Attachment {
+            name: offer.name.clone(),
+            size: offer.size,
+            sha256: offer.sha256.clone(),
+        };
+        let mut resumed = 0u32;
+        let mut fruitless = 0u32;
+        loop {
+            match self
+                .upload_over(user.id, offer.id, &attachment, &mut file, &progress)
+                .await
+            {
+                Ok(delivery) => {
+                    return Ok(FileReport {
+                        id: offer.id,
+                        to: user,
+                        name: offer.name,
+                        size: offer.size,
+                        path: match delivery {
+                            Delivery::Delivered => Path::Relayed,
+                            Delivery::Stored => Path::Stored,
+                        },
+                        endpoint: None,
+                        why_not_direct: Some(why),
+                        took: started.elapsed(),
+                        resumed,
+                    });
+                }
+                Err(FileError::Fatal(message)) => {
+                    return Err(ClientError::Invalid(format!(
+                        "{message} (not directly either: {why})"
+                    )));
+                }
+                Err(FileError::Broken { error, progressed }) => {
+                    debug!("upload broken: {error}");
+                    resumed += 1;
+                    fruitless = if progressed { 1 } else { fruitless + 1 };
+                    if fruitless > FILE_RESUMES {
+                        return Err(ClientError::Invalid(format!(
+                            "{} was not sent: the server kept failing ({error})",
+                            offer.name
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250) * fruitless).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt at an upload: from where the server's copy ends to the end, then finish.
+    async fn upload_over(
+        &self,
+        to: Uuid,
+        id: Uuid,
+        attachment: &chat_api::Attachment,
+        file: &mut tokio::fs::File,
+        progress: &(impl Fn(u64, u64) + Send),
+    ) -> Result<Delivery, FileError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let name = &attachment.name;
+        let classify = |e: ClientError, progressed: bool| {
+            if outcome_unknown(&e) {
+                FileError::Broken {
+                    error: e.to_string(),
+                    progressed,
+                }
+            } else {
+                FileError::Fatal(format!("{name}: {e}"))
+            }
+        };
+        let mut offset = self
+            .call(|s, token| {
+                let attachment = attachment.clone();
+                async move { s.upload_file(token, id, to, attachment).await }
+            })
+            .await
+            .map_err(|e| classify(e, false))?;
+        progress(offset, attachment.size);
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| FileError::Fatal(format!("cannot read {name}: {e}")))?;
+        let mut progressed = false;
+        let mut buf = vec![0u8; chat_api::MAX_FILE_CHUNK];
+        while offset < attachment.size {
+            let want = usize::try_from(attachment.size - offset)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            file.read_exact(&mut buf[..want]).await.map_err(|e| {
+                FileError::Fatal(format!("cannot read {name} (did it change?): {e}"))
+            })?;
+            let data = bytes::Bytes::copy_from_slice(&buf[..want]);
+            self.call(|s, token| {
+                let data = data.clone();
+                async move { s.upload_chunk(token, id, offset, data).await }
+            })
+            .await
+            .map_err(|e| classify(e, progressed))?;
+            progressed = true;
+            offset += want as u64;
+            progress(offset, attachment.size);
+        }
+        let sent_at = now_ms();
+        self.call(|s, token| async move { s.finish_upload(token, id, sent_at).await })
+            .await
+            .map_err(|e| classify(e, progressed))
     }
 
     /// How each peer this client tried to reach directly was last reached (or not), by name.

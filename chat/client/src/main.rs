@@ -784,17 +784,19 @@ impl Session {
                                     "to_id": report.to.id,
                                     "name": report.name,
                                     "size": report.size,
+                                    "path": path_name(report.path),
                                     "endpoint": report.endpoint,
+                                    "why_not_direct": report.why_not_direct,
                                     "took_ms": u64::try_from(report.took.as_millis()).unwrap_or(u64::MAX),
                                     "resumed": report.resumed,
                                 }),
                                 format!(
-                                    "* sent {} to {} ({} in {:.1} s, {rate:.1} MB/s, direct over {}{resumed})",
+                                    "* sent {} to {} ({} in {:.1} s, {rate:.1} MB/s, {}{resumed})",
                                     printable(&report.name),
                                     report.to.name,
                                     human_bytes(report.size),
                                     secs,
-                                    report.endpoint
+                                    file_path_text(&report)
                                 ),
                             );
                         }
@@ -822,6 +824,21 @@ impl Session {
             _ => return Err("not supported by this program".to_owned()),
         }
         Ok(())
+    }
+}
+
+/// How a file went: "direct over quic://…", "through the server (why not directly)", "held by
+/// the server until they return".
+fn file_path_text(report: &chat_client::FileReport) -> String {
+    let why = report
+        .why_not_direct
+        .as_deref()
+        .map(|why| format!(": {}", printable(why)))
+        .unwrap_or_default();
+    match (report.path, &report.endpoint) {
+        (chat_api::Path::Direct, Some(endpoint)) => format!("direct over {endpoint}"),
+        (chat_api::Path::Stored, _) => format!("held by the server until they return{why}"),
+        _ => format!("through the server{why}"),
     }
 }
 

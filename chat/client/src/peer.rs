@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::dedup::SeenIds;
 use crate::event::{ChatEvent, FileEvent};
-use crate::files::Incoming;
+use crate::files::{Incoming, Source};
 
 /// Looks up the device key the server has for a user: `None` when the user bound none (or is
 /// offline), an error when the server could not be asked.
@@ -183,7 +183,7 @@ impl Peer for PeerService {
             .check(offer.from.id, key)
             .await
             .map_err(PeerError::Unauthenticated)?;
-        let (offset, event) = self.files.offer(key, offer).await?;
+        let (offset, event) = self.files.offer(Source::Device(key), offer).await?;
         if let Some(event) = event {
             self.sink.emit(ChatEvent::File(event));
         }
@@ -198,12 +198,14 @@ impl Peer for PeerService {
         data: bytes::Bytes,
     ) -> Result<(), PeerError> {
         let key = device_key(ctx.peer())?;
-        self.files.chunk(key, id, offset, &data).await
+        self.files
+            .chunk(Source::Device(key), id, offset, &data)
+            .await
     }
 
     async fn finish_file(&self, ctx: CallContext, id: Uuid) -> Result<(), PeerError> {
         let key = device_key(ctx.peer())?;
-        let event = self.files.finish(key, id).await?;
+        let event = self.files.finish(Source::Device(key), id).await?;
         let failed = match &event {
             FileEvent::Failed { reason, .. } => Some(reason.clone()),
             _ => None,
@@ -522,6 +524,7 @@ mod tests {
             text: text.to_owned(),
             sent_at_ms: 1,
             path: Path::Relayed,
+            file: None,
         }
     }
 

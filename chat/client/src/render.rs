@@ -476,6 +476,7 @@ mod tests {
             text: "hi".into(),
             sent_at_ms: 5,
             path: Path::Relayed,
+            file: None,
         };
         let event = ChatEvent::Message(message.clone());
         let value = event_json(&event);
@@ -526,6 +527,7 @@ mod tests {
                 text: "hi".into(),
                 sent_at_ms: 1,
                 path: Path::Relayed,
+                file: None,
             })
         };
         let room = "lobby".to_owned();
@@ -670,6 +672,7 @@ mod tests {
             text: "\x1b]0;pwned\x07hi".into(),
             sent_at_ms: 5,
             path: Path::Direct,
+            file: None,
         };
         let line = event_text(&ChatEvent::Message(message), me).unwrap();
         assert!(!line.chars().any(char::is_control), "{line:?}");

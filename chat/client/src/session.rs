@@ -2,12 +2,13 @@
 //! reads the inbox and presence streams, acknowledges what it handed to the application, and
 //! registers again by itself whenever the session is lost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chat_api::{
-    ChatError, InboxItem, Membership, NatReport, RegisterRequest, Session, SignalClient,
+    ChatError, Envelope, FileOffer, InboxItem, Membership, NatReport, PeerError, RegisterRequest,
+    Session, SignalClient,
 };
 use futures::{FutureExt, StreamExt};
 use rpc_core::{ConnectionState, RpcError, RpcStream};
@@ -18,7 +19,8 @@ use uuid::Uuid;
 
 use crate::config::ChatClientConfig;
 use crate::directory::Directory;
-use crate::event::{ChatEvent, ClientError, ClientState};
+use crate::event::{ChatEvent, ClientError, ClientState, FileEvent};
+use crate::files::{Incoming, Source};
 use crate::peer::{PeerClients, Sink};
 use crate::punch::{self, Puncher, parse_candidates};
 
@@ -68,6 +70,10 @@ pub(crate) struct Shared {
     /// The NAT report last sent with `report_nat`: the server keeps it with the session, so it
     /// is sent again with each new one.
     pub(crate) nat: Mutex<Option<NatReport>>,
+    /// Files arriving, directly or downloaded from the server.
+    pub(crate) files: Arc<Incoming>,
+    /// The files being downloaded from the server now, by message id.
+    pub(crate) downloads: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl Shared {
@@ -216,6 +222,11 @@ impl Shared {
         let mut acks = Vec::new();
         let outcome = loop {
             match item {
+                Some(Ok(InboxItem::Message(envelope))) if envelope.file.is_some() => {
+                    // Acknowledged once the file is saved, which deletes the server's copy.
+                    self.download(envelope.clone());
+                    self.sink.offer(envelope);
+                }
                 Some(Ok(InboxItem::Message(envelope))) => {
                     // Handed to the application first, acknowledged after: a crash in between
                     // means a replay (shown once, thanks to the id), never a loss.
@@ -288,6 +299,60 @@ impl Shared {
                 );
             } else {
                 puncher.keep_probing(request.attempt, &candidates).await;
+            }
+        });
+    }
+
+    /// Downloads, in the background, the file the server holds for this user that `envelope`
+    /// carries, into the files directory (resuming a partial copy), then acknowledges the
+    /// message, which deletes the server's copy. A file this client cannot take (too large)
+    /// is acknowledged too, and so declined; one that fails for a while (a lost connection, a
+    /// full disk) stays on the server and is tried again when the inbox gives it again.
+    fn download(&self, envelope: Envelope) {
+        let Some(file) = envelope.file.clone() else {
+            return;
+        };
+        if !lock(&self.downloads).insert(envelope.id) {
+            return;
+        }
+        let id = envelope.id;
+        let offer = FileOffer {
+            id,
+            from: envelope.from,
+            name: file.name,
+            size: file.size,
+            sha256: file.sha256,
+        };
+        let (signal, files, sink) = (self.signal.clone(), self.files.clone(), self.sink.clone());
+        let session = self.session.subscribe();
+        let downloads = self.downloads.clone();
+        tokio::spawn(async move {
+            let token = || session.borrow().as_ref().map(|s| s.token.clone());
+            let outcome = fetch(&signal, &files, &sink, &offer, &token).await;
+            lock(&downloads).remove(&id);
+            let (event, done) = match outcome {
+                Ok(event) => (Some(event), true),
+                Err(Fetch::Declined(reason)) => (Some(failed(&offer, reason)), true),
+                Err(Fetch::Later(reason)) => {
+                    debug!(file = %id, "download stopped; tried again on the next inbox: {reason}");
+                    (
+                        Some(failed(&offer, format!("{reason}; it is tried again later"))),
+                        false,
+                    )
+                }
+                Err(Fetch::Kept(reason)) => {
+                    debug!(file = %id, "file left on the server: {reason}");
+                    (None, false)
+                }
+            };
+            if let Some(event) = event {
+                sink.emit(ChatEvent::File(event));
+            }
+            if done
+                && let Some(token) = token()
+                && let Err(e) = signal.ack(token, vec![id]).await
+            {
+                debug!(file = %id, "ack after the download failed: {e}");
             }
         });
     }
@@ -450,4 +515,78 @@ pub(crate) async fn run(
             debug!("the NAT report was not sent again: {e}");
         }
     }
+}
+
+/// Why a download from the server did not end with a saved file.
+enum Fetch {
+    /// This client does not take the file (too large, a bad hash, gone from the server): the
+    /// message is acknowledged, which deletes it.
+    Declined(String),
+    /// It failed for now (the connection, the disk): left on the server, tried again later.
+    Later(String),
+    /// This client takes no files at all: left on the server for another device of the user.
+    Kept(String),
+}
+
+/// Downloads the file `offer` describes from the server into `files`.
+async fn fetch(
+    signal: &SignalClient,
+    files: &Incoming,
+    sink: &Sink,
+    offer: &FileOffer,
+    token: &impl Fn() -> Option<String>,
+) -> Result<FileEvent, Fetch> {
+    let (mut offset, event) = match files.offer(Source::Server, offer.clone()).await {
+        Ok(taken) => taken,
+        Err(PeerError::Refused(reason)) if !files.takes_files() => return Err(Fetch::Kept(reason)),
+        Err(PeerError::Refused(reason) | PeerError::Invalid(reason)) => {
+            return Err(Fetch::Declined(reason));
+        }
+        Err(e) => return Err(Fetch::Later(e.to_string())),
+    };
+    if let Some(event) = event {
+        sink.emit(ChatEvent::File(event));
+    }
+    while offset < offer.size {
+        let token = token().ok_or_else(|| Fetch::Later("no session".to_owned()))?;
+        let data = match signal.download(token, offer.id, offset, 0).await {
+            Ok(data) => data,
+            Err(RpcError::Application(ChatError::NoSuchFile(_))) => {
+                return Err(Fetch::Declined(
+                    "the server no longer holds it (it expired)".to_owned(),
+                ));
+            }
+            Err(e) => return Err(Fetch::Later(e.to_string())),
+        };
+        if data.is_empty() {
+            return Err(Fetch::Later(format!(
+                "the server's copy ends at {offset} of {} bytes",
+                offer.size
+            )));
+        }
+        files
+            .chunk(Source::Server, offer.id, offset, &data)
+            .await
+            .map_err(|e| Fetch::Later(e.to_string()))?;
+        offset += data.len() as u64;
+    }
+    match files.finish(Source::Server, offer.id).await {
+        Ok(FileEvent::Failed { reason, .. }) => Err(Fetch::Declined(reason)),
+        Ok(event) => Ok(event),
+        Err(e) => Err(Fetch::Later(e.to_string())),
+    }
+}
+
+fn failed(offer: &FileOffer, reason: String) -> FileEvent {
+    FileEvent::Failed {
+        id: offer.id,
+        from: offer.from.clone(),
+        name: offer.name.clone(),
+        reason,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every mutation is a single insert or remove: a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

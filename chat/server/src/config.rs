@@ -78,6 +78,17 @@ pub struct ChatServerConfig {
     /// [`MAX_QUOTA`](Self::MAX_QUOTA). A request past it, on either side, is refused with
     /// [`ChatError::Quota`](chat_api::ChatError::Quota). Default: 1,000.
     pub max_friends: u32,
+    /// The largest file the server holds for its recipient (sent with `upload_file`), in
+    /// bytes, up to [`MAX_HELD_FILE_LIMIT`](Self::MAX_HELD_FILE_LIMIT); 0 takes no files.
+    /// Default: 100 MiB.
+    pub max_held_file: u64,
+    /// How many bytes of files the server holds for one recipient at once (the declared sizes
+    /// of those not yet acknowledged or expired), at least `max_held_file`. An upload past it
+    /// is refused with [`ChatError::Quota`](chat_api::ChatError::Quota). Default: 1 GiB.
+    pub held_files_quota: u64,
+    /// How long a held file lasts after it was begun or last written, finished or not, from
+    /// 1 s to [`MAX_FILE_TTL`](Self::MAX_FILE_TTL). Default: 7 days.
+    pub file_ttl: Duration,
     /// How long a call may ring before it ends as missed, from 1 ms to
     /// [`MAX_CALL_ANSWER`](Self::MAX_CALL_ANSWER). Default: 30 s
     /// ([`CALL_ANSWER_SECS`](chat_api::CALL_ANSWER_SECS)).
@@ -207,6 +218,16 @@ impl ChatServerConfig {
     pub const DEFAULT_MAX_PAGE_BYTES: usize = 64 << 10;
     /// The default number of friends and friend requests one user may have.
     pub const DEFAULT_MAX_FRIENDS: u32 = 1_000;
+    /// The default largest file held for a recipient: 100 MiB.
+    pub const DEFAULT_MAX_HELD_FILE: u64 = 100 << 20;
+    /// The largest file the server may be set to hold: 64 GiB.
+    pub const MAX_HELD_FILE_LIMIT: u64 = 64 << 30;
+    /// The default bytes of files held for one recipient: 1 GiB.
+    pub const DEFAULT_HELD_FILES_QUOTA: u64 = 1 << 30;
+    /// The default time a held file lasts: 7 days.
+    pub const DEFAULT_FILE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// The longest time a held file may be set to last: a year.
+    pub const MAX_FILE_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
     /// The longest time a call may ring before it ends as missed.
     pub const MAX_CALL_ANSWER: Duration = Duration::from_secs(600);
 
@@ -232,6 +253,9 @@ impl ChatServerConfig {
             max_page_items: Self::DEFAULT_MAX_PAGE_ITEMS,
             max_page_bytes: Self::DEFAULT_MAX_PAGE_BYTES,
             max_friends: Self::DEFAULT_MAX_FRIENDS,
+            max_held_file: Self::DEFAULT_MAX_HELD_FILE,
+            held_files_quota: Self::DEFAULT_HELD_FILES_QUOTA,
+            file_ttl: Self::DEFAULT_FILE_TTL,
             call_answer: Duration::from_secs(chat_api::CALL_ANSWER_SECS),
             web: None,
             password_hashing: PasswordHashing::default(),
@@ -291,6 +315,23 @@ impl ChatServerConfig {
             "the quota of room members",
             self.max_room_members,
             1..=Self::MAX_QUOTA,
+        )?;
+        in_range(
+            "the largest held file",
+            self.max_held_file,
+            0..=Self::MAX_HELD_FILE_LIMIT,
+        )?;
+        if self.held_files_quota < self.max_held_file {
+            return Err(ConfigError(format!(
+                "the bytes of files held for one user ({}) must be at least the largest held \
+                 file ({})",
+                self.held_files_quota, self.max_held_file
+            )));
+        }
+        in_range(
+            "the held files' lifetime",
+            self.file_ttl,
+            Duration::from_secs(1)..=Self::MAX_FILE_TTL,
         )?;
         in_range(
             "the frame limit",

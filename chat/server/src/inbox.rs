@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chat_api::{ChatError, Delivery, Destination, Envelope, InboxItem, Path};
+use chat_api::{Attachment, ChatError, Delivery, Destination, Envelope, InboxItem, Path};
 use futures::StreamExt;
 use rpc_core::{ServerError, ServerStream, Status};
 use tokio::sync::mpsc;
@@ -132,6 +132,20 @@ impl Shared {
     ) -> Result<Delivery, ChatError> {
         validate::text(&text)?;
         let session = self.session(token)?;
+        self.relay_as(&session, id, to, text, sent_at_ms, None)
+            .await
+    }
+
+    /// Relays a message from `session`'s user, with the file the server holds for it, if any.
+    pub(crate) async fn relay_as(
+        &self,
+        session: &Session,
+        id: Uuid,
+        to: Uuid,
+        text: String,
+        sent_at_ms: u64,
+        file: Option<Attachment>,
+    ) -> Result<Delivery, ChatError> {
         let reachable = self
             .session_of(to)
             .is_some_and(|recipient| recipient.inbox.is_open())
@@ -147,6 +161,7 @@ impl Shared {
             } else {
                 Path::Stored
             },
+            file,
         };
         let relayed = self
             .store

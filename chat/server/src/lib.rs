@@ -40,6 +40,7 @@
 mod by_name;
 mod calls;
 mod config;
+mod files;
 mod friends;
 mod inbox;
 mod message_counts;
@@ -142,6 +143,8 @@ impl ChatServer {
             max_page_bytes: config.max_page_bytes,
             max_friends: config.max_friends,
             call_answer: config.call_answer,
+            max_held_file: config.max_held_file,
+            held_files_quota: config.held_files_quota,
             password_hashing: config.password_hashing,
         };
         let shared = Arc::new(Shared::new(
@@ -176,6 +179,11 @@ impl ChatServer {
                 stop.clone(),
             )),
             tokio::spawn(forget_old_ids(shared.store.clone(), stop.clone())),
+            tokio::spawn(expire_files(
+                shared.store.clone(),
+                config.file_ttl,
+                stop.clone(),
+            )),
         ];
         // The advertised host is settled first: bound to every address, the service says it
         // answers from that host when it is an IP.
@@ -478,6 +486,24 @@ async fn forget_old_ids(store: Arc<dyn Store>, stop: CancellationToken) {
             Ok(0) => {}
             Ok(n) => info!(forgotten = n, "forgot old message ids"),
             Err(e) => warn!("forgetting old message ids: {e}"),
+        }
+    }
+}
+
+/// Deletes the held files not written for `ttl`, every tenth of it (at most hourly).
+async fn expire_files(store: Arc<dyn Store>, ttl: Duration, stop: CancellationToken) {
+    let max_age = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match store.expire_files(max_age).await {
+            Ok(0) => {}
+            Ok(n) => info!(files = n, "deleted expired files"),
+            Err(e) => warn!("deleting expired files: {e}"),
         }
     }
 }

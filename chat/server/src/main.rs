@@ -120,6 +120,18 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(ChatServerConfig::MAX_QUOTA)),
     )]
     max_rooms_created: u32,
+    /// The largest file the server holds for a user who cannot take it directly (offline, or
+    /// behind a NAT no direct path crosses), in MiB (0: files go peer to peer only).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=65536))]
+    max_held_file_mb: u64,
+    /// How many MiB of files the server holds for one user at once, at least
+    /// --max-held-file-mb.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    held_files_mb: u64,
+    /// How long a held file lasts after it was last written, in hours (1 to 8784), downloaded
+    /// or not: then the server deletes it.
+    #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8784))]
+    file_ttl_hours: u64,
     /// How many rooms one user may be a member of at once (1 to 1000000); membership lasts
     /// until the member leaves or is removed.
     #[arg(
@@ -233,6 +245,9 @@ async fn main() -> anyhow::Result<()> {
     config.room_history = usize::try_from(args.room_history)?;
     config.max_pending = args.max_pending;
     config.max_rooms_created = args.max_rooms_created;
+    config.max_held_file = args.max_held_file_mb << 20;
+    config.held_files_quota = args.held_files_mb << 20;
+    config.file_ttl = Duration::from_secs(args.file_ttl_hours * 3600);
     config.max_rooms_joined = args.max_rooms_joined;
     config.max_room_members = args.max_room_members;
     config.max_page_items = usize::try_from(args.max_page_items)?;

@@ -165,6 +165,7 @@ mod tests {
             text: "x".repeat(text_len),
             sent_at_ms: 0,
             path: Path::Room,
+            file: None,
         }
     }
 

@@ -201,6 +201,7 @@ impl Rooms {
             text,
             sent_at_ms,
             path: Path::Room,
+            file: None,
         };
         let posted = shared
             .store

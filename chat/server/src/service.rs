@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use chat_api::{
-    Access, CallMedia, ChatError, Delivery, DeviceKey, Envelope, Friend, FriendState, IceCandidate,
-    IceServer, InboxItem, LoginRequest, NatReport, Page, PresenceEvent, RegisterRequest,
-    Rendezvous, RoomInfo, SdpKind, Sender, Session, Signal, UserInfo, excerpt,
+    Access, Attachment, CallMedia, ChatError, Delivery, DeviceKey, Envelope, Friend, FriendState,
+    IceCandidate, IceServer, InboxItem, LoginRequest, NatReport, Page, PresenceEvent,
+    RegisterRequest, Rendezvous, RoomInfo, SdpKind, Sender, Session, Signal, UserInfo, excerpt,
 };
 use rpc_core::{CallContext, PeerAddr, ServerStream};
 use uuid::Uuid;
@@ -349,6 +349,45 @@ impl Signal for ChatService {
             .shared
             .device_key_of(&token, &user)?
             .map(|key| key.to_vec()))
+    }
+
+    async fn upload_file(
+        &self,
+        token: String,
+        id: Uuid,
+        to: Uuid,
+        file: Attachment,
+    ) -> Result<u64, ChatError> {
+        self.shared.upload_file(&token, id, to, file).await
+    }
+
+    async fn upload_chunk(
+        &self,
+        token: String,
+        id: Uuid,
+        offset: u64,
+        data: bytes::Bytes,
+    ) -> Result<(), ChatError> {
+        self.shared.upload_chunk(&token, id, offset, data).await
+    }
+
+    async fn finish_upload(
+        &self,
+        token: String,
+        id: Uuid,
+        sent_at_ms: u64,
+    ) -> Result<Delivery, ChatError> {
+        self.shared.finish_upload(&token, id, sent_at_ms).await
+    }
+
+    async fn download(
+        &self,
+        token: String,
+        id: Uuid,
+        offset: u64,
+        limit: u32,
+    ) -> Result<bytes::Bytes, ChatError> {
+        self.shared.download(&token, id, offset, limit).await
     }
 }
 

@@ -49,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) max_page_bytes: usize,
     pub(crate) max_friends: u32,
     pub(crate) call_answer: Duration,
+    pub(crate) max_held_file: u64,
+    pub(crate) held_files_quota: u64,
     pub(crate) password_hashing: PasswordHashing,
 }
 

@@ -243,6 +243,7 @@ async fn direct_messages_are_authenticated_by_device_keys() {
         text: "send me your password".to_owned(),
         sent_at_ms: chat_api::now_ms(),
         path: Path::Direct,
+        file: None,
     };
     let refused = to_bob.deliver(forged).await;
     assert!(

@@ -141,6 +141,7 @@ async fn a_lost_connection_is_reported_unavailable_and_replaced() {
         text: "hi".into(),
         sent_at_ms: now_ms(),
         path: Path::Stored,
+        file: None,
     };
     assert_eq!(
         store.relay(bob, &message, 10).await.unwrap(),

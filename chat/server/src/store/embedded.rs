@@ -7,19 +7,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chat_api::{Access, Envelope, FriendState, Membership, Page, Sender, now_ms};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use uuid::Uuid;
 
 use super::engine::Engine;
 use super::tables::{
-    FRIENDS, INVITED, MAILBOXES, MEMBER, NAMES, NODE_SECRET, PENDING, ROOM_GROUPS, ROOM_MEMBERS,
-    ROOM_POSTS, ROOMS, Tables, USER_ROOMS, USERS, access_code, access_of,
+    FILE_PIECES, FILES, FRIENDS, INVITED, MAILBOXES, MEMBER, NAMES, NODE_SECRET, PENDING,
+    ROOM_GROUPS, ROOM_MEMBERS, ROOM_POSTS, ROOMS, Tables, USER_ROOMS, USERS, access_code,
+    access_of,
 };
 use super::{
-    Admission, Binding, FriendAccepted, FriendRequested, Invited, Joined, Left, ListedRoom,
-    Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store, StoreError, StoredRoom, StoredUser,
-    decode, encode, friend_state, friend_state_code,
+    Admission, Binding, FileAppended, FileBegun, FriendAccepted, FriendRequested, HeldFile,
+    Invited, Joined, Left, ListedRoom, Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store,
+    StoreError, StoredRoom, StoredUser, decode, encode, friend_state, friend_state_code, same_file,
 };
 use crate::page::{PageBuilder, PageLimits};
 use crate::validate::name_key;
@@ -329,6 +331,7 @@ impl Store for RedbStore {
                 t.message_ids
                     .insert((user, id), (0, now_ms()))
                     .map_err(StoreError::db)?;
+                t.delete_file(id, Some(user))?;
                 removed += 1;
             }
             if removed > 0 {
@@ -359,6 +362,167 @@ impl Store for RedbStore {
             let after = t.message_ids.len().map_err(StoreError::db)?
                 + t.room_post_ids.len().map_err(StoreError::db)?;
             Ok(before - after)
+        })
+        .await
+    }
+
+    async fn begin_file(
+        &self,
+        id: Uuid,
+        file: &HeldFile,
+        quota: u64,
+    ) -> Result<FileBegun, StoreError> {
+        let file = file.clone();
+        let id = id.as_u128();
+        self.write(move |t| {
+            if let Some(bytes) = t.files.get(id).map_err(StoreError::db)? {
+                let held: HeldFile = decode(bytes.value())?;
+                return Ok(if same_file(&held, &file) {
+                    FileBegun::Held {
+                        received: held.received,
+                    }
+                } else {
+                    FileBegun::OtherFile
+                });
+            }
+            let to = file.to.as_u128();
+            if t.users.get(to).map_err(StoreError::db)?.is_none() {
+                return Ok(FileBegun::UnknownRecipient);
+            }
+            let held = t
+                .files_held
+                .get(to)
+                .map_err(StoreError::db)?
+                .map_or(0, |entry| entry.value());
+            if held.saturating_add(file.file.size) > quota {
+                return Ok(FileBegun::QuotaReached { held });
+            }
+            let stored = HeldFile {
+                received: 0,
+                touched_ms: now_ms(),
+                ..file
+            };
+            t.files
+                .insert(id, encode(&stored)?.as_slice())
+                .map_err(StoreError::db)?;
+            t.files_held
+                .insert(to, held + stored.file.size)
+                .map_err(StoreError::db)?;
+            Ok(FileBegun::Held { received: 0 })
+        })
+        .await
+    }
+
+    async fn append_file(
+        &self,
+        id: Uuid,
+        from: Uuid,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<FileAppended, StoreError> {
+        let id = id.as_u128();
+        self.write(move |t| {
+            let mut held: HeldFile = match t.files.get(id).map_err(StoreError::db)? {
+                Some(bytes) => decode(bytes.value())?,
+                None => return Ok(FileAppended::UnknownFile),
+            };
+            if held.from.id != from {
+                return Ok(FileAppended::UnknownFile);
+            }
+            let end = offset.saturating_add(data.len() as u64);
+            if offset != held.received || end > held.file.size {
+                return Ok(FileAppended::WrongOffset {
+                    received: held.received,
+                });
+            }
+            if !data.is_empty() {
+                t.file_pieces
+                    .insert((id, offset), &data[..])
+                    .map_err(StoreError::db)?;
+            }
+            held.received = end;
+            held.touched_ms = now_ms();
+            t.files
+                .insert(id, encode(&held)?.as_slice())
+                .map_err(StoreError::db)?;
+            Ok(FileAppended::Appended { received: end })
+        })
+        .await
+    }
+
+    async fn held_file(&self, id: Uuid) -> Result<Option<HeldFile>, StoreError> {
+        let id = id.as_u128();
+        self.read(move |txn| {
+            let files = txn.open_table(FILES).map_err(StoreError::db)?;
+            match files.get(id).map_err(StoreError::db)? {
+                Some(bytes) => Ok(Some(decode(bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn read_file(
+        &self,
+        id: Uuid,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let id = id.as_u128();
+        self.read(move |txn| {
+            let files = txn.open_table(FILES).map_err(StoreError::db)?;
+            let held: HeldFile = match files.get(id).map_err(StoreError::db)? {
+                Some(bytes) => decode(bytes.value())?,
+                None => return Ok(None),
+            };
+            if offset >= held.received {
+                return Ok(Some(Bytes::new()));
+            }
+            let pieces = txn.open_table(FILE_PIECES).map_err(StoreError::db)?;
+            let Some(entry) = pieces
+                .range((id, 0)..=(id, offset))
+                .map_err(StoreError::db)?
+                .next_back()
+            else {
+                return Err(StoreError::Record(format!(
+                    "file {} has no piece at {offset}",
+                    Uuid::from_u128(id)
+                )));
+            };
+            let (key, piece) = entry.map_err(StoreError::db)?;
+            let piece = piece.value();
+            let skip = usize::try_from(offset - key.value().1).unwrap_or(usize::MAX);
+            let Some(rest) = piece.get(skip..) else {
+                return Err(StoreError::Record(format!(
+                    "file {} has a gap at {offset}",
+                    Uuid::from_u128(id)
+                )));
+            };
+            Ok(Some(Bytes::copy_from_slice(&rest[..rest.len().min(max)])))
+        })
+        .await
+    }
+
+    async fn delete_file(&self, id: Uuid) -> Result<bool, StoreError> {
+        let id = id.as_u128();
+        self.write(move |t| t.delete_file(id, None)).await
+    }
+
+    async fn expire_files(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = now_ms().saturating_sub(max_age_ms);
+        self.write(move |t| {
+            let mut old = Vec::new();
+            for entry in t.files.iter().map_err(StoreError::db)? {
+                let (id, bytes) = entry.map_err(StoreError::db)?;
+                let held: HeldFile = decode(bytes.value())?;
+                if held.touched_ms < cutoff {
+                    old.push(id.value());
+                }
+            }
+            for &id in &old {
+                t.delete_file(id, None)?;
+            }
+            Ok(old.len() as u64)
         })
         .await
     }
@@ -932,6 +1096,7 @@ mod tests {
             text: text.into(),
             sent_at_ms: 1,
             path: MsgPath::Stored,
+            file: None,
         }
     }
 

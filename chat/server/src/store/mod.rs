@@ -43,7 +43,15 @@
 //! room_posts      (room name, post number)          postcard(Envelope), the last N per room
 //! room_post_ids   (room name, message id)           (post number, ms)
 //! meta            key                               value (the node secret)
+//! files           file id (u128)                    postcard(HeldFile): sender, recipient,
+//!                                                   name, size, hash, bytes received, time
+//! file_pieces     (file id, offset)                 the bytes of one upload chunk
+//! files_held      recipient id (u128)               declared sizes of their files, summed
 //! ```
+//!
+//! A file sent through the server is held under the id of the message that carries it, one
+//! piece per upload chunk, until its recipient acknowledges that message (which deletes it in
+//! the same transaction) or it expires.
 //!
 //! A friendship or request is two rows, one each way, written together. A credential is an
 //! argon2id PHC string the server made; the store keeps it as given and never verifies.
@@ -83,6 +91,10 @@
 //! chat_room_posts     (room, number)               envelope
 //! chat_room_post_ids  (room, message_id)           number, at_ms
 //! chat_meta           key                          value (the node secret)
+//! chat_files          id                           sender, recipient, record (postcard
+//!                                                  HeldFile), size, received, touched_ms
+//! chat_file_pieces    (file_id, start)             data (deleted with their file)
+//! chat_files_held     recipient                    held (declared sizes, summed)
 //! ```
 //!
 //! A `chat_users` of the format before accounts (columns `salt` and `hash`) is migrated when a
@@ -98,7 +110,8 @@ mod tables;
 use std::fmt;
 
 use async_trait::async_trait;
-use chat_api::{Access, Envelope, FriendState, Membership, Page, Sender};
+use bytes::Bytes;
+use chat_api::{Access, Attachment, Envelope, FriendState, Membership, Page, Sender};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -157,6 +170,62 @@ pub enum Relayed {
     UnknownRecipient,
     /// The recipient has too many unacknowledged messages.
     MailboxFull,
+}
+
+/// A file sent through the server, held for its recipient until they acknowledge the message
+/// that carries it (its id is the message's) or it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldFile {
+    /// Who sends it.
+    pub from: Sender,
+    /// Who it is for.
+    pub to: Uuid,
+    /// Its name, size and hash, as the sender declared them.
+    pub file: Attachment,
+    /// How many of its bytes have arrived, from the start.
+    pub received: u64,
+    /// When it was begun or last written, in milliseconds since the Unix epoch: it expires so
+    /// long after (see [`Store::expire_files`]).
+    pub touched_ms: u64,
+}
+
+/// The outcome of [`Store::begin_file`]. Only a new [`FileBegun::Held`] changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileBegun {
+    /// The file is held (new, or begun before with the same sender, recipient, size and
+    /// hash): this many of its bytes have arrived.
+    Held {
+        /// Bytes held, from the start.
+        received: u64,
+    },
+    /// Another file has this id (another sender, recipient, size or hash); nothing was
+    /// changed.
+    OtherFile,
+    /// Nobody ever registered the recipient's id.
+    UnknownRecipient,
+    /// The recipient's files would pass the quota; nothing was changed.
+    QuotaReached {
+        /// The bytes of the files held for the recipient now (their declared sizes).
+        held: u64,
+    },
+}
+
+/// The outcome of [`Store::append_file`]. Only [`FileAppended::Appended`] changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileAppended {
+    /// The bytes are kept: this many of the file's have arrived.
+    Appended {
+        /// Bytes held, from the start.
+        received: u64,
+    },
+    /// No file with this id is held from this sender.
+    UnknownFile,
+    /// The bytes do not start where the held ones end (at `received`), or would pass the
+    /// declared size.
+    WrongOffset {
+        /// Bytes held, from the start.
+        received: u64,
+    },
 }
 
 /// The limits a change of a room's membership is checked against.
@@ -424,8 +493,9 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// (0: from the first), in order, with the highest sequence number ever given there.
     async fn mailbox(&self, user: Uuid, after: u64, limit: usize) -> Result<Mailbox, StoreError>;
 
-    /// Deletes the acknowledged messages of `user` by id; returns how many were waiting. Ids
-    /// that are unknown or acknowledged already are ignored.
+    /// Deletes the acknowledged messages of `user` by id, and the files held for `user` under
+    /// those ids; returns how many messages were waiting. Ids that are unknown or acknowledged
+    /// already are ignored.
     async fn ack(&self, user: Uuid, ids: &[Uuid]) -> Result<usize, StoreError>;
 
     /// Forgets the ids of acknowledged messages and of room posts older than `max_age_ms`: a
@@ -501,6 +571,47 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
         limits: PageLimits,
     ) -> Result<Page<Envelope>, StoreError>;
 
+    /// Holds a file `file.from` sends to `file.to` under `id` (with `received` 0), or finds
+    /// the one begun before under `id` with the same sender, recipient, size and hash: refused
+    /// if the recipient never registered, or if the declared sizes of the files held for them
+    /// would pass `quota` bytes.
+    async fn begin_file(
+        &self,
+        id: Uuid,
+        file: &HeldFile,
+        quota: u64,
+    ) -> Result<FileBegun, StoreError>;
+
+    /// Adds `data` to the file `id` that `from` sends, at `offset`, which must be where its
+    /// held bytes end; the total may not pass the declared size.
+    async fn append_file(
+        &self,
+        id: Uuid,
+        from: Uuid,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<FileAppended, StoreError>;
+
+    /// The file held under `id`, whoever it is from or for.
+    async fn held_file(&self, id: Uuid) -> Result<Option<HeldFile>, StoreError>;
+
+    /// Up to `max` bytes of the file `id` from `offset` (fewer when its bytes are stored in
+    /// pieces: up to the end of the piece that holds `offset`; empty at or past the end of the
+    /// bytes held). `None` when no file has this id.
+    async fn read_file(
+        &self,
+        id: Uuid,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Bytes>, StoreError>;
+
+    /// Deletes the file `id` and its bytes; returns whether there was one.
+    async fn delete_file(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Deletes the files not begun or written for `max_age_ms` (finished or not); returns how
+    /// many.
+    async fn expire_files(&self, max_age_ms: u64) -> Result<u64, StoreError>;
+
     /// A secret made at random the first time any server asks and the same ever after: the
     /// servers sharing this store prove to each other with it that they do (`chat.Node`).
     async fn node_secret(&self) -> Result<String, StoreError>;
@@ -512,6 +623,15 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Finishes the writes under way and lets go of the database, so that it can be opened
     /// again. Later operations fail with [`StoreError::Closed`].
     async fn close(&self);
+}
+
+/// Whether `held` is the file `begun` declares (the same sender, recipient, size and hash; the
+/// name may differ, the first one given is kept).
+fn same_file(held: &HeldFile, begun: &HeldFile) -> bool {
+    held.from.id == begun.from.id
+        && held.to == begun.to
+        && held.file.size == begun.file.size
+        && held.file.sha256 == begun.file.sha256
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

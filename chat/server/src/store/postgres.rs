@@ -5,14 +5,18 @@
 //! it changes together are serialized by locking one row first (`FOR UPDATE`): the recipient's
 //! mailbox for relays and acks, the creator's count for room creation, the room's group row
 //! for its membership changes and posts (then the members' mailboxes, in member id order, for
-//! the post's fan-out). A connection that fails (the server restarted, the network dropped) is
-//! answered [`StoreError::Unavailable`] and replaced by a new one on a later call.
+//! the post's fan-out), the recipient's sum of held files for the files begun, deleted and
+//! expired for them (before the files' rows), and the file's row for its appends. A connection
+//! that fails (the server restarted, the network dropped) is answered
+//! [`StoreError::Unavailable`] and replaced by a new one on a later call.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chat_api::{Access, Envelope, FriendState, Page, Sender, now_ms};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
@@ -26,9 +30,9 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{
-    Admission, Binding, FriendAccepted, FriendRequested, Invited, Joined, Left, ListedRoom,
-    Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store, StoreError, StoredRoom, StoredUser,
-    decode, encode, friend_state, friend_state_code,
+    Admission, Binding, FileAppended, FileBegun, FriendAccepted, FriendRequested, HeldFile,
+    Invited, Joined, Left, ListedRoom, Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store,
+    StoreError, StoredRoom, StoredUser, decode, encode, friend_state, friend_state_code, same_file,
 };
 use crate::page::{PageBuilder, PageLimits};
 use crate::password::legacy_credential;
@@ -128,6 +132,26 @@ CREATE TABLE IF NOT EXISTS chat_room_invites (
 CREATE TABLE IF NOT EXISTS chat_rooms_joined (
     member UUID PRIMARY KEY,
     joined BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_files (
+    id UUID PRIMARY KEY,
+    sender UUID NOT NULL,
+    recipient UUID NOT NULL,
+    record BYTEA NOT NULL,
+    size BIGINT NOT NULL,
+    received BIGINT NOT NULL,
+    touched_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chat_files_by_touched ON chat_files (touched_ms);
+CREATE TABLE IF NOT EXISTS chat_file_pieces (
+    file_id UUID NOT NULL REFERENCES chat_files (id) ON DELETE CASCADE,
+    start BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (file_id, start)
+);
+CREATE TABLE IF NOT EXISTS chat_files_held (
+    recipient UUID PRIMARY KEY,
+    held BIGINT NOT NULL
 );
 "#;
 
@@ -602,20 +626,30 @@ impl PgStore {
         if mailbox.is_none() {
             return Ok(0);
         }
-        let seqs: Vec<i64> = txn
+        let (seqs, waiting): (Vec<i64>, Vec<Uuid>) = txn
             .query(
-                "SELECT seq FROM chat_message_ids \
+                "SELECT seq, message_id FROM chat_message_ids \
                  WHERE recipient = $1 AND message_id = ANY($2) AND seq <> 0",
                 &[&user, &ids],
             )
             .await
             .map_err(pg)?
             .iter()
-            .map(|row| row.get(0))
-            .collect();
+            .map(|row| (row.get::<_, i64>(0), row.get::<_, Uuid>(1)))
+            .unzip();
         if seqs.is_empty() {
             return Ok(0);
         }
+        // The files held for the user under the ids of the messages acknowledged now (as in
+        // redb: a message's file goes with it).
+        delete_files(
+            &txn,
+            &[user],
+            "DELETE FROM chat_files WHERE recipient = $1 AND id = ANY($2) \
+             RETURNING recipient, size",
+            &[&user, &waiting],
+        )
+        .await?;
         txn.execute(
             "DELETE FROM chat_pending WHERE recipient = $1 AND seq = ANY($2)",
             &[&user, &seqs],
@@ -1180,6 +1214,247 @@ impl PgStore {
         }
         Ok(page.finish(None))
     }
+
+    async fn begin_file_in(
+        &self,
+        id: Uuid,
+        file: &HeldFile,
+        quota: u64,
+    ) -> Result<FileBegun, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        if let Some(held) = held_in(&txn, id).await? {
+            return Ok(begun_again(&held, file));
+        }
+        let to = file.to;
+        let known = txn
+            .query_opt("SELECT 1 FROM chat_users WHERE id = $1", &[&to])
+            .await
+            .map_err(pg)?;
+        if known.is_none() {
+            return Ok(FileBegun::UnknownRecipient);
+        }
+        // The recipient's sum is the lock that orders the files begun for them (and deleted).
+        let held: i64 = lock_row(
+            &txn,
+            "INSERT INTO chat_files_held (recipient, held) VALUES ($1, 0) \
+             ON CONFLICT (recipient) DO NOTHING",
+            "SELECT held FROM chat_files_held WHERE recipient = $1 FOR UPDATE",
+            &to,
+        )
+        .await?
+        .get(0);
+        let held = unsigned(held)?;
+        if held.saturating_add(file.file.size) > quota {
+            return Ok(FileBegun::QuotaReached { held });
+        }
+        let at = now_ms();
+        let stored = HeldFile {
+            received: 0,
+            touched_ms: at,
+            ..file.clone()
+        };
+        let size = signed(stored.file.size)?;
+        let inserted = txn
+            .execute(
+                "INSERT INTO chat_files (id, sender, recipient, record, size, received, \
+                 touched_ms) VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &id,
+                    &stored.from.id,
+                    &to,
+                    &encode(&stored)?,
+                    &size,
+                    &signed(at)?,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 0 {
+            // Begun by another call meanwhile (for another recipient: those for this one wait
+            // for the lock); this transaction changes nothing.
+            return Ok(match held_in(&txn, id).await? {
+                Some(held) => begun_again(&held, file),
+                None => FileBegun::OtherFile,
+            });
+        }
+        txn.execute(
+            "UPDATE chat_files_held SET held = held + $2 WHERE recipient = $1",
+            &[&to, &size],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(FileBegun::Held { received: 0 })
+    }
+
+    async fn append_file_in(
+        &self,
+        id: Uuid,
+        from: Uuid,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<FileAppended, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        // The file's row is the lock that orders its appends.
+        let row = txn
+            .query_opt(
+                "SELECT record, received, touched_ms FROM chat_files WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Ok(FileAppended::UnknownFile);
+        };
+        let mut held = held_of(&row)?;
+        if held.from.id != from {
+            return Ok(FileAppended::UnknownFile);
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if offset != held.received || end > held.file.size {
+            return Ok(FileAppended::WrongOffset {
+                received: held.received,
+            });
+        }
+        if !data.is_empty() {
+            txn.execute(
+                "INSERT INTO chat_file_pieces (file_id, start, data) VALUES ($1, $2, $3)",
+                &[&id, &signed(offset)?, &&data[..]],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        held.received = end;
+        held.touched_ms = now_ms();
+        txn.execute(
+            "UPDATE chat_files SET record = $2, received = $3, touched_ms = $4 WHERE id = $1",
+            &[
+                &id,
+                &encode(&held)?,
+                &signed(held.received)?,
+                &signed(held.touched_ms)?,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(FileAppended::Appended { received: end })
+    }
+
+    async fn held_file_in(&self, id: Uuid) -> Result<Option<HeldFile>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT record, received, touched_ms FROM chat_files WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(held_of).transpose()
+    }
+
+    async fn read_file_in(
+        &self,
+        id: Uuid,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Bytes>, StoreError> {
+        // Past the largest size a file may have is past its end.
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let client = self.client().await?;
+        // One statement, one snapshot: the file and its piece that holds `offset` (the one that
+        // starts last at or before it), cut from `offset` to at most `max` bytes.
+        let row = client
+            .query_opt(
+                "SELECT f.received, p.start, p.length, p.bytes FROM chat_files f \
+                 LEFT JOIN LATERAL (SELECT start, octet_length(data) AS length, \
+                     substring(data FROM ($2 - start + 1)::integer FOR $3) AS bytes \
+                     FROM chat_file_pieces \
+                     WHERE file_id = f.id AND start <= $2 AND $2 < f.received \
+                     ORDER BY start DESC LIMIT 1) p ON TRUE \
+                 WHERE f.id = $1",
+                &[&id, &offset, &max],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let received: i64 = row.get(0);
+        if offset >= received {
+            return Ok(Some(Bytes::new()));
+        }
+        let start: Option<i64> = row.get(1);
+        let length: Option<i32> = row.get(2);
+        match (start, length) {
+            (Some(start), Some(length)) if start + i64::from(length) > offset => {
+                let bytes: Vec<u8> = row.get(3);
+                Ok(Some(Bytes::from(bytes)))
+            }
+            (None, _) | (_, None) => Err(StoreError::Record(format!(
+                "file {id} has no piece at {offset}"
+            ))),
+            _ => Err(StoreError::Record(format!(
+                "file {id} has a gap at {offset}"
+            ))),
+        }
+    }
+
+    async fn delete_file_in(&self, id: Uuid) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let Some(row) = txn
+            .query_opt("SELECT recipient FROM chat_files WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(false);
+        };
+        let to: Uuid = row.get(0);
+        let deleted = delete_files(
+            &txn,
+            &[to],
+            "DELETE FROM chat_files WHERE id = $1 AND recipient = $2 RETURNING recipient, size",
+            &[&id, &to],
+        )
+        .await?;
+        txn.commit().await.map_err(pg)?;
+        Ok(deleted > 0)
+    }
+
+    async fn expire_files_in(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        let cutoff = i64::try_from(now_ms().saturating_sub(max_age_ms)).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let recipients: Vec<Uuid> = txn
+            .query(
+                "SELECT DISTINCT recipient FROM chat_files WHERE touched_ms < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if recipients.is_empty() {
+            return Ok(0);
+        }
+        // Only the files of the recipients whose sums are locked: one begun for another since
+        // is new, and one written since is no longer old.
+        let deleted = delete_files(
+            &txn,
+            &recipients,
+            "DELETE FROM chat_files WHERE touched_ms < $1 AND recipient = ANY($2) \
+             RETURNING recipient, size",
+            &[&cutoff, &recipients],
+        )
+        .await?;
+        txn.commit().await.map_err(pg)?;
+        Ok(deleted)
+    }
 }
 
 #[async_trait]
@@ -1297,6 +1572,46 @@ impl Store for PgStore {
 
     async fn rooms(&self) -> Result<Vec<String>, StoreError> {
         self.track(self.rooms_in().await)
+    }
+
+    async fn begin_file(
+        &self,
+        id: Uuid,
+        file: &HeldFile,
+        quota: u64,
+    ) -> Result<FileBegun, StoreError> {
+        self.track(self.begin_file_in(id, file, quota).await)
+    }
+
+    async fn append_file(
+        &self,
+        id: Uuid,
+        from: Uuid,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<FileAppended, StoreError> {
+        self.track(self.append_file_in(id, from, offset, data).await)
+    }
+
+    async fn held_file(&self, id: Uuid) -> Result<Option<HeldFile>, StoreError> {
+        self.track(self.held_file_in(id).await)
+    }
+
+    async fn read_file(
+        &self,
+        id: Uuid,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Bytes>, StoreError> {
+        self.track(self.read_file_in(id, offset, max).await)
+    }
+
+    async fn delete_file(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.track(self.delete_file_in(id).await)
+    }
+
+    async fn expire_files(&self, max_age_ms: u64) -> Result<u64, StoreError> {
+        self.track(self.expire_files_in(max_age_ms).await)
     }
 
     async fn node_secret(&self) -> Result<String, StoreError> {
@@ -1567,6 +1882,75 @@ async fn lock_row(
 ) -> Result<Row, StoreError> {
     txn.execute(insert, &[key]).await.map_err(pg)?;
     txn.query_one(lock, &[key]).await.map_err(pg)
+}
+
+/// The file held under `id`, if any (read in `txn`, not locked).
+async fn held_in(txn: &Transaction<'_>, id: Uuid) -> Result<Option<HeldFile>, StoreError> {
+    let row = txn
+        .query_opt(
+            "SELECT record, received, touched_ms FROM chat_files WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+    row.as_ref().map(held_of).transpose()
+}
+
+/// A held file from its row (`record, received, touched_ms`): the columns, which queries read
+/// and change, are authoritative over the copies in the record.
+fn held_of(row: &Row) -> Result<HeldFile, StoreError> {
+    let bytes: &[u8] = row.get(0);
+    let mut held: HeldFile = decode(bytes)?;
+    held.received = unsigned(row.get(1))?;
+    held.touched_ms = unsigned(row.get(2))?;
+    Ok(held)
+}
+
+/// What [`Store::begin_file`] answers for a file already held under the id.
+fn begun_again(held: &HeldFile, begun: &HeldFile) -> FileBegun {
+    if same_file(held, begun) {
+        FileBegun::Held {
+            received: held.received,
+        }
+    } else {
+        FileBegun::OtherFile
+    }
+}
+
+/// Locks the sums of the files held for `recipients` (in id order, so that two transactions
+/// cannot deadlock), runs `delete` (a `DELETE FROM chat_files … RETURNING recipient, size` of
+/// files of those recipients only; their pieces go with them) and takes the sizes of the files
+/// deleted off their recipients' sums. Returns how many files were deleted.
+async fn delete_files(
+    txn: &Transaction<'_>,
+    recipients: &[Uuid],
+    delete: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let recipients = recipients.to_vec();
+    txn.query(
+        "SELECT recipient FROM chat_files_held WHERE recipient = ANY($1) \
+         ORDER BY recipient FOR UPDATE",
+        &[&recipients],
+    )
+    .await
+    .map_err(pg)?;
+    let rows = txn.query(delete, params).await.map_err(pg)?;
+    let mut freed: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for row in &rows {
+        let size: i64 = row.get(1);
+        let sum = freed.entry(row.get(0)).or_default();
+        *sum = sum.saturating_add(size);
+    }
+    for (recipient, size) in freed {
+        txn.execute(
+            "UPDATE chat_files_held SET held = GREATEST(held - $2, 0) WHERE recipient = $1",
+            &[&recipient, &size],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(rows.len() as u64)
 }
 
 /// A count or number as stored.

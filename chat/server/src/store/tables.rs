@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::error::StoreError;
-use super::{StoredUser, decode, encode};
+use super::{HeldFile, StoredUser, decode, encode};
 use crate::password::legacy_credential;
 use crate::validate::name_key;
 
@@ -45,6 +45,13 @@ pub(super) const USER_ROOMS: TableDefinition<'_, (u128, &str), u8> =
 pub(super) const ROOMS_JOINED: TableDefinition<'_, u128, u64> =
     TableDefinition::new("rooms_joined");
 pub(super) const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
+/// Files held for their recipients, by id: postcard(HeldFile).
+pub(super) const FILES: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("files");
+/// A held file's bytes: (file id, offset of the piece) to the piece (one per upload chunk).
+pub(super) const FILE_PIECES: TableDefinition<'_, (u128, u64), &[u8]> =
+    TableDefinition::new("file_pieces");
+/// The declared sizes of the files held for a user, summed (for the quota).
+pub(super) const FILES_HELD: TableDefinition<'_, u128, u64> = TableDefinition::new("files_held");
 
 /// A [`USER_ROOMS`] entry of a member.
 pub(super) const MEMBER: u8 = 1;
@@ -88,6 +95,9 @@ pub(super) struct Tables<'txn> {
     pub(super) meta: Table<'txn, &'static str, &'static str>,
     pub(super) names: Table<'txn, &'static str, u128>,
     pub(super) friends: Table<'txn, (u128, u128), u8>,
+    pub(super) files: Table<'txn, u128, &'static [u8]>,
+    pub(super) file_pieces: Table<'txn, (u128, u64), &'static [u8]>,
+    pub(super) files_held: Table<'txn, u128, u64>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -108,7 +118,43 @@ impl<'txn> Tables<'txn> {
             meta: txn.open_table(META).map_err(StoreError::db)?,
             names: txn.open_table(NAMES).map_err(StoreError::db)?,
             friends: txn.open_table(FRIENDS).map_err(StoreError::db)?,
+            files: txn.open_table(FILES).map_err(StoreError::db)?,
+            file_pieces: txn.open_table(FILE_PIECES).map_err(StoreError::db)?,
+            files_held: txn.open_table(FILES_HELD).map_err(StoreError::db)?,
         })
+    }
+
+    /// Deletes the held file `id` (if `for_user` is given, only one held for that user), its
+    /// pieces, and its bytes from its recipient's sum; returns whether there was one.
+    pub(super) fn delete_file(
+        &mut self,
+        id: u128,
+        for_user: Option<u128>,
+    ) -> Result<bool, StoreError> {
+        let held: HeldFile = match self.files.get(id).map_err(StoreError::db)? {
+            Some(bytes) => decode(bytes.value())?,
+            None => return Ok(false),
+        };
+        let to = held.to.as_u128();
+        if for_user.is_some_and(|user| user != to) {
+            return Ok(false);
+        }
+        self.files.remove(id).map_err(StoreError::db)?;
+        self.file_pieces
+            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+            .map_err(StoreError::db)?;
+        let sum = self
+            .files_held
+            .get(to)
+            .map_err(StoreError::db)?
+            .map_or(0, |entry| entry.value());
+        let left = sum.saturating_sub(held.file.size);
+        if left == 0 {
+            self.files_held.remove(to).map_err(StoreError::db)?;
+        } else {
+            self.files_held.insert(to, left).map_err(StoreError::db)?;
+        }
+        Ok(true)
     }
 
     /// (last sequence number, pending count) of a mailbox.

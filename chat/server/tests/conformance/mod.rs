@@ -7,13 +7,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chat_api::{
-    Access, Destination, Envelope, FriendState, Membership, Path as MsgPath, Sender, now_ms,
+    Access, Attachment, Destination, Envelope, FriendState, Membership, Path as MsgPath, Sender,
+    now_ms,
 };
 use chat_server::page::PageLimits;
 use chat_server::store::{
-    Admission, Binding, FriendAccepted, FriendRequested, Invited, Joined, Left, Posted, Relayed,
-    RoomFilter, RoomQuotas, Store, StoreError,
+    Admission, Binding, FileAppended, FileBegun, FriendAccepted, FriendRequested, HeldFile,
+    Invited, Joined, Left, Posted, Relayed, RoomFilter, RoomQuotas, Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -46,6 +48,7 @@ pub async fn run(backend: &impl Backend) {
     concurrent_posts_reach_every_mailbox_in_history_order(&backend.open("order").await).await;
     concurrent_relays_get_consecutive_numbers(&backend.open("concurrent").await).await;
     the_node_secret_is_made_once(&backend.open("secret").await).await;
+    files(&backend.open("files").await).await;
     everything_survives_close_and_reopen(backend).await;
 }
 
@@ -60,6 +63,7 @@ fn envelope(to: Uuid, text: &str) -> Envelope {
         text: text.into(),
         sent_at_ms: now_ms(),
         path: MsgPath::Stored,
+        file: None,
     }
 }
 
@@ -1232,5 +1236,307 @@ async fn everything_survives_close_and_reopen(backend: &impl Backend) {
     assert_eq!(standing(&store, "lobby", dave).await, Membership::Invited);
     let carols = store.mailbox(carol, 0, 10).await.unwrap().messages;
     assert_eq!(carols, vec![(1, hello)]);
+    store.close().await;
+}
+
+/// A file of `size` bytes that `from` sends `to`, as the sender declares it (`hash` stands for
+/// its SHA-256: the store compares it, never computes it).
+fn held(from: Uuid, to: Uuid, size: u64, hash: char) -> HeldFile {
+    HeldFile {
+        from: Sender {
+            id: from,
+            name: "ann".into(),
+        },
+        to,
+        file: Attachment {
+            name: "notes.txt".into(),
+            size,
+            sha256: hash.to_string().repeat(64),
+        },
+        received: 0,
+        touched_ms: 0,
+    }
+}
+
+/// Files held for their recipient: begun once within a quota, written in order by their
+/// sender, read a piece at a time, and gone when acknowledged, deleted or expired.
+async fn files(store: &Arc<dyn Store>) {
+    const QUOTA: u64 = 25;
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let cat = user(store, "cat").await;
+    let id = Uuid::new_v4();
+    let notes = held(ann, bob, 10, 'a');
+    assert_eq!(store.held_file(id).await.unwrap(), None);
+    let before = now_ms();
+    assert_eq!(
+        store.begin_file(id, &notes, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+    let stored = store.held_file(id).await.unwrap().unwrap();
+    assert_eq!(
+        (&stored.from.id, &stored.to, &stored.file, stored.received),
+        (&ann, &bob, &notes.file, 0)
+    );
+    assert!(
+        (before..=now_ms()).contains(&stored.touched_ms),
+        "{}",
+        stored.touched_ms
+    );
+    // Begun again with the same details (the name may differ): the same file.
+    let renamed = HeldFile {
+        file: Attachment {
+            name: "other.txt".into(),
+            ..notes.file.clone()
+        },
+        ..notes.clone()
+    };
+    assert_eq!(
+        store.begin_file(id, &renamed, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+    assert_eq!(
+        store.held_file(id).await.unwrap().unwrap().file.name,
+        "notes.txt"
+    );
+    // Another size, hash, sender or recipient under the same id is another file.
+    for other in [
+        held(ann, bob, 11, 'a'),
+        held(ann, bob, 10, 'b'),
+        held(cat, bob, 10, 'a'),
+        held(ann, cat, 10, 'a'),
+    ] {
+        assert_eq!(
+            store.begin_file(id, &other, QUOTA).await.unwrap(),
+            FileBegun::OtherFile
+        );
+    }
+    let nobody = Uuid::new_v4();
+    assert_eq!(
+        store
+            .begin_file(Uuid::new_v4(), &held(ann, nobody, 1, 'a'), QUOTA)
+            .await
+            .unwrap(),
+        FileBegun::UnknownRecipient
+    );
+    // The declared sizes count against the recipient's quota, whatever has arrived.
+    let (big_id, big) = (Uuid::new_v4(), held(cat, bob, 20, 'c'));
+    assert_eq!(
+        store.begin_file(big_id, &big, QUOTA).await.unwrap(),
+        FileBegun::QuotaReached { held: 10 }
+    );
+    assert_eq!(store.held_file(big_id).await.unwrap(), None);
+    // Another recipient's quota is their own.
+    let (cats_id, cats) = (Uuid::new_v4(), held(bob, cat, 20, 'd'));
+    assert_eq!(
+        store.begin_file(cats_id, &cats, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+
+    // Appends, from where the held bytes end and within the declared size, by the sender.
+    let append = |from: Uuid, offset: u64, data: &'static [u8]| {
+        let store = store.clone();
+        async move {
+            store
+                .append_file(id, from, offset, Bytes::from_static(data))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        append(ann, 0, b"hello").await,
+        FileAppended::Appended { received: 5 }
+    );
+    assert_eq!(
+        append(ann, 0, b"hello").await,
+        FileAppended::WrongOffset { received: 5 }
+    );
+    assert_eq!(
+        append(ann, 7, b"ld").await,
+        FileAppended::WrongOffset { received: 5 }
+    );
+    assert_eq!(
+        append(ann, 5, b"world!").await,
+        FileAppended::WrongOffset { received: 5 }
+    );
+    assert_eq!(append(cat, 5, b"world").await, FileAppended::UnknownFile);
+    assert_eq!(
+        store
+            .append_file(Uuid::new_v4(), ann, 0, Bytes::from_static(b"x"))
+            .await
+            .unwrap(),
+        FileAppended::UnknownFile
+    );
+    assert_eq!(store.held_file(id).await.unwrap().unwrap().received, 5);
+    let before = now_ms();
+    assert_eq!(
+        append(ann, 5, b"world").await,
+        FileAppended::Appended { received: 10 }
+    );
+    let stored = store.held_file(id).await.unwrap().unwrap();
+    assert_eq!(stored.received, 10);
+    assert!(stored.touched_ms >= before, "{}", stored.touched_ms);
+    // Resuming tells how much has arrived.
+    assert_eq!(
+        store.begin_file(id, &notes, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 10 }
+    );
+
+    // Reads go up to the end of the piece that holds the offset, at most `max` bytes.
+    let read = |offset: u64, max: usize| {
+        let store = store.clone();
+        async move { store.read_file(id, offset, max).await.unwrap() }
+    };
+    assert_eq!(read(0, 100).await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(read(2, 100).await.as_deref(), Some(&b"llo"[..]));
+    assert_eq!(read(3, 100).await.as_deref(), Some(&b"lo"[..]));
+    assert_eq!(read(5, 100).await.as_deref(), Some(&b"world"[..]));
+    assert_eq!(read(7, 100).await.as_deref(), Some(&b"rld"[..]));
+    assert_eq!(read(1, 2).await.as_deref(), Some(&b"el"[..]));
+    assert_eq!(read(6, 3).await.as_deref(), Some(&b"orl"[..]));
+    assert_eq!(read(10, 100).await.as_deref(), Some(&b""[..]));
+    assert_eq!(read(11, 100).await.as_deref(), Some(&b""[..]));
+    assert_eq!(read(u64::MAX, 100).await.as_deref(), Some(&b""[..]));
+    assert_eq!(store.read_file(Uuid::new_v4(), 0, 100).await.unwrap(), None);
+    // A file of which nothing has arrived reads empty.
+    assert_eq!(
+        store.read_file(cats_id, 0, 100).await.unwrap().as_deref(),
+        Some(&b""[..])
+    );
+
+    // Acknowledging the message with the file's id deletes it, for its recipient only.
+    let message = Envelope {
+        id,
+        ..envelope(bob, "notes.txt")
+    };
+    assert_eq!(
+        relay(store, bob, &message).await,
+        Relayed::Stored { seq: 1 }
+    );
+    assert_eq!(
+        relay(store, cat, &message).await,
+        Relayed::Stored { seq: 1 }
+    );
+    assert_eq!(store.ack(cat, &[id]).await.unwrap(), 1);
+    assert_eq!(store.ack(ann, &[id]).await.unwrap(), 0);
+    assert_eq!(store.held_file(id).await.unwrap().unwrap().received, 10);
+    assert_eq!(read(0, 100).await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(store.ack(bob, &[id]).await.unwrap(), 1);
+    assert_eq!(store.held_file(id).await.unwrap(), None);
+    assert_eq!(store.read_file(id, 0, 100).await.unwrap(), None);
+    assert_eq!(append(ann, 10, b"").await, FileAppended::UnknownFile);
+    assert!(!store.delete_file(id).await.unwrap());
+    // Its size no longer counts against bob's quota: what was refused now fits.
+    assert_eq!(
+        store.begin_file(big_id, &big, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+    assert_eq!(
+        store
+            .append_file(big_id, cat, 0, Bytes::from_static(b"abc"))
+            .await
+            .unwrap(),
+        FileAppended::Appended { received: 3 }
+    );
+
+    // Deleted once; its pieces with it, and its size off the quota.
+    assert!(store.delete_file(big_id).await.unwrap());
+    assert!(!store.delete_file(big_id).await.unwrap());
+    assert_eq!(store.held_file(big_id).await.unwrap(), None);
+    assert_eq!(store.read_file(big_id, 0, 100).await.unwrap(), None);
+    let (full_id, full) = (Uuid::new_v4(), held(ann, bob, QUOTA, 'e'));
+    assert_eq!(
+        store.begin_file(full_id, &full, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+    assert_eq!(
+        store
+            .begin_file(Uuid::new_v4(), &held(ann, bob, 1, 'f'), QUOTA)
+            .await
+            .unwrap(),
+        FileBegun::QuotaReached { held: QUOTA }
+    );
+
+    // Nothing is a day old; once the clock has moved on, everything is older than 0 ms.
+    assert_eq!(store.expire_files(24 * 3600 * 1000).await.unwrap(), 0);
+    assert!(store.held_file(full_id).await.unwrap().is_some());
+    assert!(store.held_file(cats_id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.expire_files(0).await.unwrap(), 2);
+    assert_eq!(store.held_file(full_id).await.unwrap(), None);
+    assert_eq!(store.held_file(cats_id).await.unwrap(), None);
+    assert_eq!(store.expire_files(0).await.unwrap(), 0);
+    // The quotas are free again.
+    assert_eq!(
+        store.begin_file(full_id, &full, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+    assert_eq!(
+        store.begin_file(cats_id, &cats, QUOTA).await.unwrap(),
+        FileBegun::Held { received: 0 }
+    );
+
+    // Concurrent begins for one recipient cannot pass the quota together, and concurrent
+    // appends at one offset cannot both be kept.
+    let dan = user(store, "dan").await;
+    let begins = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let id = Uuid::new_v4();
+            let begun = store
+                .begin_file(id, &held(ann, dan, 10, 'g'), 35)
+                .await
+                .unwrap();
+            (id, begun)
+        })
+    });
+    let begun: Vec<(Uuid, FileBegun)> = futures::future::join_all(begins)
+        .await
+        .into_iter()
+        .map(|begun| begun.unwrap())
+        .collect();
+    let kept: Vec<Uuid> = begun
+        .iter()
+        .filter(|(_, b)| *b == FileBegun::Held { received: 0 })
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(kept.len(), 3, "{begun:?}");
+    assert!(
+        begun
+            .iter()
+            .all(|(id, b)| kept.contains(id) || *b == FileBegun::QuotaReached { held: 30 }),
+        "{begun:?}"
+    );
+    let target = kept[0];
+    let appends = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append_file(target, ann, 0, Bytes::from_static(b"abcd"))
+                .await
+                .unwrap()
+        })
+    });
+    let appended: Vec<FileAppended> = futures::future::join_all(appends)
+        .await
+        .into_iter()
+        .map(|appended| appended.unwrap())
+        .collect();
+    let firsts = appended
+        .iter()
+        .filter(|a| **a == FileAppended::Appended { received: 4 })
+        .count();
+    assert_eq!(firsts, 1, "{appended:?}");
+    assert!(
+        appended.iter().all(|a| matches!(
+            a,
+            FileAppended::Appended { received: 4 } | FileAppended::WrongOffset { received: 4 }
+        )),
+        "{appended:?}"
+    );
+    assert_eq!(
+        store.read_file(target, 0, 100).await.unwrap().as_deref(),
+        Some(&b"abcd"[..])
+    );
     store.close().await;
 }
