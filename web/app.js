@@ -21,6 +21,7 @@ const app = {
   calls: [], // every call's outcome, for tests: { id, state, connectedMs, ended }
   dataMessages: [],
   log: [],
+  files: new Map(), // message id → { progress } while downloading, { url, blob } once saved
 };
 window.chatApp = app;
 
@@ -262,6 +263,7 @@ function open(key, title, kind, target) {
   $("invite-form").hidden = kind !== "room";
   $("text").disabled = false;
   $("send").disabled = false;
+  $("attach").hidden = kind !== "user";
   $("text").focus();
   renderMessages();
   renderPeople();
@@ -283,10 +285,91 @@ function renderMessages() {
       from.className = "from";
       from.textContent = `${m.from.name} · ${new Date(m.sent_at_ms).toLocaleTimeString()}`;
       item.append(from, document.createTextNode(m.text));
+      if (m.file && m.from.id !== app.me.id) item.append(fileControl(m));
     }
     list.append(item);
   }
   list.scrollTop = list.scrollHeight;
+}
+
+// ---- files held by the server ----
+
+function sizeText(bytes) {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} kB`;
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** What a message that carries a file shows: a button that downloads it, then a link that saves it. */
+function fileControl(m) {
+  const box = document.createElement("div");
+  box.className = "file";
+  const state = app.files.get(m.id);
+  if (state?.url) {
+    const link = document.createElement("a");
+    link.href = state.url;
+    link.download = m.file.name;
+    link.className = "saved-file";
+    link.textContent = `Save ${m.file.name} (${sizeText(m.file.size)})`;
+    box.append(link);
+  } else {
+    const button = document.createElement("button");
+    button.className = "small secondary take-file";
+    button.textContent = state?.progress ?? `Download ${m.file.name} (${sizeText(m.file.size)})`;
+    button.disabled = Boolean(state?.progress);
+    button.onclick = () => takeFile(m);
+    box.append(button);
+  }
+  return box;
+}
+
+async function takeFile(m) {
+  app.files.set(m.id, { progress: "Downloading…" });
+  renderMessages();
+  try {
+    const blob = await app.chat.takeFile(m, (received, size) => {
+      app.files.set(m.id, { progress: `Downloading… ${Math.floor((100 * received) / size)} %` });
+      renderMessages();
+    });
+    const url = URL.createObjectURL(blob);
+    app.files.set(m.id, { url, blob });
+    renderMessages();
+    // Offer it to the user's downloads at once; the link stays to save it again.
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = m.file.name;
+    link.click();
+  } catch (e) {
+    app.files.delete(m.id);
+    renderMessages();
+    toast(describe(e));
+  }
+}
+
+async function sendFile() {
+  const input = $("file");
+  const file = input.files?.[0];
+  input.value = "";
+  const conversation = app.conversations.get(app.current);
+  if (!file || conversation?.kind !== "user") return;
+  const key = app.current;
+  try {
+    const { id, delivery } = await app.chat.sendFile(conversation.target, file, (sent, size) => {
+      toast(`Sending ${file.name}: ${Math.floor((100 * sent) / size)} %`);
+    });
+    message({
+      id,
+      from: { id: app.me.id, name: app.me.name },
+      to: { User: conversation.target },
+      text: `sent a file: ${file.name}`,
+      sent_at_ms: Date.now(),
+      path: delivery === "Stored" ? "Stored" : "Relayed",
+      file: { name: file.name, size: file.size, sha256: "" },
+    });
+    note(key, delivery === "Stored" ? `${file.name} is held by the server until they return` : `${file.name} sent`);
+  } catch (e) {
+    toast(describe(e));
+  }
 }
 
 async function sendText(event) {
@@ -569,6 +652,7 @@ async function main() {
     location.reload();
   };
   $("compose").onsubmit = sendText;
+  $("file").onchange = sendFile;
   $("group-form").onsubmit = async (e) => {
     e.preventDefault();
     const name = $("group-name").value.trim();

@@ -12,10 +12,24 @@
 // Events (each a CustomEvent; what it carries is in `detail`): "state" ({ state, reason }: one
 // of "connecting", "online", "reconnecting", "closed"), "message" (an Envelope), "presence"
 // (a PresenceEvent), "room" (a RoomEvent), "friend" (a FriendEvent), "call" (a CallEvent).
+// A message whose `file` is set carries a file the server holds: `takeFile` downloads it;
+// `sendFile` sends one through the server.
 
 import { Client, RpcError } from "./rpc.js";
 
 const SIGNAL = ["chat.Signal", "2"];
+
+/** How many bytes of a file go in one call: bytes travel as JSON arrays of numbers (up to four
+ * characters a byte), so pieces stay well under the server's 4 MiB frame limit. */
+const FILE_PIECE = 256 * 1024;
+
+/** The SHA-256 of `bytes` as 64 hexadecimal digits, or null where the browser has no
+ * `crypto.subtle` (a page not served over HTTPS nor from localhost). */
+export async function sha256Hex(bytes) {
+  if (!globalThis.crypto?.subtle) return null;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...digest].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
 
 /** A random (version 4) UUID, also where `crypto.randomUUID` is missing (plain http). */
 export function uuid() {
@@ -155,6 +169,9 @@ export class ChatSession extends EventTarget {
           this.seen.add(value.id);
           this.emit("message", value);
         }
+        // A message that carries a file the server holds is acknowledged once the file is
+        // saved (`takeFile`): acknowledging it deletes the server's copy.
+        if (value.file) return;
         this.acks.add(value.id);
         queueMicrotask(() => this.flushAcks(token));
         return;
@@ -239,6 +256,51 @@ export class ChatSession extends EventTarget {
       }
       throw e;
     }
+  }
+
+  /**
+   * Downloads the file that `envelope` carries (held by the server for this user), checks its
+   * SHA-256, acknowledges the message (which deletes the server's copy) and answers a Blob.
+   * `progress(received, size)` is called after each piece.
+   */
+  async takeFile(envelope, progress = () => {}) {
+    const { file, id } = envelope;
+    const parts = [];
+    let received = 0;
+    while (received < file.size) {
+      const piece = await this.invoke("download", [id, received, FILE_PIECE], 60_000);
+      if (piece.length === 0) throw new Error(`the server's copy ends at ${received} of ${file.size} bytes`);
+      parts.push(Uint8Array.from(piece));
+      received += piece.length;
+      progress(received, file.size);
+    }
+    const blob = new Blob(parts);
+    const hash = await sha256Hex(await blob.arrayBuffer());
+    if (hash !== null && hash !== file.sha256) {
+      throw new Error(`${file.name} did not arrive whole (its SHA-256 differs); try again`);
+    }
+    await this.invoke("ack", [[id]]);
+    return blob;
+  }
+
+  /**
+   * Sends a File (or Blob with a `name`) to a user through the server, which holds it for them
+   * until their client takes it: answers "Delivered" (they are online) or "Stored".
+   * `progress(sent, size)` is called after each piece.
+   */
+  async sendFile(to, file, progress = () => {}) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const sha256 = await sha256Hex(bytes);
+    if (sha256 === null) throw new Error("this page cannot hash files: open it over HTTPS or from localhost");
+    const id = uuid();
+    let sent = await this.invoke("upload_file", [id, to, { name: file.name, size: bytes.length, sha256 }]);
+    while (sent < bytes.length) {
+      const piece = bytes.subarray(sent, Math.min(sent + FILE_PIECE, bytes.length));
+      await this.invoke("upload_chunk", [id, sent, Array.from(piece)], 60_000);
+      sent += piece.length;
+      progress(sent, bytes.length);
+    }
+    return { id, delivery: await this.invoke("finish_upload", [id, Date.now()], 60_000) };
   }
 
   send(to, text) {

@@ -75,12 +75,15 @@ fn start_server(data: &Path, tcp: u16, web: u16, ws: u16) -> Server {
 /// A terminal client (`chat-client --json`), fed commands on its stdin.
 struct Terminal {
     _process: Killed,
+    /// Where the files sent to it are saved.
+    files: tempfile::TempDir,
     stdin: ChildStdin,
     lines: Receiver<String>,
 }
 
 impl Terminal {
     fn start(server: &Server, name: &str) -> Terminal {
+        let files = tempfile::tempdir().unwrap();
         let mut child = Command::new(program_of("chat-client", "chat-client"))
             .args([
                 "--server",
@@ -90,6 +93,8 @@ impl Terminal {
                 "--secret",
                 &format!("password of {name}"),
                 "--json",
+                "--files-dir",
+                files.path().to_str().unwrap(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -100,6 +105,7 @@ impl Terminal {
         let lines = lines_of(&mut child);
         let mut terminal = Terminal {
             _process: Killed(child),
+            files,
             stdin,
             lines,
         };
@@ -231,6 +237,58 @@ async fn two_browsers_chat_post_in_a_group_call_each_other_and_ride_out_a_restar
     if let Some(dir) = screenshots() {
         ann.screenshot(&dir.join("web-chat-group.png")).await;
     }
+
+    // Files through the server both ways: a browser has no direct path.
+    let report = data.path().join("report.txt");
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&report, &content).unwrap();
+    carl.send(&format!("/send ann {}", report.display()));
+    let sent = carl.expect("the file sent", |v| v["event"] == "file_sent");
+    assert_eq!(sent["path"], "relayed", "{sent}");
+    ann.click("#people li[data-user=carl]").await;
+    ann.wait_for(
+        "document.querySelector('#messages .take-file')",
+        "ann's page offers carl's file",
+        WAIT,
+    )
+    .await;
+    ann.click("#messages .take-file").await;
+    ann.wait_for(
+        "document.querySelector('#messages .saved-file')",
+        "ann's page saved it",
+        WAIT,
+    )
+    .await;
+    let saved = ann
+        .run(
+            "const link = document.querySelector('#messages .saved-file');
+             const saved = [...chatApp.files.values()].find(f => f.url === link.href);
+             const bytes = new Uint8Array(await saved.blob.arrayBuffer());
+             return { name: link.download, size: bytes.length,
+                      sum: bytes.reduce((a, b) => (a * 31 + b) % 1000000007, 0) };",
+            vec![],
+        )
+        .await;
+    let sum = content
+        .iter()
+        .fold(0u64, |a, &b| (a * 31 + u64::from(b)) % 1_000_000_007);
+    assert_eq!(
+        saved,
+        json!({"name": "report.txt", "size": 700_000, "sum": sum})
+    );
+    ann.run(
+        "const carl = [...chatApp.people.values()].find(u => u.name === 'carl');
+         const text = new TextEncoder().encode('notes from the browser');
+         await chatApp.chat.sendFile(carl.id, new File([text], 'from-ann.txt'));",
+        vec![],
+    )
+    .await;
+    let received = carl.expect("ann's file", |v| {
+        v["event"] == "file" && v["change"] == "received"
+    });
+    let path = PathBuf::from(received["path"].as_str().unwrap());
+    assert!(path.starts_with(carl.files.path()), "{received}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"notes from the browser");
 
     // A video call, from ann to ben.
     ann.click("#people li[data-user=ben]").await;
