@@ -457,3 +457,40 @@ fn a_file_crosses_the_path_the_birthday_paradox_found() {
     let paths = alice.expect("the paths", |e| e["event"] == "paths");
     assert_eq!(paths["paths"][0]["path"], "direct", "{paths}");
 }
+
+/// Between two symmetric NATs no hole is punched: a file goes through the server, which holds
+/// it until the recipient's client has downloaded it, checked its hash and saved it.
+#[test]
+fn between_two_symmetric_nats_a_file_goes_through_the_server() {
+    let Some(LabPair {
+        mut alice,
+        mut bob,
+        data,
+        _server,
+        _lab,
+    }) = LabPair::up("sym", "sym")
+    else {
+        return;
+    };
+    let source = data.path().join("photos.tar");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 17 % 251) as u8).collect();
+    std::fs::write(&source, &bytes).unwrap();
+    alice.send(&format!("/send bob {}", source.display()));
+    let sent = alice.expect("the file sent", |e| {
+        e["event"] == "file_sent" || e["event"] == "error"
+    });
+    assert_eq!(sent["event"], "file_sent", "{sent}");
+    assert_eq!(sent["path"], "relayed", "{sent}");
+    assert!(
+        sent["why_not_direct"]
+            .as_str()
+            .is_some_and(|why| why.contains("both NATs give a new public port")),
+        "{sent}"
+    );
+    let received = bob.expect("the file", |e| {
+        e["event"] == "file" && e["change"] != "incoming"
+    });
+    assert_eq!(received["change"], "received", "{received}");
+    let path = received["path"].as_str().unwrap();
+    assert!(std::fs::read(path).unwrap() == bytes, "the copy differs");
+}

@@ -1,6 +1,6 @@
 //! The chat server and client recovering from failures by themselves: a store that hit a real
 //! I/O error (a file that may not grow, as on a full disk), and a connection lost in the middle
-//! of a send.
+//! of a send or of a file upload.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
 
 mod support;
@@ -292,4 +292,67 @@ async fn a_send_cut_off_before_its_answer_is_sent_again_with_its_id_and_reported
     alice.close().await;
     bob.close().await;
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_upload_cut_off_resumes_where_the_servers_copy_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ChatServerConfig::new(dir.path());
+    config.listen = vec!["tcp://127.0.0.1:0".parse().unwrap()];
+    let server = ChatServer::start(config).await.unwrap();
+    let proxy = Proxy::start(&server.endpoints()[0]).await;
+    // Bob cannot be reached directly: the file goes through the server.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut bob = ChatClientConfig::new(server.endpoints()[0].clone(), "bob");
+    bob.advertise = Some(format!("quic://{}", closed.local_addr().unwrap()));
+    bob.files_dir = Some(dir.path().join("bob-files"));
+    bob.max_file_bytes = 100 << 20;
+    let (_bob, mut bob_events) = ChatClient::connect(bob).await.unwrap();
+    let mut alice = ChatClientConfig::new(proxy.endpoint.clone(), "alice");
+    alice.direct_timeout = Duration::from_millis(300);
+    let (alice, _alice_events) = ChatClient::connect(alice).await.unwrap();
+
+    let source = dir.path().join("backup.bin");
+    let data: Vec<u8> = (0..20_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&source, &data).unwrap();
+    // A quarter of the way, the server's answers stop reaching alice (a piece is in flight,
+    // taken by the server or not), then every connection through the proxy is cut.
+    let (quarter, mut reached) = tokio::sync::mpsc::unbounded_channel();
+    let sending = tokio::spawn({
+        let alice = alice.clone();
+        async move {
+            alice
+                .send_file("bob", &source, move |sent, _| {
+                    if sent >= 5_000_000 {
+                        let _ = quarter.send(());
+                    }
+                })
+                .await
+        }
+    });
+    tokio::time::timeout(WAIT, reached.recv()).await.unwrap();
+    proxy.drop_answers(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    proxy.drop_answers(false);
+    let report = tokio::time::timeout(WAIT, sending)
+        .await
+        .expect("the upload ends")
+        .unwrap()
+        .expect("the upload resumes and completes");
+    assert_eq!(report.path, Path::Relayed, "{report:?}");
+    assert!(report.resumed >= 1, "{report:?}");
+    let saved = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(ChatEvent::File(chat_client::FileEvent::Received { path, .. })) =
+                bob_events.recv().await
+            {
+                return path;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(std::fs::read(saved).unwrap() == data, "the copy differs");
+    server.shutdown(Duration::from_millis(100)).await;
 }

@@ -21,7 +21,8 @@ use super::tables::{
 use super::{
     Admission, Binding, FileAppended, FileBegun, FriendAccepted, FriendRequested, HeldFile,
     Invited, Joined, Left, ListedRoom, Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store,
-    StoreError, StoredRoom, StoredUser, decode, encode, friend_state, friend_state_code, same_file,
+    StoreError, StoredRoom, StoredUser, decode, decode_envelope, encode, friend_state,
+    friend_state_code, same_file,
 };
 use crate::page::{PageBuilder, PageLimits};
 use crate::validate::name_key;
@@ -304,7 +305,7 @@ impl Store for RedbStore {
                 .take(limit)
             {
                 let (key, value) = entry.map_err(StoreError::db)?;
-                messages.push((key.value().1, decode(value.value())?));
+                messages.push((key.value().1, decode_envelope(value.value())?));
             }
             Ok(Mailbox { messages, last_seq })
         })
@@ -822,7 +823,7 @@ impl Store for RedbStore {
                 .map_err(StoreError::db)?
             {
                 let (key, value) = entry.map_err(StoreError::db)?;
-                if page.push(decode(value.value())?).is_err() {
+                if page.push(decode_envelope(value.value())?).is_err() {
                     return Ok(page.finish(last.map(|n: u64| n.to_string())));
                 }
                 last = Some(key.value().1);

@@ -634,10 +634,95 @@ fn same_file(held: &HeldFile, begun: &HeldFile) -> bool {
         && held.file.sha256 == begun.file.sha256
 }
 
+/// A stored envelope: as written now, or as written before envelopes could carry a file (the
+/// same fields without `file`, which postcard cannot tell from a record cut short). Records
+/// are never rewritten, so both live side by side in a database that was upgraded.
+fn decode_envelope(bytes: &[u8]) -> Result<Envelope, StoreError> {
+    #[derive(Deserialize)]
+    struct EnvelopeV1 {
+        id: Uuid,
+        from: Sender,
+        to: chat_api::Destination,
+        text: String,
+        sent_at_ms: u64,
+        path: chat_api::Path,
+    }
+    match postcard::from_bytes::<Envelope>(bytes) {
+        Ok(envelope) => Ok(envelope),
+        Err(e) => match postcard::take_from_bytes::<EnvelopeV1>(bytes) {
+            // The whole record, and nothing more: an envelope of the earlier format.
+            Ok((old, [])) => Ok(Envelope {
+                id: old.id,
+                from: old.from,
+                to: old.to,
+                text: old.text,
+                sent_at_ms: old.sent_at_ms,
+                path: old.path,
+                file: None,
+            }),
+            _ => Err(StoreError::Record(e.to_string())),
+        },
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Record(e.to_string()))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Record(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chat_api::{Attachment, Destination, Path};
+
+    use super::*;
+
+    fn envelope(file: Option<Attachment>) -> Envelope {
+        Envelope {
+            id: Uuid::from_u128(7),
+            from: Sender {
+                id: Uuid::from_u128(8),
+                name: "ann".into(),
+            },
+            to: Destination::User(Uuid::from_u128(9)),
+            text: "hi".into(),
+            sent_at_ms: 1_700_000_000_000,
+            path: Path::Stored,
+            file,
+        }
+    }
+
+    #[test]
+    fn envelopes_of_both_formats_are_read() {
+        let file = Attachment {
+            name: "a.txt".into(),
+            size: 3,
+            sha256: "0".repeat(64),
+        };
+        for envelope in [envelope(None), envelope(Some(file))] {
+            let bytes = encode(&envelope).unwrap();
+            assert_eq!(decode_envelope(&bytes).unwrap(), envelope);
+        }
+        // Written before envelopes carried files: the same fields, without `file`.
+        let old = envelope(None);
+        let bytes = postcard::to_stdvec(&(
+            old.id,
+            &old.from,
+            &old.to,
+            &old.text,
+            old.sent_at_ms,
+            old.path,
+        ))
+        .unwrap();
+        assert_eq!(decode_envelope(&bytes).unwrap(), old);
+        // Neither: an error, not a guess.
+        assert!(decode_envelope(&bytes[..bytes.len() - 2]).is_err());
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[1, 2, 3]);
+        assert!(decode_envelope(&longer).is_err());
+    }
 }

@@ -32,7 +32,8 @@ use uuid::Uuid;
 use super::{
     Admission, Binding, FileAppended, FileBegun, FriendAccepted, FriendRequested, HeldFile,
     Invited, Joined, Left, ListedRoom, Mailbox, Posted, Relayed, RoomFilter, RoomQuotas, Store,
-    StoreError, StoredRoom, StoredUser, decode, encode, friend_state, friend_state_code, same_file,
+    StoreError, StoredRoom, StoredUser, decode, decode_envelope, encode, friend_state,
+    friend_state_code, same_file,
 };
 use crate::page::{PageBuilder, PageLimits};
 use crate::password::legacy_credential;
@@ -604,7 +605,7 @@ impl PgStore {
         txn.commit().await.map_err(pg)?;
         for row in rows {
             let bytes: &[u8] = row.get(1);
-            messages.push((unsigned(row.get(0))?, decode(bytes)?));
+            messages.push((unsigned(row.get(0))?, decode_envelope(bytes)?));
         }
         Ok(Mailbox { messages, last_seq })
     }
@@ -1207,7 +1208,7 @@ impl PgStore {
         let mut last = None;
         for row in rows {
             let bytes: &[u8] = row.get(1);
-            if page.push(decode(bytes)?).is_err() {
+            if page.push(decode_envelope(bytes)?).is_err() {
                 return Ok(page.finish(last.map(|n: u64| n.to_string())));
             }
             last = Some(unsigned(row.get(0))?);
