@@ -61,6 +61,7 @@ mod header;
 mod metadata;
 mod preamble;
 mod serializer;
+mod shared;
 mod status;
 
 pub use codec::{DEFAULT_MAX_BODY_LEN, FrameCodec, FrameError};
@@ -72,6 +73,7 @@ pub use preamble::{ErrorBody, PreambleError, RequestHead, RequestHeadRef, put_re
 pub use serializer::{
     DeserializeFn, Format, Formats, SerializeError, Serializer, SerializerId, UnknownFormatName,
 };
+pub use shared::SharedBytes;
 pub use status::Status;
 
 // Re-exported so plugged-in serializers and generated code name the same versions.

@@ -178,7 +178,8 @@ pub trait Serializer: Send + Sync + fmt::Debug + 'static {
 ///
 /// Binary payloads should be `bytes::Bytes` or `serde_bytes::ByteBuf` (or a `Vec<u8>` field with
 /// `#[serde(with = "serde_bytes")]`): a plain `Vec<u8>` goes through serde one element at a time,
-/// which is several times slower for large payloads.
+/// which is several times slower for large payloads. [`SharedBytes`](crate::SharedBytes),
+/// decoded with [`decode_shared`](Format::decode_shared), is not copied at all.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum Format {
@@ -256,6 +257,14 @@ impl Format {
         let mut dst = BytesMut::new();
         self.encode(value, &mut dst)?;
         Ok(dst.freeze())
+    }
+
+    /// Deserializes a `T` from `src`, a frame's body as it was read (or part of it): every
+    /// [`SharedBytes`](crate::SharedBytes) in `T` whose bytes the decoder lends (postcard,
+    /// MessagePack) becomes a slice of `src`, without a copy. Otherwise as
+    /// [`decode`](Self::decode).
+    pub fn decode_shared<T: DeserializeOwned>(&self, src: &Bytes) -> Result<T, SerializeError> {
+        crate::shared::with_frame(src, || self.decode(src))
     }
 
     /// Deserializes a `T` from `src`.

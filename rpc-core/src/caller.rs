@@ -151,12 +151,50 @@ impl Response {
         })
     }
 
+    /// As [`decode`](Self::decode), with every [`SharedBytes`](rpc_codec::SharedBytes) in `T`
+    /// a slice of the answer's frame instead of a copy (where the format lends its bytes).
+    pub fn decode_shared<T: DeserializeOwned>(self) -> Result<T, RpcError> {
+        self.decode_with_shared(|body| Ok(body.message), true)
+    }
+
+    /// As [`decode_result`](Self::decode_result), with the result's
+    /// [`SharedBytes`](rpc_codec::SharedBytes) slices of the answer's frame.
+    pub fn decode_result_shared<T: DeserializeOwned, E: DeserializeOwned>(
+        self,
+    ) -> Result<T, RpcError<E>> {
+        let format = self.format.clone();
+        self.decode_with_shared(
+            move |body| {
+                format.decode::<E>(&body.detail).map_err(|e| {
+                    RpcError::Protocol(format!(
+                        "application error {:?} did not decode: {e}",
+                        body.message
+                    ))
+                })
+            },
+            true,
+        )
+    }
+
     fn decode_with<T: DeserializeOwned, E>(
         self,
         app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
     ) -> Result<T, RpcError<E>> {
+        self.decode_with_shared(app, false)
+    }
+
+    fn decode_with_shared<T: DeserializeOwned, E>(
+        self,
+        app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
+        shared: bool,
+    ) -> Result<T, RpcError<E>> {
         if self.status.is_ok() {
-            return self.format.decode(&self.body).map_err(RpcError::Serialize);
+            let decoded = if shared {
+                self.format.decode_shared(&self.body)
+            } else {
+                self.format.decode(&self.body)
+            };
+            return decoded.map_err(RpcError::Serialize);
         }
         Err(error_from_body(self.status, &self.body, app))
     }
@@ -290,6 +328,46 @@ pub mod __private {
     {
         match caller.call_unary(target, options, args).await {
             Ok(response) => response.decode_result(),
+            Err(e) => Err(e.cast()),
+        }
+    }
+
+    /// As [`unary`], for a result whose type is `Bytes`: a slice of the answer's frame.
+    pub async fn unary_shared<C, A, T>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<T, RpcError>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+        T: From<rpc_codec::SharedBytes>,
+    {
+        caller
+            .call_unary(target, options, args)
+            .await?
+            .decode_shared::<rpc_codec::SharedBytes>()
+            .map(T::from)
+    }
+
+    /// As [`unary_result`], for a success whose type is `Bytes`: a slice of the answer's frame.
+    pub async fn unary_result_shared<C, A, T, E>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<T, RpcError<E>>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+        T: From<rpc_codec::SharedBytes>,
+        E: DeserializeOwned,
+    {
+        match caller.call_unary(target, options, args).await {
+            Ok(response) => response
+                .decode_result_shared::<rpc_codec::SharedBytes, E>()
+                .map(T::from),
             Err(e) => Err(e.cast()),
         }
     }

@@ -95,7 +95,7 @@ pub use reflection::{
 };
 pub use rpc_codec::{
     DEFAULT_MAX_BODY_LEN, Format, Formats, Metadata, MetadataError, SerializeError, Serializer,
-    SerializerId, Status,
+    SerializerId, SharedBytes, Status,
 };
 pub use rpc_macros::service;
 pub use rpc_transport::{

@@ -165,6 +165,16 @@ impl ServerCall {
             .map_err(|e| ServerError::new(Status::BAD_REQUEST, format!("arguments: {e}")))
     }
 
+    /// As [`args`](Self::args), with every [`SharedBytes`](rpc_codec::SharedBytes) among the
+    /// arguments a slice of the request's frame instead of a copy (where the caller's format
+    /// lends its bytes: postcard and MessagePack). `#[service]` uses it for methods that take
+    /// `Bytes`.
+    pub fn args_shared<T: DeserializeOwned>(&self) -> Result<T, ServerError> {
+        self.format
+            .decode_shared(&self.body.slice(self.args_offset..))
+            .map_err(|e| ServerError::new(Status::BAD_REQUEST, format!("arguments: {e}")))
+    }
+
     /// What is known about the call: names, deadline, metadata, peer.
     pub fn context(&self) -> CallContext {
         // The preamble was parsed when the frame arrived; parsing the same bytes again cannot

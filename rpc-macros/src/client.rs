@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::ReturnType;
 use syn::spanned::Spanned;
 
-use crate::parse::{Method, Output, ServiceDef};
+use crate::parse::{Method, Output, ServiceDef, is_bytes};
 
 pub(crate) fn expand(def: &ServiceDef) -> TokenStream {
     let vis = &def.item.vis;
@@ -117,7 +117,13 @@ fn method(def: &ServiceDef, m: &Method) -> TokenStream {
     let (helper, ret) = match &m.output {
         _ if m.one_way => (quote!(one_way), quote!(::rpc_core::RpcError)),
         Output::Unit => (quote!(unary), quote!((), ::rpc_core::RpcError)),
+        // A `Bytes` result decodes as a slice of the answer's frame.
+        Output::Value(t) if is_bytes(t) => (quote!(unary_shared), quote!(#t, ::rpc_core::RpcError)),
         Output::Value(t) => (quote!(unary), quote!(#t, ::rpc_core::RpcError)),
+        Output::Result { ok, err } if is_bytes(ok) => (
+            quote!(unary_result_shared),
+            quote!(#ok, ::rpc_core::RpcError<#err>),
+        ),
         Output::Result { ok, err } => (
             quote!(unary_result),
             quote!(#ok, ::rpc_core::RpcError<#err>),

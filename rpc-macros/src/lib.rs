@@ -57,6 +57,10 @@
 //! - A return type whose last path segment is `ServerStream` streams its items.
 //! - A first argument whose type's last path segment is `CallContext` is not sent: the server
 //!   passes the call's context (metadata, deadline, peer), and the client method omits it.
+//! - An argument, result or success whose type is written `Bytes`, `bytes::Bytes` or
+//!   `::bytes::Bytes` is decoded as a slice of the frame it arrived in, without a copy (with
+//!   postcard and MessagePack; see `rpc_core::SharedBytes`). Another crate's type named `Bytes`
+//!   must be written with its path (`other::Bytes`), or it is taken for `bytes::Bytes`.
 //!
 //! # Rules
 //!

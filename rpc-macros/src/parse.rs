@@ -421,6 +421,33 @@ fn output(ty: &Type) -> Output {
     }
 }
 
+/// Whether `ty` is written as `Bytes`, `bytes::Bytes` or `::bytes::Bytes`: such arguments and
+/// results decode as slices of the frame (`rpc_core::SharedBytes`), without a copy. (A type of
+/// another crate named `Bytes` must be written with its path, as `other::Bytes`.)
+pub(crate) fn is_bytes(ty: &Type) -> bool {
+    let ty = match ty {
+        Type::Group(g) => &*g.elem,
+        Type::Paren(p) => &*p.elem,
+        ty => ty,
+    };
+    let Type::Path(TypePath { qself: None, path }) = ty else {
+        return false;
+    };
+    let names: Vec<String> = path
+        .segments
+        .iter()
+        .map(|segment| match segment.arguments {
+            PathArguments::None => segment.ident.to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    match names.as_slice() {
+        [only] => only == "Bytes" && path.leading_colon.is_none(),
+        [krate, name] => krate == "bytes" && name == "Bytes",
+        _ => false,
+    }
+}
+
 fn is_call_context(ty: &Type) -> bool {
     matches!(last_segment(ty), Some((name, types)) if name == "CallContext" && types.is_empty())
 }

@@ -7,7 +7,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{ReturnType, Type};
 
-use crate::parse::{Method, Output, ServiceDef};
+use crate::parse::{Method, Output, ServiceDef, is_bytes};
 
 pub(crate) fn expand(def: &ServiceDef) -> TokenStream {
     let vis = &def.item.vis;
@@ -222,13 +222,33 @@ fn arm(trait_ident: &syn::Ident, m: &Method) -> TokenStream {
     let names: Vec<_> = (0..m.args.len())
         .map(|i| format_ident!("arg{}", i))
         .collect();
-    let types = m.args.iter().map(|(_, ty)| ty);
+    // `Bytes` arguments decode as slices of the request's frame, then convert.
+    let shared = m.args.iter().any(|(_, ty)| is_bytes(ty));
+    let types = m.args.iter().map(|(_, ty)| {
+        if is_bytes(ty) {
+            quote!(::rpc_core::SharedBytes)
+        } else {
+            quote!(#ty)
+        }
+    });
+    let converts = m
+        .args
+        .iter()
+        .zip(&names)
+        .filter(|((_, ty), _)| is_bytes(ty))
+        .map(|((_, ty), name)| quote!(let #name: #ty = ::core::convert::From::from(#name);));
     // A type that does not decode is reported at the first argument's type (a span cannot
     // cover the whole list on stable).
     let args_span = m
         .args
         .first()
         .map_or_else(Span::call_site, |(_, ty)| ty.span());
+    // Spanned like the arguments, so that a type that does not decode is reported there.
+    let args_fn = if shared {
+        format_ident!("args_shared", span = args_span)
+    } else {
+        format_ident!("args", span = args_span)
+    };
     let decode = if m.args.is_empty() {
         quote! {
             if let ::core::result::Result::Err(e) = call.args::<()>() {
@@ -237,10 +257,11 @@ fn arm(trait_ident: &syn::Ident, m: &Method) -> TokenStream {
         }
     } else {
         quote_spanned! {args_span=>
-            let (#(#names,)*) = match call.args::<(#(#types,)*)>() {
+            let (#(#names,)*) = match call.#args_fn::<(#(#types,)*)>() {
                 ::core::result::Result::Ok(args) => args,
                 ::core::result::Result::Err(e) => return call.reply_error(e),
             };
+            #(#converts)*
         }
     };
     let context = m.context.then(|| quote!(call.context(),));
@@ -285,6 +306,30 @@ mod tests {
     use syn::parse_quote;
 
     use super::*;
+
+    #[test]
+    fn bytes_types_are_recognised_by_their_written_path() {
+        let bytes: [Type; 4] = [
+            parse_quote!(Bytes),
+            parse_quote!(bytes::Bytes),
+            parse_quote!(::bytes::Bytes),
+            parse_quote!((Bytes)),
+        ];
+        for ty in bytes {
+            assert!(is_bytes(&ty), "{}", type_text(&ty));
+        }
+        let others: [Type; 6] = [
+            parse_quote!(other::Bytes),
+            parse_quote!(::Bytes),
+            parse_quote!(Bytes<u8>),
+            parse_quote!(Vec<u8>),
+            parse_quote!(serde_bytes::ByteBuf),
+            parse_quote!(Option<Bytes>),
+        ];
+        for ty in others {
+            assert!(!is_bytes(&ty), "{}", type_text(&ty));
+        }
+    }
 
     #[test]
     fn types_read_as_written() {

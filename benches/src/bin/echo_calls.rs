@@ -1,0 +1,69 @@
+//! A fixed number of echo calls, one at a time, over TCP on loopback, in one thread: for
+//! counting instructions per call with `valgrind --tool=callgrind`, which counts the same
+//! whatever else the machine runs. Run it with `N` and `2N` calls; the difference of the two
+//! totals divided by `N` is the cost of one call, without the start and the end.
+//!
+//! ```text
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p target/release/echo-calls --calls 200 --bytes 65536
+//! ```
+
+use std::time::Instant;
+
+use anyhow::Context;
+use benches::echo::{EchoClient, EchoImpl, EchoServer};
+use bytes::Bytes;
+use clap::Parser;
+use rpc_core::{Client, Format, Server};
+
+/// Makes `--calls` echo calls of `--bytes` bytes, one after the other.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// How many calls.
+    #[arg(long, default_value_t = 1000)]
+    calls: u32,
+    /// The payload's size in bytes.
+    #[arg(long, default_value_t = 32)]
+    bytes: usize,
+    /// The format: postcard or msgpack.
+    #[arg(long, default_value = "postcard")]
+    format: Format,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::builder()
+            .service(EchoServer::new(EchoImpl))
+            .listen("tcp://127.0.0.1:0")
+            .start()
+            .await
+            .context("the server starts")?;
+        let endpoint = server.local_endpoint().context("an endpoint")?.clone();
+        let client = EchoClient::new(
+            Client::builder()
+                .format(args.format.clone())
+                .connect(&endpoint)
+                .await?,
+        );
+        let payload = Bytes::from(vec![7u8; args.bytes]);
+        let started = Instant::now();
+        for _ in 0..args.calls {
+            let back = client.echo(payload.clone()).await?;
+            anyhow::ensure!(back.len() == payload.len(), "a short echo");
+        }
+        let took = started.elapsed();
+        println!(
+            "{} calls of {} B ({}): {:.1} µs per call",
+            args.calls,
+            args.bytes,
+            args.format,
+            took.as_secs_f64() * 1e6 / f64::from(args.calls)
+        );
+        server.shutdown(std::time::Duration::from_millis(100)).await;
+        Ok(())
+    })
+}
