@@ -135,26 +135,18 @@ impl Response {
 
     /// Decodes the result; an application error keeps the server's message.
     pub fn decode<T: DeserializeOwned>(self) -> Result<T, RpcError> {
-        self.decode_with(|body| Ok(body.message))
+        self.decode_with(|body| Ok(body.message), false)
     }
 
     /// Decodes the result; an application error is decoded as `E`.
     pub fn decode_result<T: DeserializeOwned, E: DeserializeOwned>(self) -> Result<T, RpcError<E>> {
-        let format = self.format.clone();
-        self.decode_with(move |body| {
-            format.decode::<E>(&body.detail).map_err(|e| {
-                RpcError::Protocol(format!(
-                    "application error {:?} did not decode: {e}",
-                    body.message
-                ))
-            })
-        })
+        self.decode_result_with(false)
     }
 
     /// As [`decode`](Self::decode), with every [`SharedBytes`](rpc_codec::SharedBytes) in `T`
     /// a slice of the answer's frame instead of a copy (where the format lends its bytes).
     pub fn decode_shared<T: DeserializeOwned>(self) -> Result<T, RpcError> {
-        self.decode_with_shared(|body| Ok(body.message), true)
+        self.decode_with(|body| Ok(body.message), true)
     }
 
     /// As [`decode_result`](Self::decode_result), with the result's
@@ -162,8 +154,15 @@ impl Response {
     pub fn decode_result_shared<T: DeserializeOwned, E: DeserializeOwned>(
         self,
     ) -> Result<T, RpcError<E>> {
+        self.decode_result_with(true)
+    }
+
+    fn decode_result_with<T: DeserializeOwned, E: DeserializeOwned>(
+        self,
+        shared: bool,
+    ) -> Result<T, RpcError<E>> {
         let format = self.format.clone();
-        self.decode_with_shared(
+        self.decode_with(
             move |body| {
                 format.decode::<E>(&body.detail).map_err(|e| {
                     RpcError::Protocol(format!(
@@ -172,18 +171,11 @@ impl Response {
                     ))
                 })
             },
-            true,
+            shared,
         )
     }
 
     fn decode_with<T: DeserializeOwned, E>(
-        self,
-        app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
-    ) -> Result<T, RpcError<E>> {
-        self.decode_with_shared(app, false)
-    }
-
-    fn decode_with_shared<T: DeserializeOwned, E>(
         self,
         app: impl FnOnce(ErrorBody) -> Result<E, RpcError<E>>,
         shared: bool,
