@@ -73,7 +73,7 @@ pub use preamble::{ErrorBody, PreambleError, RequestHead, RequestHeadRef, put_re
 pub use serializer::{
     DeserializeFn, Format, Formats, SerializeError, Serializer, SerializerId, UnknownFormatName,
 };
-pub use shared::SharedBytes;
+pub use shared::{LEND_MIN, Lend, SharedBytes};
 pub use status::Status;
 
 // Re-exported so plugged-in serializers and generated code name the same versions.

@@ -252,6 +252,35 @@ impl Format {
         }
     }
 
+    /// As [`encode`](Self::encode), except that the byte strings of at least
+    /// [`LEND_MIN`](crate::LEND_MIN) bytes which [`SharedBytes`](crate::SharedBytes) and
+    /// [`Lend`](crate::Lend) values in `value` lend are not copied into `dst`: each is pushed
+    /// to `parts` as `(where in dst its bytes belong, the bytes)`, in order, and the encoding is
+    /// `dst` with every part inserted at its offset. MessagePack and postcard lend; JSON and
+    /// plugged-in formats copy everything into `dst` (and leave `parts` alone).
+    pub fn encode_lending<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        dst: &mut BytesMut,
+        parts: &mut Vec<(usize, Bytes)>,
+    ) -> Result<(), SerializeError> {
+        let writer = crate::shared::LendingWriter { head: dst, parts };
+        match self {
+            Format::MessagePack => crate::shared::with_lending(|| {
+                let mut ser = rmp_serde::Serializer::new(writer).with_struct_map();
+                value
+                    .serialize(&mut ser)
+                    .map_err(|e| SerializeError::encode(self.name(), e))
+            }),
+            Format::Postcard => crate::shared::with_lending(|| {
+                postcard::to_io(value, writer)
+                    .map(drop)
+                    .map_err(|e| SerializeError::encode(self.name(), e))
+            }),
+            Format::Json | Format::Custom(_) => self.encode(value, writer.head),
+        }
+    }
+
     /// The serialized `value` as its own buffer.
     pub fn to_bytes<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, SerializeError> {
         let mut dst = BytesMut::new();

@@ -8,10 +8,18 @@
 //! instead of a new buffer. Anywhere else (JSON, which writes bytes as arrays of numbers, or a
 //! plain [`Format::decode`]) it copies, as `bytes::Bytes` does.
 //!
+//! Encoding is the mirror image: while [`Format::encode_lending`] runs, a [`SharedBytes`] or a
+//! [`Lend`] of at least [`LEND_MIN`] bytes *lends* its buffer. The format writes the byte
+//! string's length as usual, but its bytes are not copied into the output: the output records
+//! where they belong and keeps a handle to them, and a writer sends them from their own memory
+//! (vectored writes). A 64 KiB `Bytes` echoed through a `#[service]` method is then copied only
+//! by the socket.
+//!
 //! [`Format::decode_shared`]: crate::Format::decode_shared
 //! [`Format::decode`]: crate::Format::decode
+//! [`Format::encode_lending`]: crate::Format::encode_lending
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Deref;
 
@@ -22,6 +30,110 @@ use serde::{Deserialize, Serialize, Serializer};
 thread_local! {
     /// The frame being decoded on this thread by [`with_frame`], if any.
     static FRAME: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    /// How many encodes under [`with_lending`] run on this thread (they may nest); while none
+    /// does, nothing is lent.
+    static LENDING: Cell<u32> = const { Cell::new(0) };
+    /// How many buffers [`LENT`] holds, kept apart so that an encode that lends nothing (a
+    /// small call) never touches the list.
+    static LENT_LEN: Cell<usize> = const { Cell::new(0) };
+    /// The buffers lent to the encodes running on this thread under [`with_lending`].
+    static LENT: RefCell<Vec<Bytes>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Byte strings at least this long are lent rather than copied by
+/// [`Format::encode_lending`](crate::Format::encode_lending); shorter ones cost less to copy than
+/// to keep apart.
+pub const LEND_MIN: usize = 4 * 1024;
+
+/// Runs `encode` with lending enabled on this thread; what it lent is let go after it.
+pub(crate) fn with_lending<T>(encode: impl FnOnce() -> T) -> T {
+    /// Ends the lending of one encode, even if it panics: the buffers it lent (those past
+    /// `base`, an outer encode's being before them) are released.
+    struct End {
+        base: usize,
+    }
+    impl Drop for End {
+        fn drop(&mut self) {
+            LENDING.with(|n| n.set(n.get().saturating_sub(1)));
+            if LENT_LEN.get() > self.base {
+                LENT.with(|lent| lent.borrow_mut().truncate(self.base));
+                LENT_LEN.set(self.base);
+            }
+        }
+    }
+    LENDING.with(|n| n.set(n.get() + 1));
+    let _end = End {
+        base: LENT_LEN.get(),
+    };
+    encode()
+}
+
+/// Offers `bytes` to the encode running under [`with_lending`], if any.
+fn lend(bytes: &Bytes) {
+    if bytes.len() >= LEND_MIN && LENDING.get() > 0 {
+        LENT.with(|lent| {
+            let mut lent = lent.borrow_mut();
+            lent.push(bytes.clone());
+            LENT_LEN.set(lent.len());
+        });
+    }
+}
+
+/// The lent buffer `part` lies in, as a handle to exactly `part`.
+fn lent_slice(part: &[u8]) -> Option<Bytes> {
+    if LENT_LEN.get() == 0 {
+        return None;
+    }
+    LENT.with(|lent| {
+        lent.borrow()
+            .iter()
+            .find(|whole| within(whole, part))
+            .map(|whole| whole.slice_ref(part))
+    })
+}
+
+/// An encoded value whose large byte strings were lent instead of copied: `head` holds the
+/// encoding with those bytes left out, and each of `parts` is `(offset in head, bytes)`, in
+/// order, where the bytes belong.
+#[derive(Debug)]
+pub(crate) struct LendingWriter<'a> {
+    pub(crate) head: &'a mut bytes::BytesMut,
+    pub(crate) parts: &'a mut Vec<(usize, Bytes)>,
+}
+
+impl std::io::Write for LendingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.len() >= LEND_MIN
+            && let Some(part) = lent_slice(buf)
+        {
+            self.parts.push((self.head.len(), part));
+        } else {
+            self.head.extend_from_slice(buf);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `Bytes` that encodes as a byte string and lends its buffer to
+/// [`Format::encode_lending`](crate::Format::encode_lending) instead of being copied, like
+/// [`SharedBytes`] but borrowed. `#[service]` wraps `Bytes` arguments and results in it.
+#[derive(Clone, Copy, Debug)]
+pub struct Lend<'a>(pub &'a Bytes);
+
+impl Serialize for Lend<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        lend(self.0);
+        serializer.serialize_bytes(self.0)
+    }
 }
 
 /// Runs `decode` with `frame` as this thread's current frame, restoring the one before (decodes
@@ -62,7 +174,8 @@ fn within(whole: &[u8], part: &[u8]) -> bool {
 /// the decoder lends its bytes (postcard and MessagePack) and the frame is known
 /// ([`Format::decode_shared`](crate::Format::decode_shared)); elsewhere it copies. It encodes as
 /// a byte string, exactly as `bytes::Bytes` and `serde_bytes` do, so either side may use
-/// either type.
+/// either type; under [`Format::encode_lending`](crate::Format::encode_lending) it lends its
+/// buffer instead of being copied.
 ///
 /// `#[service]` methods whose argument or result is `Bytes` get this for free; use
 /// `SharedBytes` for the same in hand-written decoding.
@@ -113,6 +226,7 @@ impl From<SharedBytes> for Bytes {
 
 impl Serialize for SharedBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        lend(&self.0);
         serializer.serialize_bytes(&self.0)
     }
 }
@@ -208,6 +322,77 @@ mod tests {
             let shared: SharedBytes = format.decode_shared(&empty).unwrap();
             assert!(shared.is_empty());
         }
+    }
+
+    /// `head` with every part inserted where it belongs.
+    fn reassemble(head: &[u8], parts: &[(usize, Bytes)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (offset, part) in parts {
+            out.extend_from_slice(&head[at..*offset]);
+            out.extend_from_slice(part);
+            at = *offset;
+        }
+        out.extend_from_slice(&head[at..]);
+        out
+    }
+
+    #[test]
+    fn large_byte_strings_are_lent_not_copied_and_the_encoding_is_unchanged() {
+        let big = Bytes::from(vec![9u8; 65536]);
+        let other = Bytes::from(vec![5u8; LEND_MIN]);
+        let small = Bytes::from(vec![1u8; LEND_MIN - 1]);
+        for format in [Format::Postcard, Format::MessagePack] {
+            let value = (
+                Lend(&big),
+                "between",
+                SharedBytes(other.clone()),
+                Lend(&small),
+                7u64,
+            );
+            let mut head = bytes::BytesMut::new();
+            let mut parts = Vec::new();
+            format
+                .encode_lending(&value, &mut head, &mut parts)
+                .unwrap();
+            assert_eq!(parts.len(), 2, "{format}: the two large strings are lent");
+            assert_eq!(
+                parts[0].1.as_ptr(),
+                big.as_ptr(),
+                "{format}: the buffer itself"
+            );
+            assert_eq!(parts[1].1.as_ptr(), other.as_ptr());
+            assert!(
+                head.len() < LEND_MIN * 2,
+                "{format}: {} bytes copied",
+                head.len()
+            );
+            let plain = format.to_bytes(&value).unwrap();
+            assert_eq!(
+                reassemble(&head, &parts),
+                plain,
+                "{format}: the same encoding"
+            );
+            let (a, _, c, d, n): (SharedBytes, String, Bytes, Bytes, u64) =
+                format.decode(&plain).unwrap();
+            assert_eq!(
+                (&a[..], &c[..], &d[..], n),
+                (&big[..], &other[..], &small[..], 7)
+            );
+        }
+        // JSON copies everything; so does an encode that does not lend.
+        let mut head = bytes::BytesMut::new();
+        let mut parts = Vec::new();
+        Format::Json
+            .encode_lending(&Lend(&big), &mut head, &mut parts)
+            .unwrap();
+        assert!(parts.is_empty());
+        let decoded: Bytes = Format::Json.decode(&head).unwrap();
+        assert_eq!(decoded, big);
+        LENT.with(|lent| assert!(lent.borrow().is_empty(), "lending ends with the encode"));
+        assert_eq!((LENDING.get(), LENT_LEN.get()), (0, 0));
+        let plain = Format::Postcard.to_bytes(&Lend(&big)).unwrap();
+        assert_eq!(plain.len(), big.len() + 3);
     }
 
     #[test]

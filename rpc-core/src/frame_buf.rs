@@ -1,21 +1,28 @@
 //! Frames encoded in place: header placeholder first, body after it, header filled in last.
 
 use bytes::{Bytes, BytesMut};
-use rpc_codec::{FrameKind, HEADER_LEN, Header, SerializerId, Status};
+use rpc_codec::{Format, FrameKind, HEADER_LEN, Header, SerializeError, SerializerId, Status};
+use serde::Serialize;
 
 /// A frame encoded in place: the header's bytes are reserved first, the body is written after
 /// them, and the header is filled in once the body's length is known. One allocation per frame,
-/// no copy of the body.
+/// no copy of the body; large byte strings a value lends ([`rpc_codec::Lend`],
+/// [`rpc_codec::SharedBytes`]) stay in their own buffers as parts of the frame.
 #[derive(Debug)]
 pub(crate) struct FrameBuf {
     buf: BytesMut,
+    /// Lent byte strings: `(offset in buf, bytes)`, in order.
+    parts: Vec<(usize, Bytes)>,
 }
 
 impl FrameBuf {
     pub(crate) fn with_capacity(body_capacity: usize) -> Self {
         let mut buf = BytesMut::with_capacity(HEADER_LEN + body_capacity);
         buf.resize(HEADER_LEN, 0);
-        FrameBuf { buf }
+        FrameBuf {
+            buf,
+            parts: Vec::new(),
+        }
     }
 
     /// The buffer the body is appended to (it already holds the header's placeholder).
@@ -23,8 +30,17 @@ impl FrameBuf {
         &mut self.buf
     }
 
+    /// Appends `value` in `format`, keeping the large byte strings it lends as parts.
+    pub(crate) fn encode<T: Serialize + ?Sized>(
+        &mut self,
+        format: &Format,
+        value: &T,
+    ) -> Result<(), SerializeError> {
+        format.encode_lending(value, &mut self.buf, &mut self.parts)
+    }
+
     pub(crate) fn body_len(&self) -> usize {
-        self.buf.len() - HEADER_LEN
+        self.buf.len() - HEADER_LEN + self.parts.iter().map(|(_, p)| p.len()).sum::<usize>()
     }
 
     /// Fills in the header. Fails with the body's length when it exceeds `max_body_len`.
@@ -35,7 +51,7 @@ impl FrameBuf {
         status: Status,
         request_id: u64,
         max_body_len: usize,
-    ) -> Result<Bytes, usize> {
+    ) -> Result<OutFrame, usize> {
         let len = self.body_len();
         if len > max_body_len {
             return Err(len);
@@ -49,7 +65,78 @@ impl FrameBuf {
             body_len: len as u32,
         };
         self.buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-        Ok(self.buf.freeze())
+        if self.parts.is_empty() {
+            return Ok(OutFrame::from(self.buf.freeze()));
+        }
+        // The copied bytes between the parts, each split off the front of the buffer.
+        let mut rest = Vec::with_capacity(self.parts.len() * 2);
+        let mut taken = 0;
+        let mut head = None;
+        for (offset, part) in self.parts {
+            let piece = self.buf.split_to(offset - taken).freeze();
+            taken = offset;
+            match head {
+                None => head = Some(piece),
+                Some(_) if piece.is_empty() => {}
+                Some(_) => rest.push(piece),
+            }
+            rest.push(part);
+        }
+        if !self.buf.is_empty() {
+            rest.push(self.buf.freeze());
+        }
+        Ok(OutFrame {
+            // The header is always copied, so the first piece holds it.
+            head: head.unwrap_or_default(),
+            rest: rest.into_boxed_slice(),
+        })
+    }
+}
+
+/// A frame ready to be written: `head` (which holds the header) and, for a frame with lent
+/// parts, the pieces that follow it, in order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OutFrame {
+    head: Bytes,
+    /// Empty (no allocation) for a frame in one buffer.
+    rest: Box<[Bytes]>,
+}
+
+impl OutFrame {
+    /// The whole frame's length.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The first piece, which holds the header.
+    pub(crate) fn head(&self) -> &Bytes {
+        &self.head
+    }
+
+    /// The whole frame in one buffer.
+    #[cfg(test)]
+    pub(crate) fn concat(self) -> Vec<u8> {
+        self.into_pieces().flat_map(|p| p.to_vec()).collect()
+    }
+
+    /// The pieces in order.
+    #[cfg(test)]
+    pub(crate) fn into_pieces(self) -> impl Iterator<Item = Bytes> {
+        std::iter::once(self.head).chain(self.rest)
+    }
+
+    /// The first piece and the rest (empty for a frame in one buffer).
+    pub(crate) fn into_parts(self) -> (Bytes, Box<[Bytes]>) {
+        (self.head, self.rest)
+    }
+}
+
+impl From<Bytes> for OutFrame {
+    fn from(head: Bytes) -> Self {
+        OutFrame {
+            head,
+            rest: Box::default(),
+        }
     }
 }
 
@@ -97,7 +184,7 @@ mod tests {
             )
             .unwrap();
         let frame = FrameCodec::new()
-            .decode(&mut BytesMut::from(&bytes[..]))
+            .decode(&mut BytesMut::from(&bytes.concat()[..]))
             .unwrap()
             .unwrap();
         assert_eq!(frame.request_id, 42);
@@ -105,8 +192,48 @@ mod tests {
         let mut fb = FrameBuf::with_capacity(0);
         fb.body().extend_from_slice(&[0; 10]);
         assert_eq!(
-            fb.finish(FrameKind::Response, SerializerId::JSON, Status::OK, 1, 9),
+            fb.finish(FrameKind::Response, SerializerId::JSON, Status::OK, 1, 9)
+                .map(OutFrame::concat),
             Err(10)
         );
+    }
+
+    #[test]
+    fn lent_byte_strings_are_parts_of_the_frame_not_copies() {
+        let big = Bytes::from(vec![3u8; 100_000]);
+        let also = Bytes::from(vec![4u8; 5_000]);
+        for format in [Format::Postcard, Format::MessagePack] {
+            let value = (rpc_codec::Lend(&big), 1u8, rpc_codec::Lend(&also));
+            let mut fb = FrameBuf::with_capacity(16);
+            fb.body().extend_from_slice(b"pre");
+            fb.encode(&format, &value).unwrap();
+            let out = fb
+                .finish(FrameKind::Request, format.id(), Status::OK, 9, 1 << 20)
+                .unwrap();
+            let pieces: Vec<Bytes> = out.clone().into_pieces().collect();
+            assert_eq!(
+                pieces.len(),
+                4,
+                "{format}: head, big, the byte between, also"
+            );
+            assert_eq!(pieces[1].as_ptr(), big.as_ptr());
+            assert_eq!(pieces[3].as_ptr(), also.as_ptr());
+            assert_eq!(out.len(), pieces.iter().map(Bytes::len).sum::<usize>());
+            let frame = FrameCodec::new()
+                .decode(&mut BytesMut::from(&out.concat()[..]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.request_id, 9);
+            let mut expected = b"pre".to_vec();
+            expected.extend_from_slice(&format.to_bytes(&value).unwrap());
+            assert_eq!(&frame.body[..], &expected[..]);
+            // Too large with its parts counted.
+            let mut fb = FrameBuf::with_capacity(16);
+            fb.encode(&format, &value).unwrap();
+            assert!(
+                fb.finish(FrameKind::Request, format.id(), Status::OK, 9, 100_000)
+                    .is_err()
+            );
+        }
     }
 }

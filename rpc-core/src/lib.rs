@@ -94,8 +94,8 @@ pub use reflection::{
     ServiceDescriptor, SignatureDescriptor,
 };
 pub use rpc_codec::{
-    DEFAULT_MAX_BODY_LEN, Format, Formats, Metadata, MetadataError, SerializeError, Serializer,
-    SerializerId, SharedBytes, Status,
+    DEFAULT_MAX_BODY_LEN, Format, Formats, Lend, Metadata, MetadataError, SerializeError,
+    Serializer, SerializerId, SharedBytes, Status,
 };
 pub use rpc_macros::service;
 pub use rpc_transport::{

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::context::CallContext;
 use crate::error::ServerError;
-use crate::frame_buf::FrameBuf;
+use crate::frame_buf::{FrameBuf, OutFrame};
 
 /// A boxed, sendable future, as returned by [`Service::call`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -213,7 +213,7 @@ impl ServerCall {
             return Reply(ReplyInner::Nothing);
         }
         let mut buf = FrameBuf::with_capacity(64);
-        if let Err(e) = self.format.encode(value, buf.body()) {
+        if let Err(e) = buf.encode(&self.format, value) {
             return self.reply_error(ServerError::new(
                 Status::INTERNAL_ERROR,
                 format!("result could not be encoded: {e}"),
@@ -267,7 +267,7 @@ impl ServerCall {
             .map(move |item| {
                 let value = item?;
                 let mut buf = FrameBuf::with_capacity(64);
-                format.encode(&value, buf.body()).map_err(|e| {
+                buf.encode(&format, &value).map_err(|e| {
                     ServerError::new(
                         Status::INTERNAL_ERROR,
                         format!("stream item could not be encoded: {e}"),
@@ -308,11 +308,11 @@ pub struct Reply(pub(crate) ReplyInner);
 
 pub(crate) enum ReplyInner {
     /// A complete, encoded response frame.
-    Frame(Bytes),
+    Frame(OutFrame),
     /// An error to encode with the call's request id.
     Error(ServerError),
     /// Encoded stream-item frames; an error ends the stream with that status.
-    Stream(BoxStream<'static, Result<Bytes, ServerError>>),
+    Stream(BoxStream<'static, Result<OutFrame, ServerError>>),
     /// Nothing to send (one-way calls).
     Nothing,
 }
@@ -321,7 +321,7 @@ impl Reply {
     /// The status the answer carries (ok for values, streams and one-way calls).
     pub fn status(&self) -> Status {
         match &self.0 {
-            ReplyInner::Frame(frame) => Header::status_of(frame).unwrap_or(Status::OK),
+            ReplyInner::Frame(frame) => Header::status_of(frame.head()).unwrap_or(Status::OK),
             ReplyInner::Error(e) => e.status,
             ReplyInner::Stream(_) | ReplyInner::Nothing => Status::OK,
         }

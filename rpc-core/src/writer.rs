@@ -10,6 +10,8 @@ use rpc_transport::BoxWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
 
+use crate::frame_buf::OutFrame;
+
 /// Frames at least this long are written from their own buffer (vectored) instead of being
 /// copied into the batch buffer.
 const LARGE_FRAME: usize = 16 * 1024;
@@ -27,13 +29,16 @@ const MAX_IDLE_BATCH_BUFFER: usize = 256 * 1024;
 /// server call's place in the concurrency limits, so that queued answers count against the
 /// limits until they reach the socket (a client has none: `()`).
 pub(crate) struct Outgoing<T = ()> {
-    pub(crate) frame: Bytes,
+    pub(crate) frame: OutFrame,
     pub(crate) token: Option<T>,
 }
 
 impl<T> Outgoing<T> {
-    pub(crate) fn frame(frame: Bytes) -> Self {
-        Outgoing { frame, token: None }
+    pub(crate) fn frame(frame: impl Into<OutFrame>) -> Self {
+        Outgoing {
+            frame: frame.into(),
+            token: None,
+        }
     }
 }
 
@@ -75,7 +80,7 @@ pub(crate) struct OutgoingRx<T = ()> {
 pub(crate) const FRAME_OVERHEAD: usize = 64;
 
 /// What one frame costs while it waits to be written.
-fn cost(frame: &Bytes) -> usize {
+fn cost(frame: &OutFrame) -> usize {
     frame.len() + FRAME_OVERHEAD
 }
 
@@ -301,22 +306,31 @@ impl<T> Batch<T> {
 
     fn push(&mut self, out: Outgoing<T>) {
         self.frames += 1;
-        self.bytes += out.frame.len();
-        self.cost += cost(&out.frame);
-        if out.frame.len() >= LARGE_FRAME {
-            if !self.small.is_empty() {
-                self.segments.push(self.small.split().freeze());
-            }
-            self.segments.push(out.frame);
-        } else {
-            if self.small.capacity() - self.small.len() < out.frame.len() {
-                self.small
-                    .reserve(out.frame.len().max(INITIAL_BATCH_BUFFER));
-            }
-            self.small.extend_from_slice(&out.frame);
+        let len = out.frame.len();
+        self.bytes += len;
+        self.cost += len + FRAME_OVERHEAD;
+        let (head, rest) = out.frame.into_parts();
+        self.push_piece(head);
+        if !rest.is_empty() {
+            rest.into_iter().for_each(|piece| self.push_piece(piece));
         }
         if let Some(token) = out.token {
             self.tokens.push(token);
+        }
+    }
+
+    /// Keeps a large piece as its own buffer and copies a small one into the batch buffer.
+    fn push_piece(&mut self, piece: Bytes) {
+        if piece.len() >= LARGE_FRAME {
+            if !self.small.is_empty() {
+                self.segments.push(self.small.split().freeze());
+            }
+            self.segments.push(piece);
+        } else {
+            if self.small.capacity() - self.small.len() < piece.len() {
+                self.small.reserve(piece.len().max(INITIAL_BATCH_BUFFER));
+            }
+            self.small.extend_from_slice(&piece);
         }
     }
 
@@ -382,7 +396,7 @@ mod tests {
     use super::*;
     use crate::frame_buf::FrameBuf;
 
-    fn frame(id: u64, len: usize) -> Bytes {
+    fn frame(id: u64, len: usize) -> OutFrame {
         let mut fb = FrameBuf::with_capacity(len);
         fb.body().resize(18 + len, (id % 251) as u8);
         fb.finish(

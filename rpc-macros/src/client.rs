@@ -96,6 +96,14 @@ fn method(def: &ServiceDef, m: &Method) -> TokenStream {
         (&def.name, &def.version, &m.wire_name, m.idempotent);
     let names: Vec<_> = m.args.iter().map(|(name, _)| name).collect();
     let types = m.args.iter().map(|(_, ty)| ty);
+    // `Bytes` arguments lend their buffers to the request's frame instead of being copied.
+    let values = m.args.iter().map(|(name, ty)| {
+        if is_bytes(ty) {
+            quote!(::rpc_core::Lend(&#name))
+        } else {
+            quote!(#name)
+        }
+    });
 
     let mut docs: Vec<_> = m
         .attrs
@@ -149,7 +157,7 @@ fn method(def: &ServiceDef, m: &Method) -> TokenStream {
         .first()
         .map_or_else(|| ident.span(), |(_, ty)| ty.span());
     let helper = quote_spanned!(ret_span=> ::rpc_core::__private::#helper);
-    let args = quote_spanned!(args_span=> &(#(#names,)*));
+    let args = quote_spanned!(args_span=> &(#(#values,)*));
     let target = quote! {
         &::rpc_core::MethodTarget {
             service: #service,

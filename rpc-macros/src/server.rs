@@ -277,9 +277,18 @@ fn arm(trait_ident: &syn::Ident, m: &Method) -> TokenStream {
             #invoke;
             call.reply(&())
         },
+        // A `Bytes` result lends its buffer to the answer's frame instead of being copied.
+        Output::Value(t) if is_bytes(t) => quote_spanned! {output_span=>
+            let out = #invoke;
+            call.reply(&::rpc_core::Lend(&out))
+        },
         Output::Value(_) => quote_spanned! {output_span=>
             let out = #invoke;
             call.reply(&out)
+        },
+        Output::Result { ok, .. } if is_bytes(ok) => quote_spanned! {output_span=>
+            let out = #invoke;
+            call.reply_result(&out.as_ref().map(::rpc_core::Lend))
         },
         Output::Result { .. } => quote_spanned! {output_span=>
             let out = #invoke;

@@ -26,9 +26,17 @@
 
 /// With `--features mimalloc`, every system runs on mimalloc: glibc's allocator makes threads
 /// contend on its arenas when memory allocated on one worker is freed on another.
-#[cfg(feature = "mimalloc")]
+#[cfg(all(feature = "mimalloc", not(feature = "count-allocs")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// With `--features count-allocs`, the system allocator counts its calls, and after the rounds
+/// echo-bench counts the allocations per call of every system (a count does not depend on the
+/// allocator; the counting itself slows every allocation, so such a build's timings are not
+/// the ones to quote). It takes the place of mimalloc when both features are on.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -234,7 +242,7 @@ async fn throughput(
     per_conn: usize,
     size: usize,
     seconds: f64,
-) -> anyhow::Result<(f64, Duration)> {
+) -> anyhow::Result<(f64, Duration, u64)> {
     let payload = Bytes::from(vec![7u8; size]);
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -269,10 +277,21 @@ async fn throughput(
     let elapsed = start.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     let calls = count.load(Ordering::Relaxed).max(1);
-    Ok((calls as f64 / elapsed.as_secs_f64(), cpu / calls as u32))
+    Ok((
+        calls as f64 / elapsed.as_secs_f64(),
+        cpu / calls as u32,
+        calls,
+    ))
 }
 
 async fn stream_items(conn: &EchoConn, seconds: f64) -> anyhow::Result<Option<f64>> {
+    Ok(stream_count(conn, seconds)
+        .await?
+        .map(|(n, elapsed)| n as f64 / elapsed.as_secs_f64()))
+}
+
+/// Items received from one stream in about `seconds`, and the time they took.
+async fn stream_count(conn: &EchoConn, seconds: f64) -> anyhow::Result<Option<(u64, Duration)>> {
     let Some(mut stream) = conn.stream(Bytes::from(vec![7u8; 32])).await? else {
         return Ok(None);
     };
@@ -284,7 +303,57 @@ async fn stream_items(conn: &EchoConn, seconds: f64) -> anyhow::Result<Option<f6
             n += 1;
         }
     }
-    Ok(Some(n as f64 / start.elapsed().as_secs_f64()))
+    Ok(Some((n, start.elapsed())))
+}
+
+/// Counts each system's allocations per call, client and server together: (a) 2,000 calls one
+/// at a time, (b) 64 concurrent 32 B calls and (d) 16 concurrent 64 KiB calls for `seconds`,
+/// and (e) per stream item; for (d) also the bytes allocated per call, in 64 KiB payloads (a
+/// copy of the payload needs a buffer of its own, so this bounds the copies).
+#[cfg(feature = "count-allocs")]
+async fn count_allocations(systems: &[System], seconds: f64) -> anyhow::Result<()> {
+    use stats_alloc::Region;
+    /// Allocator calls that obtained memory: allocations and reallocations.
+    fn obtained(stats: stats_alloc::Stats) -> f64 {
+        (stats.allocations + stats.reallocations) as f64
+    }
+    println!(
+        "\nAllocations per call, client and server together (allocations and reallocations; \
+         a `count-allocs` build, {seconds} s per measurement):\n"
+    );
+    println!(
+        "| system | (a) allocs/call | (b) allocs/call | (d) allocs/call | (d) bytes/call ÷ 64 KiB | (e) allocs/item |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for system in systems {
+        let conn = system.connect().await?;
+        latency(&conn, 500).await?;
+        let region = Region::new(GLOBAL);
+        latency(&conn, 2_000).await?;
+        let a = obtained(region.change()) / 2_000.0;
+        let one = std::slice::from_ref(&conn);
+        throughput(one, 64, 32, 0.2).await?;
+        let region = Region::new(GLOBAL);
+        let (_, _, calls) = throughput(one, 64, 32, seconds).await?;
+        let b = obtained(region.change()) / calls as f64;
+        throughput(one, 16, 64 * 1024, 0.2).await?;
+        let region = Region::new(GLOBAL);
+        let (_, _, calls) = throughput(one, 16, 64 * 1024, seconds).await?;
+        let stats = region.change();
+        let d = obtained(stats) / calls as f64;
+        let d_bytes = stats.bytes_allocated as f64 / (64.0 * 1024.0) / calls as f64;
+        stream_count(&conn, 0.2).await?;
+        let region = Region::new(GLOBAL);
+        let e = match stream_count(&conn, seconds).await? {
+            Some((items, _)) => format!("{:.2}", obtained(region.change()) / items as f64),
+            None => "n/a".to_owned(),
+        };
+        println!(
+            "| {} | {a:.2} | {b:.2} | {d:.2} | {d_bytes:.2} | {e} |",
+            system.name
+        );
+    }
+    Ok(())
 }
 
 /// One figure per round.
@@ -528,7 +597,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         for (i, system) in systems.iter().enumerate().filter(|_| on("b")) {
             let conn = system.connect().await?;
-            let (rate, cpu) = throughput(std::slice::from_ref(&conn), 64, 32, args.seconds).await?;
+            let (rate, cpu, _) =
+                throughput(std::slice::from_ref(&conn), 64, 32, args.seconds).await?;
             results[i][B].0.push(rate);
             results[i][CPU].0.push(cpu.as_secs_f64() * 1e6);
         }
@@ -537,12 +607,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             for _ in 0..4 {
                 conns.push(system.connect().await?);
             }
-            let (rate, _) = throughput(&conns, 64, 32, args.seconds).await?;
+            let (rate, _, _) = throughput(&conns, 64, 32, args.seconds).await?;
             results[i][C].0.push(rate);
         }
         for (i, system) in systems.iter().enumerate().filter(|_| on("d")) {
             let conn = system.connect().await?;
-            let (rate, _) =
+            let (rate, _, _) =
                 throughput(std::slice::from_ref(&conn), 16, 64 * 1024, args.seconds).await?;
             results[i][D].0.push(rate * 64.0 * 1024.0 / 1e6);
         }
@@ -553,10 +623,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    server.shutdown(Duration::from_secs(1)).await;
     let load_after = load_average();
 
     print_tables(&args, &systems, &results, &load_before, &load_after);
+    #[cfg(feature = "count-allocs")]
+    count_allocations(&systems, args.seconds.min(1.0)).await?;
+    server.shutdown(Duration::from_secs(1)).await;
     if let Some(path) = &args.svg {
         let title = format!(
             "Echo over loopback TCP (QUIC for postcard-quic), {} round(s) interleaved: medians, whiskers min–max",

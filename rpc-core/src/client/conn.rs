@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::caller::error_from_body;
 use crate::error::{Cause, Report, RpcError};
-use crate::frame_buf::empty_frame;
+use crate::frame_buf::{OutFrame, empty_frame};
 use crate::id_hash::IdHash;
 use crate::reader::{Disconnect, ReadHandler, ReaderConfig, read_frames};
 use crate::writer::{Outgoing, OutgoingTx};
@@ -106,7 +106,7 @@ impl Conn {
         removed
     }
 
-    pub(crate) fn send(&self, frame: Bytes) -> Result<(), RpcError> {
+    pub(crate) fn send(&self, frame: OutFrame) -> Result<(), RpcError> {
         self.tx
             .send(Outgoing::frame(frame))
             .map_err(|_| self.lost())

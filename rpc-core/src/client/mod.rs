@@ -31,7 +31,7 @@ use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
 use crate::error::{Cause, RpcError};
 use crate::filter::{CallFuture, CallOutput, ClientFilter, ClientFilters};
-use crate::frame_buf::FrameBuf;
+use crate::frame_buf::{FrameBuf, OutFrame};
 use crate::service::MethodKind;
 
 /// A client of one server endpoint. Cheap to clone; every clone shares one connection, over
@@ -385,7 +385,7 @@ impl Client {
         options: &CallOptions,
         budget: Option<Duration>,
         args: &A,
-    ) -> Result<bytes::Bytes, RpcError> {
+    ) -> Result<OutFrame, RpcError> {
         let config = &self.shared.config;
         let mut buf = FrameBuf::with_capacity(128);
         put_request_head(
@@ -397,7 +397,7 @@ impl Client {
             &options.metadata,
         )
         .map_err(|e| RpcError::BadRequest(e.to_string()))?;
-        config.format.encode(args, buf.body())?;
+        buf.encode(&config.format, args)?;
         buf.finish(
             kind,
             config.format.id(),

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use rpc_codec::{ErrorBody, FrameKind, SerializerId, Status};
 use tokio::time::Instant;
@@ -18,7 +17,7 @@ use super::control::CallSignal;
 use super::limits::Slot;
 use super::state::ConnShared;
 use crate::error::ServerError;
-use crate::frame_buf::{FrameBuf, empty_frame, empty_frame_with};
+use crate::frame_buf::{FrameBuf, OutFrame, empty_frame, empty_frame_with};
 use crate::service::{Reply, ReplyInner};
 use crate::writer::{Outgoing, OutgoingTx};
 
@@ -55,7 +54,7 @@ pub(super) enum Start<F> {
     Stream(ItemStream),
 }
 
-pub(super) type ItemStream = futures::stream::BoxStream<'static, Result<Bytes, ServerError>>;
+pub(super) type ItemStream = futures::stream::BoxStream<'static, Result<OutFrame, ServerError>>;
 
 /// What is needed to deliver one call's answer.
 pub(super) struct Job {
@@ -78,7 +77,7 @@ impl Job {
     }
 
     /// The frame answering a reply that is not a stream, if there is one.
-    pub(super) fn answer_frame(&self, reply: ReplyInner) -> Option<Bytes> {
+    pub(super) fn answer_frame(&self, reply: ReplyInner) -> Option<OutFrame> {
         match reply {
             ReplyInner::Frame(frame) => Some(frame),
             ReplyInner::Error(e) => Some(error_frame(self.id, self.serializer, &e)),
@@ -87,7 +86,7 @@ impl Job {
     }
 
     /// The answer, holding the call's slot until it is written.
-    pub(super) fn answer(self, frame: Bytes) -> Outgoing<Slot> {
+    pub(super) fn answer(self, frame: OutFrame) -> Outgoing<Slot> {
         Outgoing {
             frame,
             token: Some(self.slot),
@@ -119,7 +118,7 @@ impl Job {
             self.pump(&signal, items).await
         };
         enum Outcome {
-            Done(Option<Bytes>),
+            Done(Option<OutFrame>),
             Cancelled,
             DeadlinePassed,
         }
@@ -162,7 +161,7 @@ impl Job {
     ///
     /// An item is asked of the stream before its credit is taken, so the end of a stream never
     /// waits for credit; at most one item produced beyond the credit waits for it.
-    async fn pump(&self, signal: &CallSignal, mut items: ItemStream) -> Option<Bytes> {
+    async fn pump(&self, signal: &CallSignal, mut items: ItemStream) -> Option<OutFrame> {
         // Items are sent in batches: as many as are ready and covered by credit go to the writer
         // in one message.
         let mut batch = Vec::new();
@@ -199,11 +198,9 @@ impl Job {
             match end {
                 None => {}
                 Some(Ok(())) => {
-                    return Some(empty_frame_with(
-                        FrameKind::StreamEnd,
-                        self.serializer,
-                        self.id,
-                    ));
+                    return Some(
+                        empty_frame_with(FrameKind::StreamEnd, self.serializer, self.id).into(),
+                    );
                 }
                 Some(Err(e)) => {
                     return Some(end_frame(
@@ -225,11 +222,11 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-pub(super) fn error_frame(id: u64, serializer: SerializerId, error: &ServerError) -> Bytes {
+pub(super) fn error_frame(id: u64, serializer: SerializerId, error: &ServerError) -> OutFrame {
     end_frame(FrameKind::Response, id, serializer, error)
 }
 
-fn end_frame(kind: FrameKind, id: u64, serializer: SerializerId, error: &ServerError) -> Bytes {
+fn end_frame(kind: FrameKind, id: u64, serializer: SerializerId, error: &ServerError) -> OutFrame {
     let mut fb = FrameBuf::with_capacity(2 + error.message.len() + error.detail.len());
     ErrorBody {
         message: error.message.clone(),
@@ -244,7 +241,7 @@ fn end_frame(kind: FrameKind, id: u64, serializer: SerializerId, error: &ServerE
             let mut fb = FrameBuf::with_capacity(64);
             ErrorBody::new(error.message.clone()).put(fb.body());
             fb.finish(kind, serializer, error.status, id, u32::MAX as usize)
-                .unwrap_or_else(|_| empty_frame(kind, id))
+                .unwrap_or_else(|_| empty_frame(kind, id).into())
         }
     }
 }
