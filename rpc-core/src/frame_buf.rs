@@ -68,12 +68,30 @@ impl FrameBuf {
         if self.parts.is_empty() {
             return Ok(OutFrame::from(self.buf.freeze()));
         }
-        // The copied bytes between the parts, each split off the front of the buffer.
-        let mut rest = Vec::with_capacity(self.parts.len() * 2);
+        // The copied bytes between the parts, each split off the front of the buffer; the
+        // last copied piece is the buffer itself (splitting costs an allocation).
+        let written = self.buf.len();
+        let mut offsets = self.parts.iter().map(|(offset, _)| *offset).peekable();
+        let mut between = 0;
+        let mut before = None;
+        while let Some(offset) = offsets.next() {
+            if before.is_some_and(|b| b < offset) {
+                between += 1;
+            }
+            before = Some(offset);
+            if offsets.peek().is_none() && offset < written {
+                between += 1;
+            }
+        }
+        let mut rest = Vec::with_capacity(self.parts.len() + between);
         let mut taken = 0;
         let mut head = None;
         for (offset, part) in self.parts {
-            let piece = self.buf.split_to(offset - taken).freeze();
+            let piece = if offset == written {
+                std::mem::take(&mut self.buf).freeze()
+            } else {
+                self.buf.split_to(offset - taken).freeze()
+            };
             taken = offset;
             match head {
                 None => head = Some(piece),
@@ -227,6 +245,19 @@ mod tests {
             let mut expected = b"pre".to_vec();
             expected.extend_from_slice(&format.to_bytes(&value).unwrap());
             assert_eq!(&frame.body[..], &expected[..]);
+            // A part in the middle: the bytes after it follow it.
+            let value = (rpc_codec::Lend(&big), u64::MAX);
+            let mut fb = FrameBuf::with_capacity(16);
+            fb.encode(&format, &value).unwrap();
+            let out = fb
+                .finish(FrameKind::Request, format.id(), Status::OK, 10, 1 << 20)
+                .unwrap();
+            assert_eq!(out.clone().into_pieces().count(), 3, "{format}");
+            let frame = FrameCodec::new()
+                .decode(&mut BytesMut::from(&out.concat()[..]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.body, format.to_bytes(&value).unwrap());
             // Too large with its parts counted.
             let mut fb = FrameBuf::with_capacity(16);
             fb.encode(&format, &value).unwrap();

@@ -58,8 +58,10 @@
 //! - A first argument whose type's last path segment is `CallContext` is not sent: the server
 //!   passes the call's context (metadata, deadline, peer), and the client method omits it.
 //! - An argument, result or success whose type is written `Bytes`, `bytes::Bytes` or
-//!   `::bytes::Bytes` is decoded as a slice of the frame it arrived in, without a copy (with
-//!   postcard and MessagePack; see `rpc_core::SharedBytes`). Another crate's type named `Bytes`
+//!   `::bytes::Bytes` is decoded as a slice of the frame it arrived in, without a copy, and
+//!   from 4 KiB on is sent from its own buffer instead of being copied into the frame (with
+//!   postcard and MessagePack; see `rpc_core::SharedBytes` and `rpc_core::Lend`). Another
+//!   crate's type named `Bytes`
 //!   must be written with its path (`other::Bytes`), or it is taken for `bytes::Bytes`.
 //!
 //! # Rules
