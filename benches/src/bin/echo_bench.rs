@@ -30,13 +30,34 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// With `--features jemalloc` (and not mimalloc), every system runs on jemalloc, configured as
+/// the server programs ship it (`.cargo/config.toml`).
+#[cfg(all(
+    feature = "jemalloc",
+    not(feature = "mimalloc"),
+    not(feature = "count-allocs")
+))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// With `--features count-allocs`, the system allocator counts its calls, and after the rounds
 /// echo-bench counts the allocations per call of every system (a count does not depend on the
 /// allocator; the counting itself slows every allocation, so such a build's timings are not
-/// the ones to quote). It takes the place of mimalloc when both features are on.
+/// the ones to quote). It takes the place of mimalloc or jemalloc when both features are on.
 #[cfg(feature = "count-allocs")]
 #[global_allocator]
 static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// The global allocator this build runs on.
+const ALLOCATOR: &str = if cfg!(feature = "count-allocs") {
+    "the system's (glibc), counting"
+} else if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else if cfg!(feature = "jemalloc") {
+    "jemalloc"
+} else {
+    "the system's (glibc)"
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -653,7 +674,7 @@ fn print_tables(
         args.rounds, args.seconds, args.latency_calls, args.workers
     );
     println!(
-        "CPU: {}; load average before: {load_before}; after: {load_after}.\n",
+        "CPU: {}; allocator: {ALLOCATOR}; load average before: {load_before}; after: {load_after}.\n",
         cpu_model()
     );
     for metric in &METRICS {
