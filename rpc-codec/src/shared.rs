@@ -92,9 +92,9 @@ fn lent_slice(part: &[u8]) -> Option<Bytes> {
     })
 }
 
-/// An encoded value whose large byte strings were lent instead of copied: `head` holds the
-/// encoding with those bytes left out, and each of `parts` is `(offset in head, bytes)`, in
-/// order, where the bytes belong.
+/// What an encode under [`with_lending`] writes into: bytes go to `head`, except a write that
+/// lies inside a lent buffer, which is recorded in `parts` as `(offset in head, bytes)`, in
+/// order, where those bytes belong.
 #[derive(Debug)]
 pub(crate) struct LendingWriter<'a> {
     pub(crate) head: &'a mut bytes::BytesMut,
