@@ -19,6 +19,31 @@ pub const STREAM_WINDOW: u32 = 256;
 /// this is clamped to it.
 pub const MAX_STREAM_CREDIT: u32 = STREAM_WINDOW * 4;
 
+/// The Request metadata key by which a client announces a byte window for a server stream: its
+/// value is a decimal number of bytes. A server that knows it bounds the stream by bytes as
+/// well as items: it starts the stream with [`WINDOWED_STREAM_CREDIT`] items of credit (also
+/// the most it keeps outstanding) and keeps at most the window's bytes of items sent and not yet
+/// granted back (always letting one item go, however large). A server that does not know it
+/// ignores it, as any metadata.
+pub const STREAM_WINDOW_KEY: &str = "rpc-stream-window";
+
+/// The items of credit a stream with a byte window starts with, and the most it keeps
+/// outstanding.
+pub const WINDOWED_STREAM_CREDIT: u32 = 65_536;
+
+/// The smallest byte window a server accepts; a smaller announcement counts as this.
+pub const MIN_STREAM_WINDOW_BYTES: u64 = 16 * 1024;
+
+/// The largest byte window a server accepts; a larger announcement counts as this.
+pub const MAX_STREAM_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The byte window announced by a Request's metadata value for [`STREAM_WINDOW_KEY`], clamped
+/// to what a server accepts; `None` for a value that is not a decimal number.
+pub fn parse_stream_window(value: &str) -> Option<u64> {
+    let bytes: u64 = value.parse().ok()?;
+    Some(bytes.clamp(MIN_STREAM_WINDOW_BYTES, MAX_STREAM_WINDOW_BYTES))
+}
+
 /// The body of a StreamCredit frame: how many more items the client accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamCredit(pub u32);

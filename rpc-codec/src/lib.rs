@@ -19,7 +19,8 @@
 //!   [`Formats`] finds one by the [`SerializerId`] in a header.
 //! - [`Status`] is the outcome of a call.
 //! - [`StreamCredit`] and [`GoAway`] are the bodies of those control frames;
-//!   [`STREAM_WINDOW`] and [`MAX_STREAM_CREDIT`] are the stream flow-control constants.
+//!   [`STREAM_WINDOW`] and [`MAX_STREAM_CREDIT`] are the stream flow-control constants;
+//!   [`STREAM_WINDOW_KEY`] announces a byte window.
 //!
 //! The full byte-level description is `docs/PROTOCOL.md` in the repository.
 //!
@@ -65,7 +66,10 @@ mod shared;
 mod status;
 
 pub use codec::{DEFAULT_MAX_BODY_LEN, FrameCodec, FrameError};
-pub use control::{ControlError, GoAway, MAX_STREAM_CREDIT, STREAM_WINDOW, StreamCredit};
+pub use control::{
+    ControlError, GoAway, MAX_STREAM_CREDIT, MAX_STREAM_WINDOW_BYTES, MIN_STREAM_WINDOW_BYTES,
+    STREAM_WINDOW, STREAM_WINDOW_KEY, StreamCredit, WINDOWED_STREAM_CREDIT, parse_stream_window,
+};
 pub use frame::Frame;
 pub use header::{FrameKind, HEADER_LEN, Header, MAGIC, VERSION};
 pub use metadata::{Metadata, MetadataError};

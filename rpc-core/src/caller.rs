@@ -3,14 +3,13 @@
 
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use rpc_codec::{ErrorBody, Format, Metadata, MetadataError, Status};
+use rpc_codec::{ErrorBody, Format, Metadata, MetadataError, SerializeError, Status};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -249,26 +248,48 @@ impl fmt::Debug for RawStream {
 /// Dropping it before the end tells the server to stop producing.
 pub struct RpcStream<T> {
     raw: RawStream,
-    _item: PhantomData<fn() -> T>,
+    decode: fn(&Format, &Bytes) -> Result<T, SerializeError>,
 }
 
 impl<T: DeserializeOwned> RpcStream<T> {
     /// Decodes the items of a raw stream.
     pub fn new(raw: RawStream) -> Self {
+        fn decode<T: DeserializeOwned>(format: &Format, body: &Bytes) -> Result<T, SerializeError> {
+            format.decode(body)
+        }
         RpcStream {
             raw,
-            _item: PhantomData,
+            decode: decode::<T>,
         }
     }
 }
 
-impl<T: DeserializeOwned> Stream for RpcStream<T> {
+impl<T: From<rpc_codec::SharedBytes>> RpcStream<T> {
+    /// Decodes the items of a raw stream whose items are byte strings as slices of the frames
+    /// that brought them (postcard and MessagePack; other formats copy).
+    pub fn shared(raw: RawStream) -> Self {
+        fn decode<T: From<rpc_codec::SharedBytes>>(
+            format: &Format,
+            body: &Bytes,
+        ) -> Result<T, SerializeError> {
+            format
+                .decode_shared::<rpc_codec::SharedBytes>(body)
+                .map(T::from)
+        }
+        RpcStream {
+            raw,
+            decode: decode::<T>,
+        }
+    }
+}
+
+impl<T> Stream for RpcStream<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match Pin::new(&mut self.raw).poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(
-                self.raw.format.decode(&bytes).map_err(RpcError::Serialize),
+                (self.decode)(&self.raw.format, &bytes).map_err(RpcError::Serialize),
             )),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
@@ -389,6 +410,23 @@ pub mod __private {
         T: DeserializeOwned,
     {
         Ok(RpcStream::new(
+            caller.call_stream(target, options, args).await?,
+        ))
+    }
+
+    /// As [`server_stream`], for items whose type is `Bytes`: slices of the frames.
+    pub async fn server_stream_shared<C, A, T>(
+        caller: &C,
+        options: &CallOptions,
+        target: &MethodTarget<'static>,
+        args: &A,
+    ) -> Result<RpcStream<T>, RpcError>
+    where
+        C: Caller,
+        A: Serialize + Sync,
+        T: From<rpc_codec::SharedBytes>,
+    {
+        Ok(RpcStream::shared(
             caller.call_stream(target, options, args).await?,
         ))
     }

@@ -65,57 +65,156 @@ impl FrameBuf {
             body_len: len as u32,
         };
         self.buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-        if self.parts.is_empty() {
-            return Ok(OutFrame::from(self.buf.freeze()));
+        Ok(pieces(self.buf, self.parts))
+    }
+}
+
+/// Bytes holding one or more whole frames, and the byte strings they lend at `parts`' offsets,
+/// as the pieces to write in order.
+fn pieces(mut buf: BytesMut, parts: Vec<(usize, Bytes)>) -> OutFrame {
+    if parts.is_empty() {
+        return OutFrame {
+            head: buf,
+            rest: Box::default(),
+        };
+    }
+    // The copied bytes between the parts, each split off the front of the buffer; the last
+    // copied piece is the buffer itself (splitting costs an allocation).
+    let written = buf.len();
+    let mut offsets = parts.iter().map(|(offset, _)| *offset).peekable();
+    let mut between = 0;
+    let mut before = None;
+    while let Some(offset) = offsets.next() {
+        if before.is_some_and(|b| b < offset) {
+            between += 1;
         }
-        // The copied bytes between the parts, each split off the front of the buffer; the
-        // last copied piece is the buffer itself (splitting costs an allocation).
-        let written = self.buf.len();
-        let mut offsets = self.parts.iter().map(|(offset, _)| *offset).peekable();
-        let mut between = 0;
-        let mut before = None;
-        while let Some(offset) = offsets.next() {
-            if before.is_some_and(|b| b < offset) {
-                between += 1;
-            }
-            before = Some(offset);
-            if offsets.peek().is_none() && offset < written {
-                between += 1;
-            }
+        before = Some(offset);
+        if offsets.peek().is_none() && offset < written {
+            between += 1;
         }
-        let mut rest = Vec::with_capacity(self.parts.len() + between);
-        let mut taken = 0;
-        let mut head = None;
-        for (offset, part) in self.parts {
-            let piece = if offset == written {
-                std::mem::take(&mut self.buf).freeze()
-            } else {
-                self.buf.split_to(offset - taken).freeze()
-            };
-            taken = offset;
-            match head {
-                None => head = Some(piece),
-                Some(_) if piece.is_empty() => {}
-                Some(_) => rest.push(piece),
-            }
-            rest.push(part);
+    }
+    let mut rest = Vec::with_capacity(parts.len() + between);
+    let mut taken = 0;
+    let mut head = None;
+    for (offset, part) in parts {
+        let piece = if offset == written {
+            std::mem::take(&mut buf)
+        } else {
+            buf.split_to(offset - taken)
+        };
+        taken = offset;
+        match head {
+            None => head = Some(piece),
+            Some(_) if piece.is_empty() => {}
+            Some(_) => rest.push(piece.freeze()),
         }
-        if !self.buf.is_empty() {
-            rest.push(self.buf.freeze());
+        rest.push(part);
+    }
+    if !buf.is_empty() {
+        rest.push(buf.freeze());
+    }
+    OutFrame {
+        // A frame's header is always copied, so the first piece holds it.
+        head: head.unwrap_or_default(),
+        rest: rest.into_boxed_slice(),
+    }
+}
+
+/// When less than this is free in a [`FrameRun`]'s buffer, it makes room for [`RUN_CHUNK`].
+const RUN_SPARE: usize = 1024;
+/// The room a [`FrameRun`] makes at a time.
+const RUN_CHUNK: usize = 64 * 1024;
+
+/// Why a frame could not join a [`FrameRun`].
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// The value did not serialize.
+    Encode(SerializeError),
+    /// The body has this many bytes, more than the maximum.
+    TooLarge(usize),
+}
+
+/// Frames encoded one after another into one buffer and taken together: a stream's items. Each
+/// batch taken is split off the buffer, which makes room a chunk at a time, so a batch of small
+/// frames costs at most one allocation, and none once the buffer behind the batches already
+/// written is free again.
+#[derive(Debug, Default)]
+pub(crate) struct FrameRun {
+    buf: BytesMut,
+    /// Lent byte strings: `(offset in buf, bytes)`, in order.
+    parts: Vec<(usize, Bytes)>,
+    /// The lent bytes in `parts`.
+    lent: usize,
+}
+
+impl FrameRun {
+    /// Appends a frame whose body is `value` in `format`; on failure the run is as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push<T: Serialize + ?Sized>(
+        &mut self,
+        format: &Format,
+        value: &T,
+        kind: FrameKind,
+        status: Status,
+        request_id: u64,
+        max_body_len: usize,
+    ) -> Result<(), RunError> {
+        if self.buf.capacity() - self.buf.len() < RUN_SPARE {
+            self.buf.reserve(RUN_CHUNK);
         }
-        Ok(OutFrame {
-            // The header is always copied, so the first piece holds it.
-            head: head.unwrap_or_default(),
-            rest: rest.into_boxed_slice(),
-        })
+        let start = self.buf.len();
+        let first_part = self.parts.len();
+        self.buf.resize(start + HEADER_LEN, 0);
+        let undo = |run: &mut Self| {
+            run.buf.truncate(start);
+            run.parts.truncate(first_part);
+        };
+        if let Err(e) = format.encode_lending(value, &mut self.buf, &mut self.parts) {
+            undo(self);
+            return Err(RunError::Encode(e));
+        }
+        let lent: usize = self.parts[first_part..].iter().map(|(_, p)| p.len()).sum();
+        let len = self.buf.len() - start - HEADER_LEN + lent;
+        if len > max_body_len {
+            undo(self);
+            return Err(RunError::TooLarge(len));
+        }
+        let header = Header {
+            kind,
+            serializer: format.id(),
+            status,
+            request_id,
+            // `max_body_len` never exceeds u32::MAX (FrameCodec clamps it), so this fits.
+            body_len: len as u32,
+        };
+        self.buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+        self.lent += lent;
+        Ok(())
+    }
+
+    /// The bytes of the frames appended and not yet taken.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() + self.lent
+    }
+
+    /// Every frame appended since the last take, as one piece of writing.
+    pub(crate) fn take(&mut self) -> Option<OutFrame> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.lent = 0;
+        Some(pieces(self.buf.split(), std::mem::take(&mut self.parts)))
     }
 }
 
 /// A frame ready to be written: `head` (which holds the header) and, for a frame with lent
 /// parts, the pieces that follow it, in order.
+///
+/// The head stays a `BytesMut`: the writer copies small frames into its own buffer, and a
+/// `Bytes` made of a buffer with room to spare would cost an allocation of its own.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OutFrame {
-    head: Bytes,
+    head: BytesMut,
     /// Empty (no allocation) for a frame in one buffer.
     rest: Box<[Bytes]>,
 }
@@ -127,7 +226,7 @@ impl OutFrame {
     }
 
     /// The first piece, which holds the header.
-    pub(crate) fn head(&self) -> &Bytes {
+    pub(crate) fn head(&self) -> &[u8] {
         &self.head
     }
 
@@ -140,11 +239,11 @@ impl OutFrame {
     /// The pieces in order.
     #[cfg(test)]
     pub(crate) fn into_pieces(self) -> impl Iterator<Item = Bytes> {
-        std::iter::once(self.head).chain(self.rest)
+        std::iter::once(self.head.freeze()).chain(self.rest)
     }
 
     /// The first piece and the rest (empty for a frame in one buffer).
-    pub(crate) fn into_parts(self) -> (Bytes, Box<[Bytes]>) {
+    pub(crate) fn into_parts(self) -> (BytesMut, Box<[Bytes]>) {
         (self.head, self.rest)
     }
 }
@@ -152,7 +251,8 @@ impl OutFrame {
 impl From<Bytes> for OutFrame {
     fn from(head: Bytes) -> Self {
         OutFrame {
-            head,
+            // Without a copy when `head` is the only handle on its buffer.
+            head: BytesMut::from(head),
             rest: Box::default(),
         }
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::context::CallContext;
 use crate::error::ServerError;
-use crate::frame_buf::{FrameBuf, OutFrame};
+use crate::frame_buf::{FrameBuf, FrameRun, OutFrame, RunError};
 
 /// A boxed, sendable future, as returned by [`Service::call`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -259,36 +260,13 @@ impl ServerCall {
         if self.is_one_way() {
             return Reply(ReplyInner::Nothing);
         }
-        let format = self.format.clone();
-        let request_id = self.request_id;
-        let max = self.max_body_len;
-        let items = stream
-            .inner
-            .map(move |item| {
-                let value = item?;
-                let mut buf = FrameBuf::with_capacity(64);
-                buf.encode(&format, &value).map_err(|e| {
-                    ServerError::new(
-                        Status::INTERNAL_ERROR,
-                        format!("stream item could not be encoded: {e}"),
-                    )
-                })?;
-                buf.finish(
-                    FrameKind::StreamItem,
-                    format.id(),
-                    Status::OK,
-                    request_id,
-                    max,
-                )
-                .map_err(|len| {
-                    ServerError::new(
-                        Status::INTERNAL_ERROR,
-                        format!("stream item of {len} bytes exceeds the maximum frame body"),
-                    )
-                })
-            })
-            .boxed();
-        Reply(ReplyInner::Stream(items))
+        let items = EncodedItems {
+            items: stream.inner,
+            format: self.format.clone(),
+            request_id: self.request_id,
+            max_body_len: self.max_body_len,
+        };
+        Reply(ReplyInner::Stream(Box::new(items)))
     }
 }
 
@@ -311,8 +289,8 @@ pub(crate) enum ReplyInner {
     Frame(OutFrame),
     /// An error to encode with the call's request id.
     Error(ServerError),
-    /// Encoded stream-item frames; an error ends the stream with that status.
-    Stream(BoxStream<'static, Result<OutFrame, ServerError>>),
+    /// Stream items, encoded as they are taken; an error ends the stream with that status.
+    Stream(Box<dyn ItemSource>),
     /// Nothing to send (one-way calls).
     Nothing,
 }
@@ -347,6 +325,61 @@ impl fmt::Debug for Reply {
             ReplyInner::Stream(_) => f.write_str("Reply::Stream"),
             ReplyInner::Nothing => f.write_str("Reply::Nothing"),
         }
+    }
+}
+
+/// A stream's items, encoded into frames as they are taken.
+pub(crate) trait ItemSource: Send {
+    /// Polls for the next item and appends its StreamItem frame to `run`: `Some(Ok(()))` when
+    /// one was appended, `Some(Err(_))` when the stream failed (or its item could not be sent),
+    /// `None` at its end.
+    fn poll_item(
+        &mut self,
+        cx: &mut Context<'_>,
+        run: &mut FrameRun,
+    ) -> Poll<Option<Result<(), ServerError>>>;
+}
+
+/// The items of a [`ServerStream`] and how the call encodes them.
+struct EncodedItems<T> {
+    items: BoxStream<'static, Result<T, ServerError>>,
+    format: Format,
+    request_id: u64,
+    max_body_len: usize,
+}
+
+impl<T: Serialize + Send + 'static> ItemSource for EncodedItems<T> {
+    fn poll_item(
+        &mut self,
+        cx: &mut Context<'_>,
+        run: &mut FrameRun,
+    ) -> Poll<Option<Result<(), ServerError>>> {
+        let value = match self.items.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(value))) => value,
+        };
+        let pushed = run
+            .push(
+                &self.format,
+                &value,
+                FrameKind::StreamItem,
+                Status::OK,
+                self.request_id,
+                self.max_body_len,
+            )
+            .map_err(|e| match e {
+                RunError::Encode(e) => ServerError::new(
+                    Status::INTERNAL_ERROR,
+                    format!("stream item could not be encoded: {e}"),
+                ),
+                RunError::TooLarge(len) => ServerError::new(
+                    Status::INTERNAL_ERROR,
+                    format!("stream item of {len} bytes exceeds the maximum frame body"),
+                ),
+            });
+        Poll::Ready(Some(pushed))
     }
 }
 

@@ -310,7 +310,11 @@ impl<T> Batch<T> {
         self.bytes += len;
         self.cost += len + FRAME_OVERHEAD;
         let (head, rest) = out.frame.into_parts();
-        self.push_piece(head);
+        if head.len() >= LARGE_FRAME {
+            self.push_piece(head.freeze());
+        } else {
+            self.copy_piece(&head);
+        }
         if !rest.is_empty() {
             rest.into_iter().for_each(|piece| self.push_piece(piece));
         }
@@ -327,11 +331,15 @@ impl<T> Batch<T> {
             }
             self.segments.push(piece);
         } else {
-            if self.small.capacity() - self.small.len() < piece.len() {
-                self.small.reserve(piece.len().max(INITIAL_BATCH_BUFFER));
-            }
-            self.small.extend_from_slice(&piece);
+            self.copy_piece(&piece);
         }
+    }
+
+    fn copy_piece(&mut self, piece: &[u8]) {
+        if self.small.capacity() - self.small.len() < piece.len() {
+            self.small.reserve(piece.len().max(INITIAL_BATCH_BUFFER));
+        }
+        self.small.extend_from_slice(piece);
     }
 
     fn seal(&mut self) {

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use rpc_core::{CallOptions, Caller, Client, Format, RpcStream, Server};
 use support::{Echo, mem_endpoint, target};
 
-/// The client grants credit for 256 items up front; the server may run at most that far ahead.
-const WINDOW: usize = 256;
+/// The byte window the bounded-buffering tests announce (the smallest a server accepts).
+const WINDOW_BYTES: usize = 16 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_items_arrive_in_order() {
@@ -52,7 +52,11 @@ async fn a_consumer_that_stops_reading_bounds_what_the_server_buffers() {
         .start()
         .await
         .unwrap();
-    let client = Client::builder().connect(&endpoint).await.unwrap();
+    let client = Client::builder()
+        .stream_window(WINDOW_BYTES)
+        .connect(&endpoint)
+        .await
+        .unwrap();
     let raw = client
         .call_stream(&target("ticks"), &CallOptions::new(), &())
         .await
@@ -65,9 +69,11 @@ async fn a_consumer_that_stops_reading_bounds_what_the_server_buffers() {
     }
     // Stop reading for a long while: the producer must stop too.
     tokio::time::sleep(Duration::from_secs(30)).await;
+    // At most the window's bytes of items are ahead of the reader (a frame is at least its
+    // 20-byte header), plus the one item the server holds until there is room for it.
     let produced = probe.produced.load(Ordering::SeqCst);
     assert!(
-        produced <= consumed + WINDOW + 1,
+        produced <= consumed + WINDOW_BYTES / rpc_codec::HEADER_LEN + 1,
         "server produced {produced} items for {consumed} consumed"
     );
     // Other calls on the same connection are not blocked by the stalled stream.
@@ -112,4 +118,146 @@ async fn dropping_the_stream_stops_the_producer() {
     .await
     .unwrap();
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Streams `count` items of `size` bytes, counting what it produced.
+#[rpc_core::service(name = "test.Blobs")]
+trait Blobs {
+    async fn blobs(&self, size: u64, count: u64) -> rpc_core::ServerStream<Vec<u8>>;
+}
+
+#[derive(Clone, Default)]
+struct BlobsImpl {
+    produced: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Blobs for BlobsImpl {
+    async fn blobs(&self, size: u64, count: u64) -> rpc_core::ServerStream<Vec<u8>> {
+        let produced = self.produced.clone();
+        rpc_core::ServerStream::iter((0..count).map(move |i| {
+            produced.fetch_add(1, Ordering::SeqCst);
+            vec![i as u8; size as usize]
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn large_items_are_bounded_by_the_byte_window_not_by_the_item_count() {
+    let blobs = BlobsImpl::default();
+    let produced = blobs.produced.clone();
+    let endpoint = mem_endpoint("stream-blobs");
+    let server = Server::builder()
+        .service(BlobsServer::new(blobs))
+        .listen(endpoint.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = BlobsClient::new(
+        Client::builder()
+            .stream_window(64 * 1024)
+            .connect(&endpoint)
+            .await
+            .unwrap(),
+    );
+    let mut stream = client.blobs(16 * 1024, 1_000).await.unwrap();
+    for i in 0..3u8 {
+        assert_eq!(stream.next().await.unwrap().unwrap(), vec![i; 16 * 1024]);
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Four 16 KiB items fill the 64 KiB window (with their headers, the fourth goes beyond
+    // it); one more waits at the server. An item window of 256 would have let 256 through.
+    let ahead = produced.load(Ordering::SeqCst) - 3;
+    assert!(ahead <= 5, "{ahead} items produced ahead of the reader");
+    // The rest arrives in order as it is read.
+    let mut next = 3u64;
+    while let Some(item) = stream.next().await {
+        assert_eq!(item.unwrap(), vec![next as u8; 16 * 1024]);
+        next += 1;
+    }
+    assert_eq!(next, 1_000);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A server that knows nothing of byte windows (as servers before them did): it starts every
+/// stream with 256 items of credit, adds what each StreamCredit grants (keeping at most 1,024),
+/// and never sends beyond it.
+async fn item_counting_server(listener: tokio::net::TcpListener, items: u64) {
+    use bytes::{BufMut, BytesMut};
+    use rpc_codec::{Frame, FrameCodec, FrameKind, Header, SerializerId, Status, StreamCredit};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::FramedRead;
+
+    let (socket, _) = listener.accept().await.unwrap();
+    let (read, mut write) = socket.into_split();
+    let mut frames = FramedRead::new(read, FrameCodec::new());
+    let request: Frame = frames.next().await.unwrap().unwrap();
+    assert_eq!(request.kind, FrameKind::Request);
+    let id = request.request_id;
+    let frame = |kind, body: &[u8]| {
+        let mut out = BytesMut::new();
+        out.put_slice(
+            &Header {
+                kind,
+                serializer: SerializerId::POSTCARD,
+                status: Status::OK,
+                request_id: id,
+                body_len: body.len() as u32,
+            }
+            .to_bytes(),
+        );
+        out.put_slice(body);
+        out
+    };
+    let (mut credit, mut sent) = (256u64, 0u64);
+    while sent < items {
+        let mut out = BytesMut::new();
+        while credit > 0 && sent < items {
+            let item = Format::Postcard.to_bytes(&sent).unwrap();
+            out.extend_from_slice(&frame(FrameKind::StreamItem, &item));
+            credit -= 1;
+            sent += 1;
+        }
+        write.write_all(&out).await.unwrap();
+        if sent == items {
+            break;
+        }
+        let grant: Frame = frames.next().await.unwrap().unwrap();
+        assert_eq!(grant.kind, FrameKind::StreamCredit);
+        credit = (credit + u64::from(StreamCredit::parse(&grant.body).unwrap().0)).min(1_024);
+    }
+    write
+        .write_all(&frame(FrameKind::StreamEnd, &[]))
+        .await
+        .unwrap();
+    // Stay until the client is done.
+    while frames.next().await.is_some() {}
+}
+
+#[tokio::test]
+async fn a_stream_from_a_server_that_counts_only_items_never_stalls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(item_counting_server(listener, 5_000));
+    let client = Client::builder()
+        .format(Format::Postcard)
+        .connect(format!("tcp://{addr}").as_str())
+        .await
+        .unwrap();
+    let raw = client
+        .call_stream(&target("count"), &CallOptions::new(), &(5_000u64,))
+        .await
+        .unwrap();
+    let mut stream = RpcStream::<u64>::new(raw);
+    let mut expected = 0u64;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream stalled")
+    {
+        assert_eq!(item.unwrap(), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 5_000);
+    drop(stream);
+    drop(client);
+    server.await.unwrap();
 }

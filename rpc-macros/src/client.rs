@@ -136,6 +136,11 @@ fn method(def: &ServiceDef, m: &Method) -> TokenStream {
             quote!(unary_result),
             quote!(#ok, ::rpc_core::RpcError<#err>),
         ),
+        // `Bytes` items decode as slices of their frames.
+        Output::Stream(t) if is_bytes(t) => (
+            quote!(server_stream_shared),
+            quote!(::rpc_core::RpcStream<#t>, ::rpc_core::RpcError),
+        ),
         Output::Stream(t) => (
             quote!(server_stream),
             quote!(::rpc_core::RpcStream<#t>, ::rpc_core::RpcError),

@@ -3,8 +3,12 @@
 //! whatever else the machine runs. Run it with `N` and `2N` calls; the difference of the two
 //! totals divided by `N` is the cost of one call, without the start and the end.
 //!
+//! With `--items N`, it reads `N` items of one server stream instead of making calls: the same
+//! difference then gives the cost of one stream item.
+//!
 //! ```text
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p target/release/echo-calls --calls 200 --bytes 65536
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p target/release/echo-calls --items 20000
 //! ```
 
 use std::time::Instant;
@@ -13,6 +17,7 @@ use anyhow::Context;
 use benches::echo::{EchoClient, EchoImpl, EchoServer};
 use bytes::Bytes;
 use clap::Parser;
+use futures::StreamExt;
 use rpc_core::{Client, Format, Server};
 
 /// Makes `--calls` echo calls of `--bytes` bytes, one after the other.
@@ -28,6 +33,9 @@ struct Args {
     /// The format: postcard or msgpack.
     #[arg(long, default_value = "postcard")]
     format: Format,
+    /// Reads this many items of one server stream of `--bytes` items instead of making calls.
+    #[arg(long)]
+    items: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +58,25 @@ fn main() -> anyhow::Result<()> {
                 .await?,
         );
         let payload = Bytes::from(vec![7u8; args.bytes]);
+        if let Some(items) = args.items {
+            let started = Instant::now();
+            let mut stream = client.stream(payload.clone(), items).await?;
+            let mut got = 0u64;
+            while let Some(item) = stream.next().await {
+                anyhow::ensure!(item?.len() == payload.len(), "a short item");
+                got += 1;
+            }
+            anyhow::ensure!(got == items, "{got} items of {items}");
+            let took = started.elapsed();
+            println!(
+                "{items} stream items of {} B ({}): {:.3} µs per item",
+                args.bytes,
+                args.format,
+                took.as_secs_f64() * 1e6 / items as f64
+            );
+            server.shutdown(std::time::Duration::from_millis(100)).await;
+            return Ok(());
+        }
         let started = Instant::now();
         for _ in 0..args.calls {
             let back = client.echo(payload.clone()).await?;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format};
+use rpc_codec::{DEFAULT_MAX_BODY_LEN, Format, MAX_STREAM_WINDOW_BYTES, MIN_STREAM_WINDOW_BYTES};
 
 use crate::backoff::Backoff;
 use crate::filter::ClientFilter;
@@ -37,6 +37,13 @@ pub struct ClientConfig {
     /// attempt has failed — what a balancer wants, so it can try another instance.
     /// Default: true.
     pub wait_for_reconnect: bool,
+    /// The bytes of a server stream's items that may be on their way or waiting to be read:
+    /// the client announces this window with each streaming call, and a server that knows it
+    /// sends no more than that ahead of what the caller has read, however small the items are
+    /// (a server of an earlier version counts 256 items instead). Larger windows keep fast
+    /// streams going over long round trips; smaller ones bound the memory a slow reader holds.
+    /// Between 16 KiB and 64 MiB. Default: 2 MiB.
+    pub stream_window: usize,
 }
 
 impl Default for ClientConfig {
@@ -51,6 +58,7 @@ impl Default for ClientConfig {
             reconnect: Backoff::default(),
             filters: Vec::new(),
             wait_for_reconnect: true,
+            stream_window: 2 * 1024 * 1024,
         }
     }
 }
@@ -80,6 +88,13 @@ impl ClientConfig {
             if value.is_zero() {
                 return Err(format!("{name} must be more than zero"));
             }
+        }
+        let window = self.stream_window as u64;
+        if !(MIN_STREAM_WINDOW_BYTES..=MAX_STREAM_WINDOW_BYTES).contains(&window) {
+            return Err(format!(
+                "stream_window must be between {MIN_STREAM_WINDOW_BYTES} and \
+                 {MAX_STREAM_WINDOW_BYTES} bytes, not {window}"
+            ));
         }
         self.reader().map(drop)
     }
@@ -114,5 +129,10 @@ mod tests {
             ..ClientConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("max_frame_len"));
+        let config = ClientConfig {
+            stream_window: 1024,
+            ..ClientConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("stream_window"));
     }
 }

@@ -1,21 +1,16 @@
 //! One client connection: the pending-call map, the reader task and the stream plumbing.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use dashmap::DashMap;
-use futures::Stream;
-use rpc_codec::{Frame, FrameKind, STREAM_WINDOW, Status, StreamCredit};
+use rpc_codec::{Frame, FrameKind};
 use rpc_transport::BoxRead;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::caller::error_from_body;
+use super::inbox::{InboxTx, StreamBatcher};
 use crate::error::{Cause, Report, RpcError};
 use crate::frame_buf::{OutFrame, empty_frame};
 use crate::id_hash::IdHash;
@@ -28,12 +23,7 @@ const CLOSED: u8 = 2;
 
 pub(crate) enum Pending {
     Unary(oneshot::Sender<Frame>),
-    Stream(mpsc::Sender<StreamEvent>),
-}
-
-pub(crate) enum StreamEvent {
-    Item(Bytes),
-    End(Status, Bytes),
+    Stream(InboxTx),
 }
 
 /// A connection's shared state: what calls need to send on it and to be completed from it.
@@ -155,6 +145,7 @@ pub(crate) async fn run_reader(
     let mut handler = Answers {
         conn: &conn,
         on_go_away,
+        streams: StreamBatcher::default(),
     };
     let reason = read_frames(io, config, &mut handler, None, stop).await;
     conn.close(Cause::new(reason));
@@ -166,14 +157,25 @@ pub(crate) async fn run_reader(
 struct Answers<'a, F> {
     conn: &'a Conn,
     on_go_away: F,
+    /// Stream items collected for their stream's consumer.
+    streams: StreamBatcher,
 }
 
 impl<F: Fn()> ReadHandler for Answers<'_, F> {
     fn frame(&mut self, frame: Frame, _now: Instant) -> Result<(), Disconnect> {
+        if frame.kind == FrameKind::StreamItem {
+            return stream_item(self.conn, &mut self.streams, frame);
+        }
+        // Whatever comes next (a stream's end, say) comes after the items before it.
+        self.streams.flush()?;
+        if matches!(frame.kind, FrameKind::StreamEnd | FrameKind::Response) {
+            self.streams.forget(frame.request_id);
+        }
         dispatch(self.conn, frame, &self.on_go_away)
     }
 
     fn burst_done(&mut self) -> Result<(), Disconnect> {
+        self.streams.flush()?;
         // After a go-away, the connection is closed from this side once its last call is
         // answered: the server then knows every request it will ever get has arrived.
         if !self.conn.is_open() && self.conn.pending.is_empty() {
@@ -190,6 +192,26 @@ impl<F: Fn()> ReadHandler for Answers<'_, F> {
     }
 }
 
+/// Collects a stream item for its stream; an item for a unary call breaks the protocol.
+fn stream_item(conn: &Conn, streams: &mut StreamBatcher, frame: Frame) -> Result<(), Disconnect> {
+    let id = frame.request_id;
+    let mut unary = false;
+    streams.push(id, frame.body, || match conn.pending.get(&id).as_deref() {
+        Some(Pending::Stream(tx)) => Some(tx.inbox().clone()),
+        Some(Pending::Unary(_)) => {
+            unary = true;
+            None
+        }
+        None => None,
+    })?;
+    if unary {
+        return Err(Disconnect::Protocol(format!(
+            "stream item for unary call {id}"
+        )));
+    }
+    Ok(())
+}
+
 fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Disconnect> {
     match frame.kind {
         FrameKind::Response => {
@@ -200,38 +222,18 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Dis
                         let _ = tx.send(frame);
                     }
                     // A stream that fails before its first item is answered with a response.
-                    Pending::Stream(tx) => {
-                        let _ = tx.try_send(StreamEvent::End(frame.status, frame.body));
-                    }
+                    Pending::Stream(tx) => tx.end(frame.status, frame.body),
                 }
             }
             // Otherwise the caller gave up (deadline, cancel) before the answer came.
         }
-        FrameKind::StreamItem => {
-            let overflow = match conn.pending.get(&frame.request_id).as_deref() {
-                Some(Pending::Stream(tx)) => {
-                    tx.try_send(StreamEvent::Item(frame.body)).is_err() && !tx.is_closed()
-                }
-                Some(Pending::Unary(_)) => {
-                    return Err(Disconnect::Protocol(format!(
-                        "stream item for unary call {}",
-                        frame.request_id
-                    )));
-                }
-                None => false,
-            };
-            if overflow {
-                return Err(Disconnect::Protocol(format!(
-                    "server sent more than its credit on stream {}",
-                    frame.request_id
-                )));
-            }
-        }
+        // Handled by `stream_item`.
+        FrameKind::StreamItem => {}
         FrameKind::StreamEnd => {
             if let Some((_, pending)) = conn.pending.remove(&frame.request_id) {
                 conn.outstanding.fetch_sub(1, Ordering::Relaxed);
                 if let Pending::Stream(tx) = pending {
-                    let _ = tx.try_send(StreamEvent::End(frame.status, frame.body));
+                    tx.end(frame.status, frame.body);
                 }
             }
         }
@@ -257,101 +259,4 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Dis
         }
     }
     Ok(())
-}
-
-/// The client's end of a server stream: yields item bodies, grants credit as they are consumed,
-/// and cancels the stream on the server when dropped early or when its deadline passes.
-pub(crate) struct ClientStream {
-    conn: Arc<Conn>,
-    id: u64,
-    rx: mpsc::Receiver<StreamEvent>,
-    consumed: u32,
-    done: bool,
-    /// The call's deadline, if it has one. The server ends the stream then too; this side does
-    /// not count on it.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl ClientStream {
-    pub(crate) fn new(
-        conn: Arc<Conn>,
-        id: u64,
-        rx: mpsc::Receiver<StreamEvent>,
-        deadline: Option<Instant>,
-    ) -> Self {
-        ClientStream {
-            conn,
-            id,
-            rx,
-            consumed: 0,
-            done: false,
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        }
-    }
-
-    fn grant(&mut self) {
-        self.consumed += 1;
-        if self.consumed >= STREAM_WINDOW / 2 {
-            let mut fb = crate::frame_buf::FrameBuf::with_capacity(StreamCredit::LEN);
-            StreamCredit(self.consumed).put(fb.body());
-            if let Ok(frame) = fb.finish(
-                FrameKind::StreamCredit,
-                rpc_codec::SerializerId::NONE,
-                Status::OK,
-                self.id,
-                usize::MAX,
-            ) {
-                let _ = self.conn.tx.send(Outgoing::frame(frame));
-            }
-            self.consumed = 0;
-        }
-    }
-}
-
-impl Stream for ClientStream {
-    type Item = Result<Bytes, RpcError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Pending => {
-                let passed = match &mut self.deadline {
-                    Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
-                    None => false,
-                };
-                if !passed {
-                    return Poll::Pending;
-                }
-                self.done = true;
-                self.conn.cancel(self.id);
-                Poll::Ready(Some(Err(RpcError::DeadlineExceeded)))
-            }
-            Poll::Ready(Some(StreamEvent::Item(body))) => {
-                self.grant();
-                Poll::Ready(Some(Ok(body)))
-            }
-            Poll::Ready(Some(StreamEvent::End(status, body))) => {
-                self.done = true;
-                if status.is_ok() {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Err(error_from_body(status, &body, |b| Ok(b.message)))))
-                }
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Err(self.conn.lost())))
-            }
-        }
-    }
-}
-
-impl Drop for ClientStream {
-    fn drop(&mut self) {
-        if !self.done {
-            self.conn.cancel(self.id);
-        }
-    }
 }

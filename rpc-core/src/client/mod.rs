@@ -4,7 +4,9 @@
 mod config;
 mod conn;
 mod fallback;
+mod inbox;
 mod state;
+mod stream;
 mod supervisor;
 
 use std::fmt;
@@ -13,16 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use rpc_codec::{Format, FrameKind, STREAM_WINDOW, Status, put_request_head};
+use rpc_codec::{Format, FrameKind, STREAM_WINDOW_KEY, Status, put_request_head};
 use rpc_transport::{Connector, EndpointConnector, IntoEndpoint};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use self::config::ClientConfig;
-use self::conn::{ClientStream, Conn, Pending};
+use self::conn::{Conn, Pending};
 pub use self::fallback::{Fallback, Fallbacks, falls_back};
 pub use self::state::ConnectionState;
 use self::state::{DropGuard, Shared};
@@ -109,6 +111,12 @@ impl ClientBuilder {
     /// Sets the maximum frame body ([`ClientConfig::max_frame_len`]).
     pub fn max_frame_len(mut self, len: usize) -> Self {
         self.config.max_frame_len = len;
+        self
+    }
+
+    /// Sets the byte window of server streams ([`ClientConfig::stream_window`]).
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.config.stream_window = bytes;
         self
     }
 
@@ -530,10 +538,17 @@ impl Client {
         let conn = self.connection(wait).await?;
         let id = self.next_id();
         let budget = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let frame = self.encode(FrameKind::Request, id, target, options, budget, args)?;
-        let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 1);
+        // The byte window goes with the call's metadata (unless that is full).
+        let window = self.shared.config.stream_window as u64;
+        let mut announced = options.clone();
+        let window = announced
+            .metadata
+            .insert(STREAM_WINDOW_KEY, window.to_string())
+            .is_ok()
+            .then_some(window);
+        let frame = self.encode(FrameKind::Request, id, target, &announced, budget, args)?;
+        let (tx, stream) = stream::stream_channel(conn.clone(), id, deadline, window);
         conn.register(id, Pending::Stream(tx))?;
-        let stream = ClientStream::new(conn.clone(), id, rx, deadline);
         conn.send(frame)?;
         Ok(RawStream::new(self.shared.config.format.clone(), stream))
     }

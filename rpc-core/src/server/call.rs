@@ -2,11 +2,12 @@
 //! then its stream under flow control, all under the call's deadline, until it answers, is
 //! cancelled through the connection's call table, or its deadline passes.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
-use futures::{FutureExt, StreamExt};
 use rpc_codec::{ErrorBody, FrameKind, SerializerId, Status};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,12 +18,14 @@ use super::control::CallSignal;
 use super::limits::Slot;
 use super::state::ConnShared;
 use crate::error::ServerError;
-use crate::frame_buf::{FrameBuf, OutFrame, empty_frame, empty_frame_with};
-use crate::service::{Reply, ReplyInner};
+use crate::frame_buf::{FrameBuf, FrameRun, OutFrame, empty_frame, empty_frame_with};
+use crate::service::{ItemSource, Reply, ReplyInner};
 use crate::writer::{Outgoing, OutgoingTx};
 
 /// The most stream items sent to the writer in one message.
-const STREAM_BATCH: usize = 64;
+const STREAM_BATCH: u32 = 1024;
+/// A batch of stream items stops growing at this many bytes.
+const STREAM_BATCH_BYTES: usize = 64 * 1024;
 
 /// Runs a one-way call that did not finish in place: nobody waits for it, so only its own
 /// deadline (if the caller gave one) and the server closing stop it.
@@ -54,7 +57,7 @@ pub(super) enum Start<F> {
     Stream(ItemStream),
 }
 
-pub(super) type ItemStream = futures::stream::BoxStream<'static, Result<OutFrame, ServerError>>;
+pub(super) type ItemStream = Box<dyn ItemSource>;
 
 /// What is needed to deliver one call's answer.
 pub(super) struct Job {
@@ -162,37 +165,66 @@ impl Job {
     /// An item is asked of the stream before its credit is taken, so the end of a stream never
     /// waits for credit; at most one item produced beyond the credit waits for it.
     async fn pump(&self, signal: &CallSignal, mut items: ItemStream) -> Option<OutFrame> {
-        // Items are sent in batches: as many as are ready and covered by credit go to the writer
-        // in one message.
-        let mut batch = Vec::new();
+        // Items are sent in batches: as many as are ready and covered by credit are encoded
+        // one after another into one buffer and go to the writer in one message.
+        let mut run = FrameRun::default();
+        let mut window = signal.window().map(ByteWindow::new);
         loop {
-            let mut end = match items.next().await {
-                Some(Ok(frame)) => {
+            let before = run.len();
+            let mut end = match poll_fn(|cx| items.poll_item(cx, &mut run)).await {
+                Some(Ok(())) => {
                     if !signal.acquire().await {
                         return None;
                     }
-                    batch.push(Outgoing::frame(frame));
+                    if let Some(window) = &mut window {
+                        signal.wait_for_room(|granted| window.full(granted)).await;
+                        window.sent(run.len() - before);
+                    }
                     None
                 }
                 Some(Err(e)) => Some(Err(e)),
                 None => Some(Ok(())),
             };
-            while end.is_none() && batch.len() < STREAM_BATCH {
-                let Some(permit) = signal.try_acquire() else {
-                    break;
-                };
-                match items.next().now_or_never() {
-                    Some(Some(Ok(frame))) => {
-                        permit.forget();
-                        batch.push(Outgoing::frame(frame));
+            let mut count = 1;
+            // Then what is ready now, credit taken in bulk and the unused part given back.
+            let mut now = Context::from_waker(Waker::noop());
+            while end.is_none() && count < STREAM_BATCH && run.len() < STREAM_BATCH_BYTES {
+                let credit = signal.take_up_to(STREAM_BATCH - count);
+                let mut used = 0;
+                while used < credit && run.len() < STREAM_BATCH_BYTES {
+                    if let Some(window) = &mut window
+                        && window.full(signal.granted())
+                    {
+                        break;
                     }
-                    Some(Some(Err(e))) => end = Some(Err(e)),
-                    Some(None) => end = Some(Ok(())),
-                    // Not ready: the permit goes back (dropping it returns it).
-                    None => break,
+                    let before = run.len();
+                    match items.poll_item(&mut now, &mut run) {
+                        Poll::Ready(Some(Ok(()))) => {
+                            used += 1;
+                            if let Some(window) = &mut window {
+                                window.sent(run.len() - before);
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            end = Some(Err(e));
+                            break;
+                        }
+                        Poll::Ready(None) => {
+                            end = Some(Ok(()));
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                signal.give_back(credit - used);
+                count += used;
+                if used < credit || credit == 0 {
+                    break;
                 }
             }
-            if self.tx.send_many(std::mem::take(&mut batch)).is_err() {
+            if let Some(batch) = run.take()
+                && self.tx.send(Outgoing::frame(batch)).is_err()
+            {
                 return None;
             }
             match end {
@@ -211,6 +243,60 @@ impl Job {
                     ));
                 }
             }
+        }
+    }
+}
+
+/// The bytes of a stream's items sent and not yet granted back, under the byte window its
+/// client announced. Items are granted back in the order they were sent, so the sizes are kept
+/// in order, a run of equal sizes as one entry.
+struct ByteWindow {
+    window: u64,
+    /// `(frame length, how many)`, oldest first.
+    sizes: VecDeque<(u64, u64)>,
+    /// Their bytes.
+    bytes: u64,
+    /// The grants accounted for.
+    granted: u64,
+}
+
+impl ByteWindow {
+    fn new(window: u64) -> Self {
+        ByteWindow {
+            window,
+            sizes: VecDeque::new(),
+            bytes: 0,
+            granted: 0,
+        }
+    }
+
+    /// Whether the window is full, once the grants up to `granted` are accounted for. (An
+    /// empty window is never full, so an item larger than the window still goes.)
+    fn full(&mut self, granted: u64) -> bool {
+        let mut back = granted.saturating_sub(self.granted);
+        self.granted = granted;
+        while back > 0 {
+            let Some((size, count)) = self.sizes.front_mut() else {
+                break;
+            };
+            let n = back.min(*count);
+            self.bytes -= *size * n;
+            *count -= n;
+            back -= n;
+            if *count == 0 {
+                self.sizes.pop_front();
+            }
+        }
+        self.bytes >= self.window
+    }
+
+    /// Counts an item of `len` bytes sent.
+    fn sent(&mut self, len: usize) {
+        let len = len as u64;
+        self.bytes += len;
+        match self.sizes.back_mut() {
+            Some((size, count)) if *size == len => *count += 1,
+            _ => self.sizes.push_back((len, 1)),
         }
     }
 }

@@ -14,7 +14,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
-use rpc_codec::{Frame, FrameKind, RequestHeadRef, Status, StreamCredit};
+use rpc_codec::{
+    Frame, FrameKind, RequestHeadRef, STREAM_WINDOW_KEY, Status, StreamCredit, parse_stream_window,
+};
 use rpc_transport::Connection;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -388,7 +390,7 @@ fn handle_request(
     };
     // The call outlives this read step: from here on it is in the table, so a Cancel or a
     // StreamCredit read right after this request reaches it.
-    let signal = CallSignal::new();
+    let signal = CallSignal::new(stream_window(&head));
     let key = match conn.calls().open(id, signal.clone()) {
         Ok(key) => key,
         // Checked above, and nothing else opens calls on this connection meanwhile.
@@ -406,4 +408,12 @@ fn handle_request(
 fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     let mut cx = Context::from_waker(Waker::noop());
     Pin::new(future).poll(&mut cx)
+}
+
+/// The byte window a streaming request announced in its metadata, if any.
+fn stream_window(head: &RequestHeadRef<'_>) -> Option<u64> {
+    head.metadata_iter()
+        .filter(|(key, _)| *key == STREAM_WINDOW_KEY)
+        .last()
+        .and_then(|(_, value)| parse_stream_window(value))
 }
