@@ -202,16 +202,19 @@ fn request_with_deadline(
     deadline: Option<Duration>,
     args: &impl serde::Serialize,
 ) -> Bytes {
+    request_with(kind, id, method, deadline, &Metadata::new(), args)
+}
+
+fn request_with(
+    kind: FrameKind,
+    id: u64,
+    method: &str,
+    deadline: Option<Duration>,
+    metadata: &Metadata,
+    args: &impl serde::Serialize,
+) -> Bytes {
     let mut body = BytesMut::new();
-    put_request_head(
-        &mut body,
-        "test.Life",
-        "",
-        method,
-        deadline,
-        &Metadata::new(),
-    )
-    .unwrap();
+    put_request_head(&mut body, "test.Life", "", method, deadline, metadata).unwrap();
     Format::MessagePack.encode(args, &mut body).unwrap();
     frame(kind, SerializerId::MESSAGE_PACK, id, &body)
 }
@@ -288,6 +291,56 @@ async fn credit_in_the_same_write_as_its_request_reaches_the_stream() {
         items += 1;
     }
     assert_eq!(items, 456);
+}
+
+/// Reads stream items until the server is silent, noting each frame's length.
+async fn read_item_sizes(raw: &mut Raw, sizes: &mut Vec<usize>) {
+    while let Some(frame) = raw.next(A_WHILE).await {
+        assert_eq!(frame.kind, FrameKind::StreamItem);
+        sizes.push(rpc_codec::HEADER_LEN + frame.body.len());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_with_a_byte_window_keeps_its_bytes_unread_below_the_window() {
+    let (_server, _seen, endpoint) = start("byte-window").await;
+    let mut raw = Raw::connect(&endpoint).await;
+    let mut metadata = Metadata::new();
+    metadata
+        .insert(rpc_codec::STREAM_WINDOW_KEY, "16384")
+        .unwrap();
+    raw.send(&[request_with(
+        FrameKind::Request,
+        1,
+        "ticks",
+        None,
+        &metadata,
+        &(0u64, 0u64),
+    )])
+    .await;
+    // The frames' lengths, in order: the window is full once they add up to 16 KiB, and every
+    // item but the last was sent while they did not.
+    let mut sizes = Vec::new();
+    read_item_sizes(&mut raw, &mut sizes).await;
+    let unread = |sizes: &[usize], granted: usize| -> (usize, usize) {
+        let all: usize = sizes[granted..].iter().sum();
+        (all - sizes[sizes.len() - 1], all)
+    };
+    let (before_last, all) = unread(&sizes, 0);
+    assert!(
+        before_last < 16_384 && all >= 16_384,
+        "{} items, {all} bytes",
+        sizes.len()
+    );
+    // Far more than 256 items: the window, not the item count, stopped the stream.
+    assert!(sizes.len() > 256, "{} items", sizes.len());
+    // A grant of 100 items frees the bytes of the oldest 100, and the stream fills them again.
+    raw.send(&[credit(1, 100)]).await;
+    let first = sizes.len();
+    read_item_sizes(&mut raw, &mut sizes).await;
+    assert!(sizes.len() > first, "nothing sent after the grant");
+    let (before_last, all) = unread(&sizes, 100);
+    assert!(before_last < 16_384 && all >= 16_384, "{all} bytes unread");
 }
 
 #[tokio::test(start_paused = true)]

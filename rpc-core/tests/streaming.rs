@@ -261,3 +261,86 @@ async fn a_stream_from_a_server_that_counts_only_items_never_stalls() {
     drop(client);
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_that_sends_beyond_the_credit_loses_the_connection() {
+    use bytes::{BufMut, BytesMut};
+    use rpc_codec::{FrameCodec, FrameKind, Header, SerializerId, Status, WINDOWED_STREAM_CREDIT};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::FramedRead;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (written_tx, written) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut frames = FramedRead::new(read, FrameCodec::new());
+        let request = frames.next().await.unwrap().unwrap();
+        // One item more than a client that announced a byte window can have granted, without
+        // waiting for any grant.
+        let item = Format::Postcard.to_bytes(&7u64).unwrap();
+        let mut out = BytesMut::new();
+        for _ in 0..=WINDOWED_STREAM_CREDIT {
+            out.put_slice(
+                &Header {
+                    kind: FrameKind::StreamItem,
+                    serializer: SerializerId::POSTCARD,
+                    status: Status::OK,
+                    request_id: request.request_id,
+                    body_len: item.len() as u32,
+                }
+                .to_bytes(),
+            );
+            out.put_slice(&item);
+        }
+        write.write_all(&out).await.unwrap();
+        written_tx.send(()).unwrap();
+        while frames.next().await.is_some() {}
+    });
+    let client = Client::builder()
+        .format(Format::Postcard)
+        .connect(format!("tcp://{addr}").as_str())
+        .await
+        .unwrap();
+    let raw = client
+        .call_stream(&target("count"), &CallOptions::new(), &(1u64,))
+        .await
+        .unwrap();
+    let mut stream = RpcStream::<u64>::new(raw);
+    written.await.unwrap();
+    // Nothing is read (so nothing granted) until the client has dropped the connection.
+    let mut state = client.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| !matches!(s, rpc_core::ConnectionState::Connected)),
+    )
+    .await
+    .expect("the client drops the connection")
+    .unwrap();
+    // Every item within the credit arrives, then the stream fails: the client closed the
+    // connection on the one beyond it.
+    let mut items = 0u32;
+    let error = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream ends")
+        {
+            Some(Ok(7)) => items += 1,
+            Some(Ok(other)) => panic!("item {other}"),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended normally"),
+        }
+    };
+    assert_eq!(items, WINDOWED_STREAM_CREDIT);
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain += &format!(": {cause}");
+        source = cause.source();
+    }
+    assert!(chain.contains("more than its credit"), "{chain}");
+    drop(stream);
+    drop(client);
+    server.await.unwrap();
+}

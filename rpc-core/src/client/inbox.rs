@@ -55,27 +55,27 @@ impl StreamInbox {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands over items for the consumer. Fails when they exceed the credit the client gave.
+    /// Hands over items for the consumer. Fails when they exceed the credit the client gave
+    /// (the items within it are handed over).
     fn deliver(&self, items: &mut Vec<Bytes>) -> Result<(), ()> {
         let count = items.len() as u64;
-        let waker = {
+        let (waker, within) = {
             let mut inbox = self.lock();
             if inbox.end.is_some() {
                 // Nobody reads them any more (the call was cancelled or forgotten).
                 items.clear();
                 return Ok(());
             }
-            if inbox.credit < count {
-                return Err(());
-            }
-            inbox.credit -= count;
-            inbox.items.extend(items.drain(..));
-            inbox.waiting.take()
+            let within = count.min(inbox.credit);
+            inbox.credit -= within;
+            inbox.items.extend(items.drain(..within as usize));
+            items.clear();
+            (inbox.waiting.take(), within == count)
         };
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(())
+        if within { Ok(()) } else { Err(()) }
     }
 
     /// Records the end (the first one given counts) and wakes the consumer.
