@@ -344,3 +344,81 @@ async fn a_server_that_sends_beyond_the_credit_loses_the_connection() {
     drop(client);
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_that_keeps_the_window_is_granted_by_bytes_not_every_128_items() {
+    use bytes::{BufMut, BytesMut};
+    use rpc_codec::{FrameCodec, FrameKind, Header, SerializerId, Status};
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::FramedRead;
+
+    const ITEMS: u64 = 20_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A server that keeps the window: 20,000 items of about 21 bytes are well inside 2 MiB, so
+    // it sends them all at once, then counts the grants that come back.
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut frames = FramedRead::new(read, FrameCodec::new());
+        let request = frames.next().await.unwrap().unwrap();
+        let head = rpc_codec::RequestHeadRef::parse(&request.body).unwrap().0;
+        assert!(
+            head.metadata_iter()
+                .any(|(key, _)| key == rpc_codec::STREAM_WINDOW_KEY),
+            "the client announces its window"
+        );
+        let mut out = BytesMut::new();
+        let mut frame = |kind, body: &[u8]| {
+            out.put_slice(
+                &Header {
+                    kind,
+                    serializer: SerializerId::POSTCARD,
+                    status: Status::OK,
+                    request_id: request.request_id,
+                    body_len: body.len() as u32,
+                }
+                .to_bytes(),
+            );
+            out.put_slice(body);
+        };
+        for i in 0..ITEMS {
+            frame(
+                FrameKind::StreamItem,
+                &Format::Postcard.to_bytes(&i).unwrap(),
+            );
+        }
+        frame(FrameKind::StreamEnd, &[]);
+        write.write_all(&out).await.unwrap();
+        let mut grants = 0;
+        while let Some(Ok(frame)) = frames.next().await {
+            if frame.kind == FrameKind::StreamCredit {
+                grants += 1;
+            }
+        }
+        grants
+    });
+    let client = Client::builder()
+        .format(Format::Postcard)
+        .connect(format!("tcp://{addr}").as_str())
+        .await
+        .unwrap();
+    let raw = client
+        .call_stream(&target("count"), &CallOptions::new(), &(ITEMS,))
+        .await
+        .unwrap();
+    let mut stream = RpcStream::<u64>::new(raw);
+    let mut expected = 0;
+    while let Some(item) = stream.next().await {
+        assert_eq!(item.unwrap(), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, ITEMS);
+    drop(stream);
+    drop(client);
+    // Once more arrived than a 256-item server could have sent, grants wait for a quarter of
+    // the window's bytes (512 KiB, more than the whole stream): at most the one grant of 128
+    // made before the client could tell (every 128 items would have been 156).
+    let grants = server.await.unwrap();
+    assert!(grants <= 1, "{grants} grants");
+}

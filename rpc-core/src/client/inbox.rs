@@ -33,6 +33,8 @@ pub(super) struct Inbox {
     pub(super) end: Option<End>,
     /// Items the server may still send: the credit granted and not yet used.
     pub(super) credit: u64,
+    /// Items handed over so far.
+    pub(super) delivered: u64,
     /// The consumer found the inbox empty and waits for this waker to be woken.
     pub(super) waiting: Option<Waker>,
 }
@@ -68,6 +70,7 @@ impl StreamInbox {
             }
             let within = count.min(inbox.credit);
             inbox.credit -= within;
+            inbox.delivered += within;
             inbox.items.extend(items.drain(..within as usize));
             items.clear();
             (inbox.waiting.take(), within == count)

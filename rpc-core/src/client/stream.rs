@@ -46,6 +46,7 @@ pub(crate) fn stream_channel(
         window,
         windowed: false,
         granted: 0,
+        received: 0,
         consumed: 0,
         since_items: 0,
         since_bytes: 0,
@@ -65,11 +66,13 @@ pub(crate) struct ClientStream {
     local: VecDeque<Bytes>,
     /// The byte window announced with the call, if it was.
     window: Option<u64>,
-    /// Whether the server is known to keep the window: it sent more than a server that counts
-    /// only 256 items could have.
+    /// Whether the server is known to keep the window: more items arrived than a server that
+    /// counts only 256 items could have sent.
     windowed: bool,
     /// Credit granted so far (beyond the initial).
     granted: u64,
+    /// Items the reader had received when the inbox was last emptied.
+    received: u64,
     /// Items handed to the caller so far.
     consumed: u64,
     /// Items (and their frames' bytes) handed out since the last grant.
@@ -93,7 +96,7 @@ impl ClientStream {
         self.since_items += 1;
         self.since_bytes += (item.len() + HEADER_LEN) as u64;
         if !self.windowed && self.window.is_some() {
-            self.windowed = self.consumed > u64::from(STREAM_WINDOW) + self.granted;
+            self.windowed = self.received > u64::from(STREAM_WINDOW) + self.granted;
         }
         let due = match self.window {
             Some(window) if self.windowed => {
@@ -147,6 +150,7 @@ impl Stream for ClientStream {
             let mut inbox = this.inbox.lock();
             if !inbox.items.is_empty() {
                 std::mem::swap(&mut inbox.items, &mut this.local);
+                this.received = inbox.delivered;
                 None
             } else if let Some(end) = inbox.end.take() {
                 Some(end)
