@@ -296,6 +296,24 @@ impl Format {
         crate::shared::with_frame(src, || self.decode(src))
     }
 
+    /// Deserializes a byte string from `src` as a slice of it, as
+    /// [`decode_shared`](Self::decode_shared) does for a [`SharedBytes`](crate::SharedBytes); a
+    /// body that is exactly one byte string (postcard's length and bytes, MessagePack's `bin`)
+    /// is sliced without going through serde.
+    pub fn decode_bytes(&self, src: &Bytes) -> Result<Bytes, SerializeError> {
+        let start = match self {
+            Format::Postcard => postcard_bytes_start(src),
+            Format::MessagePack => msgpack_bin_start(src),
+            Format::Json | Format::Custom(_) => None,
+        };
+        match start {
+            Some(start) => Ok(src.slice(start..)),
+            None => self
+                .decode_shared::<crate::SharedBytes>(src)
+                .map(|shared| shared.0),
+        }
+    }
+
     /// Deserializes a `T` from `src`.
     pub fn decode<T: DeserializeOwned>(&self, src: &[u8]) -> Result<T, SerializeError> {
         match self {
@@ -320,6 +338,31 @@ impl Format {
             }
         }
     }
+}
+
+/// Where the bytes start in a postcard byte string that fills `src` exactly: its length is a
+/// varint (taken here up to five bytes; anything else goes the general way).
+fn postcard_bytes_start(src: &[u8]) -> Option<usize> {
+    let mut len = 0u64;
+    for (i, byte) in src.iter().take(5).enumerate() {
+        len |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let start = i + 1;
+            return (src.len() - start == usize::try_from(len).ok()?).then_some(start);
+        }
+    }
+    None
+}
+
+/// Where the bytes start in a MessagePack `bin` that fills `src` exactly.
+fn msgpack_bin_start(src: &[u8]) -> Option<usize> {
+    let (start, len) = match *src {
+        [0xc4, len, ..] => (2, usize::from(len)),
+        [0xc5, a, b, ..] => (3, usize::from(u16::from_be_bytes([a, b]))),
+        [0xc6, a, b, c, d, ..] => (5, usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?),
+        _ => return None,
+    };
+    (src.len() - start == len).then_some(start)
 }
 
 impl PartialEq for Format {
@@ -419,6 +462,56 @@ mod tests {
         #[serde(with = "serde_bytes")]
         blob: Vec<u8>,
         nested: Option<Box<Sample>>,
+    }
+
+    #[test]
+    fn a_byte_string_body_is_sliced_as_serde_would_decode_it() {
+        for format in [Format::Postcard, Format::MessagePack, Format::Json] {
+            for len in [0usize, 1, 127, 128, 255, 256, 300, 65_535, 65_536, 70_000] {
+                let payload = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>());
+                let body = format.to_bytes(&crate::Lend(&payload)).unwrap();
+                let decoded = format.decode_bytes(&body).unwrap();
+                assert_eq!(decoded, payload, "{format} {len}");
+                if format != Format::Json && len > 0 {
+                    // A slice of the body, not a copy.
+                    let at = decoded.as_ptr() as usize - body.as_ptr() as usize;
+                    assert!(at < body.len(), "{format} {len}");
+                }
+                // With a byte more than the string, serde decides, as it would without the
+                // fast path.
+                let mut longer = body.to_vec();
+                longer.push(0);
+                let longer = Bytes::from(longer);
+                assert_eq!(
+                    format.decode_bytes(&longer).ok(),
+                    format
+                        .decode_shared::<crate::SharedBytes>(&longer)
+                        .ok()
+                        .map(|s| s.0),
+                    "{format} {len}"
+                );
+            }
+        }
+        // Bodies that are not byte strings are refused the same way.
+        for body in [
+            &b""[..],
+            &[0xc4][..],
+            &[0xc5, 0][..],
+            &[0x80][..],
+            &[0xff; 6][..],
+        ] {
+            let body = Bytes::copy_from_slice(body);
+            for format in [Format::Postcard, Format::MessagePack] {
+                assert_eq!(
+                    format.decode_bytes(&body).ok(),
+                    format
+                        .decode_shared::<crate::SharedBytes>(&body)
+                        .ok()
+                        .map(|s| s.0),
+                    "{format} {body:?}"
+                );
+            }
+        }
     }
 
     fn any_sample() -> impl Strategy<Value = Sample> {

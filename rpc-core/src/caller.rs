@@ -273,8 +273,8 @@ impl<T: From<rpc_codec::SharedBytes>> RpcStream<T> {
             body: &Bytes,
         ) -> Result<T, SerializeError> {
             format
-                .decode_shared::<rpc_codec::SharedBytes>(body)
-                .map(T::from)
+                .decode_bytes(body)
+                .map(|bytes| T::from(rpc_codec::SharedBytes(bytes)))
         }
         RpcStream {
             raw,
