@@ -156,6 +156,15 @@ impl Response {
         self.decode_result_with(true)
     }
 
+    /// A successful answer whose result is a byte string, as a slice of its frame
+    /// ([`Format::decode_bytes`]).
+    fn bytes(&self) -> Result<rpc_codec::SharedBytes, RpcError> {
+        self.format
+            .decode_bytes(&self.body)
+            .map(rpc_codec::SharedBytes)
+            .map_err(RpcError::Serialize)
+    }
+
     fn decode_result_with<T: DeserializeOwned, E: DeserializeOwned>(
         self,
         shared: bool,
@@ -357,9 +366,11 @@ pub mod __private {
         A: Serialize + Sync,
         T: From<rpc_codec::SharedBytes>,
     {
-        caller
-            .call_unary(target, options, args)
-            .await?
+        let response = caller.call_unary(target, options, args).await?;
+        if response.status.is_ok() {
+            return response.bytes().map(T::from);
+        }
+        response
             .decode_shared::<rpc_codec::SharedBytes>()
             .map(T::from)
     }
@@ -378,6 +389,9 @@ pub mod __private {
         E: DeserializeOwned,
     {
         match caller.call_unary(target, options, args).await {
+            Ok(response) if response.status.is_ok() => {
+                response.bytes().map(T::from).map_err(RpcError::cast)
+            }
             Ok(response) => response
                 .decode_result_shared::<rpc_codec::SharedBytes, E>()
                 .map(T::from),
