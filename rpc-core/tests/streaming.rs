@@ -182,8 +182,8 @@ async fn large_items_are_bounded_by_the_byte_window_not_by_the_item_count() {
 /// stream with 256 items of credit, adds what each StreamCredit grants (keeping at most 1,024),
 /// and never sends beyond it.
 async fn item_counting_server(listener: tokio::net::TcpListener, items: u64) {
-    use bytes::{BufMut, BytesMut};
-    use rpc_codec::{Frame, FrameCodec, FrameKind, Header, SerializerId, Status, StreamCredit};
+    use bytes::BytesMut;
+    use rpc_codec::{Frame, FrameCodec, FrameKind, StreamCredit};
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::FramedRead;
 
@@ -195,17 +195,7 @@ async fn item_counting_server(listener: tokio::net::TcpListener, items: u64) {
     let id = request.request_id;
     let frame = |kind, body: &[u8]| {
         let mut out = BytesMut::new();
-        out.put_slice(
-            &Header {
-                kind,
-                serializer: SerializerId::POSTCARD,
-                status: Status::OK,
-                request_id: id,
-                body_len: body.len() as u32,
-            }
-            .to_bytes(),
-        );
-        out.put_slice(body);
+        put_frame(&mut out, kind, id, body);
         out
     };
     let (mut credit, mut sent) = (256u64, 0u64);
@@ -264,8 +254,8 @@ async fn a_stream_from_a_server_that_counts_only_items_never_stalls() {
 
 #[tokio::test]
 async fn a_server_that_sends_beyond_the_credit_loses_the_connection() {
-    use bytes::{BufMut, BytesMut};
-    use rpc_codec::{FrameCodec, FrameKind, Header, SerializerId, Status, WINDOWED_STREAM_CREDIT};
+    use bytes::BytesMut;
+    use rpc_codec::{FrameCodec, FrameKind, WINDOWED_STREAM_CREDIT};
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::FramedRead;
 
@@ -282,17 +272,7 @@ async fn a_server_that_sends_beyond_the_credit_loses_the_connection() {
         let item = Format::Postcard.to_bytes(&7u64).unwrap();
         let mut out = BytesMut::new();
         for _ in 0..=WINDOWED_STREAM_CREDIT {
-            out.put_slice(
-                &Header {
-                    kind: FrameKind::StreamItem,
-                    serializer: SerializerId::POSTCARD,
-                    status: Status::OK,
-                    request_id: request.request_id,
-                    body_len: item.len() as u32,
-                }
-                .to_bytes(),
-            );
-            out.put_slice(&item);
+            put_frame(&mut out, FrameKind::StreamItem, request.request_id, &item);
         }
         write.write_all(&out).await.unwrap();
         written_tx.send(()).unwrap();
@@ -347,8 +327,8 @@ async fn a_server_that_sends_beyond_the_credit_loses_the_connection() {
 
 #[tokio::test]
 async fn a_server_that_keeps_the_window_is_granted_by_bytes_not_every_128_items() {
-    use bytes::{BufMut, BytesMut};
-    use rpc_codec::{FrameCodec, FrameKind, Header, SerializerId, Status};
+    use bytes::BytesMut;
+    use rpc_codec::{FrameCodec, FrameKind};
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::FramedRead;
 
@@ -369,19 +349,7 @@ async fn a_server_that_keeps_the_window_is_granted_by_bytes_not_every_128_items(
             "the client announces its window"
         );
         let mut out = BytesMut::new();
-        let mut frame = |kind, body: &[u8]| {
-            out.put_slice(
-                &Header {
-                    kind,
-                    serializer: SerializerId::POSTCARD,
-                    status: Status::OK,
-                    request_id: request.request_id,
-                    body_len: body.len() as u32,
-                }
-                .to_bytes(),
-            );
-            out.put_slice(body);
-        };
+        let mut frame = |kind, body: &[u8]| put_frame(&mut out, kind, request.request_id, body);
         for i in 0..ITEMS {
             frame(
                 FrameKind::StreamItem,
@@ -421,4 +389,20 @@ async fn a_server_that_keeps_the_window_is_granted_by_bytes_not_every_128_items(
     // made before the client could tell (every 128 items would have been 156).
     let grants = server.await.unwrap();
     assert!(grants <= 1, "{grants} grants");
+}
+
+/// Appends a postcard frame, as a hand-written server sends it.
+fn put_frame(out: &mut bytes::BytesMut, kind: rpc_codec::FrameKind, id: u64, body: &[u8]) {
+    use bytes::BufMut;
+    out.put_slice(
+        &rpc_codec::Header {
+            kind,
+            serializer: rpc_codec::SerializerId::POSTCARD,
+            status: rpc_codec::Status::OK,
+            request_id: id,
+            body_len: body.len() as u32,
+        }
+        .to_bytes(),
+    );
+    out.put_slice(body);
 }
