@@ -1,12 +1,14 @@
 //! Frames encoded in place: header placeholder first, body after it, header filled in last.
 
+use std::sync::Mutex;
+
 use bytes::{Bytes, BytesMut};
 use rpc_codec::{Format, FrameKind, HEADER_LEN, Header, SerializeError, SerializerId, Status};
 use serde::Serialize;
 
 /// A frame encoded in place: the header's bytes are reserved first, the body is written after
-/// them, and the header is filled in once the body's length is known. One allocation per frame,
-/// no copy of the body; large byte strings a value lends ([`rpc_codec::Lend`],
+/// them, and the header is filled in once the body's length is known. At most one allocation
+/// per frame (none when it is carved from a [`FrameChunk`]), no copy of the body; large byte strings a value lends ([`rpc_codec::Lend`],
 /// [`rpc_codec::SharedBytes`]) stay in their own buffers as parts of the frame.
 #[derive(Debug)]
 pub(crate) struct FrameBuf {
@@ -117,6 +119,64 @@ fn pieces(mut buf: BytesMut, parts: Vec<(usize, Bytes)>) -> OutFrame {
         // A frame's header is always copied, so the first piece holds it.
         head: head.unwrap_or_default(),
         rest: rest.into_boxed_slice(),
+    }
+}
+
+/// The room a [`FrameChunk`] makes at a time.
+const CHUNK_ROOM: usize = 8 * 1024;
+/// A chunk whose buffer grew past this (a large frame was encoded in it) is not kept: a
+/// connection holds at most this much room between frames.
+const MAX_CHUNK_ROOM: usize = 64 * 1024;
+/// Less room than this left after a frame is not worth keeping.
+const MIN_SPARE: usize = 256;
+
+/// The room one connection's frames are encoded in. Each frame takes the free end of one buffer
+/// and gives back what it did not use, so a run of small frames shares one allocation; once
+/// every frame taken from the buffer has been written (the writer copies small frames and drops
+/// them), the next frame that needs room reclaims the whole buffer instead of allocating.
+///
+/// Frames of one connection only: what a connection's queued frames pin is then their own bytes
+/// and at most the two chunks at the ends of the queue, never room that another connection's
+/// frames hold on to. Encoders that find the chunk in use (concurrent callers) take a buffer of
+/// their own rather than wait.
+#[derive(Debug, Default)]
+pub(crate) struct FrameChunk(Mutex<BytesMut>);
+
+impl FrameChunk {
+    /// A frame buffer with room for at least `body_capacity` bytes of body, carved from the
+    /// chunk. Hand it to [`give_back`](Self::give_back) once its body is written.
+    pub(crate) fn frame(&self, body_capacity: usize) -> FrameBuf {
+        let need = HEADER_LEN + body_capacity;
+        if need > CHUNK_ROOM {
+            return FrameBuf::with_capacity(body_capacity);
+        }
+        let mut buf = match self.0.try_lock() {
+            Ok(mut room) => std::mem::take(&mut *room),
+            Err(_) => BytesMut::new(),
+        };
+        if buf.capacity() < need {
+            // Reclaims the whole buffer when every frame taken from it is gone; otherwise (or
+            // when there was none) a new one.
+            buf.reserve(CHUNK_ROOM);
+        }
+        buf.resize(HEADER_LEN, 0);
+        FrameBuf {
+            buf,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Takes back the room `frame` did not use.
+    pub(crate) fn give_back(&self, frame: &mut FrameBuf) {
+        let buf = &mut frame.buf;
+        if buf.capacity() - buf.len() < MIN_SPARE || buf.capacity() > MAX_CHUNK_ROOM {
+            return;
+        }
+        if let Ok(mut room) = self.0.try_lock()
+            && room.capacity() < buf.capacity() - buf.len()
+        {
+            *room = buf.split_off(buf.len());
+        }
     }
 }
 
@@ -366,5 +426,55 @@ mod tests {
                     .is_err()
             );
         }
+    }
+
+    fn chunk_frame(chunk: &FrameChunk, id: u64, body: &[u8]) -> OutFrame {
+        let mut fb = chunk.frame(body.len());
+        fb.body().extend_from_slice(body);
+        chunk.give_back(&mut fb);
+        fb.finish(
+            FrameKind::Request,
+            SerializerId::POSTCARD,
+            Status::OK,
+            id,
+            1 << 20,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn frames_share_the_chunk_and_reclaim_it_once_written() {
+        let chunk = FrameChunk::default();
+        let first = chunk_frame(&chunk, 1, b"one");
+        let second = chunk_frame(&chunk, 2, b"second");
+        let start = first.head().as_ptr();
+        // One after the other in one buffer.
+        assert_eq!(second.head().as_ptr(), start.wrapping_add(first.len()));
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(first.head());
+        wire.extend_from_slice(second.head());
+        let a = codec.decode(&mut wire).unwrap().unwrap();
+        let b = codec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!((a.request_id, &a.body[..]), (1, &b"one"[..]));
+        assert_eq!((b.request_id, &b.body[..]), (2, &b"second"[..]));
+        // Fill the rest of the room while the first frames are still held: a new buffer.
+        let filler = chunk_frame(&chunk, 3, &vec![0; CHUNK_ROOM - 200]);
+        let held = chunk_frame(&chunk, 4, &[1; 300]);
+        assert!(held.head().as_ptr() < start || held.head().as_ptr() > filler.head().as_ptr());
+        // Once every frame of the new buffer is gone, its whole room is taken again (the room
+        // still holds the buffer, so the same address is the same buffer, not a new one).
+        let again_start = held.head().as_ptr();
+        drop(held);
+        let reclaimed = chunk_frame(&chunk, 5, &vec![2; CHUNK_ROOM - 300]);
+        assert_eq!(reclaimed.head().as_ptr(), again_start);
+        // A frame larger than the room has a buffer of its own and leaves the room as it was.
+        let large = chunk_frame(&chunk, 6, &vec![4; 2 * CHUNK_ROOM]);
+        assert_eq!(large.len(), HEADER_LEN + 2 * CHUNK_ROOM);
+        let after = chunk_frame(&chunk, 7, b"x");
+        assert_eq!(
+            after.head().as_ptr(),
+            reclaimed.head().as_ptr().wrapping_add(reclaimed.len())
+        );
     }
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::context::CallContext;
 use crate::error::ServerError;
-use crate::frame_buf::{FrameBuf, FrameRun, OutFrame, RunError};
+use crate::frame_buf::{FrameChunk, FrameRun, OutFrame, RunError};
 
 /// A boxed, sendable future, as returned by [`Service::call`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -151,6 +151,8 @@ pub struct ServerCall {
     pub(crate) deadline: Option<Instant>,
     /// Who called, for the call's context.
     pub(crate) peer: Arc<PeerAddr>,
+    /// The connection's room for answers.
+    pub(crate) frames: Arc<FrameChunk>,
     /// The largest body an answer may have.
     pub(crate) max_body_len: usize,
 }
@@ -213,13 +215,14 @@ impl ServerCall {
         if self.is_one_way() {
             return Reply(ReplyInner::Nothing);
         }
-        let mut buf = FrameBuf::with_capacity(64);
+        let mut buf = self.frames.frame(64);
         if let Err(e) = buf.encode(&self.format, value) {
             return self.reply_error(ServerError::new(
                 Status::INTERNAL_ERROR,
                 format!("result could not be encoded: {e}"),
             ));
         }
+        self.frames.give_back(&mut buf);
         match buf.finish(
             FrameKind::Response,
             self.format.id(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::{InboxTx, StreamBatcher};
 use crate::error::{Cause, Report, RpcError};
-use crate::frame_buf::{OutFrame, empty_frame};
+use crate::frame_buf::{FrameChunk, OutFrame, empty_frame};
 use crate::id_hash::IdHash;
 use crate::reader::{Disconnect, ReadHandler, ReaderConfig, read_frames};
 use crate::writer::{Outgoing, OutgoingTx};
@@ -32,6 +32,8 @@ pub(crate) struct Conn {
     pub(crate) pending: DashMap<u64, Pending, IdHash>,
     /// Calls waiting on this connection; the writer's coalescing hint.
     pub(crate) outstanding: Arc<AtomicUsize>,
+    /// The room requests are encoded in.
+    pub(crate) frames: FrameChunk,
     status: AtomicU8,
     close_cause: OnceLock<Cause>,
     /// Cancelled when the connection closes, from whichever side noticed first (the reader, the
@@ -45,6 +47,7 @@ impl Conn {
             tx,
             pending: DashMap::default(),
             outstanding: Arc::new(AtomicUsize::new(0)),
+            frames: FrameChunk::default(),
             status: AtomicU8::new(OPEN),
             close_cause: OnceLock::new(),
             closed: CancellationToken::new(),

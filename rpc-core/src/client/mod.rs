@@ -33,7 +33,7 @@ use crate::backoff::Backoff;
 use crate::caller::{CallOptions, Caller, MethodTarget, RawStream, Response};
 use crate::error::{Cause, RpcError};
 use crate::filter::{CallFuture, CallOutput, ClientFilter, ClientFilters};
-use crate::frame_buf::{FrameBuf, OutFrame};
+use crate::frame_buf::OutFrame;
 use crate::service::MethodKind;
 
 /// A client of one server endpoint. Cheap to clone; every clone shares one connection, over
@@ -385,8 +385,11 @@ impl Client {
         }
     }
 
+    /// Encodes a request in `conn`'s frame room.
+    #[allow(clippy::too_many_arguments)]
     fn encode<A: Serialize + ?Sized>(
         &self,
+        conn: &Conn,
         kind: FrameKind,
         id: u64,
         target: &MethodTarget<'_>,
@@ -395,7 +398,7 @@ impl Client {
         args: &A,
     ) -> Result<OutFrame, RpcError> {
         let config = &self.shared.config;
-        let mut buf = FrameBuf::with_capacity(128);
+        let mut buf = conn.frames.frame(128);
         put_request_head(
             buf.body(),
             target.service,
@@ -406,6 +409,7 @@ impl Client {
         )
         .map_err(|e| RpcError::BadRequest(e.to_string()))?;
         buf.encode(&config.format, args)?;
+        conn.frames.give_back(&mut buf);
         buf.finish(
             kind,
             config.format.id(),
@@ -516,6 +520,7 @@ impl Client {
         let deadline = Instant::now() + options.timeout.unwrap_or(self.shared.config.timeout);
         let conn = self.connection(deadline).await?;
         let frame = self.encode(
+            &conn,
             FrameKind::OneWay,
             self.next_id(),
             target,
@@ -546,7 +551,15 @@ impl Client {
             .insert(STREAM_WINDOW_KEY, window.to_string())
             .is_ok()
             .then_some(window);
-        let frame = self.encode(FrameKind::Request, id, target, &announced, budget, args)?;
+        let frame = self.encode(
+            &conn,
+            FrameKind::Request,
+            id,
+            target,
+            &announced,
+            budget,
+            args,
+        )?;
         let (tx, stream) = stream::stream_channel(conn.clone(), id, deadline, window);
         conn.register(id, Pending::Stream(tx))?;
         conn.send(frame)?;
@@ -572,7 +585,15 @@ impl Client {
             } else {
                 timeout
             };
-            let frame = self.encode(FrameKind::Request, id, target, options, Some(budget), args)?;
+            let frame = self.encode(
+                &conn,
+                FrameKind::Request,
+                id,
+                target,
+                options,
+                Some(budget),
+                args,
+            )?;
             let (tx, rx) = oneshot::channel();
             if let Err(e) = conn.register(id, Pending::Unary(tx)) {
                 // The connection closed (or finished draining) between picking it and

@@ -169,6 +169,14 @@ struct Requests<'a> {
 
 impl Requests<'_> {
     fn hand_over(&mut self) {
+        // A lone answer goes by itself and the vector keeps its room for the next burst; many
+        // go together, the vector with them.
+        if self.answers.len() <= 1 {
+            if let Some(answer) = self.answers.pop() {
+                let _ = self.tx.send(answer);
+            }
+            return;
+        }
         let _ = self.tx.send_many(std::mem::take(&mut self.answers));
     }
 }
@@ -336,6 +344,7 @@ fn handle_request(
         args_offset,
         deadline,
         peer: conn.peer.clone(),
+        frames: conn.frames.clone(),
         max_body_len: conn.max_body_len,
     };
     let ctx = (!server.filters.is_empty()).then(|| call.context());

@@ -15,7 +15,7 @@ use super::control::CallSignal;
 use super::limits::{Limits, Slot};
 use super::warn_limit::WarnLimit;
 use crate::filter::ServerFilters;
-use crate::frame_buf::FrameBuf;
+use crate::frame_buf::{FrameBuf, FrameChunk};
 use crate::service::Service;
 use crate::writer::{Backlog, Outgoing, OutgoingTx};
 
@@ -63,6 +63,8 @@ pub(crate) struct ConnShared {
     pub(crate) number: u64,
     pub(crate) peer: Arc<PeerAddr>,
     pub(crate) max_body_len: usize,
+    /// The room answers are encoded in.
+    pub(crate) frames: Arc<FrameChunk>,
     /// Calls running or with answers queued.
     pub(crate) limits: Limits,
     pub(crate) draining: AtomicBool,
@@ -90,6 +92,7 @@ impl ConnShared {
             number,
             peer: Arc::new(peer),
             max_body_len,
+            frames: Arc::default(),
             limits,
             draining: AtomicBool::new(false),
             backlog: tx.backlog().clone(),
