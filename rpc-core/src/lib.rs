@@ -57,6 +57,7 @@ mod blocking;
 mod caller;
 mod client;
 mod context;
+mod deadlines;
 mod error;
 mod filter;
 mod frame_buf;

@@ -3,8 +3,9 @@
 //! answers. What a frame means is the side's business ([`ReadHandler`]).
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -14,6 +15,7 @@ use rpc_transport::BoxRead;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use crate::deadlines::{DeadlineTimer, Deadlines};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::writer::Backlog;
 
@@ -101,6 +103,9 @@ pub(crate) trait ReadHandler {
     fn burst_done(&mut self) -> Result<(), Disconnect>;
     /// Nothing was read for the heartbeat interval: send a ping.
     fn ping(&mut self);
+    /// The earliest deadline noted in the loop's [`Deadlines`] has come: fail the calls whose
+    /// deadline passed (after [`Deadlines::take`]) and note the others' again.
+    fn deadlines_passed(&mut self, _now: Instant) {}
 }
 
 /// Why a connection ended.
@@ -182,6 +187,7 @@ pub(crate) async fn read_frames(
     config: ReaderConfig,
     handler: &mut impl ReadHandler,
     pause: Option<ReadPause<'_>>,
+    deadlines: Option<&Deadlines>,
     stop: impl Future<Output = Disconnect>,
 ) -> Disconnect {
     let mut frames = FramedRead::with_capacity(
@@ -196,6 +202,7 @@ pub(crate) async fn read_frames(
     );
     let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
     tokio::pin!(sleep, stop);
+    let mut timer = deadlines.map(DeadlineTimer::new);
     let over = |p: &ReadPause<'_>| p.is_over();
     loop {
         // A peer that does not read its answers is not read from either: its requests wait in
@@ -243,6 +250,9 @@ pub(crate) async fn read_frames(
                     *buffer = BytesMut::with_capacity(INITIAL_READ_BUFFER);
                 }
             }
+            () = poll_fn(|cx| poll_deadlines(&mut timer, cx)) => {
+                handler.deadlines_passed(Instant::now());
+            }
             () = &mut sleep => {
                 match heartbeat.poll(Instant::now()) {
                     HeartbeatAction::Wait => {}
@@ -252,6 +262,13 @@ pub(crate) async fn read_frames(
                 sleep.as_mut().reset(heartbeat.next_wakeup());
             }
         }
+    }
+}
+
+fn poll_deadlines(timer: &mut Option<DeadlineTimer<'_>>, cx: &mut Context<'_>) -> Poll<()> {
+    match timer {
+        Some(timer) => timer.poll_passed(cx),
+        None => Poll::Pending,
     }
 }
 

@@ -725,3 +725,74 @@ async fn the_client_ends_a_stream_at_its_deadline_even_if_the_server_does_not() 
     assert!(cancelled, "the client tells the server");
     assert!(items <= sent && items >= 15, "{items} of {sent}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_call_fails_at_its_own_deadline_and_the_server_is_told() {
+    // A server that answers nothing until the fourth request, then answers it and (late) the
+    // first; it reports the requests and cancels it reads, in order.
+    let mut listener = transport::listen(&endpoint("silent-server")).await.unwrap();
+    let endpoint = listener.local_endpoint();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let connection = listener.accept().await.unwrap();
+        let (read, mut write) = connection.into_split();
+        let mut frames = FramedRead::new(read, FrameCodec::new());
+        let mut requests = Vec::new();
+        while let Some(Ok(f)) = frames.next().await {
+            let _ = events_tx.send((f.kind, f.request_id));
+            if f.kind != FrameKind::Request {
+                continue;
+            }
+            requests.push(f.request_id);
+            if requests.len() == 4 {
+                for id in [requests[0], f.request_id] {
+                    let mut body = BytesMut::new();
+                    Format::MessagePack.encode(&7u64, &mut body).unwrap();
+                    let answer = frame(FrameKind::Response, SerializerId::MESSAGE_PACK, id, &body);
+                    write.write_all(&answer).await.unwrap();
+                }
+            }
+        }
+    });
+    let client = LifeClient::new(Client::builder().connect(&endpoint).await.unwrap());
+    let start = tokio::time::Instant::now();
+    let call = |secs: u64| {
+        let client = &client;
+        async move {
+            let result = client
+                .with_options(CallOptions::new().timeout(Duration::from_secs(secs)))
+                .sleep(0)
+                .await;
+            (result, start.elapsed())
+        }
+    };
+    // Later deadlines first: the connection's one timer moves to the earlier ones.
+    let (a, b, c) = tokio::join!(call(5), call(1), call(3));
+    for ((result, took), secs) in [(a, 5), (b, 1), (c, 3)] {
+        assert_eq!(result, Err(RpcError::DeadlineExceeded));
+        let due = Duration::from_secs(secs);
+        assert!(
+            took >= due && took < due + Duration::from_millis(50),
+            "{took:?} for {due:?}"
+        );
+    }
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(events.recv().await.unwrap());
+    }
+    let requests: Vec<u64> = seen
+        .iter()
+        .filter(|(kind, _)| *kind == FrameKind::Request)
+        .map(|(_, id)| *id)
+        .collect();
+    let cancels: Vec<u64> = seen
+        .iter()
+        .filter(|(kind, _)| *kind == FrameKind::Cancel)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(requests.len(), 3, "{seen:?}");
+    // Told of each call as its deadline passed, the earliest first.
+    assert_eq!(cancels, [requests[1], requests[2], requests[0]], "{seen:?}");
+    // A late answer to a call that gave up is dropped; the connection serves on.
+    assert_eq!(client.sleep(0).await, Ok(7));
+}

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox::{InboxTx, StreamBatcher};
+use crate::deadlines::Deadlines;
 use crate::error::{Cause, Report, RpcError};
 use crate::frame_buf::{FrameChunk, OutFrame, empty_frame};
 use crate::id_hash::IdHash;
@@ -22,8 +23,14 @@ const DRAINING: u8 = 1;
 const CLOSED: u8 = 2;
 
 pub(crate) enum Pending {
-    Unary(oneshot::Sender<Frame>),
+    Unary(UnaryCall),
     Stream(InboxTx),
+}
+
+/// A unary call waiting for its answer: `None` when its deadline passed first.
+pub(crate) struct UnaryCall {
+    pub(crate) tx: oneshot::Sender<Option<Frame>>,
+    pub(crate) deadline: Instant,
 }
 
 /// A connection's shared state: what calls need to send on it and to be completed from it.
@@ -34,6 +41,8 @@ pub(crate) struct Conn {
     pub(crate) outstanding: Arc<AtomicUsize>,
     /// The room requests are encoded in.
     pub(crate) frames: FrameChunk,
+    /// The deadlines of the unary calls in `pending`, for the reader's one timer.
+    pub(crate) deadlines: Deadlines,
     status: AtomicU8,
     close_cause: OnceLock<Cause>,
     /// Cancelled when the connection closes, from whichever side noticed first (the reader, the
@@ -48,6 +57,7 @@ impl Conn {
             pending: DashMap::default(),
             outstanding: Arc::new(AtomicUsize::new(0)),
             frames: FrameChunk::default(),
+            deadlines: Deadlines::default(),
             status: AtomicU8::new(OPEN),
             close_cause: OnceLock::new(),
             closed: CancellationToken::new(),
@@ -150,7 +160,7 @@ pub(crate) async fn run_reader(
         on_go_away,
         streams: StreamBatcher::default(),
     };
-    let reason = read_frames(io, config, &mut handler, None, stop).await;
+    let reason = read_frames(io, config, &mut handler, None, Some(&conn.deadlines), stop).await;
     conn.close(Cause::new(reason));
     conn.close_reason()
         .unwrap_or_else(|| "connection closed".to_owned())
@@ -193,6 +203,39 @@ impl<F: Fn()> ReadHandler for Answers<'_, F> {
             .tx
             .send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
     }
+
+    fn deadlines_passed(&mut self, now: Instant) {
+        expire(self.conn, now);
+    }
+}
+
+/// Fails the unary calls whose deadline has passed (the server is told with a Cancel, as when a
+/// caller gives up) and notes the earliest deadline of those still waiting.
+fn expire(conn: &Conn, now: Instant) {
+    conn.deadlines.take();
+    let mut passed = Vec::new();
+    let mut earliest: Option<Instant> = None;
+    for entry in conn.pending.iter() {
+        if let Pending::Unary(call) = entry.value() {
+            if call.deadline <= now {
+                passed.push(*entry.key());
+            } else if earliest.is_none_or(|e| call.deadline < e) {
+                earliest = Some(call.deadline);
+            }
+        }
+    }
+    if let Some(earliest) = earliest {
+        conn.deadlines.add(earliest);
+    }
+    for id in passed {
+        if let Some((_, Pending::Unary(call))) = conn.pending.remove(&id) {
+            conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let _ = call.tx.send(None);
+            let _ = conn
+                .tx
+                .send(Outgoing::frame(empty_frame(FrameKind::Cancel, id)));
+        }
+    }
 }
 
 /// Collects a stream item for its stream; an item for a unary call breaks the protocol.
@@ -221,8 +264,8 @@ fn dispatch(conn: &Conn, frame: Frame, on_go_away: &impl Fn()) -> Result<(), Dis
             if let Some((_, pending)) = conn.pending.remove(&frame.request_id) {
                 conn.outstanding.fetch_sub(1, Ordering::Relaxed);
                 match pending {
-                    Pending::Unary(tx) => {
-                        let _ = tx.send(frame);
+                    Pending::Unary(call) => {
+                        let _ = call.tx.send(Some(frame));
                     }
                     // A stream that fails before its first item is answered with a response.
                     Pending::Stream(tx) => tx.end(frame.status, frame.body),

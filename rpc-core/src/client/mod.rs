@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use self::config::ClientConfig;
-use self::conn::{Conn, Pending};
+use self::conn::{Conn, Pending, UnaryCall};
 pub use self::fallback::{Fallback, Fallbacks, falls_back};
 pub use self::state::ConnectionState;
 use self::state::{DropGuard, Shared};
@@ -595,7 +595,7 @@ impl Client {
                 args,
             )?;
             let (tx, rx) = oneshot::channel();
-            if let Err(e) = conn.register(id, Pending::Unary(tx)) {
+            if let Err(e) = conn.register(id, Pending::Unary(UnaryCall { tx, deadline })) {
                 // The connection closed (or finished draining) between picking it and
                 // registering: nothing was sent, so another connection may take the call.
                 if !retried {
@@ -609,17 +609,15 @@ impl Client {
                 id,
                 armed: true,
             };
+            // The connection's reader keeps the deadline: one timer for all its calls.
+            conn.deadlines.add(deadline);
             conn.send(frame)?;
-            let frame = match tokio::time::timeout_at(deadline, rx).await {
-                Err(_) => return Err(RpcError::DeadlineExceeded),
-                Ok(Err(_)) => {
-                    guard.armed = false;
-                    return Err(conn.lost());
-                }
-                Ok(Ok(frame)) => {
-                    guard.armed = false;
-                    frame
-                }
+            let answer = rx.await;
+            guard.armed = false;
+            let frame = match answer {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Err(RpcError::DeadlineExceeded),
+                Err(_) => return Err(conn.lost()),
             };
             // A draining server refuses calls it has not started; they are safe to send again on
             // the connection that replaces it.

@@ -101,7 +101,7 @@ pub(crate) async fn serve_connection(
         answers: Vec::new(),
         held_bytes: 0,
     };
-    let reason = read_frames(read, config, &mut handler, Some(pause), stop).await;
+    let reason = read_frames(read, config, &mut handler, Some(pause), None, stop).await;
     drop(handler);
     drop(tx);
     let report = Report(&reason).to_string();
