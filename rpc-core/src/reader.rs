@@ -212,6 +212,10 @@ pub(crate) async fn read_frames(
             biased;
             reason = &mut stop => return reason,
             () = wait_below_half(pause), if paused => {}
+            // Before the frames, so that a peer that always has more to read cannot starve it.
+            () = poll_fn(|cx| poll_deadlines(&mut timer, cx)) => {
+                handler.deadlines_passed(Instant::now());
+            }
             frame = frames.next(), if !paused => {
                 // One clock read per burst, not per frame. Everything one read brought in is
                 // handled before the handler is told the burst is done (the server then sends
@@ -249,9 +253,6 @@ pub(crate) async fn read_frames(
                 if buffer.is_empty() && (large || buffer.capacity() > MAX_IDLE_READ_BUFFER) {
                     *buffer = BytesMut::with_capacity(INITIAL_READ_BUFFER);
                 }
-            }
-            () = poll_fn(|cx| poll_deadlines(&mut timer, cx)) => {
-                handler.deadlines_passed(Instant::now());
             }
             () = &mut sleep => {
                 match heartbeat.poll(Instant::now()) {

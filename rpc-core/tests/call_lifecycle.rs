@@ -796,3 +796,49 @@ async fn each_call_fails_at_its_own_deadline_and_the_server_is_told() {
     // A late answer to a call that gave up is dropped; the connection serves on.
     assert_eq!(client.sleep(0).await, Ok(7));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_server_ends_each_call_at_its_own_deadline() {
+    let (server, seen, endpoint) = start("server-deadlines").await;
+    let mut raw = Raw::connect(&endpoint).await;
+    let start = tokio::time::Instant::now();
+    // Later deadlines first, and one call with none that answers on its own.
+    let sleeping = |id: u64, deadline_ms: Option<u64>, ms: u64| {
+        request_with_deadline(
+            FrameKind::Request,
+            id,
+            "sleep",
+            deadline_ms.map(Duration::from_millis),
+            &(ms,),
+        )
+    };
+    raw.send(&[
+        sleeping(1, Some(3_000), 60_000),
+        sleeping(2, Some(1_000), 60_000),
+        sleeping(3, None, 4_000),
+        sleeping(4, Some(2_000), 60_000),
+    ])
+    .await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let frame = raw.next(Duration::from_secs(10)).await.expect("an answer");
+        answers.push((frame.request_id, frame.status, start.elapsed()));
+    }
+    let expected = [
+        (2, Status::DEADLINE_EXCEEDED, 1_000),
+        (4, Status::DEADLINE_EXCEEDED, 2_000),
+        (1, Status::DEADLINE_EXCEEDED, 3_000),
+        (3, Status::OK, 4_000),
+    ];
+    for ((id, status, took), (want_id, want_status, ms)) in answers.iter().zip(expected) {
+        assert_eq!((*id, *status), (want_id, want_status), "{answers:?}");
+        let due = Duration::from_millis(ms);
+        assert!(
+            *took >= due && *took < due + Duration::from_millis(50),
+            "{answers:?}"
+        );
+    }
+    // The handlers of the three calls that ran out of time were dropped.
+    assert_eq!(seen.sleeps_dropped.load(Ordering::SeqCst), 3);
+    assert_eq!(server.in_flight(), 0);
+}

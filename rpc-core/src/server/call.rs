@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::calls::CallKey;
-use super::control::CallSignal;
+use super::control::{CallSignal, Stop};
 use super::limits::Slot;
 use super::state::ConnShared;
 use crate::error::ServerError;
@@ -104,7 +104,6 @@ impl Job {
         key: CallKey,
         signal: Arc<CallSignal>,
         start: Start<F>,
-        deadline: Option<Instant>,
     ) where
         F: Future<Output = std::thread::Result<Reply>>,
     {
@@ -127,9 +126,11 @@ impl Job {
         }
         let outcome = tokio::select! {
             biased;
-            () = signal.cancelled() => Outcome::Cancelled,
+            stop = signal.stopped() => match stop {
+                Stop::Cancelled => Outcome::Cancelled,
+                Stop::DeadlinePassed => Outcome::DeadlinePassed,
+            },
             end = work => Outcome::Done(end),
-            () = sleep_until_opt(deadline) => Outcome::DeadlinePassed,
         };
         // Out of the table before the last frame is queued: once the client has read it, it may
         // reuse the id.

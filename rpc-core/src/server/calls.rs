@@ -8,11 +8,14 @@
 //! of the connection can be handled in between.
 //!
 //! The table decides and the connection driver acts: it is given events (a call opened, a
-//! Cancel, a StreamCredit, a call's task ending, the connection closing) and applies them to
+//! Cancel, a StreamCredit, deadlines passing, a call's task ending, the connection closing) and
+//! applies them to
 //! each call's [`CallControl`], a handle the call's task watches. It touches no socket, clock
 //! or task, so every ordering of those events is a unit test below.
 
 use std::collections::HashMap;
+
+use tokio::time::Instant;
 
 use crate::id_hash::IdHash;
 
@@ -22,6 +25,10 @@ pub(crate) trait CallControl {
     fn cancel(&self);
     /// Lets the call's stream send `credit` more items (bounded by the stream's credit cap).
     fn grant(&self, credit: u32);
+    /// The call's deadline, if its caller gave one.
+    fn deadline(&self) -> Option<Instant>;
+    /// Stops the call because its deadline passed: it ends with DEADLINE_EXCEEDED.
+    fn deadline_passed(&self);
 }
 
 /// The open calls of one connection, by request id.
@@ -114,6 +121,23 @@ impl<C: CallControl> CallTable<C> {
         }
     }
 
+    /// Tells every open call whose deadline is `now` or before that it passed (each stays open
+    /// until its task ends it), and gives the earliest deadline still ahead: the connection keeps
+    /// one timer for all its calls, set to that.
+    pub(crate) fn deadlines_passed(&mut self, now: Instant) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for entry in self.open.values() {
+            match entry.control.deadline() {
+                Some(deadline) if deadline <= now => entry.control.deadline_passed(),
+                Some(deadline) if earliest.is_none_or(|e| deadline < e) => {
+                    earliest = Some(deadline);
+                }
+                _ => {}
+            }
+        }
+        earliest
+    }
+
     /// The connection is closing: every open call is cancelled and no new one opens. Returns
     /// how many were cancelled.
     pub(crate) fn close(&mut self) -> usize {
@@ -149,6 +173,8 @@ mod tests {
     struct Seen {
         cancelled: bool,
         credit: u64,
+        deadline: Option<Instant>,
+        deadline_passed: bool,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -160,6 +186,12 @@ mod tests {
         }
         fn grant(&self, credit: u32) {
             self.0.borrow_mut().credit += u64::from(credit);
+        }
+        fn deadline(&self) -> Option<Instant> {
+            self.0.borrow().deadline
+        }
+        fn deadline_passed(&self) {
+            self.0.borrow_mut().deadline_passed = true;
         }
     }
 
@@ -319,5 +351,38 @@ mod tests {
         assert_eq!(table.open(9, late.clone()).unwrap_err(), OpenError::Closed);
         assert!(!table.end(keys[0]));
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn calls_past_their_deadline_are_told_and_the_earliest_ahead_is_next() {
+        let mut table = CallTable::new();
+        let start = Instant::now();
+        let at = |secs| Some(start + std::time::Duration::from_secs(secs));
+        let probes: Vec<Probe> = [at(1), at(5), None, at(3), at(2)]
+            .into_iter()
+            .map(|deadline| {
+                let probe = Probe::default();
+                probe.0.borrow_mut().deadline = deadline;
+                probe
+            })
+            .collect();
+        let keys: Vec<CallKey> = probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| table.open(i as u64, p.clone()).unwrap())
+            .collect();
+        // The call due at 2 s has ended already: it is not told, nor counted.
+        assert!(table.end(keys[4]));
+        let passed = |p: &Probe| p.0.borrow().deadline_passed;
+        assert_eq!(table.deadlines_passed(start), at(1));
+        assert!(probes.iter().all(|p| !passed(p)));
+        assert_eq!(table.deadlines_passed(at(3).unwrap()), at(5));
+        let told: Vec<bool> = probes.iter().map(passed).collect();
+        assert_eq!(told, [true, false, false, true, false]);
+        // Told calls stay open until their tasks end them; none is cancelled.
+        assert!(table.is_open(0) && table.is_open(3));
+        assert!(probes.iter().all(|p| !p.cancelled()));
+        assert!(table.end(keys[0]) && table.end(keys[1]) && table.end(keys[3]));
+        assert_eq!(table.deadlines_passed(at(9).unwrap()), None);
     }
 }

@@ -101,7 +101,15 @@ pub(crate) async fn serve_connection(
         answers: Vec::new(),
         held_bytes: 0,
     };
-    let reason = read_frames(read, config, &mut handler, Some(pause), None, stop).await;
+    let reason = read_frames(
+        read,
+        config,
+        &mut handler,
+        Some(pause),
+        Some(&conn.deadlines),
+        stop,
+    )
+    .await;
     drop(handler);
     drop(tx);
     let report = Report(&reason).to_string();
@@ -213,6 +221,13 @@ impl ReadHandler for Requests<'_> {
         let _ = self
             .tx
             .send(Outgoing::frame(empty_frame(FrameKind::Ping, 0)));
+    }
+
+    fn deadlines_passed(&mut self, now: Instant) {
+        self.conn.deadlines.take();
+        if let Some(earliest) = self.conn.calls().deadlines_passed(now) {
+            self.conn.deadlines.add(earliest);
+        }
     }
 }
 
@@ -399,7 +414,7 @@ fn handle_request(
     };
     // The call outlives this read step: from here on it is in the table, so a Cancel or a
     // StreamCredit read right after this request reaches it.
-    let signal = CallSignal::new(stream_window(&head));
+    let signal = CallSignal::new(stream_window(&head), deadline);
     let key = match conn.calls().open(id, signal.clone()) {
         Ok(key) => key,
         // Checked above, and nothing else opens calls on this connection meanwhile.
@@ -410,7 +425,12 @@ fn handle_request(
         }
         Err(OpenError::Closed) => return Ok(()),
     };
-    tokio::spawn(job.run(conn.clone(), key, signal, reply, deadline));
+    // The connection's one timer keeps the deadline (only this task opens calls, so the
+    // timer cannot miss it).
+    if let Some(deadline) = deadline {
+        conn.deadlines.add(deadline);
+    }
+    tokio::spawn(job.run(conn.clone(), key, signal, reply));
     Ok(())
 }
 

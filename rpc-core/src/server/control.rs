@@ -1,5 +1,5 @@
-//! The handle a running call's task watches: whether the call was cancelled, and the credit its
-//! stream may spend. The connection's [`CallTable`](super::calls::CallTable) holds the other
+//! The handle a running call's task watches: whether the call was cancelled or its deadline
+//! passed, and the credit its stream may spend. The connection's [`CallTable`](super::calls::CallTable) holds the other
 //! end.
 
 use std::future::poll_fn;
@@ -9,14 +9,31 @@ use std::task::Poll;
 
 use futures::task::AtomicWaker;
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 
 use super::calls::CallControl;
 use rpc_codec::{MAX_STREAM_CREDIT, STREAM_WINDOW, WINDOWED_STREAM_CREDIT};
 
-/// One call's cancel flag and stream credit, shared by the table and the call's task.
+/// Why a call stopped before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The client cancelled it, or the connection closed.
+    Cancelled,
+    /// Its deadline passed.
+    DeadlinePassed,
+}
+
+/// One call's cancel flag, deadline and stream credit, shared by the table and the call's task.
 #[derive(Debug)]
 pub(crate) struct CallSignal {
     cancelled: AtomicBool,
+    /// The call's deadline, kept by the connection's one timer ([`CallTable::deadlines_passed`]
+    /// sets `passed`).
+    ///
+    /// [`CallTable::deadlines_passed`]: super::calls::CallTable::deadlines_passed
+    deadline: Option<Instant>,
+    passed: AtomicBool,
+    /// Woken when the call is cancelled or its deadline passes.
     waker: AtomicWaker,
     /// Items the stream may still send. Closed when the call is cancelled.
     credit: Semaphore,
@@ -34,13 +51,15 @@ pub(crate) struct CallSignal {
 impl CallSignal {
     /// The signal of a call whose stream, if it has one, is bounded by `window` bytes as well as
     /// by items (when the client announced a window).
-    pub(crate) fn new(window: Option<u64>) -> Arc<Self> {
+    pub(crate) fn new(window: Option<u64>, deadline: Option<Instant>) -> Arc<Self> {
         let (initial, cap) = match window {
             None => (STREAM_WINDOW, MAX_STREAM_CREDIT),
             Some(_) => (WINDOWED_STREAM_CREDIT, WINDOWED_STREAM_CREDIT),
         };
         Arc::new(CallSignal {
             cancelled: AtomicBool::new(false),
+            deadline,
+            passed: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             credit: Semaphore::new(initial as usize),
             cap: cap as usize,
@@ -50,20 +69,27 @@ impl CallSignal {
         })
     }
 
-    /// Resolves once the call is cancelled. One task waits on it at a time.
-    pub(crate) async fn cancelled(&self) {
+    /// Resolves once the call is cancelled or its deadline passed, and says which (a cancel
+    /// first). One task waits on it at a time.
+    pub(crate) async fn stopped(&self) -> Stop {
         poll_fn(|cx| {
-            if self.cancelled.load(Ordering::Acquire) {
-                return Poll::Ready(());
+            if let Some(stop) = self.stop() {
+                return Poll::Ready(stop);
             }
             self.waker.register(cx.waker());
-            if self.cancelled.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
+            self.stop().map_or(Poll::Pending, Poll::Ready)
         })
-        .await;
+        .await
+    }
+
+    fn stop(&self) -> Option<Stop> {
+        if self.cancelled.load(Ordering::Acquire) {
+            Some(Stop::Cancelled)
+        } else if self.passed.load(Ordering::Acquire) {
+            Some(Stop::DeadlinePassed)
+        } else {
+            None
+        }
     }
 
     /// Waits for one item's credit; false once the call is cancelled.
@@ -133,6 +159,15 @@ impl CallControl for Arc<CallSignal> {
         self.waker.wake();
     }
 
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn deadline_passed(&self) {
+        self.passed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
     fn grant(&self, credit: u32) {
         let room = self.cap.saturating_sub(self.credit.available_permits());
         self.credit.add_permits((credit as usize).min(room));
@@ -152,7 +187,7 @@ mod tests {
     #[test]
     fn credit_is_clamped_to_the_cap() {
         let max = MAX_STREAM_CREDIT as usize;
-        let signal = CallSignal::new(None);
+        let signal = CallSignal::new(None, None);
         signal.grant(u32::MAX);
         assert_eq!(signal.credit.available_permits(), max);
         for _ in 0..max {
@@ -170,18 +205,31 @@ mod tests {
 
     #[test]
     fn cancel_wakes_the_waiter_and_stops_credit() {
-        let signal = CallSignal::new(None);
-        let mut waiting = Box::pin(signal.cancelled());
+        let signal = CallSignal::new(None, None);
+        let mut waiting = Box::pin(signal.stopped());
         assert!((&mut waiting).now_or_never().is_none());
         signal.cancel();
-        assert!(waiting.now_or_never().is_some());
+        assert_eq!(waiting.now_or_never(), Some(Stop::Cancelled));
         assert!(!signal.acquire().now_or_never().unwrap());
-        assert!(signal.cancelled().now_or_never().is_some());
+        assert_eq!(signal.stopped().now_or_never(), Some(Stop::Cancelled));
+    }
+
+    #[test]
+    fn a_passed_deadline_wakes_the_waiter_and_a_cancel_still_wins() {
+        let deadline = Instant::now();
+        let signal = CallSignal::new(None, Some(deadline));
+        assert_eq!(signal.deadline(), Some(deadline));
+        let mut waiting = Box::pin(signal.stopped());
+        assert!((&mut waiting).now_or_never().is_none());
+        signal.deadline_passed();
+        assert_eq!(waiting.now_or_never(), Some(Stop::DeadlinePassed));
+        signal.cancel();
+        assert_eq!(signal.stopped().now_or_never(), Some(Stop::Cancelled));
     }
 
     #[test]
     fn a_windowed_stream_starts_with_its_larger_credit_and_counts_grants() {
-        let signal = CallSignal::new(Some(1 << 20));
+        let signal = CallSignal::new(Some(1 << 20), None);
         assert_eq!(
             signal.credit.available_permits(),
             WINDOWED_STREAM_CREDIT as usize

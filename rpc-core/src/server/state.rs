@@ -14,6 +14,7 @@ use super::config::ServerConfig;
 use super::control::CallSignal;
 use super::limits::{Limits, Slot};
 use super::warn_limit::WarnLimit;
+use crate::deadlines::Deadlines;
 use crate::filter::ServerFilters;
 use crate::frame_buf::{FrameBuf, FrameChunk};
 use crate::service::Service;
@@ -65,6 +66,8 @@ pub(crate) struct ConnShared {
     pub(crate) max_body_len: usize,
     /// The room answers are encoded in.
     pub(crate) frames: Arc<FrameChunk>,
+    /// The deadlines of the calls in `calls`, for the reader's one timer.
+    pub(crate) deadlines: Deadlines,
     /// Calls running or with answers queued.
     pub(crate) limits: Limits,
     pub(crate) draining: AtomicBool,
@@ -93,6 +96,7 @@ impl ConnShared {
             peer: Arc::new(peer),
             max_body_len,
             frames: Arc::default(),
+            deadlines: Deadlines::default(),
             limits,
             draining: AtomicBool::new(false),
             backlog: tx.backlog().clone(),
