@@ -65,6 +65,7 @@ mod heartbeat;
 mod id_hash;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod poll_on_wake;
 mod reader;
 mod reflection;
 mod server;

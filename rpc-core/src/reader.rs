@@ -17,6 +17,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::deadlines::{DeadlineTimer, Deadlines};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::poll_on_wake::PollOnWake;
 use crate::writer::Backlog;
 
 /// What a connection's read buffer starts with; it grows (doubling, or to a frame's size) when
@@ -201,6 +202,8 @@ pub(crate) async fn read_frames(
         Instant::now(),
     );
     let sleep = tokio::time::sleep_until(heartbeat.next_wakeup());
+    // Polled on every turn of the loop otherwise, and rarely ready.
+    let stop = PollOnWake::new(stop);
     tokio::pin!(sleep, stop);
     let mut timer = deadlines.map(DeadlineTimer::new);
     let over = |p: &ReadPause<'_>| p.is_over();

@@ -4,11 +4,13 @@
 //! totals divided by `N` is the cost of one call, without the start and the end.
 //!
 //! With `--items N`, it reads `N` items of one server stream instead of making calls: the same
-//! difference then gives the cost of one stream item.
+//! difference then gives the cost of one stream item. With `--raw`, the calls go to the raw
+//! multiplexed reference instead (`benches::raw`), for the same count on the bar's baseline.
 //!
 //! ```text
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p target/release/echo-calls --calls 200 --bytes 65536
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p target/release/echo-calls --items 20000
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p target/release/echo-calls --calls 200 --raw
 //! ```
 
 use std::time::Instant;
@@ -36,6 +38,9 @@ struct Args {
     /// Reads this many items of one server stream of `--bytes` items instead of making calls.
     #[arg(long)]
     items: Option<u64>,
+    /// Calls the raw multiplexed reference instead of the framework.
+    #[arg(long, conflicts_with_all = ["items", "format"])]
+    raw: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +49,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let payload = Bytes::from(vec![7u8; args.bytes]);
+        if args.raw {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            benches::raw::serve(listener);
+            let client = benches::raw::RawClient::connect(addr).await?;
+            let started = Instant::now();
+            for _ in 0..args.calls {
+                let back = client.echo(payload.clone()).await.context("an echo")?;
+                anyhow::ensure!(back.len() == payload.len(), "a short echo");
+            }
+            report(&args, "raw", started);
+            return Ok(());
+        }
         let server = Server::builder()
             .service(EchoServer::new(EchoImpl))
             .listen("tcp://127.0.0.1:0")
@@ -57,7 +76,6 @@ fn main() -> anyhow::Result<()> {
                 .connect(&endpoint)
                 .await?,
         );
-        let payload = Bytes::from(vec![7u8; args.bytes]);
         if let Some(items) = args.items {
             let started = Instant::now();
             let mut stream = client.stream(payload.clone(), items).await?;
@@ -82,15 +100,17 @@ fn main() -> anyhow::Result<()> {
             let back = client.echo(payload.clone()).await?;
             anyhow::ensure!(back.len() == payload.len(), "a short echo");
         }
-        let took = started.elapsed();
-        println!(
-            "{} calls of {} B ({}): {:.1} µs per call",
-            args.calls,
-            args.bytes,
-            args.format,
-            took.as_secs_f64() * 1e6 / f64::from(args.calls)
-        );
+        report(&args, &args.format.to_string(), started);
         server.shutdown(std::time::Duration::from_millis(100)).await;
         Ok(())
     })
+}
+
+fn report(args: &Args, system: &str, started: Instant) {
+    println!(
+        "{} calls of {} B ({system}): {:.1} µs per call",
+        args.calls,
+        args.bytes,
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(args.calls)
+    );
 }

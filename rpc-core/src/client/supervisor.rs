@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::conn::{Conn, run_reader};
 use super::state::{ConnectionState, Shared};
 use crate::error::{Cause, RpcError};
+use crate::poll_on_wake::PollOnWake;
 use crate::reader::Disconnect;
 use crate::reader::ReaderConfig;
 use crate::writer::run_writer;
@@ -160,9 +161,11 @@ fn start_connection(
         let reader = run_reader(reader_conn.clone(), read, reader_config, move || {
             let _ = go_away_events.send(ConnEvent::GoAway { number });
         });
+        // Polled whenever the reader is: only when it woke.
+        let shut = PollOnWake::new(shutdown.cancelled());
         let reason = tokio::select! {
             reason = reader => reason,
-            () = shutdown.cancelled() => {
+            () = shut => {
                 let reason = "client closed".to_owned();
                 reader_conn.close(Cause::message(reason.clone()));
                 reason
