@@ -281,6 +281,50 @@ impl Format {
         }
     }
 
+    /// As [`encode_lending`](Self::encode_lending) of `bytes` (the same encoding: postcard's
+    /// varint length and bytes, MessagePack's `bin8/16/32`), written without serde; `bytes` of
+    /// at least [`LEND_MIN`](crate::LEND_MIN) are lent (pushed to `parts`), not copied. JSON and
+    /// plugged-in formats go the serde way.
+    pub fn encode_bytes_lending(
+        &self,
+        bytes: &Bytes,
+        dst: &mut BytesMut,
+        parts: &mut Vec<(usize, Bytes)>,
+    ) -> Result<(), SerializeError> {
+        let len = bytes.len();
+        match self {
+            Format::Postcard => {
+                let mut rest = len as u64;
+                while rest >= 0x80 {
+                    dst.put_u8((rest as u8 & 0x7f) | 0x80);
+                    rest >>= 7;
+                }
+                dst.put_u8(rest as u8);
+            }
+            Format::MessagePack => {
+                match (u8::try_from(len), u16::try_from(len), u32::try_from(len)) {
+                    (Ok(n), _, _) => dst.put_slice(&[0xc4, n]),
+                    (_, Ok(n), _) => {
+                        dst.put_u8(0xc5);
+                        dst.put_u16(n);
+                    }
+                    (_, _, Ok(n)) => {
+                        dst.put_u8(0xc6);
+                        dst.put_u32(n);
+                    }
+                    _ => return self.encode_lending(bytes, dst, parts),
+                }
+            }
+            Format::Json | Format::Custom(_) => return self.encode_lending(bytes, dst, parts),
+        }
+        if len >= crate::LEND_MIN {
+            parts.push((dst.len(), bytes.clone()));
+        } else {
+            dst.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
     /// The serialized `value` as its own buffer.
     pub fn to_bytes<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, SerializeError> {
         let mut dst = BytesMut::new();
@@ -510,6 +554,39 @@ mod tests {
                         .map(|s| s.0),
                     "{format} {body:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_byte_string_is_encoded_as_serde_would_and_large_ones_are_lent() {
+        for format in [Format::Postcard, Format::MessagePack, Format::Json] {
+            for len in [
+                0usize, 1, 127, 128, 255, 256, 300, 4_095, 4_096, 65_535, 65_536, 70_000,
+            ] {
+                let payload = Bytes::from((0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+                let mut dst = BytesMut::from(&b"pre"[..]);
+                let mut parts = Vec::new();
+                format
+                    .encode_bytes_lending(&payload, &mut dst, &mut parts)
+                    .unwrap();
+                // Parts inserted at their offsets make the whole encoding.
+                let mut whole = Vec::new();
+                let mut at = 0;
+                for (offset, part) in &parts {
+                    whole.extend_from_slice(&dst[at..*offset]);
+                    whole.extend_from_slice(part);
+                    at = *offset;
+                }
+                whole.extend_from_slice(&dst[at..]);
+                let mut expected = b"pre".to_vec();
+                expected.extend_from_slice(&format.to_bytes(&payload).unwrap());
+                assert_eq!(whole, expected, "{format} {len}");
+                let lent = format != Format::Json && len >= crate::LEND_MIN;
+                assert_eq!(parts.len(), usize::from(lent), "{format} {len}");
+                if lent {
+                    assert_eq!(parts[0].1.as_ptr(), payload.as_ptr(), "{format} {len}");
+                }
             }
         }
     }

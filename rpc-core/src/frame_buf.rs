@@ -1,5 +1,6 @@
 //! Frames encoded in place: header placeholder first, body after it, header filled in last.
 
+use std::any::Any;
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
@@ -210,7 +211,7 @@ pub(crate) struct FrameRun {
 impl FrameRun {
     /// Appends a frame whose body is `value` in `format`; on failure the run is as it was.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn push<T: Serialize + ?Sized>(
+    pub(crate) fn push<T: Serialize + 'static>(
         &mut self,
         format: &Format,
         value: &T,
@@ -229,7 +230,12 @@ impl FrameRun {
             run.buf.truncate(start);
             run.parts.truncate(first_part);
         };
-        if let Err(e) = format.encode_lending(value, &mut self.buf, &mut self.parts) {
+        // A `Bytes` item (the common stream of chunks) skips serde: same encoding.
+        let encoded = match (value as &dyn Any).downcast_ref::<Bytes>() {
+            Some(bytes) => format.encode_bytes_lending(bytes, &mut self.buf, &mut self.parts),
+            None => format.encode_lending(value, &mut self.buf, &mut self.parts),
+        };
+        if let Err(e) = encoded {
             undo(self);
             return Err(RunError::Encode(e));
         }
